@@ -1,0 +1,87 @@
+"""One settings object, built once at the entry point (CLI or flow) and passed down.
+
+Precedence: defaults < ``ragline.toml`` in the working directory < environment (``RAGLINE_*``) < explicit
+arguments (CLI flags, flow parameters). Core code never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+CleanupMode = Literal["incremental", "full", "none"]
+"""incremental: re-index changed documents only; full: also delete documents gone from the source; none: never delete."""
+
+
+def _default_home() -> Path:
+    return Path("data") / ".ragline"
+
+
+class RaglineConfig(BaseSettings):
+    """Every setting ragline reads."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGLINE_", toml_file="ragline.toml", extra="forbid")
+
+    home: Path = Field(default_factory=_default_home, description="State directory: record store, local index.")
+    model_cache_dir: Path | None = Field(
+        default=None, description="Where converted local models live; default <home>/models."
+    )
+    namespace: str = "default"
+    cleanup: CleanupMode = "full"
+
+    # chunking
+    chunk_size: int = Field(default=200, ge=16, description="Target chunk size in embedder tokens.")
+    chunk_overlap: int = Field(default=32, ge=0)
+
+    # embedding
+    embedder: Literal["local"] = "local"
+    local_model: str = "all-MiniLM-L6-v2"
+    local_backend: Literal["onnx", "torch"] = "onnx"
+    embed_batch_size: int = Field(default=64, ge=1)
+
+    # store
+    store: Literal["lancedb"] = "lancedb"
+
+    # pipeline
+    batch_size: int = Field(default=256, ge=1, description="Chunks per pipeline batch (one task run each).")
+    max_file_bytes: int = Field(default=10_000_000, ge=1, description="Larger input files are quarantined.")
+    validation_sample_size: int = Field(default=8, ge=0)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_ok(cls, value: str) -> str:
+        if not value or len(value) > 128 or not all(c.isalnum() or c in "-_." for c in value):
+            raise ValueError("namespace must be 1-128 characters of letters, digits, '-', '_' or '.'")
+        return value
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> RaglineConfig:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_cache_dir or self.home / "models"
+
+    @property
+    def record_store_path(self) -> Path:
+        return self.home / "records.sqlite"
+
+    @property
+    def lancedb_path(self) -> Path:
+        return self.home / "lancedb"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, TomlConfigSettingsSource(settings_cls))

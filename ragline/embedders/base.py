@@ -1,0 +1,28 @@
+"""The embedding provider protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
+
+    model_id: str
+    """Identifies model and settings (e.g. ``local/all-MiniLM-L6-v2``); part of the embedding cache key."""
+
+    dimension: int
+    max_tokens: int
+    """Longest input the model reads; chunks are sized to fit."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` costs this model (no special tokens)."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """A ``(len(texts), dimension)`` float32 array of unit-norm rows."""
+        ...

@@ -1,0 +1,60 @@
+"""ragline's error tree.
+
+    RaglineError
+    ├── ConfigError            bad or inconsistent configuration
+    ├── SourceError            a source cannot be read at all (a bad *file* is quarantined instead)
+    ├── ChunkingError
+    ├── EmbeddingError
+    ├── StoreError             vector store or record store failure
+    │   ├── UpsertError        carries the ids that could not be written
+    │   └── FilterError        a metadata filter outside Pinecone's language
+    └── ValidationFailed       a data-quality or reconciliation check failed; carries the failed checks
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class RaglineError(Exception):
+    """Base of every error ragline raises on purpose."""
+
+
+class ConfigError(RaglineError):
+    """Configuration is missing, malformed or contradictory."""
+
+
+class SourceError(RaglineError):
+    """A source as a whole cannot be read (missing root, unknown format)."""
+
+
+class ChunkingError(RaglineError):
+    """A document could not be split into chunks."""
+
+
+class EmbeddingError(RaglineError):
+    """The embedding provider failed or returned unusable vectors."""
+
+
+class StoreError(RaglineError):
+    """A vector store or record store operation failed."""
+
+
+class UpsertError(StoreError):
+    """Some records could not be written; ``failed_ids`` says which."""
+
+    def __init__(self, message: str, failed_ids: Sequence[str]) -> None:
+        super().__init__(message)
+        self.failed_ids = list(failed_ids)
+
+
+class FilterError(StoreError):
+    """A metadata filter is not valid Pinecone filter language."""
+
+
+class ValidationFailed(RaglineError):
+    """A validation suite or reconciliation check failed; ``failures`` lists what failed."""
+
+    def __init__(self, message: str, failures: Sequence[str]) -> None:
+        super().__init__(f"{message}: {'; '.join(failures)}")
+        self.failures = list(failures)

@@ -1,0 +1,89 @@
+"""The vector store protocol, with Pinecone's semantics (namespaces, ids, metadata filters, cosine scores)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ragline.records import Metadata
+
+Filter = dict[str, Any]
+"""A metadata filter in Pinecone's language: $eq $ne $gt $gte $lt $lte $in $nin $exists $and $or."""
+
+
+@dataclass(frozen=True)
+class VectorRecord:
+    """One vector with its id and metadata, as upserted or fetched."""
+
+    id: str
+    values: np.ndarray
+    metadata: Metadata = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueryMatch:
+    """One query result; ``score`` is cosine similarity (higher is closer)."""
+
+    id: str
+    score: float
+    metadata: Metadata = field(default_factory=dict)
+    values: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class NamespaceStats:
+    """Per-namespace statistics."""
+
+    vector_count: int
+    dimension: int | None
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """A vector index with Pinecone semantics. Every implementation passes tests/store_contract.py."""
+
+    def upsert(self, records: Sequence[VectorRecord], *, namespace: str) -> int:
+        """Insert or overwrite records by id; returns how many were written."""
+        ...
+
+    def query(
+        self,
+        vector: np.ndarray,
+        *,
+        namespace: str,
+        top_k: int = 10,
+        filter: Filter | None = None,
+        include_values: bool = False,
+    ) -> list[QueryMatch]:
+        """The ``top_k`` nearest records (cosine) that match ``filter``, best first."""
+        ...
+
+    def fetch(self, ids: Sequence[str], *, namespace: str) -> dict[str, VectorRecord]:
+        """The records with these ids that exist."""
+        ...
+
+    def delete(
+        self,
+        *,
+        namespace: str,
+        ids: Sequence[str] | None = None,
+        filter: Filter | None = None,
+        delete_all: bool = False,
+    ) -> None:
+        """Delete by ids, by filter, or the whole namespace (exactly one of the three)."""
+        ...
+
+    def list_ids(self, *, namespace: str, prefix: str = "") -> Iterator[str]:
+        """Ids in the namespace starting with ``prefix``, in lexicographic order."""
+        ...
+
+    def describe_namespace(self, namespace: str) -> NamespaceStats:
+        """Count and dimension of one namespace (0 and None if it does not exist)."""
+        ...
+
+    def namespaces(self) -> list[str]:
+        """Names of the namespaces that hold at least one record."""
+        ...
