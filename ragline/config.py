@@ -12,8 +12,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-CleanupMode = Literal["incremental", "full", "none"]
-"""incremental: re-index changed documents only; full: also delete documents gone from the source; none: never delete."""
+CleanupMode = Literal["incremental", "full"]
+"""incremental: re-index new and changed documents; full: also delete the documents gone from the source."""
 
 
 def _default_home() -> Path:
@@ -30,7 +30,7 @@ class RaglineConfig(BaseSettings):
         default=None, description="Where converted local models live; default <home>/models."
     )
     namespace: str = "default"
-    cleanup: CleanupMode = "full"
+    cleanup: CleanupMode = "incremental"
 
     # chunking
     chunk_size: int = Field(default=200, ge=16, description="Target chunk size in embedder tokens.")
@@ -85,3 +85,8 @@ class RaglineConfig(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, dotenv_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_config(**overrides: object) -> RaglineConfig:
+    """The config from defaults, ``ragline.toml`` and the environment, with explicit non-None overrides on top."""
+    return RaglineConfig(**{key: value for key, value in overrides.items() if value is not None})
