@@ -1,0 +1,358 @@
+"""The embedded default vector store: LanceDB on local disk, one table per namespace.
+
+A namespace ``ns`` lives in table ``ns_<ns>`` with columns:
+
+- ``id`` (string), ``vector`` (fixed_size_list<float32>[dim]),
+- ``metadata``: the record's metadata as JSON, so it round-trips exactly (int stays int, float stays float),
+- one nullable column per (metadata key, kind of value), named by ``filters.metadata_column``: string, float64,
+  bool or list<string>. Columns are added when a key/kind first appears. A key may hold different kinds in
+  different records, as Pinecone allows: each kind has its own column, and filters look at all of them.
+
+Queries are exact (flat cosine search, no ANN index), with the filter translated to SQL by
+``filters.to_lance_where`` and applied as a prefilter, so ``top_k`` counts only matching records.
+A namespace exists while it holds records: a delete that empties it drops its table.
+lancedb is imported in the constructor, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from ragline.errors import StoreError
+from ragline.records import Metadata
+from ragline.stores.base import Filter, NamespaceStats, QueryMatch, VectorRecord
+from ragline.stores.filters import ColumnKind, column_cell, metadata_column, sql_string, to_lance_where, validate_filter
+
+if TYPE_CHECKING:
+    from lancedb.table import Table
+
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+_TABLE_PREFIX = "ns_"
+_MAX_ID_LENGTH = 512  # Pinecone's limit, kept so both backends accept the same ids
+_MAX_TOP_K = 10_000  # Pinecone's limit
+_IDS_PER_CALL = 1_000  # bounds the size of one ``id IN (...)`` predicate
+_BASE_COLUMNS = ("id", "vector", "metadata")
+_KIND_TYPES: dict[ColumnKind, pa.DataType] = {
+    "s": pa.string(),
+    "n": pa.float64(),
+    "b": pa.bool_(),
+    "l": pa.list_(pa.string()),
+}
+_VENDOR_ERRORS = (ValueError, TypeError, RuntimeError, OSError)  # what lancedb and pyarrow raise
+
+
+class LanceDBStore:
+    """A ``VectorStore`` on a LanceDB directory; see the module docstring for the table layout."""
+
+    def __init__(self, path: Path) -> None:
+        import lancedb  # heavy (~1.5 s): only when a store is actually built
+
+        with _vendor_errors(f"opening {path}"):
+            self._db = lancedb.connect(Path(path))
+
+    def upsert(self, records: Sequence[VectorRecord], *, namespace: str) -> int:
+        """Insert or overwrite records by id (the last of duplicate ids wins); returns the distinct ids written."""
+        name = _table_name(namespace)
+        if not records:
+            return 0
+        batch = _Batch.build(records)
+        table = self._open(name)
+        with _vendor_errors(f"upsert into namespace {namespace!r}"):
+            if table is None:
+                self._db.create_table(name, data=batch.to_arrow(batch.schema()))
+                return batch.size
+            _check_dimension(table, batch.dimension, namespace)
+            new_fields = [f for f in batch.schema() if f.name not in table.schema.names]
+            if new_fields:
+                table.add_columns(new_fields)
+            data = batch.to_arrow(table.schema)
+            table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+        return batch.size
+
+    def query(
+        self,
+        vector: np.ndarray,
+        *,
+        namespace: str,
+        top_k: int = 10,
+        filter: Filter | None = None,
+        include_values: bool = False,
+    ) -> list[QueryMatch]:
+        """The ``top_k`` records nearest to ``vector`` by cosine similarity that match ``filter``, best first."""
+        name = _table_name(namespace)
+        if not 1 <= top_k <= _MAX_TOP_K:
+            raise StoreError(f"top_k must be between 1 and {_MAX_TOP_K}, got {top_k}")
+        if filter is not None:
+            validate_filter(filter)
+        query_vector = _vector_matrix([vector], "query vector")[0]
+        table = self._open(name)
+        if table is None:
+            return []
+        _check_dimension(table, len(query_vector), namespace)
+        columns = ["id", "metadata", "_distance", *(["vector"] if include_values else [])]
+        with _vendor_errors(f"query of namespace {namespace!r}"):
+            search = (
+                table.search(query_vector, vector_column_name="vector")
+                .distance_type("cosine")
+                .bypass_vector_index()
+                .select(columns)
+                .limit(top_k)
+            )
+            if filter is not None:
+                search = search.where(to_lance_where(filter, table.schema.names), prefilter=True)
+            rows = search.to_arrow()
+        return _matches(rows, include_values)
+
+    def fetch(self, ids: Sequence[str], *, namespace: str) -> dict[str, VectorRecord]:
+        """The records with these ids that exist, in the order asked for."""
+        name = _table_name(namespace)
+        table = self._open(name)
+        if table is None or not ids:
+            return {}
+        found: dict[str, VectorRecord] = {}
+        with _vendor_errors(f"fetch from namespace {namespace!r}"):
+            for chunk in _chunks(list(dict.fromkeys(ids))):
+                rows = table.search().where(_id_in(chunk)).select(list(_BASE_COLUMNS)).limit(None).to_arrow()
+                found.update((record.id, record) for record in _records(rows))
+        return {i: found[i] for i in ids if i in found}
+
+    def delete(
+        self,
+        *,
+        namespace: str,
+        ids: Sequence[str] | None = None,
+        filter: Filter | None = None,
+        delete_all: bool = False,
+    ) -> None:
+        """Delete by ids, by filter, or the whole namespace (exactly one of the three)."""
+        name = _table_name(namespace)
+        if (ids is not None) + (filter is not None) + delete_all != 1:
+            raise StoreError("delete takes exactly one of ids=, filter= or delete_all=True")
+        if filter is not None:
+            validate_filter(filter)
+        table = self._open(name)
+        if table is None:
+            return
+        with _vendor_errors(f"delete from namespace {namespace!r}"):
+            if ids is not None:
+                for chunk in _chunks(list(ids)):
+                    table.delete(_id_in(chunk))
+            elif filter is not None:
+                table.delete(to_lance_where(filter, table.schema.names))
+            if delete_all or table.count_rows() == 0:
+                self._db.drop_table(name, ignore_missing=True)
+
+    def list_ids(self, *, namespace: str, prefix: str = "") -> Iterator[str]:
+        """Ids starting with ``prefix``, in lexicographic (code point) order; reads the id column only."""
+        name = _table_name(namespace)
+        table = self._open(name)
+        if table is None:
+            return iter(())
+        with _vendor_errors(f"listing ids of namespace {namespace!r}"):
+            query = table.search().select(["id"]).limit(None)
+            if prefix:
+                query = query.where(f"starts_with(id, {sql_string(prefix)})")  # no LIKE: no wildcards to escape
+            ids: list[str] = query.to_arrow().column("id").to_pylist()
+        return iter(sorted(ids))
+
+    def describe_namespace(self, namespace: str) -> NamespaceStats:
+        """Record count and vector dimension (0 and None if the namespace holds no records)."""
+        table = self._open(_table_name(namespace))
+        with _vendor_errors(f"describing namespace {namespace!r}"):
+            count = table.count_rows() if table is not None else 0
+        if table is None or count == 0:
+            return NamespaceStats(vector_count=0, dimension=None)
+        return NamespaceStats(vector_count=count, dimension=_dimension(table))
+
+    def namespaces(self) -> list[str]:
+        """Names of the namespaces that hold at least one record, sorted."""
+        with _vendor_errors("listing namespaces"):
+            tables = [n for n in self._table_names() if n.startswith(_TABLE_PREFIX)]
+            return sorted(n.removeprefix(_TABLE_PREFIX) for n in tables if self._count(n))
+
+    def _open(self, name: str) -> Table | None:
+        """The table, or None if it does not exist."""
+        try:
+            return self._db.open_table(name)
+        except ValueError:  # lancedb's "Table '...' was not found"
+            return None
+
+    def _count(self, name: str) -> int:
+        table = self._open(name)
+        return table.count_rows() if table is not None else 0
+
+    def _table_names(self) -> Iterator[str]:
+        page_token = None
+        while True:
+            page = self._db.list_tables(page_token=page_token)
+            yield from page.tables
+            page_token = page.page_token
+            if not page_token:
+                return
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """An upsert batch, validated and laid out in columns."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    metadata_json: list[str]
+    cells: dict[str, list[Any]]  # metadata column name -> one value (or None) per record
+    kinds: dict[str, ColumnKind]
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @classmethod
+    def build(cls, records: Sequence[VectorRecord]) -> _Batch:
+        latest = list({_checked_id(r.id): r for r in records}.values())
+        cells: dict[str, list[Any]] = {}
+        kinds: dict[str, ColumnKind] = {}
+        for row, record in enumerate(latest):
+            for key, (kind, value) in _metadata_cells(record.id, record.metadata).items():
+                column = metadata_column(key, kind)
+                kinds[column] = kind
+                cells.setdefault(column, [None] * len(latest))[row] = value
+        return cls(
+            ids=[r.id for r in latest],
+            vectors=_vector_matrix([r.values for r in latest], "vector"),
+            metadata_json=[json.dumps(r.metadata, allow_nan=False) for r in latest],
+            cells=cells,
+            kinds=kinds,
+        )
+
+    def schema(self) -> pa.Schema:
+        """Base columns plus this batch's metadata columns."""
+        base = [
+            pa.field("id", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), self.dimension)),
+            pa.field("metadata", pa.string()),
+        ]
+        return pa.schema(base + [pa.field(c, _KIND_TYPES[self.kinds[c]]) for c in sorted(self.cells)])
+
+    def to_arrow(self, schema: pa.Schema) -> pa.Table:
+        """The batch in ``schema``'s columns; metadata columns this batch lacks are null, so overwrites clear them."""
+        vectors = pa.FixedSizeListArray.from_arrays(pa.array(self.vectors.ravel()), self.dimension)
+        arrays = [pa.array(self.ids, pa.string()), vectors, pa.array(self.metadata_json, pa.string())]
+        for field in schema:
+            if field.name not in _BASE_COLUMNS:
+                values = self.cells.get(field.name)
+                arrays.append(pa.nulls(self.size, field.type) if values is None else pa.array(values, field.type))
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _table_name(namespace: str) -> str:
+    """Table of a namespace; namespaces use LanceDB's table-name alphabet, so the mapping is plain and reversible."""
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise StoreError(f"invalid namespace {namespace!r}: use 1-128 ASCII letters, digits, '-', '_' or '.'")
+    return _TABLE_PREFIX + namespace
+
+
+def _checked_id(record_id: Any) -> str:
+    if not isinstance(record_id, str) or not 1 <= len(record_id) <= _MAX_ID_LENGTH:
+        raise StoreError(f"record ids must be strings of 1-{_MAX_ID_LENGTH} characters, got {record_id!r}")
+    return record_id
+
+
+def _metadata_cells(record_id: str, metadata: Metadata) -> dict[str, tuple[ColumnKind, Any]]:
+    """Each metadata key's column kind and stored value; StoreError for values Pinecone would refuse."""
+    if not isinstance(metadata, dict):
+        raise StoreError(f"record {record_id!r}: metadata must be a dict, got {type(metadata).__name__}")
+    cells = {}
+    for key, value in metadata.items():
+        cell = column_cell(value) if isinstance(key, str) else None
+        if cell is None:
+            raise StoreError(
+                f"record {record_id!r}: metadata {key!r}: {value!r} is not allowed; keys are strings and values "
+                "are strings, finite numbers, booleans or lists of strings"
+            )
+        cells[key] = cell
+    return cells
+
+
+def _vector_matrix(vectors: Sequence[Any], what: str) -> np.ndarray:
+    """Vectors as a float32 matrix; StoreError unless they are 1-D, equally long, finite and non-zero."""
+    try:
+        rows = [np.asarray(v, dtype=np.float32) for v in vectors]
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{what}: values must be numbers") from exc
+    shapes = {row.shape for row in rows}
+    if len(shapes) != 1 or len(rows[0].shape) != 1 or rows[0].shape[0] == 0:
+        raise StoreError(f"{what}: expected non-empty 1-D vectors of one dimension, got shapes {sorted(shapes)}")
+    matrix = np.stack(rows)
+    if not np.isfinite(matrix).all():
+        raise StoreError(f"{what}: values must be finite")
+    if not np.any(matrix, axis=1).all():
+        raise StoreError(f"{what}: an all-zero vector has no cosine similarity")
+    return matrix
+
+
+def _dimension(table: Table) -> int:
+    return int(table.schema.field("vector").type.list_size)
+
+
+def _check_dimension(table: Table, dimension: int, namespace: str) -> None:
+    expected = _dimension(table)
+    if dimension != expected:
+        raise StoreError(f"dimension mismatch: namespace {namespace!r} holds {expected}-d vectors, got {dimension}-d")
+
+
+def _id_in(ids: Sequence[str]) -> str:
+    return f"id IN ({', '.join(sql_string(i) for i in ids)})"
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), _IDS_PER_CALL):
+        yield items[start : start + _IDS_PER_CALL]
+
+
+def _vectors(rows: pa.Table) -> np.ndarray:
+    column = rows.column("vector").combine_chunks()
+    return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+
+
+def _records(rows: pa.Table) -> Iterator[VectorRecord]:
+    vectors = _vectors(rows)
+    for i, (record_id, metadata) in enumerate(zip(rows.column("id").to_pylist(), rows.column("metadata").to_pylist())):
+        yield VectorRecord(id=record_id, values=vectors[i], metadata=json.loads(metadata))
+
+
+def _matches(rows: pa.Table, include_values: bool) -> list[QueryMatch]:
+    """Query rows as matches; cosine distance d becomes similarity 1 - d, clamped against float32 rounding."""
+    vectors = _vectors(rows) if include_values else None
+    ids = rows.column("id").to_pylist()
+    metadata = rows.column("metadata").to_pylist()
+    distances = rows.column("_distance").to_pylist()
+    return [
+        QueryMatch(
+            id=ids[i],
+            score=min(1.0, max(-1.0, 1.0 - distances[i])),
+            metadata=json.loads(metadata[i]),
+            values=None if vectors is None else vectors[i],
+        )
+        for i in range(len(ids))
+    ]
+
+
+@contextmanager
+def _vendor_errors(action: str) -> Iterator[None]:
+    """Re-raise LanceDB and Arrow failures as StoreError, keeping the cause."""
+    try:
+        yield
+    except _VENDOR_ERRORS as exc:
+        raise StoreError(f"LanceDB {action} failed: {exc}") from exc

@@ -1,0 +1,120 @@
+"""LanceDBStore: the shared store contract plus what is particular to LanceDB on disk."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ragline.errors import StoreError
+from ragline.stores import LanceDBStore, VectorRecord
+from tests.store_contract import StoreContract, record, unit
+
+
+class TestLanceDBStore(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> LanceDBStore:
+        return LanceDBStore(tmp_path / "lancedb")
+
+
+def test_records_persist_across_reopen(tmp_path: Path) -> None:
+    LanceDBStore(tmp_path).upsert([record("a", unit(1, 2), k="v", n=1)], namespace="docs")
+    reopened = LanceDBStore(tmp_path)
+    assert reopened.namespaces() == ["docs"]
+    assert reopened.fetch(["a"], namespace="docs")["a"].metadata == {"k": "v", "n": 1}
+    assert [m.id for m in reopened.query(unit(1), namespace="docs", filter={"n": 1})] == ["a"]
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "é", "x y", "a" * 129, "ns'; DROP"])
+def test_invalid_namespaces_are_refused(tmp_path: Path, name: str) -> None:
+    store = LanceDBStore(tmp_path)
+    with pytest.raises(StoreError, match="namespace"):
+        store.upsert([record("a")], namespace=name)
+    with pytest.raises(StoreError, match="namespace"):
+        store.describe_namespace(name)
+
+
+def test_namespace_alphabet_round_trips(tmp_path: Path) -> None:
+    store = LanceDBStore(tmp_path)
+    names = ["A-b_c.d", ".hidden", "..", "-", "a" * 128]
+    for name in names:
+        store.upsert([record("a")], namespace=name)
+    assert store.namespaces() == sorted(names)
+
+
+def test_new_keys_and_kinds_in_later_batches(tmp_path: Path) -> None:
+    store = LanceDBStore(tmp_path)
+    store.upsert([record("str", unit(1), k="5")], namespace="n")
+    store.upsert([record("num", unit(1), k=5), record("new-key", unit(1), other=True)], namespace="n")
+    store.upsert([record("list", unit(1), k=["5", "6"])], namespace="n")
+
+    def ids(filter_: dict) -> set[str]:
+        return {m.id for m in store.query(unit(1), namespace="n", top_k=10, filter=filter_)}
+
+    assert ids({"k": "5"}) == {"str", "list"}
+    assert ids({"k": 5}) == {"num"}
+    assert ids({"k": {"$ne": "5"}}) == {"num"}
+    assert ids({"other": True}) == {"new-key"}
+    assert store.fetch(["str"], namespace="n")["str"].metadata == {"k": "5"}
+
+
+def test_query_is_exact(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((500, 32)).astype(np.float32)
+    store = LanceDBStore(tmp_path)
+    store.upsert([VectorRecord(f"r{i}", v, {"even": i % 2 == 0}) for i, v in enumerate(vectors)], namespace="n")
+    query = rng.standard_normal(32).astype(np.float32)
+    scores = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
+    even = np.arange(0, 500, 2)
+    expected = [f"r{i}" for i in even[np.argsort(-scores[even])][:10]]
+    matches = store.query(query, namespace="n", top_k=10, filter={"even": True})
+    assert [m.id for m in matches] == expected
+    np.testing.assert_allclose([m.score for m in matches], np.sort(scores[even])[::-1][:10], atol=1e-5)
+
+
+def test_upserting_2000_records_of_dim_384_is_fast(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((2000, 384)).astype(np.float32)
+    records = [VectorRecord(f"doc/{i // 10}#{i % 10}", v, {"doc": f"doc/{i // 10}", "n": i}) for i, v in
+               enumerate(vectors)]
+    store = LanceDBStore(tmp_path)
+    store.upsert(records[:1], namespace="n")  # table creation is not what this measures
+    started = time.perf_counter()
+    store.upsert(records, namespace="n")
+    store.upsert(records, namespace="n")
+    assert (time.perf_counter() - started) / 2 < 0.5
+    assert store.describe_namespace("n").vector_count == 2000
+
+
+def test_importing_stores_does_not_import_lancedb() -> None:
+    code = "import sys, ragline.stores; from ragline.stores import LanceDBStore; assert 'lancedb' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+@pytest.fixture(scope="module")
+def hostile_ids_store(tmp_path_factory: pytest.TempPathFactory) -> LanceDBStore:
+    return LanceDBStore(tmp_path_factory.mktemp("hostile-ids"))
+
+
+HOSTILE_TEXT = st.one_of(
+    st.text(min_size=1, max_size=10),
+    st.sampled_from(["'", "''", "\\", "%", "_", "#", "`", '"', ";", "--", "') OR 1=1 --", "\x00", "🙂"]),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ids=st.lists(HOSTILE_TEXT, min_size=1, max_size=8, unique=True), prefix=HOSTILE_TEXT)
+def test_hostile_ids_and_prefixes(hostile_ids_store: LanceDBStore, ids: list[str], prefix: str) -> None:
+    store = hostile_ids_store
+    store.delete(namespace="ids", delete_all=True)
+    store.upsert([record(i) for i in ids], namespace="ids")
+    assert list(store.list_ids(namespace="ids", prefix=prefix)) == sorted(i for i in ids if i.startswith(prefix))
+    assert sorted(store.fetch([*ids, prefix], namespace="ids")) == sorted(ids)
+    store.delete(namespace="ids", ids=ids[:1])
+    assert sorted(store.list_ids(namespace="ids")) == sorted(ids[1:])
