@@ -1,0 +1,162 @@
+"""Token-aware chunking: Markdown headings first, then LangChain's recursive splitter sized in embedder tokens.
+
+Decisions:
+- Sizes are counted with the embedder's own ``count_tokens``; every chunk ends with 1..``chunk_size`` tokens and
+  non-blank text. Pieces the recursive splitter leaves too long (its sums of per-piece counts are only an
+  estimate of the joined text's count) are cut in halves near whitespace until they fit; token-less pieces
+  (e.g. zero-width characters only) are dropped, so a document with no tokens yields no chunks.
+- Overlap follows LangChain: the next chunk repeats up to ``chunk_overlap`` tokens of whole pieces (paragraphs,
+  lines or words, whichever level the text was split at), so it is an upper bound, not a promise.
+- Markdown: each section (a heading up to the next ``#``..``###`` heading) is chunked on its own, so sections
+  never share a chunk. Headings stay in the text where they occur (a section's first chunk starts with its
+  heading); the full heading path is in ``metadata["headings"]``. LangChain's header splitter strips every line,
+  which loses indentation (also in code blocks); paragraph breaks are restored.
+- ``Chunk.text`` is the exact text embedded: the document title is not prepended. Titles are in the metadata,
+  and on the shared datasets the text already begins with the title (1,398 of 1,400 Cranfield abstracts).
+- Speed: text that fits is counted once and kept whole; text with more words than ``chunk_size`` is not counted
+  whole (every word costs a token). Longer text is split with a memo of piece counts (the splitter asks for each
+  word's length up to three times) that lives for one section only: no cache grows across documents. Measured
+  on the 1,400 Cranfield abstracts with MiniLM's tokenizer (200/32): 0.9 s, 2.0 s without the memo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
+
+from ragline.errors import ChunkingError, ConfigError
+from ragline.records import Chunk, Document, Metadata, make_chunk_id, sha256_hex, stable_json
+
+CHUNKER_VERSION = "1"
+"""Bump when the splitting algorithm changes: it is part of ``config_hash``, so every document is re-chunked."""
+
+_HEADERS = [("#", "h1"), ("##", "h2"), ("###", "h3")]
+_SEPARATORS = ["\n\n", "\n", " ", ""]
+_RESERVED_KEYS = frozenset({"doc_id", "source", "uri", "title", "position", "headings"})
+
+_Piece = tuple[str, int]
+"""A chunk's text and its token count."""
+
+
+class Chunker:
+    """Splits documents into chunks of at most ``chunk_size`` embedder tokens."""
+
+    def __init__(
+        self, count_tokens: Callable[[str], int], tokenizer_id: str, chunk_size: int, chunk_overlap: int
+    ) -> None:
+        if chunk_size < 1:
+            raise ConfigError(f"chunk_size must be at least 1, got {chunk_size}")
+        if not 0 <= chunk_overlap < chunk_size:
+            raise ConfigError(f"chunk_overlap must be in 0..chunk_size-1, got {chunk_overlap}")
+        if not tokenizer_id:
+            raise ConfigError("tokenizer_id must not be empty")
+        self._count = count_tokens
+        self.tokenizer_id = tokenizer_id
+        self.chunk_size = chunk_size
+        self.chunk_overlap = chunk_overlap
+        self._markdown = MarkdownHeaderTextSplitter(headers_to_split_on=_HEADERS, strip_headers=False)
+
+    @property
+    def config_hash(self) -> str:
+        """Short hash of everything that decides the chunks; a change re-chunks every document."""
+        settings = [CHUNKER_VERSION, self.tokenizer_id, self.chunk_size, self.chunk_overlap]
+        return sha256_hex(stable_json(settings))[:16]
+
+    def split(self, doc: Document) -> list[Chunk]:
+        """The document's chunks, ids ``doc_id#0..k-1`` in reading order; the same input gives the same chunks."""
+        pieces = [
+            (text, count, headings)
+            for section, headings in self._sections(doc)
+            for text, count in self._split_text(section)
+        ]
+        return [_make_chunk(doc, n, text, count, headings) for n, (text, count, headings) in enumerate(pieces)]
+
+    def _sections(self, doc: Document) -> list[tuple[str, list[str]]]:
+        """Markdown sections with their heading paths; any other kind is one section without headings."""
+        if doc.kind != "markdown":
+            return [(doc.text, [])]
+        # the header splitter joins paragraphs with "  \n" (it strips every line, so nothing else makes one)
+        return [
+            (section.page_content.replace("  \n", "\n\n"), _heading_path(section.metadata))
+            for section in self._markdown.split_text(doc.text)
+        ]
+
+    def _split_text(self, text: str) -> list[_Piece]:
+        """Pieces of 1..chunk_size tokens covering ``text``."""
+        text = text.strip()
+        if not text:
+            return []
+        if len(text.split()) <= self.chunk_size:  # more words cannot fit: a word costs a token (zero-width aside)
+            count = self._count(text)
+            if count <= self.chunk_size:
+                return [(text, count)] if count else []
+        splitter = RecursiveCharacterTextSplitter(
+            separators=_SEPARATORS,
+            chunk_size=self.chunk_size,
+            chunk_overlap=self.chunk_overlap,
+            length_function=_memoized(self._count),
+        )
+        return [piece for part in splitter.split_text(text) for piece in self._fit(part)]
+
+    def _fit(self, text: str) -> list[_Piece]:
+        """``text`` as one piece if it fits, else halved near whitespace until every part fits."""
+        text = text.strip()
+        if not text:
+            return []
+        count = self._count(text)
+        if count == 0:
+            return []
+        if count <= self.chunk_size:
+            return [(text, count)]
+        if len(text) == 1:
+            raise ChunkingError(f"one character costs {count} tokens, more than chunk_size {self.chunk_size}")
+        left, right = _halve(text)
+        return self._fit(left) + self._fit(right)
+
+
+def _heading_path(section_metadata: dict[str, str]) -> list[str]:
+    """The section's non-empty headings, outermost first."""
+    return [section_metadata[name] for _, name in _HEADERS if section_metadata.get(name)]
+
+
+def _memoized(count_tokens: Callable[[str], int]) -> Callable[[str], int]:
+    """``count_tokens`` remembering its answers; made per section so the memo never outlives it."""
+    memo: dict[str, int] = {}
+
+    def count(text: str) -> int:
+        found = memo.get(text)
+        if found is None:
+            found = memo[text] = count_tokens(text)
+        return found
+
+    return count
+
+
+def _halve(text: str) -> tuple[str, str]:
+    """Two parts of at least a quarter of ``text`` each, cut at a space near the middle when there is one."""
+    size = len(text)
+    middle = size // 2
+    cut = text.rfind(" ", size // 4, middle + 1)
+    if cut <= 0:
+        cut = text.find(" ", middle, size - size // 4)
+    if cut <= 0:
+        cut = middle
+    return text[:cut], text[cut:]
+
+
+def _make_chunk(doc: Document, position: int, text: str, token_count: int, headings: list[str]) -> Chunk:
+    """A chunk of ``doc`` with the document's metadata plus its own identity and place."""
+    metadata: Metadata = {key: value for key, value in doc.metadata.items() if key not in _RESERVED_KEYS}
+    metadata.update(doc_id=doc.doc_id, source=doc.source, uri=doc.uri, title=doc.title, position=position)
+    if headings:
+        metadata["headings"] = list(headings)
+    return Chunk(
+        chunk_id=make_chunk_id(doc.doc_id, position),
+        doc_id=doc.doc_id,
+        position=position,
+        text=text,
+        text_hash=sha256_hex(text),
+        token_count=token_count,
+        metadata=metadata,
+    )
