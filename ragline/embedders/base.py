@@ -17,7 +17,7 @@ class Embedder(Protocol):
 
     dimension: int
     max_tokens: int
-    """Longest input the model reads; chunks are sized to fit."""
+    """Most tokens of text (as ``count_tokens`` counts them) the model reads whole; chunks are sized to fit."""
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` costs this model (no special tokens)."""
