@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -55,6 +56,12 @@ def validate_embeddings(ids: Sequence[str], vectors: np.ndarray, dimension: int)
         failures = _run("embeddings", _embedding_frame(ids, vectors), {})
     if failures:
         raise ValidationFailed(f"{len(ids)} embeddings failed validation", failures)
+
+
+def warm_up() -> None:
+    """Import GX and build the suites now (seconds), e.g. in a thread while the first batch embeds."""
+    with _lock:
+        _definitions()
 
 
 def metadata_problem(metadata: Mapping[str, Any]) -> str:
@@ -139,6 +146,7 @@ def _definitions() -> dict[str, Any]:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its INFO lines are about temp dirs
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("ragline")

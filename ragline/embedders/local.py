@@ -181,7 +181,9 @@ def export_onnx(target: Path) -> None:
 def _export_to(path: Path) -> None:
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a one-off export needs no weight-loading bar in the user's terminal
     # Eager attention exports to a leaner graph than SDPA (faster in onnxruntime, same vectors).
     model = AutoModel.from_pretrained(str(bundled_model_dir()), local_files_only=True, attn_implementation="eager")
     model.eval()

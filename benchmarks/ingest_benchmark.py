@@ -1,0 +1,93 @@
+"""Benchmark: raw embedder throughput vs full ingest end to end, and the unchanged re-run.
+
+    python benchmarks/ingest_benchmark.py --dataset ../shared/datasets/cranfield
+
+Measures, on a fresh state directory: (1) the first ingest of the corpus (load → chunk → dedupe → embed → upsert →
+validate → commit) in chunks/s; (2) the raw embedder alone on exactly the chunk texts that ingest produced, in
+passages/s; (3) the unchanged re-run. One-off process start-up (loading the model, importing Great Expectations and
+building its suites) is timed separately and done before the throughput runs, as a long-running worker pays it once.
+Writes benchmarks/results/ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from ragline.components import build_components  # noqa: E402
+from ragline.config import RaglineConfig  # noqa: E402
+from ragline.ingest import ingest  # noqa: E402
+from ragline.sources import open_source  # noqa: E402
+from ragline.validation import warm_up  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "ingest.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, default=Path("../shared/datasets/cranfield"))
+    parser.add_argument("--backend", choices=["onnx", "torch"], default="onnx")
+    parser.add_argument("--models-dir", type=Path, default=Path("data/.ragline/models"))
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as home:
+        config = RaglineConfig(home=Path(home), model_cache_dir=args.models_dir, local_backend=args.backend,
+                               namespace="bench")
+        c = build_components(config)
+        start = time.perf_counter()
+        c.embedder.embed(["warm up the model"])
+        model_load_s = time.perf_counter() - start
+        start = time.perf_counter()
+        warm_up()
+        gx_setup_s = time.perf_counter() - start
+        source = open_source(args.dataset)
+
+        start = time.perf_counter()
+        first = ingest(c, source).stats
+        first_s = time.perf_counter() - start
+
+        start = time.perf_counter()
+        rerun = ingest(c, source).stats
+        rerun_s = time.perf_counter() - start
+
+        ids = c.records.live_chunk_ids("bench")
+        texts = [row.text for row in c.records.chunk_rows("bench", ids).values()]
+        start = time.perf_counter()
+        c.embedder.embed(texts)
+        raw_s = time.perf_counter() - start
+
+    chunks = first.chunks_written
+    result = {
+        "dataset": str(args.dataset),
+        "backend": args.backend,
+        "date": time.strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "documents": first.documents_seen,
+        "chunks": chunks,
+        "raw_embedder_passages_per_s": round(len(texts) / raw_s, 1),
+        "ingest_chunks_per_s": round(chunks / first_s, 1),
+        "ingest_vs_raw": round((chunks / first_s) / (len(texts) / raw_s), 3),
+        "start_up_s": {"model_load": round(model_load_s, 2), "great_expectations_setup": round(gx_setup_s, 2)},
+        "first_run_s": round(first_s, 2),
+        "first_run_stage_seconds": {k: round(v, 2) for k, v in first.seconds.items()},
+        "rerun_s": round(rerun_s, 3),
+        "rerun_speedup": round(first_s / rerun_s, 1),
+        "rerun_embeddings_computed": rerun.embeddings_computed,
+        "rerun_chunks_written": rerun.chunks_written,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

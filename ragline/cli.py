@@ -1,0 +1,115 @@
+"""The ``ragline`` command line. Heavy libraries load only inside commands, so ``ragline --help`` is instant."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ragline.config import load_config
+from ragline.errors import RaglineError
+
+app = typer.Typer(help="ragline: keep a vector index fresh and measurably good.", no_args_is_help=True)
+console = Console()
+
+HomeOption = Annotated[Optional[Path], typer.Option("--home", help="State directory (default data/.ragline).")]
+NamespaceOption = Annotated[Optional[str], typer.Option("--namespace", "-n", help="Index namespace.")]
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command("ingest")
+def ingest_command(
+    path: Annotated[Path, typer.Argument(help="A folder of .md/.txt/.html/.pdf files, a .jsonl/.parquet file, or a BEIR folder.")],
+    namespace: NamespaceOption = None,
+    full: Annotated[bool, typer.Option("--full", help="Also delete documents that are gone from PATH.")] = False,
+    home: HomeOption = None,
+    use_flow: Annotated[
+        Optional[bool],
+        typer.Option("--flow/--no-flow", help="Run as a tracked Prefect flow (default: only when PREFECT_API_URL is set)."),
+    ] = None,
+) -> None:
+    """Index PATH: unchanged documents are skipped, changed ones re-indexed, and with --full vanished ones deleted."""
+    if use_flow is None:
+        use_flow = bool(os.environ.get("PREFECT_API_URL"))
+    try:
+        if use_flow:
+            from flows.ingest import ingest_flow
+
+            stats = ingest_flow(str(path), namespace=namespace, full=full, home=str(home) if home else None)
+            console.print_json(json.dumps(stats))
+            return
+        _ingest_directly(path, namespace, full, home)
+    except RaglineError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from exc
+
+
+def _ingest_directly(path: Path, namespace: str | None, full: bool, home: Path | None) -> None:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from ragline.components import build_components
+    from ragline.ingest import IngestStats, ingest
+    from ragline.report import summary_rows
+    from ragline.sources import open_source
+
+    config = load_config(namespace=namespace, home=home, cleanup="full" if full else None)
+    source = open_source(path, max_file_bytes=config.max_file_bytes)
+    components = build_components(config)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("loading", total=None)
+
+        def show(stats: IngestStats) -> None:
+            progress.update(
+                bar,
+                description=f"{stats.documents_seen} documents read, {stats.chunks_written} chunks written, "
+                f"{stats.embeddings_computed} embedded",
+            )
+
+        result = ingest(components, source, on_progress=show)
+    table = Table(title=f"run {result.run_id}: {result.source} → namespace {result.namespace}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for row in summary_rows(result):
+        table.add_row(str(row["metric"]), str(row["value"]))
+    console.print(table)
+    for q in result.quarantined[:20]:
+        console.print(f"[yellow]quarantined[/yellow] {q.uri}: {q.reason}")
+    if len(result.quarantined) > 20:
+        console.print(f"… and {len(result.quarantined) - 20} more (see `ragline status`)")
+
+
+@app.command("status")
+def status_command(namespace: NamespaceOption = None, home: HomeOption = None) -> None:
+    """What a namespace holds: documents, chunks, vectors, its model, and the latest runs."""
+    from ragline.components import make_store
+    from ragline.recordstore import open_record_store
+
+    config = load_config(namespace=namespace, home=home)
+    records = open_record_store(config.record_store_path)
+    ns = config.namespace
+    model = records.namespace_model(ns)
+    vectors = make_store(config).describe_namespace(ns).vector_count
+    console.print(f"namespace [bold]{ns}[/bold]: model {model[0] if model else '—'}, "
+                  f"{records.live_document_count(ns)} documents, {records.live_chunk_count(ns)} chunks, "
+                  f"{vectors} vectors in the index")
+    table = Table(title="latest runs")
+    for column in ("run", "source", "status", "quarantined"):
+        table.add_column(column)
+    for run_id, source, status, _, _ in records.last_runs(ns):
+        table.add_row(run_id, source, status, str(len(records.quarantined(run_id))))
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

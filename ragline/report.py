@@ -1,0 +1,52 @@
+"""Run summaries as rows and Markdown, shared by the CLI and the Prefect artifacts."""
+
+from __future__ import annotations
+
+from ragline.ingest import IngestResult
+
+_COUNTS = [
+    ("documents_seen", "Documents seen"),
+    ("documents_new", "Documents new"),
+    ("documents_changed", "Documents changed"),
+    ("documents_unchanged", "Documents unchanged"),
+    ("documents_removed", "Documents removed"),
+    ("documents_quarantined", "Documents quarantined"),
+    ("chunks_written", "Chunks written"),
+    ("chunks_deleted", "Chunks deleted"),
+    ("embeddings_computed", "Embeddings computed"),
+    ("embeddings_cached", "Embeddings from cache"),
+]
+
+
+def summary_rows(result: IngestResult) -> list[dict[str, str | int | float]]:
+    """One row per count, then one per stage's seconds."""
+    stats = result.stats
+    rows: list[dict[str, str | int | float]] = [
+        {"metric": label, "value": getattr(stats, name)} for name, label in _COUNTS
+    ]
+    rows += [{"metric": f"Seconds: {stage}", "value": round(secs, 3)} for stage, secs in sorted(stats.seconds.items())]
+    return rows
+
+
+def summary_markdown(result: IngestResult, max_quarantined: int = 20) -> str:
+    """A Markdown report of the run: counts, stage timings and what was quarantined, with the reasons."""
+    lines = [
+        f"# Ingest run `{result.run_id}`",
+        "",
+        f"Source **{result.source}** into namespace **{result.namespace}**.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {row['metric']} | {row['value']} |" for row in summary_rows(result)]
+    if result.quarantined:
+        lines += ["", f"## Quarantined ({len(result.quarantined)})", "", "| uri | reason |", "|---|---|"]
+        lines += [f"| {_cell(q.uri)} | {_cell(q.reason)} |" for q in result.quarantined[:max_quarantined]]
+        if len(result.quarantined) > max_quarantined:
+            lines.append(f"| … | {len(result.quarantined) - max_quarantined} more in the record store |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,189 @@
+"""The ingest stages end to end on the real local embedder, LanceDB store and SQLite record store."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragline.components import Components, build_components
+from ragline.config import RaglineConfig
+from ragline.errors import ConfigError, RaglineError, ValidationFailed
+from ragline.ingest import IngestStats, begin_run, index_group, ingest, namespace_lock
+from ragline.sources import DirectorySource
+from ragline.stores.base import VectorRecord
+
+NS = "test"
+PARAGRAPH = (
+    "Chunking splits long documents into passages small enough for the embedding model. "
+    "Each passage keeps the metadata of its document so filters still work after retrieval. "
+)
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "docs"
+    write(root, {
+        "intro.md": "# Intro\n\nragline keeps a vector index fresh.\n\n## Why\n\nStale answers cost trust.\n",
+        "long.md": "# Long\n\n" + PARAGRAPH * 40,
+        "notes/a.txt": "Embeddings are unit-norm vectors compared by cosine similarity.",
+        "notes/b.txt": "Pinecone namespaces partition an index per tenant.",
+        "page.html": "<html><head><title>Page</title></head><body><h1>Page</h1><p>BM25 ranks by term "
+                     "frequency.</p></body></html>",
+    })
+    return root
+
+
+def snapshot(c: Components) -> dict[str, tuple[tuple[float, ...], dict]]:
+    """Every id in the namespace with its (rounded) vector and metadata."""
+    ids = list(c.store.list_ids(namespace=NS))
+    fetched = c.store.fetch(ids, namespace=NS)
+    return {i: (tuple(np.round(r.values, 5)), r.metadata) for i, r in fetched.items()}
+
+
+def run(c: Components, root: Path, **kwargs: object):
+    return ingest(c, DirectorySource(root, name="docs"), **kwargs)
+
+
+def test_first_run_indexes_everything_and_unchanged_rerun_does_nothing(components: Components, tmp_path: Path) -> None:
+    root = corpus(tmp_path)
+    first = run(components, root).stats
+    assert (first.documents_seen, first.documents_new, first.documents_quarantined) == (5, 5, 0)
+    assert first.chunks_written > 5  # long.md splits into several chunks
+    assert first.embeddings_computed + first.embeddings_cached == first.chunks_written
+    assert components.store.describe_namespace(NS).vector_count == components.records.live_chunk_count(NS)
+    before = snapshot(components)
+    assert "docs/long.md#0" in before and before["docs/long.md#0"][1]["doc_id"] == "docs/long.md"
+
+    second = run(components, root).stats
+    assert (second.documents_unchanged, second.documents_new, second.documents_changed) == (5, 0, 0)
+    assert (second.chunks_written, second.chunks_deleted, second.embeddings_computed) == (0, 0, 0)
+    assert snapshot(components) == before
+
+
+def test_changed_document_rewrites_only_its_chunks_and_deletes_its_leftovers(
+    components: Components, tmp_path: Path
+) -> None:
+    root = corpus(tmp_path)
+    run(components, root)
+    before = snapshot(components)
+    long_ids = {i for i in before if i.startswith("docs/long.md#")}
+    assert len(long_ids) >= 3
+    write(root, {"long.md": "# Long\n\nNow a single short paragraph."})
+    stats = run(components, root).stats
+    assert (stats.documents_changed, stats.documents_unchanged) == (1, 4)
+    assert stats.chunks_written == 1 and stats.chunks_deleted == len(long_ids) - 1
+    after = snapshot(components)
+    assert {i for i in after if i.startswith("docs/long.md#")} == {"docs/long.md#0"}
+    assert "single short paragraph" in after["docs/long.md#0"][1]["text"]
+    assert {i: v for i, v in after.items() if not i.startswith("docs/long.md")} == {
+        i: v for i, v in before.items() if not i.startswith("docs/long.md")
+    }
+
+
+def test_removed_document_deleted_only_with_full_cleanup(components: Components, tmp_path: Path) -> None:
+    root = corpus(tmp_path)
+    run(components, root)
+    (root / "notes" / "b.txt").unlink()
+    kept = run(components, root).stats
+    assert kept.documents_removed == 0 and "docs/notes/b.txt#0" in snapshot(components)
+    removed = run(components, root, cleanup="full").stats
+    assert (removed.documents_removed, removed.chunks_deleted) == (1, 1)
+    assert "docs/notes/b.txt#0" not in snapshot(components)
+    assert components.records.live_document_count(NS) == 4
+
+
+def test_duplicate_chunk_texts_are_embedded_once(components: Components, tmp_path: Path) -> None:
+    root = tmp_path / "dups"
+    write(root, {f"copy{n}.txt": "The same sentence in three files." for n in range(3)})
+    stats = run(components, root).stats
+    assert (stats.chunks_written, stats.embeddings_computed, stats.embeddings_cached) == (3, 1, 2)
+
+
+def test_bad_file_is_quarantined_and_its_indexed_version_kept(components: Components, tmp_path: Path) -> None:
+    root = corpus(tmp_path)
+    run(components, root)
+    before = snapshot(components)
+    (root / "notes" / "a.txt").write_bytes(b"\x00\x01binary now\xff")
+    result = run(components, root, cleanup="full")
+    assert result.stats.documents_quarantined == 1
+    assert [q.uri.endswith("notes/a.txt") for q in result.quarantined] == [True]
+    assert snapshot(components) == before
+
+
+def test_failed_validation_rolls_back_and_keeps_previous_index(components: Components, tmp_path: Path) -> None:
+    root = corpus(tmp_path)
+    run(components, root)
+    before = snapshot(components)
+    write(root, {"long.md": "# Long\n\nRewritten.\n\n" + PARAGRAPH * 3, "new.md": "# New\n\nA brand new file."})
+    stray = VectorRecord("stray#0", np.eye(1, components.embedder.dimension, dtype=np.float32)[0], {"x": "y"})
+
+    def inject_drift(stats: IngestStats) -> None:
+        components.store.upsert([stray], namespace=NS)  # an id no record store knows: reconciliation must fail
+
+    with pytest.raises(ValidationFailed, match="holds"):
+        run(components, root, on_progress=inject_drift)
+    components.store.delete(namespace=NS, ids=["stray#0"])
+    assert snapshot(components) == before
+    assert components.records.unfinished_runs(NS) == []
+    assert run(components, root).stats.documents_changed == 1  # the rolled-back change is picked up again
+
+
+def test_crashed_run_is_rolled_back_by_the_next_run(config: RaglineConfig, embedder, tmp_path: Path) -> None:
+    root = corpus(tmp_path)
+    c = build_components(config, embedder=embedder)
+    run(c, root)
+    before = snapshot(c)
+    write(root, {"long.md": "# Long\n\nHalf-written change.", "extra.md": "# Extra\n\nOnly in the crashed run."})
+    crashed = begin_run(c, NS, "docs")
+    index_group(c, crashed, NS, list(DirectorySource(root, name="docs").items()))  # then the process "dies"
+    assert "docs/extra.md#0" in snapshot(c)
+    c.close()
+
+    fresh = build_components(config, embedder=embedder)
+    (root / "extra.md").unlink()
+    write(root, {"long.md": "# Long\n\n" + PARAGRAPH * 40})  # the source is back as before the crash
+    stats = run(fresh, root).stats
+    assert fresh.records.run_status(crashed) == "rolled_back"
+    assert stats.documents_unchanged == 5 and stats.embeddings_computed == 0
+    assert snapshot(fresh) == before
+    fresh.close()
+
+
+def test_namespace_keeps_its_embedding_model(components: Components, tmp_path: Path) -> None:
+    components.records.bind_namespace_model(NS, "openai/text-embedding-3-small", 1536)
+    with pytest.raises(ConfigError, match="refusing"):
+        run(components, corpus(tmp_path))
+    assert components.store.describe_namespace(NS).vector_count == 0
+
+
+def test_second_concurrent_run_on_a_namespace_fails_fast(config: RaglineConfig) -> None:
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with namespace_lock(config.home, NS):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(10)
+    try:
+        with pytest.raises(RaglineError, match="another run"):
+            with namespace_lock(config.home, NS):
+                pass
+    finally:
+        release.set()
+        thread.join()
+    with namespace_lock(config.home, NS):
+        assert os.path.exists(config.home / "locks" / f"{NS}.lock")
