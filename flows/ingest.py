@@ -44,4 +44,5 @@ def ingest_flow(
 
 
 if __name__ == "__main__":
-    ingest_flow("data/sample")
+    # Serve the flow so runs can be started from the Prefect UI (Deployments → ingest-manual → Run).
+    ingest_flow.serve(name="ingest-manual", parameters={"path": "data/sample"})

@@ -84,7 +84,7 @@ def _ingest_directly(path: Path, namespace: str | None, full: bool, home: Path |
         table.add_row(str(row["metric"]), str(row["value"]))
     console.print(table)
     for q in result.quarantined[:20]:
-        console.print(f"[yellow]quarantined[/yellow] {q.uri}: {q.reason}")
+        console.print(f"[yellow]quarantined[/yellow] {q.uri}: {q.reason}", soft_wrap=True)
     if len(result.quarantined) > 20:
         console.print(f"… and {len(result.quarantined) - 20} more (see `ragline status`)")
 

@@ -1,0 +1,41 @@
+"""The ``ragline`` command line, run in-process with typer's runner on a temp state directory."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ragline.cli import app
+from tests.test_ingest import corpus
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, models_dir: Path, tmp_path: Path) -> Path:
+    monkeypatch.setenv("RAGLINE_MODEL_CACHE_DIR", str(models_dir))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    return tmp_path / "home"
+
+
+def test_ingest_prints_counts_and_status_reports_the_namespace(cli_env: Path, tmp_path: Path) -> None:
+    root = corpus(tmp_path)
+    (root / "broken.txt").write_bytes(b"\xff\xfe not utf-8 \x80")
+    first = runner.invoke(app, ["ingest", str(root), "--home", str(cli_env), "-n", "docs"])
+    assert first.exit_code == 0, first.output
+    assert "Documents new" in first.output and "quarantined" in first.output and "broken.txt" in first.output
+    again = runner.invoke(app, ["ingest", str(root), "--home", str(cli_env), "-n", "docs"])
+    assert again.exit_code == 0
+    assert re.search(r"Documents unchanged\s+│\s+5\s", again.output)
+    status = runner.invoke(app, ["status", "--home", str(cli_env), "-n", "docs"])
+    assert status.exit_code == 0
+    assert "5 documents" in status.output and "committed" in status.output
+
+
+def test_ingest_of_a_missing_path_fails_with_a_clear_message(cli_env: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ingest", str(tmp_path / "nowhere"), "--home", str(cli_env)])
+    assert result.exit_code == 1
+    assert "error:" in result.output and "nowhere" in result.output
