@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 CleanupMode = Literal["incremental", "full"]
@@ -36,14 +36,34 @@ class RaglineConfig(BaseSettings):
     chunk_size: int = Field(default=200, ge=16, description="Target chunk size in embedder tokens.")
     chunk_overlap: int = Field(default=32, ge=0)
 
-    # embedding
-    embedder: Literal["local"] = "local"
+    # embedding: "auto" is OpenAI when an API key or base URL is set, else the local model
+    embedder: Literal["auto", "local", "openai"] = "auto"
     local_model: str = "all-MiniLM-L6-v2"
     local_backend: Literal["onnx", "torch"] = "onnx"
     embed_batch_size: int = Field(default=8, ge=1, description="Texts per model call (sorted by length); 8 measured fastest.")
 
-    # store
-    store: Literal["lancedb"] = "lancedb"
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("RAGLINE_OPENAI_API_KEY", "OPENAI_API_KEY", "openai_api_key")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("RAGLINE_OPENAI_BASE_URL", "OPENAI_BASE_URL", "openai_base_url")
+    )
+    openai_model: str = "text-embedding-3-small"
+    openai_dimensions: int | None = Field(default=None, ge=1)
+    openai_max_retries: int = Field(default=6, ge=0)
+    openai_timeout_s: float = Field(default=60.0, gt=0)
+
+    # store: "auto" is Pinecone when an API key is set, else LanceDB on disk
+    store: Literal["auto", "lancedb", "pinecone"] = "auto"
+    pinecone_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("RAGLINE_PINECONE_API_KEY", "PINECONE_API_KEY", "pinecone_api_key")
+    )
+    pinecone_index: str = "ragline"
+    pinecone_cloud: str = "aws"
+    pinecone_region: str = "us-east-1"
+    pinecone_host: str | None = Field(default=None, description="Control-plane URL override (e.g. a loopback server).")
+    pinecone_upsert_concurrency: int = Field(default=16, ge=1, le=64)
+    pinecone_use_grpc: bool = False
 
     # pipeline
     batch_size: int = Field(default=256, ge=1, description="Chunks per pipeline batch (one task run each).")
@@ -62,6 +82,20 @@ class RaglineConfig(BaseSettings):
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError("chunk_overlap must be smaller than chunk_size")
         return self
+
+    @property
+    def embedder_kind(self) -> Literal["local", "openai"]:
+        """The embedder "auto" resolves to."""
+        if self.embedder != "auto":
+            return self.embedder
+        return "openai" if self.openai_api_key or self.openai_base_url else "local"
+
+    @property
+    def store_kind(self) -> Literal["lancedb", "pinecone"]:
+        """The store "auto" resolves to."""
+        if self.store != "auto":
+            return self.store
+        return "pinecone" if self.pinecone_api_key else "lancedb"
 
     @property
     def models_dir(self) -> Path:
