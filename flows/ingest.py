@@ -18,17 +18,27 @@ from ragline.ingest import DOCUMENT_GROUP, IngestResult, IngestStats, batched, n
 from ragline.report import summary_markdown, summary_rows
 from ragline.sources import open_source
 from tasks.ingest import RUN_KEY, commit_run, index_group, open_run, verify_run
+from tasks.secrets import resolve_secret_blocks
 
 
 @flow(name="ingest")
 def ingest_flow(
-    path: str, namespace: str | None = None, full: bool = False, home: str | None = None
+    path: str,
+    namespace: str | None = None,
+    full: bool = False,
+    home: str | None = None,
+    index_version: str | None = None,
 ) -> dict[str, object]:
-    """Index the documents under ``path`` into ``namespace``; ``full`` also deletes documents gone from it."""
-    config = load_config(namespace=namespace, home=home, cleanup="full" if full else None)
+    """Index the documents under ``path`` into ``namespace``; ``full`` also deletes documents gone from it.
+
+    ``index_version`` builds a new version of the namespace beside the live one (e.g. for another model).
+    """
+    config = resolve_secret_blocks(
+        load_config(namespace=namespace, home=home, index_version=index_version, cleanup="full" if full else None)
+    )
     source = open_source(Path(path), max_file_bytes=config.max_file_bytes)
     stats = IngestStats()
-    with namespace_lock(config.home, config.namespace), transaction() as txn:
+    with namespace_lock(config.home, config.target_namespace), transaction() as txn:
         run_id = open_run(config, source.name)
         txn.set(RUN_KEY, (config, run_id))
         for group in batched(source.items(), DOCUMENT_GROUP):
@@ -37,7 +47,7 @@ def ingest_flow(
         stats.add(commit_run(config, run_id, source.name))
     records = components_for(config).records
     records.save_run_stats(run_id, stats.as_dict())
-    result = IngestResult(run_id, config.namespace, source.name, stats, records.quarantined(run_id))
+    result = IngestResult(run_id, config.target_namespace, source.name, stats, records.quarantined(run_id))
     create_markdown_artifact(key="ingest-summary", markdown=summary_markdown(result), description="Ingest run")
     create_table_artifact(key="ingest-stats", table=summary_rows(result), description="Ingest counts and timings")
     return stats.as_dict()

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ragline.config import load_config
+from ragline.config import RaglineConfig, load_config
 from ragline.errors import RaglineError
 
 app = typer.Typer(help="ragline: keep a vector index fresh and measurably good.", no_args_is_help=True)
@@ -20,6 +20,10 @@ console = Console()
 
 HomeOption = Annotated[Optional[Path], typer.Option("--home", help="State directory (default data/.ragline).")]
 NamespaceOption = Annotated[Optional[str], typer.Option("--namespace", "-n", help="Index namespace.")]
+VersionOption = Annotated[
+    Optional[str],
+    typer.Option("--index-version", help="Build a new index version beside the live one (namespace NS--VERSION)."),
+]
 
 
 @app.callback()
@@ -33,6 +37,7 @@ def ingest_command(
     namespace: NamespaceOption = None,
     full: Annotated[bool, typer.Option("--full", help="Also delete documents that are gone from PATH.")] = False,
     home: HomeOption = None,
+    index_version: VersionOption = None,
     use_flow: Annotated[
         Optional[bool],
         typer.Option("--flow/--no-flow", help="Run as a tracked Prefect flow (default: only when PREFECT_API_URL is set)."),
@@ -45,16 +50,19 @@ def ingest_command(
         if use_flow:
             from flows.ingest import ingest_flow
 
-            stats = ingest_flow(str(path), namespace=namespace, full=full, home=str(home) if home else None)
+            stats = ingest_flow(
+                str(path), namespace=namespace, full=full, home=str(home) if home else None, index_version=index_version
+            )
             console.print_json(json.dumps(stats))
             return
-        _ingest_directly(path, namespace, full, home)
+        _ingest_directly(path, load_config(namespace=namespace, home=home, index_version=index_version,
+                                           cleanup="full" if full else None))
     except RaglineError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1) from exc
 
 
-def _ingest_directly(path: Path, namespace: str | None, full: bool, home: Path | None) -> None:
+def _ingest_directly(path: Path, config: RaglineConfig) -> None:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from ragline.components import build_components
@@ -62,7 +70,6 @@ def _ingest_directly(path: Path, namespace: str | None, full: bool, home: Path |
     from ragline.report import summary_rows
     from ragline.sources import open_source
 
-    config = load_config(namespace=namespace, home=home, cleanup="full" if full else None)
     source = open_source(path, max_file_bytes=config.max_file_bytes)
     components = build_components(config)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
@@ -90,16 +97,18 @@ def _ingest_directly(path: Path, namespace: str | None, full: bool, home: Path |
 
 
 @app.command("status")
-def status_command(namespace: NamespaceOption = None, home: HomeOption = None) -> None:
+def status_command(
+    namespace: NamespaceOption = None, home: HomeOption = None, index_version: VersionOption = None
+) -> None:
     """What a namespace holds: documents, chunks, vectors, its model, and the latest runs."""
     from ragline.components import make_store
     from ragline.recordstore import open_record_store
 
-    config = load_config(namespace=namespace, home=home)
+    config = load_config(namespace=namespace, home=home, index_version=index_version)
     records = open_record_store(config.record_store_path)
-    ns = config.namespace
+    ns = config.target_namespace
     model = records.namespace_model(ns)
-    vectors = make_store(config).describe_namespace(ns).vector_count
+    vectors = make_store(config, model[1]).describe_namespace(ns).vector_count if model else 0
     console.print(f"namespace [bold]{ns}[/bold]: model {model[0] if model else '—'}, "
                   f"{records.live_document_count(ns)} documents, {records.live_chunk_count(ns)} chunks, "
                   f"{vectors} vectors in the index")

@@ -13,6 +13,8 @@ from ragline.chunking import Chunker
 from ragline.config import RaglineConfig
 from ragline.embedders.base import Embedder
 from ragline.embedders.cache import EmbeddingCache
+from ragline.errors import ConfigError
+from ragline.records import sha256_hex
 from ragline.recordstore import SQLiteRecordStore, open_record_store
 from ragline.stores.base import VectorStore
 
@@ -34,7 +36,18 @@ class Components:
 
 
 def make_embedder(config: RaglineConfig) -> Embedder:
-    """The configured embedding provider."""
+    """The configured embedding provider: OpenAI (or a compatible server) when configured, else the local model."""
+    if config.embedder_kind == "openai":
+        from ragline.embedders.openai_embedder import OpenAIEmbedder
+
+        return OpenAIEmbedder(
+            api_key=config.openai_api_key.get_secret_value() if config.openai_api_key else None,
+            model=config.openai_model,
+            dimensions=config.openai_dimensions,
+            base_url=config.openai_base_url,
+            max_retries=config.openai_max_retries,
+            timeout_s=config.openai_timeout_s,
+        )
     from ragline.embedders.local import LocalEmbedder
 
     return LocalEmbedder(
@@ -45,8 +58,25 @@ def make_embedder(config: RaglineConfig) -> Embedder:
     )
 
 
-def make_store(config: RaglineConfig) -> VectorStore:
-    """The configured vector store."""
+def make_store(config: RaglineConfig, dimension: int) -> VectorStore:
+    """The configured vector store: Pinecone when an API key is set, else LanceDB on disk."""
+    if config.store_kind == "pinecone":
+        from ragline.stores.pinecone_store import PineconeStore
+
+        if config.pinecone_api_key is None:
+            raise ConfigError("store 'pinecone' needs PINECONE_API_KEY (or RAGLINE_PINECONE_API_KEY)")
+        store = PineconeStore(
+            api_key=config.pinecone_api_key.get_secret_value(),
+            index_name=config.pinecone_index,
+            dimension=dimension,
+            cloud=config.pinecone_cloud,
+            region=config.pinecone_region,
+            host=config.pinecone_host,
+            upsert_concurrency=config.pinecone_upsert_concurrency,
+            use_grpc=config.pinecone_use_grpc,
+        )
+        store.ensure_index()
+        return store
     from ragline.stores.lancedb_store import LanceDBStore
 
     return LanceDBStore(config.lancedb_path)
@@ -65,10 +95,16 @@ def build_components(config: RaglineConfig, embedder: Embedder | None = None) ->
         config=config,
         embedder=embedder,
         chunker=chunker,
-        store=make_store(config),
+        store=make_store(config, embedder.dimension),
         records=open_record_store(config.record_store_path),
         cache=EmbeddingCache(config.home / "embeddings.sqlite"),
     )
+
+
+def _identity(config: RaglineConfig) -> str:
+    """A cache key that tells configs apart by their secrets too (hashed, never kept in clear)."""
+    secrets = [s.get_secret_value() if s else "" for s in (config.openai_api_key, config.pinecone_api_key)]
+    return config.model_dump_json() + sha256_hex("\x00".join(secrets))
 
 
 _cache: dict[str, Components] = {}
@@ -77,7 +113,7 @@ _cache_lock = threading.Lock()
 
 def components_for(config: RaglineConfig) -> Components:
     """Components for ``config``, built once per process."""
-    key = config.model_dump_json()
+    key = _identity(config)
     with _cache_lock:
         if key not in _cache:
             _cache[key] = build_components(config)

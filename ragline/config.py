@@ -23,13 +23,20 @@ def _default_home() -> Path:
 class RaglineConfig(BaseSettings):
     """Every setting ragline reads."""
 
-    model_config = SettingsConfigDict(env_prefix="RAGLINE_", toml_file="ragline.toml", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="RAGLINE_", env_file=".env", toml_file="ragline.toml", extra="ignore", populate_by_name=True
+    )
 
     home: Path = Field(default_factory=_default_home, description="State directory: record store, local index.")
     model_cache_dir: Path | None = Field(
         default=None, description="Where converted local models live; default <home>/models."
     )
     namespace: str = "default"
+    index_version: str | None = Field(
+        default=None,
+        description="Build a new index version beside the live one (another model or chunker): "
+        "writes go to namespace '<namespace>--<index_version>'.",
+    )
     cleanup: CleanupMode = "incremental"
 
     # chunking
@@ -45,6 +52,9 @@ class RaglineConfig(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("RAGLINE_OPENAI_API_KEY", "OPENAI_API_KEY", "openai_api_key")
     )
+    openai_api_key_block: str | None = Field(
+        default=None, description="Name of a Prefect Secret block holding the OpenAI key (flows resolve it)."
+    )
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("RAGLINE_OPENAI_BASE_URL", "OPENAI_BASE_URL", "openai_base_url")
     )
@@ -58,6 +68,9 @@ class RaglineConfig(BaseSettings):
     pinecone_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("RAGLINE_PINECONE_API_KEY", "PINECONE_API_KEY", "pinecone_api_key")
     )
+    pinecone_api_key_block: str | None = Field(
+        default=None, description="Name of a Prefect Secret block holding the Pinecone key (flows resolve it)."
+    )
     pinecone_index: str = "ragline"
     pinecone_cloud: str = "aws"
     pinecone_region: str = "us-east-1"
@@ -65,17 +78,34 @@ class RaglineConfig(BaseSettings):
     pinecone_upsert_concurrency: int = Field(default=16, ge=1, le=64)
     pinecone_use_grpc: bool = False
 
+    # cost estimates (list prices in USD; set your own in ragline.toml)
+    embedding_price_per_million_tokens: dict[str, float] = Field(
+        default_factory=lambda: {
+            "openai/text-embedding-3-small": 0.02,
+            "openai/text-embedding-3-large": 0.13,
+            "openai/text-embedding-ada-002": 0.10,
+        },
+        description="By embedder model id (without '@dimensions'); models not listed cost 0.",
+    )
+    pinecone_price_per_million_read_units: float = 16.0
+    pinecone_price_per_million_write_units: float = 4.0
+
     # pipeline
     batch_size: int = Field(default=256, ge=1, description="Chunks per pipeline batch (one task run each).")
     max_file_bytes: int = Field(default=10_000_000, ge=1, description="Larger input files are quarantined.")
     validation_sample_size: int = Field(default=8, ge=0)
 
-    @field_validator("namespace")
+    @field_validator("namespace", "index_version")
     @classmethod
-    def _namespace_ok(cls, value: str) -> str:
-        if not value or len(value) > 128 or not all(c.isalnum() or c in "-_." for c in value):
-            raise ValueError("namespace must be 1-128 characters of letters, digits, '-', '_' or '.'")
+    def _name_ok(cls, value: str | None) -> str | None:
+        if value is not None and (not 0 < len(value) <= 100 or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in value)):
+            raise ValueError("must be 1-100 ASCII letters, digits, '-', '_' or '.'")
         return value
+
+    @property
+    def target_namespace(self) -> str:
+        """The namespace runs write to: ``namespace``, or its new version when ``index_version`` is set."""
+        return f"{self.namespace}--{self.index_version}" if self.index_version else self.namespace
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> RaglineConfig:

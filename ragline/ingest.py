@@ -24,6 +24,7 @@ import numpy as np
 
 from ragline.components import Components
 from ragline.config import CleanupMode
+from ragline.costs import Usage, estimated_cost_usd, usage_now
 from ragline.embedders.cache import embed_with_cache
 from ragline.errors import ChunkingError, RaglineError, ValidationFailed
 from ragline.limits import MAX_METADATA_BYTES
@@ -56,6 +57,10 @@ class IngestStats:
     chunks_deleted: int = 0
     embeddings_computed: int = 0
     embeddings_cached: int = 0
+    tokens_embedded: int = 0
+    read_units: int = 0
+    write_units: int = 0
+    estimated_cost_usd: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
 
     def add(self, other: IngestStats) -> None:
@@ -65,6 +70,14 @@ class IngestStats:
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         for stage, secs in other.seconds.items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + secs
+
+    def add_usage(self, c: Components, before: Usage) -> None:
+        """Add what the providers billed since ``before``, and its estimated cost."""
+        spent = usage_now(c.embedder, c.store) - before
+        self.tokens_embedded += spent.tokens_embedded
+        self.read_units += spent.read_units
+        self.write_units += spent.write_units
+        self.estimated_cost_usd += estimated_cost_usd(c.config, c.embedder.model_id, spent)
 
     def timed(self, stage: str) -> _Timer:
         return _Timer(self, stage)
@@ -225,6 +238,7 @@ def index_batch(c: Components, run_id: str, namespace: str, planned: Sequence[Pl
     chunks = [chunk for p in planned for chunk in p.chunks]
     if not chunks:
         return stats
+    before = usage_now(c.embedder, c.store)
     with stats.timed("embed"):
         vectors, computed, cached = embed_with_cache(c.embedder, c.cache, [ch.text for ch in chunks])
     stats.embeddings_computed, stats.embeddings_cached = computed, cached
@@ -242,6 +256,7 @@ def index_batch(c: Components, run_id: str, namespace: str, planned: Sequence[Pl
             VectorRecord(ch.chunk_id, vec, index_metadata(ch.text, ch.metadata)) for ch, vec in zip(chunks, vectors)
         ]
         stats.chunks_written = c.store.upsert(records, namespace=namespace)
+    stats.add_usage(c, before)
     return stats
 
 
@@ -260,6 +275,7 @@ def verify_run(c: Components, run_id: str, namespace: str) -> IngestStats:
     if it wrote none, live ones) fetch back with equal vector and metadata; a sampled chunk's own vector finds it.
     """
     stats = IngestStats()
+    before = usage_now(c.embedder, c.store)
     with stats.timed("verify"):
         failures: list[str] = []
         expected = c.records.expected_index_ids_count(namespace)
@@ -274,6 +290,7 @@ def verify_run(c: Components, run_id: str, namespace: str) -> IngestStats:
         failures += _check_fetch_back(c, namespace, c.records.chunk_rows(namespace, sample, state))
         if failures:
             raise ValidationFailed(f"reconciliation of run {run_id} failed", failures)
+    stats.add_usage(c, before)
     return stats
 
 
@@ -362,7 +379,7 @@ def ingest(
 
     Any failure rolls the run back and re-raises, leaving the previous index intact.
     """
-    namespace = namespace or c.config.namespace
+    namespace = namespace or c.config.target_namespace
     cleanup = cleanup or c.config.cleanup
     with namespace_lock(c.config.home, namespace):
         run_id = begin_run(c, namespace, source.name)

@@ -132,7 +132,8 @@ class SQLiteRecordStore:
             elif (row[0], row[1]) != (model_id, dimension):
                 raise ConfigError(
                     f"namespace {namespace!r} holds vectors of {row[0]} (dimension {row[1]}); refusing to write "
-                    f"{model_id} (dimension {dimension}) into it. Use another namespace for the new model."
+                    f"{model_id} (dimension {dimension}) into it. Build a new index version beside it instead "
+                    f"(--index-version NAME, or RAGLINE_INDEX_VERSION)."
                 )
 
     def namespace_model(self, namespace: str) -> tuple[str, int] | None:

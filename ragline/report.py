@@ -15,6 +15,9 @@ _COUNTS = [
     ("chunks_deleted", "Chunks deleted"),
     ("embeddings_computed", "Embeddings computed"),
     ("embeddings_cached", "Embeddings from cache"),
+    ("tokens_embedded", "Tokens billed by the embedder"),
+    ("read_units", "Vector store read units"),
+    ("write_units", "Vector store write units"),
 ]
 
 
@@ -24,6 +27,7 @@ def summary_rows(result: IngestResult) -> list[dict[str, str | int | float]]:
     rows: list[dict[str, str | int | float]] = [
         {"metric": label, "value": getattr(stats, name)} for name, label in _COUNTS
     ]
+    rows.append({"metric": "Estimated cost (USD)", "value": round(stats.estimated_cost_usd, 6)})
     rows += [{"metric": f"Seconds: {stage}", "value": round(secs, 3)} for stage, secs in sorted(stats.seconds.items())]
     return rows
 

@@ -25,7 +25,7 @@ RUN_KEY = "ragline_run"
 @task(cache_policy=NO_CACHE)
 def open_run(config: RaglineConfig, source_name: str) -> str:
     """Recover crashed runs, check the namespace's model, open a run; rolled back with the flow's transaction."""
-    return ingest.begin_run(components_for(config), config.namespace, source_name)
+    return ingest.begin_run(components_for(config), config.target_namespace, source_name)
 
 
 @open_run.on_rollback
@@ -34,22 +34,22 @@ def _roll_back(txn: Transaction) -> None:
     config, run_id = txn.get(RUN_KEY)
     c = components_for(config)
     if c.records.run_status(run_id) == "running":
-        ingest.rollback_run(c, run_id, config.namespace)
+        ingest.rollback_run(c, run_id, config.target_namespace)
 
 
 @task(cache_policy=NO_CACHE)
 def index_group(config: RaglineConfig, run_id: str, items: Sequence[SourceItem]) -> IngestStats:
     """Plan, chunk, dedupe, embed, validate and upsert one group of documents."""
-    return ingest.index_group(components_for(config), run_id, config.namespace, items)
+    return ingest.index_group(components_for(config), run_id, config.target_namespace, items)
 
 
 @task(cache_policy=NO_CACHE)
 def verify_run(config: RaglineConfig, run_id: str) -> IngestStats:
     """Reconcile index and record store before commit."""
-    return ingest.verify_run(components_for(config), run_id, config.namespace)
+    return ingest.verify_run(components_for(config), run_id, config.target_namespace)
 
 
 @task(cache_policy=NO_CACHE)
 def commit_run(config: RaglineConfig, run_id: str, source_name: str) -> IngestStats:
     """Make the run live and delete what it made stale."""
-    return ingest.commit_run(components_for(config), run_id, config.namespace, source_name, config.cleanup)
+    return ingest.commit_run(components_for(config), run_id, config.target_namespace, source_name, config.cleanup)
