@@ -187,3 +187,17 @@ def test_second_concurrent_run_on_a_namespace_fails_fast(config: RaglineConfig) 
         thread.join()
     with namespace_lock(config.home, NS):
         assert os.path.exists(config.home / "locks" / f"{NS}.lock")
+
+
+def test_another_model_builds_a_new_index_version_beside_the_live_one(
+    config: RaglineConfig, embedder, tmp_path: Path
+) -> None:
+    root = corpus(tmp_path)
+    live = build_components(config, embedder=embedder)
+    live.records.bind_namespace_model(NS, "openai/text-embedding-3-small", 1536)  # the live index's model
+    versioned = build_components(config.model_copy(update={"index_version": "minilm"}), embedder=embedder)
+    stats = ingest(versioned, DirectorySource(root, name="docs")).stats
+    assert stats.documents_new == 5
+    assert versioned.records.namespace_model("test--minilm") == ("local/all-MiniLM-L6-v2", 384)
+    assert live.store.describe_namespace(NS).vector_count == 0
+    assert live.store.describe_namespace("test--minilm").vector_count == stats.chunks_written

@@ -73,3 +73,16 @@ def test_failed_flow_rolls_back_through_the_transaction(
     c.store.delete(namespace=NS, ids=["stray#0"])
     assert snapshot(c) == before
     assert c.records.unfinished_runs(NS) == []
+
+
+def test_secret_blocks_resolve_into_the_config(harness: None) -> None:
+    from prefect.blocks.system import Secret
+
+    from tasks.secrets import resolve_secret_blocks
+
+    secret = "pc-test-from-a-secret-block"
+    Secret(value=secret).save("ragline-pinecone-key", overwrite=True)
+    config = resolve_secret_blocks(RaglineConfig(pinecone_api_key_block="ragline-pinecone-key"))
+    assert config.pinecone_api_key is not None and config.pinecone_api_key.get_secret_value() == secret
+    assert config.store_kind == "pinecone" and secret not in repr(config)
+    assert resolve_secret_blocks(RaglineConfig()) == RaglineConfig()
