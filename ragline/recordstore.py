@@ -180,20 +180,21 @@ class SQLiteRecordStore:
 
     # --- documents and chunks ---------------------------------------------------------------------------------
 
+    def _rows_for_ids(self, sql: str, params: Sequence[object], ids: Sequence[str]) -> Iterator[tuple]:
+        """Rows of ``sql`` (ending in ``IN ({marks})``) for ``ids``, queried in parts SQLite accepts."""
+        for start in range(0, len(ids), 500):
+            part = list(ids[start : start + 500])
+            yield from self._rows(sql.format(marks=",".join("?" * len(part))), (*params, *part))
+
     def live_documents(self, namespace: str, doc_ids: Sequence[str]) -> dict[str, DocumentRow]:
         """Live rows of these documents, by doc_id."""
-        found: dict[str, DocumentRow] = {}
-        for start in range(0, len(doc_ids), 500):
-            part = list(doc_ids[start : start + 500])
-            marks = ",".join("?" * len(part))
-            rows = self._rows(
-                "SELECT doc_id, content_hash, config_hash, model_id, chunk_count, indexed_at, run_id FROM documents "
-                f"WHERE namespace = ? AND state = 'live' AND doc_id IN ({marks})",
-                (namespace, *part),
-            )
-            for r in rows:
-                found[r[0]] = DocumentRow(*r)
-        return found
+        rows = self._rows_for_ids(
+            "SELECT doc_id, content_hash, config_hash, model_id, chunk_count, indexed_at, run_id FROM documents "
+            "WHERE namespace = ? AND state = 'live' AND doc_id IN ({marks})",
+            (namespace,),
+            doc_ids,
+        )
+        return {r[0]: DocumentRow(*r) for r in rows}
 
     def record_pending(
         self, run_id: str, namespace: str, documents: Sequence[tuple[Document, Sequence[Chunk], str, str]]
@@ -223,18 +224,13 @@ class SQLiteRecordStore:
 
     def chunk_rows(self, namespace: str, chunk_ids: Sequence[str], state: str = LIVE) -> dict[str, ChunkRow]:
         """Chunk rows in ``state`` for these ids, by chunk id."""
-        found: dict[str, ChunkRow] = {}
-        for start in range(0, len(chunk_ids), 500):
-            part = list(chunk_ids[start : start + 500])
-            marks = ",".join("?" * len(part))
-            rows = self._rows(
-                "SELECT chunk_id, doc_id, position, text_hash, token_count, text, metadata_json FROM chunks "
-                f"WHERE namespace = ? AND state = ? AND chunk_id IN ({marks})",
-                (namespace, state, *part),
-            )
-            for r in rows:
-                found[r[0]] = ChunkRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]))
-        return found
+        rows = self._rows_for_ids(
+            "SELECT chunk_id, doc_id, position, text_hash, token_count, text, metadata_json FROM chunks "
+            "WHERE namespace = ? AND state = ? AND chunk_id IN ({marks})",
+            (namespace, state),
+            chunk_ids,
+        )
+        return {r[0]: ChunkRow(*r[:6], json.loads(r[6])) for r in rows}
 
     def expected_index_ids_count(self, namespace: str) -> int:
         """Distinct chunk ids the index should hold while a run is open: live and pending ones."""
