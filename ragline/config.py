@@ -94,6 +94,11 @@ class RaglineConfig(BaseSettings):
     batch_size: int = Field(default=256, ge=1, description="Chunks per pipeline batch (one task run each).")
     max_file_bytes: int = Field(default=10_000_000, ge=1, description="Larger input files are quarantined.")
     validation_sample_size: int = Field(default=8, ge=0)
+    consistency_wait_s: float | None = Field(
+        default=None, ge=0,
+        description="How long reconciliation waits for an eventually consistent index (default: Pinecone 30 s, "
+        "LanceDB 0).",
+    )
 
     @field_validator("namespace", "index_version")
     @classmethod
@@ -126,6 +131,13 @@ class RaglineConfig(BaseSettings):
         if self.store != "auto":
             return self.store
         return "pinecone" if self.pinecone_api_key else "lancedb"
+
+    @property
+    def consistency_wait(self) -> float:
+        """Seconds reconciliation may wait for the index's counts to settle."""
+        if self.consistency_wait_s is not None:
+            return self.consistency_wait_s
+        return 30.0 if self.store_kind == "pinecone" else 0.0
 
     @property
     def models_dir(self) -> Path:

@@ -279,7 +279,7 @@ def verify_run(c: Components, run_id: str, namespace: str) -> IngestStats:
     with stats.timed("verify"):
         failures: list[str] = []
         expected = c.records.expected_index_ids_count(namespace)
-        actual = c.store.describe_namespace(namespace).vector_count
+        actual = settled_count(c, namespace, expected)
         if expected != actual:
             failures.append(f"namespace {namespace!r} holds {actual} vectors; the record store expects {expected}")
         k = c.config.validation_sample_size
@@ -292,6 +292,21 @@ def verify_run(c: Components, run_id: str, namespace: str) -> IngestStats:
             raise ValidationFailed(f"reconciliation of run {run_id} failed", failures)
     stats.add_usage(c, before)
     return stats
+
+
+def settled_count(c: Components, namespace: str, expected: int) -> int:
+    """The namespace's vector count, polled for up to ``config.consistency_wait`` until it equals ``expected``.
+
+    Pinecone's stats are eventually consistent; LanceDB's are exact at once.
+    """
+    deadline = time.monotonic() + c.config.consistency_wait
+    delay = 0.25
+    while True:
+        count = c.store.describe_namespace(namespace).vector_count
+        if count == expected or time.monotonic() >= deadline:
+            return count
+        time.sleep(delay)
+        delay = min(delay * 2, 4.0)
 
 
 def _check_fetch_back(c: Components, namespace: str, rows: dict[str, ChunkRow]) -> list[str]:
@@ -329,7 +344,8 @@ def commit_run(c: Components, run_id: str, namespace: str, source_name: str, cle
         result = c.records.commit_run(run_id, namespace, source_name, delete_unseen=cleanup == "full")
         stats.documents_removed = result.documents_removed
         stats.chunks_deleted = delete_tombstones(c, namespace)
-        live, indexed = c.records.live_chunk_count(namespace), c.store.describe_namespace(namespace).vector_count
+        live = c.records.live_chunk_count(namespace)
+        indexed = settled_count(c, namespace, live)
         if live != indexed:
             raise ValidationFailed(
                 f"run {run_id} committed but the index drifted",
