@@ -74,6 +74,8 @@ def make_store(config: RaglineConfig, dimension: int) -> VectorStore:
             host=config.pinecone_host,
             upsert_concurrency=config.pinecone_upsert_concurrency,
             use_grpc=config.pinecone_use_grpc,
+            max_retries=config.pinecone_max_retries,
+            backoff_base_s=config.pinecone_retry_backoff_s,
         )
         store.ensure_index()
         return store

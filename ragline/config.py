@@ -77,6 +77,8 @@ class RaglineConfig(BaseSettings):
     pinecone_host: str | None = Field(default=None, description="Control-plane URL override (e.g. a loopback server).")
     pinecone_upsert_concurrency: int = Field(default=16, ge=1, le=64)
     pinecone_use_grpc: bool = False
+    pinecone_max_retries: int = Field(default=5, ge=0)
+    pinecone_retry_backoff_s: float = Field(default=0.5, gt=0, description="Base of the exponential backoff.")
 
     # cost estimates (list prices in USD; set your own in ragline.toml)
     embedding_price_per_million_tokens: dict[str, float] = Field(

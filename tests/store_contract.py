@@ -28,6 +28,17 @@ def record(record_id: str, vector: np.ndarray | None = None, **metadata: Any) ->
     return VectorRecord(id=record_id, values=unit(1.0) if vector is None else vector, metadata=metadata)
 
 
+def kind(value: Any) -> str:
+    """A metadata value's kind as Pinecone distinguishes them: number, str, bool or list."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    return "number" if is_number else type(value).__name__
+
+
+def as_float64(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Metadata with every number as a float64, as Pinecone keeps numbers."""
+    return {k: float(v) if kind(v) == "number" else v for k, v in metadata.items()}
+
+
 # Records for the filter tests: every field takes several kinds of value, and every field is missing somewhere.
 FILTER_RECORDS = [
     record("drama-1999", unit(1, 0), genre="drama", year=1999, rating=7.5, tags=["classic", "long"], draft=False),
@@ -133,14 +144,16 @@ class StoreContract:
         assert written == 2
         assert store.fetch(["a"], namespace=namespace)["a"].metadata == {"v": 2}
 
-    def test_metadata_round_trips_exactly(self, store: VectorStore, namespace: str) -> None:
+    def test_metadata_round_trips(self, store: VectorStore, namespace: str) -> None:
+        """Strings, booleans and lists come back exactly; numbers equal as float64, which is how Pinecone stores
+        them (it returns 3 as 3.0 and 2**53 + 1 as 2**53), so a store may return either int or float."""
         metadata = {"s": "héllo 'quoted' \"x\" 🙂", "i": 3, "f": 0.1, "big": 2**53 + 1, "t": True,
                     "tags": ["a", "b c"], "empty": [], "zero": 0.0}
         store.upsert([VectorRecord("m", unit(1), metadata)], namespace=namespace)
         fetched = store.fetch(["m"], namespace=namespace)["m"].metadata
-        assert fetched == metadata
-        assert {k: type(v) for k, v in fetched.items()} == {k: type(v) for k, v in metadata.items()}
-        assert store.query(unit(1), namespace=namespace, top_k=1)[0].metadata == metadata
+        assert as_float64(fetched) == as_float64(metadata)
+        assert {k: kind(v) for k, v in fetched.items()} == {k: kind(v) for k, v in metadata.items()}
+        assert as_float64(store.query(unit(1), namespace=namespace, top_k=1)[0].metadata) == as_float64(metadata)
 
     @pytest.mark.parametrize("bad", [None, {"nested": 1}, [1, 2], float("nan"), float("inf")])
     def test_invalid_metadata_values_are_refused(self, store: VectorStore, namespace: str, bad: Any) -> None:
@@ -282,7 +295,7 @@ class StoreContract:
     # --- list_ids -------------------------------------------------------------------------------------------
 
     def test_list_ids_in_lexicographic_order(self, store: VectorStore, namespace: str) -> None:
-        ids = ["b#1", "a#10", "a#2", "B", "a#1", "é", "a"]
+        ids = ["b#1", "a#10", "a#2", "B", "a#1", "~", "a", "_"]  # ASCII: Pinecone refuses any other id
         store.upsert([record(i) for i in ids], namespace=namespace)
         assert list(store.list_ids(namespace=namespace)) == sorted(ids)
 
