@@ -33,6 +33,9 @@ class Components:
     def close(self) -> None:
         self.records.close()
         self.cache.close()
+        close_store = getattr(self.store, "close", None)
+        if close_store is not None:
+            close_store()
 
 
 def make_embedder(config: RaglineConfig) -> Embedder:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from urllib.parse import quote
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -24,9 +25,13 @@ def stable_json(value: Any) -> str:
 
 
 def make_doc_id(source: str, relative_path_or_id: str) -> str:
-    """Document id: ``source/relative/path`` (POSIX separators) or ``source/<dataset _id>``."""
+    """Document id: ``source/relative/path`` (POSIX separators) or ``source/<dataset _id>``.
+
+    Characters outside printable ASCII are percent-encoded (UTF-8), since Pinecone accepts only ASCII ids:
+    ``docs/café.md`` becomes ``docs/caf%C3%A9.md``, the same on every run and every backend.
+    """
     rel = relative_path_or_id.replace("\\", "/").lstrip("/")
-    return f"{source}/{rel}"
+    return "".join(c if " " <= c <= "~" else quote(c, safe="") for c in f"{source}/{rel}")
 
 
 def make_chunk_id(doc_id: str, position: int) -> str:

@@ -201,3 +201,11 @@ def test_another_model_builds_a_new_index_version_beside_the_live_one(
     assert versioned.records.namespace_model("test--minilm") == ("local/all-MiniLM-L6-v2", 384)
     assert live.store.describe_namespace(NS).vector_count == 0
     assert live.store.describe_namespace("test--minilm").vector_count == stats.chunks_written
+
+
+def test_non_ascii_file_names_get_stable_ascii_ids(components: Components, tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    write(root, {"café.md": "# Café\n\nEspresso extraction notes."})
+    run(components, root)
+    assert list(components.store.list_ids(namespace=NS)) == ["docs/caf%C3%A9.md#0"]
+    assert run(components, root).stats.documents_unchanged == 1
