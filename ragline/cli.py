@@ -120,5 +120,26 @@ def status_command(
     console.print(table)
 
 
+@app.command("reconcile")
+def reconcile_command(
+    namespace: NamespaceOption = None,
+    home: HomeOption = None,
+    index_version: VersionOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report the drift.")] = False,
+) -> None:
+    """Compare the index with the record store; repair missing, differing and orphaned vectors."""
+    from ragline.components import build_components
+    from ragline.reconcile import reconcile
+
+    config = load_config(namespace=namespace, home=home, index_version=index_version)
+    report = reconcile(build_components(config), config.target_namespace, repair=not dry_run)
+    verb = "repaired" if report.repaired else "found"
+    console.print(
+        f"namespace [bold]{report.namespace}[/bold]: {report.expected} chunks recorded, {report.indexed} indexed; "
+        f"{verb} {len(report.missing)} missing, {len(report.different)} differing (sampled), "
+        f"{len(report.orphans)} orphaned; {len(report.runs_rolled_back)} unfinished runs rolled back"
+    )
+
+
 if __name__ == "__main__":
     app()

@@ -312,29 +312,44 @@ def settled_count(c: Components, namespace: str, expected: int) -> int:
 def _check_fetch_back(c: Components, namespace: str, rows: dict[str, ChunkRow]) -> list[str]:
     if not rows:
         return []
-    failures: list[str] = []
-    expected = _vectors_for(c, list(rows.values()))
-    fetched = c.store.fetch(list(rows), namespace=namespace)
-    for (chunk_id, row), vector in zip(rows.items(), expected):
-        got = fetched.get(chunk_id)
-        if got is None:
-            failures.append(f"{chunk_id} is missing from the index")
-        elif not np.allclose(got.values, vector, atol=1e-5):
-            failures.append(f"{chunk_id} has a different vector in the index")
-        elif got.metadata != index_metadata(row.text, row.metadata):
-            failures.append(f"{chunk_id} has different metadata in the index")
-    probe_id = next(iter(rows))
-    matches = c.store.query(expected[0], namespace=namespace, top_k=5)
+    problems = fetch_back_problems(c, namespace, list(rows.values()))
+    failures = [f"{chunk_id} {problem}" for chunk_id, problem in problems.items()]
+    probe = next(iter(rows.values()))
+    matches = c.store.query(vectors_for(c, [probe])[0], namespace=namespace, top_k=5)
     top = matches[0].score if matches else None
-    if top is None or not any(m.id == probe_id and abs(m.score - top) < 1e-5 for m in matches):
-        failures.append(f"{probe_id}'s own vector does not find it first")
+    if top is None or not any(m.id == probe.chunk_id and abs(m.score - top) < 1e-5 for m in matches):
+        failures.append(f"{probe.chunk_id}'s own vector does not find it first")
     return failures
 
 
-def _vectors_for(c: Components, rows: Sequence[ChunkRow]) -> np.ndarray:
+def fetch_back_problems(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> dict[str, str]:
+    """Recorded chunks whose index copy is missing or differs (vector or metadata), with what is wrong."""
+    fetched = c.store.fetch([r.chunk_id for r in rows], namespace=namespace)
+    problems: dict[str, str] = {}
+    for row, vector in zip(rows, vectors_for(c, rows)):
+        got = fetched.get(row.chunk_id)
+        if got is None:
+            problems[row.chunk_id] = "is missing from the index"
+        elif not np.allclose(got.values, vector, atol=1e-5):
+            problems[row.chunk_id] = "has a different vector in the index"
+        elif got.metadata != index_metadata(row.text, row.metadata):
+            problems[row.chunk_id] = "has different metadata in the index"
+    return problems
+
+
+def vectors_for(c: Components, rows: Sequence[ChunkRow]) -> np.ndarray:
     """Vectors of recorded chunks, from the embedding cache (embedding only if the cache lost them)."""
     vectors, _, _ = embed_with_cache(c.embedder, c.cache, [r.text for r in rows])
     return vectors
+
+
+def upsert_rows(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> None:
+    """Write recorded chunks to the index again, in store-sized batches."""
+    for part in batched(rows, STORE_BATCH):
+        c.store.upsert(
+            [VectorRecord(r.chunk_id, v, index_metadata(r.text, r.metadata)) for r, v in zip(part, vectors_for(c, part))],
+            namespace=namespace,
+        )
 
 
 def commit_run(c: Components, run_id: str, namespace: str, source_name: str, cleanup: CleanupMode) -> IngestStats:
@@ -368,12 +383,7 @@ def rollback_run(c: Components, run_id: str, namespace: str) -> None:
     pending = c.records.pending_chunk_ids(run_id)
     live = c.records.chunk_rows(namespace, pending, LIVE)
     restore = [live[cid] for cid in pending if cid in live]
-    for part in batched(restore, STORE_BATCH):
-        vectors = _vectors_for(c, part)
-        c.store.upsert(
-            [VectorRecord(r.chunk_id, v, index_metadata(r.text, r.metadata)) for r, v in zip(part, vectors)],
-            namespace=namespace,
-        )
+    upsert_rows(c, namespace, restore)
     for part in batched([cid for cid in pending if cid not in live], STORE_BATCH):
         c.store.delete(namespace=namespace, ids=part)
     c.records.discard_pending(run_id)

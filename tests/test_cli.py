@@ -39,3 +39,10 @@ def test_ingest_of_a_missing_path_fails_with_a_clear_message(cli_env: Path, tmp_
     result = runner.invoke(app, ["ingest", str(tmp_path / "nowhere"), "--home", str(cli_env)])
     assert result.exit_code == 1
     assert "error:" in result.output and "nowhere" in result.output
+
+
+def test_reconcile_reports_and_repairs(cli_env: Path, tmp_path: Path) -> None:
+    root = corpus(tmp_path)
+    assert runner.invoke(app, ["ingest", str(root), "--home", str(cli_env), "-n", "docs"]).exit_code == 0
+    result = runner.invoke(app, ["reconcile", "--home", str(cli_env), "-n", "docs", "--dry-run"])
+    assert result.exit_code == 0 and "found 0 missing" in result.output
