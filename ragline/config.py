@@ -63,6 +63,11 @@ class RaglineConfig(BaseSettings):
     openai_max_retries: int = Field(default=6, ge=0)
     openai_timeout_s: float = Field(default=60.0, gt=0)
 
+    # chat model for LLM reranking, multi-query expansion and query understanding (off when unset)
+    chat_model: str | None = None
+    chat_base_url: str | None = None
+    chat_api_key: SecretStr | None = None
+
     # store: "auto" is Pinecone when an API key is set, else LanceDB on disk
     store: Literal["auto", "lancedb", "pinecone"] = "auto"
     pinecone_api_key: SecretStr | None = Field(
