@@ -17,7 +17,7 @@ from ragline.config import load_config
 from ragline.ingest import DOCUMENT_GROUP, IngestResult, IngestStats, batched, namespace_lock
 from ragline.report import summary_markdown, summary_rows
 from ragline.sources import open_source
-from tasks.ingest import RUN_KEY, commit_run, index_group, open_run, verify_run
+from tasks.ingest import RUN_KEY, commit_run, index_group, open_run, refresh_keyword_index, verify_run
 from tasks.secrets import resolve_secret_blocks
 
 
@@ -45,6 +45,8 @@ def ingest_flow(
             stats.add(index_group(config, run_id, group))
         stats.add(verify_run(config, run_id))
         stats.add(commit_run(config, run_id, source.name))
+    if stats.chunks_written or stats.chunks_deleted:
+        refresh_keyword_index(config)
     records = components_for(config).records
     records.save_run_stats(run_id, stats.as_dict())
     result = IngestResult(run_id, config.target_namespace, source.name, stats, records.quarantined(run_id))

@@ -120,6 +120,43 @@ def status_command(
     console.print(table)
 
 
+@app.command("query")
+def query_command(
+    text: Annotated[str, typer.Argument(help="What to search for.")],
+    namespace: NamespaceOption = None,
+    home: HomeOption = None,
+    mode: Annotated[str, typer.Option("--mode", "-m", help="hybrid, dense or bm25.")] = "hybrid",
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many chunks to show.")] = 5,
+    filter_json: Annotated[
+        Optional[str], typer.Option("--filter", help='A Pinecone metadata filter as JSON, e.g. \'{"source": "sample"}\'.')
+    ] = None,
+    rerank: Annotated[bool, typer.Option("--rerank", help="Rerank with the configured chat model.")] = False,
+    expand: Annotated[bool, typer.Option("--expand", help="Query expansion (feedback; rewrites with a chat model).")] = False,
+    understand: Annotated[bool, typer.Option("--understand", help="Take filters out of the query text.")] = False,
+) -> None:
+    """Search a namespace and print the best chunks with their scores and sources."""
+    from ragline.components import build_components
+    from ragline.retrieval import search
+
+    config = load_config(namespace=namespace, home=home)
+    try:
+        query_filter = json.loads(filter_json) if filter_json else None
+        result = search(build_components(config), text, namespace=config.target_namespace, mode=mode, top_k=top_k,
+                        filter=query_filter, rerank=rerank, expand=expand, understand=understand)
+    except (RaglineError, json.JSONDecodeError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from exc
+    table = Table(title=f"{mode} · {config.target_namespace} · {sum(result.timings.values()) * 1000:.0f} ms")
+    for column in ("#", "score", "chunk", "text"):
+        table.add_column(column)
+    for rank, hit in enumerate(result.hits, start=1):
+        snippet = " ".join(hit.text.split())[:160]
+        table.add_row(str(rank), f"{hit.score:.3f}", hit.chunk_id, snippet)
+    console.print(table)
+    for warning in result.warnings:
+        console.print(f"[yellow]note:[/yellow] {warning}")
+
+
 @app.command("reconcile")
 def reconcile_command(
     namespace: NamespaceOption = None,

@@ -29,6 +29,7 @@ from ragline.embedders.cache import embed_with_cache
 from ragline.errors import ChunkingError, RaglineError, ValidationFailed
 from ragline.limits import MAX_METADATA_BYTES
 from ragline.recordstore import LIVE, PENDING, ChunkRow
+from ragline.retrieval.bm25 import refresh_bm25
 from ragline.records import Chunk, Document, Metadata, QuarantineRecord
 from ragline.sources.base import Source, SourceItem
 from ragline.stores.base import VectorRecord
@@ -428,6 +429,9 @@ def ingest(
             if c.records.run_status(run_id) == "running":
                 rollback_run(c, run_id, namespace)
             raise
+        if stats.chunks_written or stats.chunks_deleted:
+            with stats.timed("bm25"):
+                refresh_bm25(c, namespace)
         c.records.save_run_stats(run_id, stats.as_dict())
         if on_progress:
             on_progress(stats)

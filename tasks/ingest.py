@@ -16,6 +16,7 @@ from ragline import ingest
 from ragline.components import components_for
 from ragline.config import RaglineConfig
 from ragline.ingest import IngestStats
+from ragline.retrieval import refresh_bm25
 from ragline.sources.base import SourceItem
 
 RUN_KEY = "ragline_run"
@@ -53,3 +54,9 @@ def verify_run(config: RaglineConfig, run_id: str) -> IngestStats:
 def commit_run(config: RaglineConfig, run_id: str, source_name: str) -> IngestStats:
     """Make the run live and delete what it made stale."""
     return ingest.commit_run(components_for(config), run_id, config.target_namespace, source_name, config.cleanup)
+
+
+@task(cache_policy=NO_CACHE)
+def refresh_keyword_index(config: RaglineConfig) -> bool:
+    """Rebuild the namespace's BM25 index if its live chunks changed."""
+    return refresh_bm25(components_for(config), config.target_namespace)

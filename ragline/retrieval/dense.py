@@ -1,0 +1,33 @@
+"""Dense retrieval: the query embedded with the namespace's model, then the vector store's filtered top k."""
+
+from __future__ import annotations
+
+from ragline.components import Components
+from ragline.errors import ConfigError
+from ragline.retrieval.hits import Hit
+from ragline.stores.base import Filter, QueryMatch
+
+
+def dense_search(c: Components, query: str, *, namespace: str, top_k: int, filter: Filter | None) -> list[Hit]:
+    """The ``top_k`` chunks nearest to ``query`` that match ``filter``, best first (score: cosine)."""
+    check_namespace_model(c, namespace)
+    vector = c.embedder.embed([query])[0]
+    return [_hit(match) for match in c.store.query(vector, namespace=namespace, top_k=top_k, filter=filter)]
+
+
+def check_namespace_model(c: Components, namespace: str) -> None:
+    """Refuse to query a namespace with a model other than the one its vectors were made with."""
+    bound = c.records.namespace_model(namespace)
+    if bound is not None and bound != (c.embedder.model_id, c.embedder.dimension):
+        raise ConfigError(
+            f"namespace {namespace!r} holds vectors of {bound[0]} (dimension {bound[1]}); cannot query it with "
+            f"{c.embedder.model_id} (dimension {c.embedder.dimension})"
+        )
+
+
+def _hit(match: QueryMatch) -> Hit:
+    """A store match as a Hit: the index keeps the chunk text in its metadata (``ingest.index_metadata``)."""
+    metadata = dict(match.metadata)
+    text = metadata.pop("text", "")
+    doc_id = metadata.get("doc_id", match.id.rpartition("#")[0])
+    return Hit(chunk_id=match.id, doc_id=str(doc_id), score=match.score, text=str(text), metadata=metadata)

@@ -1,0 +1,164 @@
+"""``LoopbackChat``: OpenAI's ``POST /v1/chat/completions`` on 127.0.0.1, with fault injection, for tests.
+
+It answers as the official SDK expects (bearer-key check with 401, a ``chat.completion`` body with one choice).
+What the assistant says comes from ``responder``, a function of the request's messages that tests set, so answers
+are deterministic. Faults can be queued: an HTTP status (answered with an OpenAI-style error body),
+``"malformed"`` (a well-formed completion whose content is not the JSON asked for) or ``"truncated"`` (200 with
+a cut-off JSON body). Every request is logged for assertions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal, Self
+
+ChatFault = int | Literal["malformed", "truncated"]
+"""An HTTP status to answer with, an answer that is not JSON, or a cut-off body."""
+Message = dict[str, str]
+Responder = Callable[[list[Message]], str]
+
+COMPLETIONS_PATH = "/v1/chat/completions"
+MALFORMED_CONTENT = "Sure! Here are my thoughts on these documents: they all look relevant."
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One request as the server saw it."""
+
+    model: str | None
+    messages: list[Message]
+    status: int
+    fault: ChatFault | None
+
+    @property
+    def user_message(self) -> str:
+        """The last user message's content ('' if none)."""
+        return next((m.get("content", "") for m in reversed(self.messages) if m.get("role") == "user"), "")
+
+
+class LoopbackChat:
+    """A threaded OpenAI-compatible chat completions server on 127.0.0.1; use as a context manager."""
+
+    def __init__(self, responder: Responder = lambda messages: "{}", api_key: str = "sk-loopback-chat") -> None:
+        self.responder = responder
+        """Turns a request's messages into the assistant's content; set it per test."""
+        self.api_key = api_key
+        self._lock = threading.Lock()
+        self._log: list[ChatRequest] = []
+        self._faults: deque[ChatFault] = deque()
+        self._ids = itertools.count(1)
+        self._httpd: ThreadingHTTPServer | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Listen on a free port and serve from a background thread."""
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        httpd.daemon_threads = True
+        httpd.app = self  # type: ignore[attr-defined]
+        self._httpd = httpd
+        threading.Thread(target=httpd.serve_forever, args=(0.05,), name="loopback-chat", daemon=True).start()
+
+    def close(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1``, for ``openai.OpenAI(base_url=...)``."""
+        if self._httpd is None:
+            raise RuntimeError("the server is not running")
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def fail_next(self, count: int, fault: ChatFault) -> None:
+        """Answer the next ``count`` requests with ``fault``."""
+        if not (isinstance(fault, int) and 400 <= fault <= 599) and fault not in ("malformed", "truncated"):
+            raise ValueError(f"unknown fault {fault!r}")
+        with self._lock:
+            self._faults.extend([fault] * count)
+
+    @property
+    def requests(self) -> list[ChatRequest]:
+        with self._lock:
+            return list(self._log)
+
+    def clear(self) -> None:
+        """Forget the log and any queued faults."""
+        with self._lock:
+            self._log.clear()
+            self._faults.clear()
+
+    def _reply_to(self, path: str, authorization: str | None, raw_body: bytes) -> tuple[int, bytes]:
+        """Status and body of the answer to one request (called by the handler thread); logs the request."""
+        try:
+            body = json.loads(raw_body)
+        except ValueError:
+            body = None
+        model = body.get("model") if isinstance(body, dict) else None
+        messages = body.get("messages") if isinstance(body, dict) else None
+        messages = messages if isinstance(messages, list) else []
+        fault: ChatFault | None = None
+        if path.rstrip("/") != COMPLETIONS_PATH:
+            status, payload = 404, _error(f"Invalid URL (POST {path})", "invalid_request_error")
+        elif authorization != f"Bearer {self.api_key}":
+            status, payload = 401, _error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+        elif not isinstance(model, str) or not messages:
+            status, payload = 400, _error("You must provide a model parameter and messages.", "invalid_request_error")
+        else:
+            with self._lock:
+                fault = self._faults.popleft() if self._faults else None
+            status, payload = self._answer(model, messages, fault)
+        with self._lock:
+            self._log.append(ChatRequest(model, messages, status, fault))
+        encoded = json.dumps(payload).encode()
+        return status, encoded[: len(encoded) // 2] if fault == "truncated" else encoded
+
+    def _answer(self, model: str, messages: list[Message], fault: ChatFault | None) -> tuple[int, dict[str, Any]]:
+        if isinstance(fault, int):
+            return fault, _error(f"Injected fault: HTTP {fault}.", "server_error" if fault >= 500 else "invalid_request_error")
+        content = MALFORMED_CONTENT if fault == "malformed" else self.responder(messages)
+        return 200, {
+            "id": f"chatcmpl-loopback-{next(self._ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        }
+
+
+def _error(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        raw_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        app: LoopbackChat = self.server.app  # type: ignore[attr-defined]
+        status, body = app._reply_to(self.path, self.headers.get("Authorization"), raw_body)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests read ``LoopbackChat.requests`` instead."""

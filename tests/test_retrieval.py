@@ -1,0 +1,359 @@
+"""Retrieval end to end: every mode on the real local embedder, LanceDB and the record store; fusion and feedback
+math on hand-made lists; query understanding; the LLM stages through the real openai client and a loopback server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from ragline.components import Components, build_components
+from ragline.config import RaglineConfig
+from ragline.embedders.local import LocalEmbedder
+from ragline.errors import ConfigError, FilterError
+from ragline.ingest import ingest
+from ragline.retrieval import MODES, ChatSettings, Hit, Mode, RetrievalSettings, bm25, refresh_bm25, search
+from ragline.retrieval.bm25 import current_index, index_folder
+from ragline.retrieval.expansion import rm3
+from ragline.retrieval.fusion import rrf, zmix
+from ragline.retrieval.understanding import QueryFields, merge_filters, understand_rules
+from ragline.sources import DirectorySource, JsonlSource
+from ragline.stores.filters import matches
+from ragline.testing.chat_server import LoopbackChat, Message
+
+NS = "test"
+PAPERS = [
+    ("flutter", "Supersonic wing flutter", 2018,
+     "Flutter of swept wings at supersonic speeds is analysed with piston theory and wind tunnel tests."),
+    ("transition", "Boundary layer transition", 2019,
+     "Laminar boundary layer transition on a flat plate is measured under adverse pressure gradients."),
+    ("heating", "Hypersonic heat transfer", 2021,
+     "Aerodynamic heating of blunt bodies in hypersonic flow raises the wall temperature near the nose."),
+    ("shocks", "Shock wave interaction", 2022,
+     "A shock wave meeting a turbulent boundary layer separates the flow ahead of the compression ramp."),
+    ("dewey", "Library classification", 2015,
+     "The Dewey decimal classification organises library collections by subject <b>for readers</b>."),
+]
+NOTES = [
+    ("bm25", "Keyword ranking", 2020,
+     "BM25 ranks documents by term frequency and inverse document frequency with length normalisation."),
+    ("dense", "Dense retrieval", 2021,
+     "Sentence embeddings map queries and passages into one vector space for nearest neighbour search."),
+    ("rerank", "Reranking", 2023,
+     "A cross-encoder reads the query and a passage together to rescore the top candidates of a search."),
+    ("tunnel", "Wind tunnel notes", 2019,
+     "Notes from the wind tunnel: the wing model showed flutter at high speed during the tests."),
+]
+
+
+def write_jsonl(path: Path, rows: list[tuple[str, str, int, str]]) -> Path:
+    lines = [json.dumps({"_id": i, "title": title, "text": text, "year": year}) for i, title, year, text in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, embedder: LocalEmbedder) -> Iterator[Components]:
+    """Two sources ("papers", "notes") with a ``year`` field, ingested once into namespace ``test``."""
+    root = tmp_path_factory.mktemp("retrieval")
+    c = build_components(RaglineConfig(home=root / "home", model_cache_dir=models_dir, namespace=NS), embedder)
+    ingest(c, JsonlSource(write_jsonl(root / "papers.jsonl", PAPERS), name="papers"), namespace=NS)
+    ingest(c, JsonlSource(write_jsonl(root / "notes.jsonl", NOTES), name="notes"), namespace=NS)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def chat_server() -> Iterator[LoopbackChat]:
+    with LoopbackChat() as server:
+        yield server
+
+
+@pytest.fixture
+def chat(chat_server: LoopbackChat) -> ChatSettings:
+    chat_server.clear()
+    return ChatSettings(model="loopback-chat", base_url=chat_server.base_url, api_key=chat_server.api_key,
+                        max_retries=1)
+
+
+def doc_names(hits: list[Hit]) -> list[str]:
+    return [hit.doc_id.rpartition("/")[2] for hit in hits]
+
+
+# --- modes and filters ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_returns_hits_best_first(indexed: Components, mode: Mode) -> None:
+    result = search(indexed, "wing flutter at supersonic speed", namespace=NS, mode=mode, top_k=2)
+    assert doc_names(result.hits) == ["flutter", "tunnel"]
+    assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
+    top = result.hits[0]
+    assert top.chunk_id == f"{top.doc_id}#0" and top.text.startswith("Flutter of swept wings")
+    assert top.metadata["year"] == 2018 and top.metadata["source"] == "papers" and "text" not in top.metadata
+    assert set(result.timings) == {"dense", "bm25", "fuse"} if mode == "hybrid" else {mode}
+    assert result.warnings == [] and result.queries == ["wing flutter at supersonic speed"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("filter", [{"year": {"$gte": 2021}}, {"source": "notes"},
+                                    {"$or": [{"year": 2019}, {"year": {"$lt": 2016}}]}])
+def test_filters_apply_on_every_mode(indexed: Components, mode: Mode, filter: dict) -> None:
+    query = "wing flutter tests in the wind tunnel boundary layer flow"
+    result = search(indexed, query, namespace=NS, mode=mode, top_k=20, filter=filter)
+    assert result.hits and result.filter == filter
+    assert all(matches(filter, hit.metadata) for hit in result.hits)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_filter_keeps_top_k_by_reaching_below_the_unfiltered_top(indexed: Components, mode: Mode) -> None:
+    unfiltered = search(indexed, "supersonic wing flutter", namespace=NS, mode=mode, top_k=1)
+    filtered = search(indexed, "supersonic wing flutter", namespace=NS, mode=mode, top_k=1, filter={"source": "notes"})
+    assert doc_names(unfiltered.hits) == ["flutter"] and doc_names(filtered.hits) == ["tunnel"]
+
+
+def test_bad_arguments_fail_clearly(indexed: Components) -> None:
+    with pytest.raises(ConfigError, match="retrieval mode must be one of"):
+        search(indexed, "wing", namespace=NS, mode="sparse")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="top_k"):
+        search(indexed, "wing", namespace=NS, top_k=0)
+    with pytest.raises(FilterError):
+        search(indexed, "wing", namespace=NS, filter={"year": {"$near": 2020}})
+    with pytest.raises(ConfigError, match="namespace"):
+        search(indexed, "wing", namespace="../elsewhere", mode="bm25")
+    with pytest.raises(ConfigError, match="fusion"):
+        RetrievalSettings(fusion="max")  # type: ignore[arg-type]
+
+
+# --- BM25 index upkeep ----------------------------------------------------------------------------------------
+
+
+def test_bm25_index_is_persisted_and_rebuilt_when_the_live_chunks_change(components: Components, tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "a.md").write_text("# Airships\n\nRigid airships carry lifting gas in cells.\n", encoding="utf-8")
+    (root / "b.md").write_text("# Gliders\n\nGliders soar on thermals without an engine.\n", encoding="utf-8")
+    ingest(components, DirectorySource(root, name="docs"), namespace=NS)  # ingest refreshes BM25 after commit
+    assert refresh_bm25(components, NS) is False
+    folder = index_folder(components.config, NS)
+    key = current_index(components, NS).key
+    assert [p.name for p in folder.iterdir()] == [key] and (folder / key / "manifest.json").is_file()
+    assert search(components, "zeppelin", namespace=NS, mode="bm25").hits == []
+
+    (root / "c.md").write_text("# Zeppelin\n\nA zeppelin is a rigid airship.\n", encoding="utf-8")
+    ingest(components, DirectorySource(root, name="docs"), namespace=NS)
+    hits = search(components, "zeppelin", namespace=NS, mode="bm25").hits  # noticed without an explicit refresh
+    assert doc_names(hits) == ["c.md"]
+    assert refresh_bm25(components, NS) is False
+    assert [p.name for p in folder.iterdir()] == [current_index(components, NS).key] != [key]
+
+    (root / "a.md").unlink()
+    ingest(components, DirectorySource(root, name="docs"), namespace=NS, cleanup="full")
+    assert refresh_bm25(components, NS) is False
+    assert all(h.doc_id != "docs/a.md" for h in search(components, "rigid airship", namespace=NS, mode="bm25").hits)
+
+
+def test_a_new_process_loads_the_persisted_index(components: Components, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "a.md").write_text("# Kites\n\nBox kites fly in steady wind.\n", encoding="utf-8")
+    ingest(components, DirectorySource(root, name="docs"), namespace=NS)  # builds and persists the index
+    monkeypatch.setattr(bm25, "_loaded", {})  # what a new process starts with
+    assert refresh_bm25(components, NS) is False
+    assert doc_names(search(components, "kite", namespace=NS, mode="bm25").hits) == ["a.md"]
+
+
+# --- fusion and feedback math ---------------------------------------------------------------------------------
+
+
+def hits(*pairs: tuple[str, float]) -> list[Hit]:
+    return [Hit(chunk_id, chunk_id.partition("#")[0], score, "", {}) for chunk_id, score in pairs]
+
+
+def test_rrf_sums_reciprocal_ranks() -> None:
+    fused = rrf([hits(("a#0", 0.9), ("b#0", 0.8)), hits(("b#0", 12.0), ("c#0", 3.0))], k=10)
+    assert [h.chunk_id for h in fused] == ["b#0", "a#0", "c#0"]
+    assert [h.score for h in fused] == pytest.approx([1 / 12 + 1 / 11, 1 / 11, 1 / 12])
+    tie = rrf([hits(("a#0", 1.0)), hits(("b#0", 1.0))], k=60)
+    assert [h.chunk_id for h in tie] == ["a#0", "b#0"]  # ties keep first-seen order
+
+
+def test_zmix_mixes_z_scores_and_floors_missing_chunks() -> None:
+    dense = hits(("a#0", 0.9), ("b#0", 0.7), ("c#0", 0.5))  # z: 1.2247, 0, -1.2247
+    sparse = hits(("c#0", 9.0), ("d#0", 1.0))  # z: 1, -1
+    fused = {h.chunk_id: h.score for h in zmix(dense, sparse, dense_weight=0.7)}
+    z = 1.5**0.5
+    assert fused == pytest.approx({"a#0": 0.7 * z + 0.3 * -1, "b#0": 0.3 * -1, "c#0": 0.7 * -z + 0.3 * 1,
+                                   "d#0": 0.7 * -z + 0.3 * -1})
+    assert [h.chunk_id for h in zmix(dense, [], dense_weight=0.5)] == ["a#0", "b#0", "c#0"]
+
+
+def test_rm3_interpolates_the_query_with_the_feedback_relevance_model() -> None:
+    feedback = [(["wing", "flutter", "flutter", "tunnel"], 3.0), (["wing", "panel"], 1.0)]
+    expanded = rm3({"flutter": 1.0}, feedback, terms=2, original_weight=0.6)
+    # P(w|R): flutter 2/4*3/4 = .375, wing 1/4*3/4 + 1/2*1/4 = .3125, tunnel .1875, panel .125 → top 2 normalised
+    assert expanded == pytest.approx({"flutter": 0.6 + 0.4 * 0.375 / 0.6875, "wing": 0.4 * 0.3125 / 0.6875})
+    assert rm3({"flutter": 1.0}, [], terms=5, original_weight=0.5) == {"flutter": 1.0}
+
+
+def test_feedback_expands_the_bm25_query(indexed: Components) -> None:
+    plain = search(indexed, "supersonic", namespace=NS, mode="bm25", top_k=5)
+    expanded = search(indexed, "supersonic", namespace=NS, mode="bm25", top_k=5, expand=True)
+    assert plain.expansion_terms == [] and {"flutter", "wing", "tunnel"} <= set(expanded.expansion_terms)
+    assert "superson" not in expanded.expansion_terms  # stemmed, as indexed; the query's own term is not "added"
+    assert doc_names(plain.hits) == ["flutter"]
+    assert doc_names(expanded.hits)[:2] == ["flutter", "tunnel"]  # reached through the feedback terms
+
+
+# --- query understanding --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("query", "text", "filter"), [
+    ("shock waves since 2021", "shock waves", {"year": {"$gte": 2021}}),
+    ("shock waves after 2021", "shock waves", {"year": {"$gt": 2021}}),
+    ("heating before 2020?", "heating?", {"year": {"$lt": 2020}}),
+    ("heating until 2020", "heating", {"year": {"$lte": 2020}}),
+    ("flutter in 2019", "flutter", {"year": {"$eq": 2019}}),
+    ("flutter between 2015 and 2018", "flutter", {"year": {"$gte": 2015, "$lte": 2018}}),
+    ("flutter from 2018 to 2015", "flutter", {"year": {"$gte": 2015, "$lte": 2018}}),
+    ("flutter 2015-2018", "flutter", {"year": {"$gte": 2015, "$lte": 2018}}),
+    ("flutter from 2021 onwards", "flutter", {"year": {"$gte": 2021}}),
+    ("source:papers flutter", "flutter", {"source": "papers"}),
+    ('source:"Papers" flutter year:2018', "flutter", {"$and": [{"year": 2018}, {"source": "Papers"}]}),
+    ("flutter tests in notes since 2019", "flutter tests",
+     {"$and": [{"year": {"$gte": 2019}}, {"source": "notes"}]}),
+    ("flutter in Notes", "flutter", {"source": "notes"}),
+    ("flutter in the tunnel", "flutter in the tunnel", None),
+    ("year:soon flutter in 3000 cases", "year:soon flutter in 3000 cases", None),
+    ("since 2021", "since 2021", {"year": {"$gte": 2021}}),
+])
+def test_rules_take_filters_out_of_the_query(query: str, text: str, filter: dict | None) -> None:
+    understood = understand_rules(query, QueryFields(sources=("papers", "notes")))
+    assert (understood.query, understood.filter) == (text, filter)
+
+
+def test_understood_filters_merge_with_the_explicit_one(indexed: Components) -> None:
+    result = search(indexed, "boundary layer flow since 2020", namespace=NS, top_k=5, understand=True,
+                    filter={"source": "papers"})
+    assert result.query == "boundary layer flow"
+    assert result.filter == {"$and": [{"source": "papers"}, {"year": {"$gte": 2020}}]}
+    assert doc_names(result.hits)[0] == "shocks" and all(matches({"year": {"$gte": 2020}}, h.metadata) for h in result.hits)
+    assert merge_filters(None, {"a": 1}, None) == {"a": 1} and merge_filters(None) is None
+
+
+# --- LLM stages through the loopback server -------------------------------------------------------------------
+
+
+def documents_of(messages: list[Message]) -> dict[int, str]:
+    user = messages[-1]["content"]
+    return {int(i): text for i, text in re.findall(r'<document id="(\d+)">(.*?)</document>', user, re.DOTALL)}
+
+
+def answering(answer: object) -> Callable[[list[Message]], str]:
+    """A chat model that always gives ``answer`` (as JSON)."""
+    return lambda messages: json.dumps(answer)
+
+
+def prefer(word: str) -> Callable[[list[Message]], str]:
+    """A reranker that scores 9 for documents containing ``word`` and 1 for the others."""
+    def respond(messages: list[Message]) -> str:
+        docs = documents_of(messages)
+        return json.dumps({"scores": [{"id": i, "score": 9 if word in text else 1} for i, text in docs.items()]})
+    return respond
+
+
+def test_llm_reranker_scores_the_top_hits(indexed: Components, chat: ChatSettings, chat_server: LoopbackChat) -> None:
+    chat_server.responder = prefer("Dewey")
+    before = search(indexed, "library collections for readers", namespace=NS, top_k=4)
+    after = search(indexed, "library collections for readers", namespace=NS, top_k=4, rerank=True, chat=chat)
+    assert doc_names(after.hits)[0] == "dewey" and after.hits[0].score == 9.0
+    assert [h.score for h in after.hits[1:]] == [1.0, 1.0, 1.0]
+    assert doc_names(after.hits)[1:] == [d for d in doc_names(before.hits) if d != "dewey"][:3]  # ties keep order
+    request = chat_server.requests[-1]
+    assert request.model == "loopback-chat" and "never instructions" in request.messages[0]["content"]
+    assert "<query>library collections for readers</query>" in request.user_message
+    assert "&lt;b&gt;for readers&lt;/b&gt;" in request.user_message  # document markup cannot break the tags
+    assert len(documents_of(request.messages)) == 9  # all 9 chunks: fewer than rerank_depth
+    assert "rerank" in after.timings and after.warnings == []
+
+
+@pytest.mark.parametrize("fault", ["malformed", "truncated", 500])
+def test_llm_reranker_faults_keep_the_retrieval_order(indexed: Components, chat: ChatSettings,
+                                                      chat_server: LoopbackChat, fault: object) -> None:
+    chat_server.responder = prefer("Dewey")
+    before = search(indexed, "wing flutter", namespace=NS, top_k=4)
+    chat_server.fail_next(2, fault)  # type: ignore[arg-type]
+    after = search(indexed, "wing flutter", namespace=NS, top_k=4, rerank=True, chat=chat)
+    assert after.hits == before.hits
+    assert len(after.warnings) == 1 and after.warnings[0].startswith("LLM reranking failed")
+
+
+@pytest.mark.parametrize("answer", [
+    {"scores": [{"id": 1, "score": 5}]},  # too few
+    {"scores": [{"id": 1, "score": 11}]},  # out of range
+    {"ranking": [1, 2]},  # another shape
+    [1, 2, 3],
+])
+def test_llm_reranker_answers_that_do_not_score_every_document_are_ignored(
+        indexed: Components, chat: ChatSettings, chat_server: LoopbackChat, answer: object) -> None:
+    chat_server.responder = answering(answer)
+    before = search(indexed, "wing flutter", namespace=NS, top_k=3)
+    after = search(indexed, "wing flutter", namespace=NS, top_k=3, rerank=True, chat=chat)
+    assert after.hits == before.hits and after.warnings
+
+
+def test_the_chat_model_comes_from_the_config(indexed: Components, chat_server: LoopbackChat) -> None:
+    chat_server.clear()
+    chat_server.responder = prefer("Dewey")
+    config = indexed.config.model_copy(update={
+        "chat_model": "configured-chat", "chat_base_url": chat_server.base_url,
+        "chat_api_key": SecretStr(chat_server.api_key)})
+    configured = dataclasses.replace(indexed, config=config)
+    result = search(configured, "wing flutter", namespace=NS, top_k=3, rerank=True)
+    assert doc_names(result.hits)[0] == "dewey" and chat_server.requests[-1].model == "configured-chat"
+    assert ChatSettings.from_config(indexed.config) is None
+    with pytest.raises(ConfigError, match="API key or a base_url"):
+        ChatSettings(model="gpt")
+
+
+def test_rerank_offline_is_none_and_says_so(indexed: Components) -> None:
+    before = search(indexed, "wing flutter", namespace=NS, top_k=3)
+    after = search(indexed, "wing flutter", namespace=NS, top_k=3, rerank=True)
+    assert after.hits == before.hits and "offline reranking is none" in after.warnings[0]
+
+
+def test_llm_multi_query_fuses_the_rewrites(indexed: Components, chat: ChatSettings, chat_server: LoopbackChat) -> None:
+    chat_server.responder = answering(
+        {"queries": ["Dewey decimal classification", "library subject catalogue", "how books are shelved"]})
+    result = search(indexed, "how books are shelved", namespace=NS, mode="bm25", top_k=3, expand=True, chat=chat)
+    assert result.queries == ["how books are shelved", "Dewey decimal classification", "library subject catalogue"]
+    assert doc_names(result.hits)[0] == "dewey"  # the original query alone has no term in the corpus
+    assert search(indexed, "how books are shelved", namespace=NS, mode="bm25").hits == []
+    assert set(result.timings) >= {"rewrite", "bm25", "fuse"}
+
+    chat_server.fail_next(1, "malformed")
+    degraded = search(indexed, "flutter", namespace=NS, mode="bm25", top_k=3, expand=True, chat=chat)
+    assert degraded.queries == ["flutter"] and degraded.warnings[0].startswith("LLM query rewriting failed")
+
+
+def test_llm_understanding_is_validated(indexed: Components, chat: ChatSettings, chat_server: LoopbackChat) -> None:
+    chat_server.responder = answering({"query": "boundary layer separation", "filter": {"year": {"$gte": 2021}}})
+    result = search(indexed, "recent work on boundary layer separation", namespace=NS, top_k=3, understand=True,
+                    chat=chat)
+    assert (result.query, result.filter) == ("boundary layer separation", {"year": {"$gte": 2021}})
+    assert doc_names(result.hits)[0] == "shocks" and result.warnings == []
+    assert "year (number)" in chat_server.requests[-1].messages[0]["content"]
+    assert "one of notes, papers" in chat_server.requests[-1].messages[0]["content"]
+
+    for bad in ({"query": "x", "filter": {"year": {"$after": 2021}}}, {"query": "x", "filter": {"author": "Smith"}}):
+        chat_server.responder = answering(bad)
+        fallback = search(indexed, "flutter since 2019", namespace=NS, top_k=3, understand=True, chat=chat)
+        assert (fallback.query, fallback.filter) == ("flutter", {"year": {"$gte": 2019}})  # the rules' reading
+        assert fallback.warnings[0].startswith("LLM query understanding failed")
