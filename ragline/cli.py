@@ -178,5 +178,78 @@ def reconcile_command(
     )
 
 
+@app.command("eval")
+def eval_command(
+    dataset: Annotated[
+        Optional[list[Path]],
+        typer.Option("--dataset", "-d", help="A BEIR folder to ingest into namespace beir-<name> and evaluate "
+                     "(repeatable; its embeddings come from the shared cache)."),
+    ] = None,
+    mode: Annotated[
+        Optional[list[str]], typer.Option("--mode", "-m", help="Retrieval mode: dense, bm25 or hybrid (repeatable; default: all three).")
+    ] = None,
+    tolerance: Annotated[
+        Optional[float], typer.Option("--tolerance", help="Allowed nDCG@10 drop below the last good run.")
+    ] = None,
+    namespace: NamespaceOption = None,
+    home: HomeOption = None,
+    use_flow: Annotated[
+        Optional[bool],
+        typer.Option("--flow/--no-flow", help="Run as a tracked Prefect flow (default: only when PREFECT_API_URL is set)."),
+    ] = None,
+) -> None:
+    """Score each retrieval mode on the golden sets, append the history, exit 1 on an nDCG@10 regression."""
+    from pydantic import ValidationError
+
+    if use_flow is None:
+        use_flow = bool(os.environ.get("PREFECT_API_URL"))
+    try:
+        if use_flow:
+            from flows.evaluate import evaluate_flow
+
+            result = evaluate_flow(home=str(home) if home else None, namespace=namespace,
+                                   beir=[str(p) for p in dataset] if dataset else None, modes=mode, tolerance=tolerance)
+            console.print_json(json.dumps(result))
+            return
+        config = load_config(home=home, namespace=namespace, eval_beir_datasets=dataset, eval_modes=mode,
+                             eval_tolerance=tolerance)
+        failures = _evaluate_directly(config)
+    except (RaglineError, ValidationError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from exc
+    for failure in failures:
+        console.print(f"[red]regression:[/red] {failure}", soft_wrap=True)
+    if failures:
+        raise typer.Exit(code=1)
+
+
+def _evaluate_directly(config: RaglineConfig) -> list[str]:
+    """Run the golden sets here, print a table per set (a column per mode); returns the regressions."""
+    from ragline.components import build_components
+    from ragline.evaluation.metrics import NDCG, latency_names, metric_names
+    from ragline.evaluation.report import check_status, trend_arrow
+    from ragline.evaluation.suite import golden_sets, run_suite
+    from ragline.ingest import new_run_id
+
+    run = run_suite(build_components(config), golden_sets(config), run_id=new_run_id())
+    trends = {(t.dataset, t.mode): t for t in run.trends}
+    for report in run.reports:
+        summary = report.metrics  # one row per mode
+        modes = [trends[report.dataset, str(mode)] for mode in summary.index]
+        table = Table(title=f"{report.dataset} → namespace {report.namespace} (run {run.run_id})")
+        table.add_column("metric")
+        for mode in summary.index:
+            table.add_column(str(mode), justify="right")
+        for name in metric_names(report.k):
+            table.add_row(name, *(f"{value:.3f}" for value in summary[name]))
+        table.add_row(f"Δ {NDCG} vs previous", *(trend_arrow(t.change(NDCG)) for t in modes))
+        for name in latency_names():
+            table.add_row(name, *(f"{value:.1f}" for value in summary[name]))
+        table.add_row("check", *(check_status(t) for t in modes))
+        console.print(table)
+    console.print(f"history {config.home / 'evaluation' / 'history.parquet'}, chart {run.chart}", soft_wrap=True)
+    return run.failures
+
+
 if __name__ == "__main__":
     app()

@@ -16,6 +16,10 @@ CleanupMode = Literal["incremental", "full"]
 """incremental: re-index new and changed documents; full: also delete the documents gone from the source."""
 
 
+RetrievalMode = Literal["dense", "bm25", "hybrid"]
+"""dense: vector search; bm25: keyword search; hybrid: both, fused."""
+
+
 def _default_home() -> Path:
     return Path("data") / ".ragline"
 
@@ -106,6 +110,30 @@ class RaglineConfig(BaseSettings):
         description="How long reconciliation waits for an eventually consistent index (default: Pinecone 30 s, "
         "LanceDB 0).",
     )
+
+    # evaluation (flows/evaluate.py, `ragline eval`)
+    eval_sample_path: Path | None = Field(
+        default=Path("data/sample"),
+        description="Golden set (queries.jsonl + qrels.tsv of doc_ids) evaluated against the live namespace; "
+        "empty to skip.",
+    )
+    eval_beir_datasets: list[Path] = Field(
+        default_factory=list,
+        description="BEIR folders (corpus.jsonl, queries.jsonl, qrels/test.tsv), each ingested into namespace "
+        "'beir-<folder name>' and evaluated there.",
+    )
+    eval_modes: list[RetrievalMode] = Field(default_factory=lambda: ["dense", "bm25", "hybrid"], min_length=1)
+    eval_k: int = Field(default=10, ge=1, description="Cut-off of Recall@k and P@k (nDCG and MRR are @10).")
+    eval_depth: int = Field(default=100, ge=10, description="Chunks retrieved per query, deduplicated to documents.")
+    eval_tolerance: float = Field(
+        default=0.02, ge=0,
+        description="Fail when a mode's nDCG@10 drops more than this (absolute) below its last good run.",
+    )
+
+    @field_validator("eval_sample_path", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("namespace", "index_version")
     @classmethod

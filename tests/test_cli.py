@@ -46,3 +46,25 @@ def test_reconcile_reports_and_repairs(cli_env: Path, tmp_path: Path) -> None:
     assert runner.invoke(app, ["ingest", str(root), "--home", str(cli_env), "-n", "docs"]).exit_code == 0
     result = runner.invoke(app, ["reconcile", "--home", str(cli_env), "-n", "docs", "--dry-run"])
     assert result.exit_code == 0 and "found 0 missing" in result.output
+
+
+def test_evaluate_scores_the_sample_set_and_exits_1_on_a_regression(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from ragline.evaluation.history import EvaluationHistory, history_path, history_rows
+    from tests.test_evaluation_metrics import report_with
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample"
+    monkeypatch.setenv("RAGLINE_EVAL_SAMPLE_PATH", str(sample))
+    assert runner.invoke(app, ["ingest", str(sample), "--home", str(cli_env), "-n", "live"]).exit_code == 0
+    first = runner.invoke(app, ["eval", "--home", str(cli_env), "-n", "live", "-m", "bm25"])
+    assert first.exit_code == 0, first.output
+    assert "nDCG@10" in first.output and "bm25" in first.output and "baseline" in first.output
+
+    EvaluationHistory(history_path(cli_env)).append(
+        history_rows([report_with({"bm25": 1.5})], [], run_id="seeded", timestamp=datetime.now(UTC))
+    )
+    second = runner.invoke(app, ["eval", "--home", str(cli_env), "-n", "live", "-m", "bm25"])
+    assert second.exit_code == 1 and "regression:" in second.output and "sample/bm25" in second.output

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from ragline.components import Components
+from ragline.config import RetrievalMode
 from ragline.errors import ConfigError
 from ragline.retrieval.bm25 import BM25Params, current_index
 from ragline.retrieval.chat import ChatClient, ChatError, ChatSettings, chat_client
@@ -41,8 +42,8 @@ from ragline.stores.filters import validate_filter
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["dense", "bm25", "hybrid"]
-"""dense: vector store only; bm25: keyword index only; hybrid: both, fused."""
+Mode = RetrievalMode
+"""dense: vector store only; bm25: keyword index only; hybrid: both, fused (defined with the config)."""
 MODES: tuple[str, ...] = get_args(Mode)
 
 

@@ -1,0 +1,174 @@
+"""Evaluation history in one Parquet file, trends against earlier runs, and the regression check.
+
+One row per (run, dataset, mode): ``run_id``, ``timestamp`` (UTC), ``dataset``, ``namespace``, ``mode``, ``k``,
+``good`` and one column per metric. A row is *good* when its mode passed the regression check; the check
+compares a mode's nDCG@10 with its **last good** run on the same dataset, so a failed night never becomes the
+baseline. It fails when the drop is strictly more than ``tolerance`` (absolute, default 0.02).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ragline.evaluation.metrics import NDCG
+from ragline.evaluation.runner import EvaluationReport
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_TOLERANCE = 0.02
+_KEY_DTYPES = {
+    "run_id": "str", "timestamp": "datetime64[us, UTC]", "dataset": "str", "namespace": "str", "mode": "str",
+    "k": "int64", "good": "bool",
+}
+_EPSILON = 1e-9
+"""Float slack, so a drop of exactly ``tolerance`` passes."""
+
+
+def history_path(home: Path) -> Path:
+    """Where the history of a state directory lives."""
+    return Path(home) / "evaluation" / "history.parquet"
+
+
+class EvaluationHistory:
+    """Append-only Parquet history; appends are serialised with a lock file and replace the file atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> pd.DataFrame:
+        """Every recorded row in timestamp order (an empty frame with the key columns if none)."""
+        import pandas as pd
+
+        if not self.path.exists():
+            return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in _KEY_DTYPES.items()})
+        return pd.read_parquet(self.path).sort_values("timestamp", kind="stable", ignore_index=True)
+
+    def append(self, rows: pd.DataFrame) -> None:
+        """Add ``rows`` (new metric columns are fine: older rows get NaN there)."""
+        import pandas as pd
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            past = self.read()
+            combined = pd.concat([past, rows], ignore_index=True) if len(past) else rows
+            tmp = self.path.with_suffix(".parquet.tmp")
+            combined.to_parquet(tmp, index=False)
+            os.replace(tmp, self.path)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.path.with_suffix(".lock"), "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class ModeTrend:
+    """One mode's metrics now, in its previous run and in its last good run (None: no such run)."""
+
+    dataset: str
+    mode: str
+    current: dict[str, float]
+    previous: dict[str, float] | None
+    last_good: dict[str, float] | None
+    tolerance: float
+
+    def change(self, metric: str) -> float | None:
+        """``metric`` now minus in the previous run."""
+        return None if self.previous is None else self.current[metric] - self.previous.get(metric, float("nan"))
+
+    @property
+    def drop(self) -> float | None:
+        """How far nDCG@10 fell below the last good run (negative: it rose)."""
+        return None if self.last_good is None else self.last_good[NDCG] - self.current[NDCG]
+
+    @property
+    def regressed(self) -> bool:
+        return self.drop is not None and self.drop - self.tolerance > _EPSILON
+
+    def failure(self) -> str:
+        """The regression, in words."""
+        assert self.last_good is not None and self.drop is not None
+        return (
+            f"{self.dataset}/{self.mode}: {NDCG} {self.current[NDCG]:.4f} is {self.drop:.4f} below the last good "
+            f"run's {self.last_good[NDCG]:.4f} (tolerance {self.tolerance})"
+        )
+
+
+def compare(
+    reports: Sequence[EvaluationReport], past: pd.DataFrame, *, tolerance: float = DEFAULT_TOLERANCE
+) -> list[ModeTrend]:
+    """Each evaluated mode against its previous and last good rows in ``past`` (same dataset and mode)."""
+    trends = []
+    for report in reports:
+        summaries = report.metrics
+        for mode, row in summaries.iterrows():
+            earlier = past[(past["dataset"] == report.dataset) & (past["mode"] == mode)]
+            good = earlier[earlier["good"].astype(bool)]
+            trends.append(
+                ModeTrend(
+                    dataset=report.dataset,
+                    mode=str(mode),
+                    current=row.to_dict(),
+                    previous=_metrics(earlier.iloc[-1], summaries.columns) if len(earlier) else None,
+                    last_good=_metrics(good.iloc[-1], summaries.columns) if len(good) else None,
+                    tolerance=tolerance,
+                )
+            )
+    return trends
+
+
+def _metrics(row: pd.Series, columns: pd.Index) -> dict[str, float]:
+    return {c: float(row[c]) for c in columns if c in row.index}
+
+
+def history_rows(
+    reports: Sequence[EvaluationReport], trends: Sequence[ModeTrend], *, run_id: str, timestamp: datetime
+) -> pd.DataFrame:
+    """This run's rows: one per dataset and mode, ``good`` unless that mode regressed."""
+    import pandas as pd
+
+    regressed = {(t.dataset, t.mode) for t in trends if t.regressed}
+    rows = [
+        {
+            "run_id": run_id, "timestamp": _utc(timestamp), "dataset": report.dataset,
+            "namespace": report.namespace, "mode": str(mode), "k": report.k,
+            "good": (report.dataset, mode) not in regressed, **summary.to_dict(),
+        }
+        for report in reports
+        for mode, summary in report.metrics.iterrows()
+    ]
+    return pd.DataFrame(rows).astype({"timestamp": "datetime64[us, UTC]"})
+
+
+def _utc(timestamp: datetime) -> pd.Timestamp:
+    """``timestamp`` in UTC (a naive one is taken as UTC)."""
+    import pandas as pd
+
+    ts = pd.Timestamp(timestamp)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def record_run(
+    history: EvaluationHistory,
+    reports: Sequence[EvaluationReport],
+    *,
+    run_id: str,
+    timestamp: datetime,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> list[ModeTrend]:
+    """Compare with the history, then append this run; returns the trends (``regressed`` marks failures)."""
+    trends = compare(reports, history.read(), tolerance=tolerance)
+    history.append(history_rows(reports, trends, run_id=run_id, timestamp=timestamp))
+    return trends

@@ -1,0 +1,155 @@
+"""Evaluation results for people: Markdown with trend arrows, rows for a table artifact, an nDCG@10 chart (PNG)."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ragline.evaluation.history import ModeTrend
+from ragline.evaluation.metrics import NDCG, latency_names, metric_names
+from ragline.evaluation.runner import EvaluationReport
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+UNCHANGED = 0.0005
+"""Changes smaller than this show as unchanged."""
+MODE_COLOURS = {"dense": "tab:blue", "bm25": "tab:orange", "hybrid": "tab:green"}
+
+
+def trend_arrow(change: float | None) -> str:
+    """▲/▼ with the signed change, ``=`` when unchanged, ``–`` when there is nothing to compare with."""
+    if change is None or math.isnan(change):
+        return "–"
+    if abs(change) < UNCHANGED:
+        return "="
+    return f"▲ +{change:.3f}" if change > 0 else f"▼ −{-change:.3f}"
+
+
+def check_status(trend: ModeTrend | None) -> str:
+    """``baseline`` (nothing to compare with), ``ok``, or ``REGRESSION −drop``."""
+    if trend is None or trend.drop is None:
+        return "baseline"
+    return f"REGRESSION −{trend.drop:.3f}" if trend.regressed else "ok"
+
+
+def _trends_by_key(trends: Sequence[ModeTrend]) -> dict[tuple[str, str], ModeTrend]:
+    return {(t.dataset, t.mode): t for t in trends}
+
+
+def metric_rows(reports: Sequence[EvaluationReport], trends: Sequence[ModeTrend]) -> list[dict[str, str | float]]:
+    """One row per dataset and mode: metrics (4 decimals), latencies (ms), nDCG@10 changes, the check's status."""
+    by_key = _trends_by_key(trends)
+    rows: list[dict[str, str | float]] = []
+    for report in reports:
+        for mode, summary in report.metrics.iterrows():
+            trend = by_key.get((report.dataset, str(mode)))
+            change = trend.change(NDCG) if trend else None
+            drop = trend.drop if trend else None
+            rows.append(
+                {
+                    "dataset": report.dataset,
+                    "mode": str(mode),
+                    **{name: round(float(summary[name]), 4) for name in metric_names(report.k)},
+                    **{name: round(float(summary[name]), 1) for name in latency_names()},
+                    f"Δ {NDCG} vs previous": "–" if change is None else round(change, 4),
+                    f"Δ {NDCG} vs last good": "–" if drop is None else round(-drop, 4),
+                    "check": check_status(trend),
+                }
+            )
+    return rows
+
+
+def evaluation_markdown(
+    reports: Sequence[EvaluationReport],
+    trends: Sequence[ModeTrend],
+    *,
+    run_id: str,
+    tolerance: float,
+    chart_png: bytes | None = None,
+) -> str:
+    """The run as Markdown: per dataset a mode comparison table with arrows vs the previous run, then failures."""
+    by_key = _trends_by_key(trends)
+    lines = [
+        f"# Retrieval evaluation `{run_id}`",
+        "",
+        (
+            f"Arrows compare with the previous run (▲ better, ▼ worse, = within {UNCHANGED}, – none). The check "
+            f"fails when a mode's {NDCG} is more than {tolerance} below its last good run."
+        ),
+    ]
+    for report in reports:
+        names = metric_names(report.k)
+        queries = len(report.results[0].per_query) if report.results else 0
+        lines += [
+            "",
+            f"## {report.dataset}: namespace `{report.namespace}`, {queries} queries",
+            "",
+            "| mode | " + " | ".join(names + latency_names()) + " | check |",
+            "|---" * (len(names) + len(latency_names()) + 2) + "|",
+        ]
+        for mode, summary in report.metrics.iterrows():
+            trend = by_key.get((report.dataset, str(mode)))
+            cells = [f"{summary[n]:.4f} {trend_arrow(trend.change(n) if trend else None)}" for n in names]
+            cells += [f"{summary[n]:.1f}" for n in latency_names()]
+            lines.append(f"| {mode} | " + " | ".join(cells) + f" | {check_status(trend)} |")
+    failures = [t.failure() for t in trends if t.regressed]
+    if failures:
+        lines += ["", "## Regressions", ""] + [f"- {failure}" for failure in failures]
+    if chart_png is not None:
+        lines += ["", f"![{NDCG} per mode]({png_data_uri(chart_png)})"]
+    return "\n".join(lines) + "\n"
+
+
+def png_data_uri(png: bytes) -> str:
+    """A ``data:`` URI embedding a PNG (for Markdown and image artifacts, which take URLs only)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def write_chart(history: pd.DataFrame, path: Path, datasets: Sequence[str] | None = None) -> Path:
+    """Draw nDCG@10 per mode, one panel per dataset, into a PNG at ``path``.
+
+    A dataset with several runs gets a line per mode over time (runs that failed the check marked with a red ✕);
+    with a single run, bars per mode.
+    """
+    from matplotlib.figure import Figure  # the Agg canvas, no pyplot state: safe in worker threads
+
+    datasets = list(datasets or history["dataset"].unique())
+    figure = Figure(figsize=(7.5, 3.2 * max(len(datasets), 1)), layout="constrained")
+    for axes, dataset in zip(figure.subplots(len(datasets), 1, squeeze=False)[:, 0], datasets, strict=True):
+        rows = history[history["dataset"] == dataset]
+        if rows["run_id"].nunique() > 1:
+            _plot_lines(axes, rows)
+        else:
+            _plot_bars(axes, rows)
+        axes.set_title(dataset)
+        axes.set_ylabel(NDCG)
+        axes.set_ylim(0, 1)
+        axes.grid(axis="y", alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=100)
+    return path
+
+
+def _plot_lines(axes: Axes, rows: pd.DataFrame) -> None:
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    for mode, series in rows.groupby("mode", sort=True):
+        colour = MODE_COLOURS.get(str(mode), "tab:gray")
+        axes.plot(series["timestamp"], series[NDCG], marker="o", color=colour, label=str(mode))
+        failed = series[~series["good"].astype(bool)]
+        axes.scatter(failed["timestamp"], failed[NDCG], marker="x", s=90, color="tab:red", zorder=3)
+    locator = AutoDateLocator()
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def _plot_bars(axes: Axes, rows: pd.DataFrame) -> None:
+    modes = rows["mode"].astype(str)
+    bars = axes.bar(modes, rows[NDCG], color=[MODE_COLOURS.get(m, "tab:gray") for m in modes])
+    axes.bar_label(bars, fmt="%.3f")

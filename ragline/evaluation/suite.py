@@ -1,0 +1,91 @@
+"""The nightly suite: which golden sets run against which namespace, and what a finished run leaves behind.
+
+The sample set (``eval_sample_path``, default ``data/sample``) is evaluated against the live namespace as it is.
+Each BEIR folder in ``eval_beir_datasets`` is first ingested into its own namespace ``beir-<folder name>``
+(incremental, so an unchanged corpus costs a second; the embedding cache is shared across namespaces).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ragline.components import Components
+from ragline.config import RaglineConfig
+from ragline.evaluation.datasets import load_dataset
+from ragline.evaluation.history import EvaluationHistory, ModeTrend, history_path, record_run
+from ragline.evaluation.report import write_chart
+from ragline.evaluation.runner import EvaluationReport, evaluate
+
+CHART_FILE = "ndcg.png"
+
+
+@dataclass(frozen=True)
+class GoldenSet:
+    """A golden set folder, the namespace it is evaluated against, and whether its corpus is ingested there first."""
+
+    path: Path
+    namespace: str
+    ingest: bool
+
+
+def beir_namespace(path: Path) -> str:
+    """The namespace a BEIR folder is ingested into: ``beir-<folder name>``."""
+    return f"beir-{Path(path).absolute().name}"
+
+
+def golden_sets(config: RaglineConfig) -> list[GoldenSet]:
+    """The configured golden sets: the sample set on the live namespace, then each BEIR set on its own."""
+    sets = [GoldenSet(Path(config.eval_sample_path), config.namespace, False)] if config.eval_sample_path else []
+    return sets + [GoldenSet(Path(p), beir_namespace(p), True) for p in config.eval_beir_datasets]
+
+
+@dataclass(frozen=True)
+class EvaluationRun:
+    """A recorded run: its reports, the trend of every mode, and the chart drawn from the history."""
+
+    run_id: str
+    reports: tuple[EvaluationReport, ...]
+    trends: tuple[ModeTrend, ...]
+    chart: Path
+
+    @property
+    def failures(self) -> list[str]:
+        """One line per mode whose nDCG@10 regressed beyond the tolerance."""
+        return [t.failure() for t in self.trends if t.regressed]
+
+
+def finish_run(
+    config: RaglineConfig, reports: Sequence[EvaluationReport], *, run_id: str, timestamp: datetime
+) -> EvaluationRun:
+    """Check against and append to ``<home>/evaluation/history.parquet``, then draw ``<home>/evaluation/ndcg.png``."""
+    history = EvaluationHistory(history_path(config.home))
+    trends = record_run(history, reports, run_id=run_id, timestamp=timestamp, tolerance=config.eval_tolerance)
+    chart = write_chart(history.read(), history.path.parent / CHART_FILE, [r.dataset for r in reports])
+    return EvaluationRun(run_id, tuple(reports), tuple(trends), chart)
+
+
+def run_suite(
+    c: Components, sets: Sequence[GoldenSet], *, run_id: str, timestamp: datetime | None = None
+) -> EvaluationRun:
+    """Evaluate every golden set in this process (no Prefect) and record the run."""
+    from ragline.ingest import ingest
+    from ragline.sources import open_source
+
+    reports = []
+    for golden in sets:
+        if golden.ingest:
+            ingest(c, open_source(golden.path, max_file_bytes=c.config.max_file_bytes), namespace=golden.namespace)
+        reports.append(
+            evaluate(
+                c,
+                load_dataset(golden.path),
+                namespace=golden.namespace,
+                modes=c.config.eval_modes,
+                k=c.config.eval_k,
+                depth=c.config.eval_depth,
+            )
+        )
+    return finish_run(c.config, reports, run_id=run_id, timestamp=timestamp or datetime.now(UTC))
