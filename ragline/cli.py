@@ -183,7 +183,7 @@ def eval_command(
     dataset: Annotated[
         Optional[list[Path]],
         typer.Option("--dataset", "-d", help="A BEIR folder to ingest into namespace beir-<name> and evaluate "
-                     "(repeatable; its embeddings come from the shared cache)."),
+                     "(repeatable; its embeddings come from the shared cache). Given datasets replace the sample set."),
     ] = None,
     mode: Annotated[
         Optional[list[str]], typer.Option("--mode", "-m", help="Retrieval mode: dense, bm25 or hybrid (repeatable; default: all three).")
@@ -212,7 +212,7 @@ def eval_command(
             console.print_json(json.dumps(result))
             return
         config = load_config(home=home, namespace=namespace, eval_beir_datasets=dataset, eval_modes=mode,
-                             eval_tolerance=tolerance)
+                             eval_tolerance=tolerance, eval_sample_path="" if dataset else None)
         failures = _evaluate_directly(config)
     except (RaglineError, ValidationError) as exc:
         console.print(f"[red]error:[/red] {exc}")

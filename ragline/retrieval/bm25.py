@@ -222,6 +222,7 @@ def _build(folder: Path, key: str, rows: list[ChunkRow], params: BM25Params) -> 
     if not rows:
         _prune(folder, keep=None)
         return BM25Index(params, key, [], [], None)
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build at DEBUG to its own handler
     model = bm25s.BM25(k1=params.k1, b=params.b)
     model.index(_tokenizer(params)([indexed_text(row.text, row.metadata) for row in rows]), show_progress=False)
     temporary = folder / f".tmp-{uuid.uuid4().hex}"
