@@ -20,6 +20,10 @@ console = Console()
 
 HomeOption = Annotated[Optional[Path], typer.Option("--home", help="State directory (default data/.ragline).")]
 NamespaceOption = Annotated[Optional[str], typer.Option("--namespace", "-n", help="Index namespace.")]
+FlowOption = Annotated[
+    Optional[bool],
+    typer.Option("--flow/--no-flow", help="Run as a tracked Prefect flow (default: only when PREFECT_API_URL is set)."),
+]
 VersionOption = Annotated[
     Optional[str],
     typer.Option("--index-version", help="Build a new index version beside the live one (namespace NS--VERSION)."),
@@ -31,6 +35,11 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log pro
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _tracked(use_flow: bool | None) -> bool:
+    """Run through the Prefect flow? Asked explicitly, or else whenever a Prefect server is configured."""
+    return bool(os.environ.get("PREFECT_API_URL")) if use_flow is None else use_flow
+
+
 @app.command("ingest")
 def ingest_command(
     path: Annotated[Path, typer.Argument(help="A folder of .md/.txt/.html/.pdf files, a .jsonl/.parquet file, or a BEIR folder.")],
@@ -38,16 +47,11 @@ def ingest_command(
     full: Annotated[bool, typer.Option("--full", help="Also delete documents that are gone from PATH.")] = False,
     home: HomeOption = None,
     index_version: VersionOption = None,
-    use_flow: Annotated[
-        Optional[bool],
-        typer.Option("--flow/--no-flow", help="Run as a tracked Prefect flow (default: only when PREFECT_API_URL is set)."),
-    ] = None,
+    use_flow: FlowOption = None,
 ) -> None:
     """Index PATH: unchanged documents are skipped, changed ones re-indexed, and with --full vanished ones deleted."""
-    if use_flow is None:
-        use_flow = bool(os.environ.get("PREFECT_API_URL"))
     try:
-        if use_flow:
+        if _tracked(use_flow):
             from flows.ingest import ingest_flow
 
             stats = ingest_flow(
@@ -193,18 +197,13 @@ def eval_command(
     ] = None,
     namespace: NamespaceOption = None,
     home: HomeOption = None,
-    use_flow: Annotated[
-        Optional[bool],
-        typer.Option("--flow/--no-flow", help="Run as a tracked Prefect flow (default: only when PREFECT_API_URL is set)."),
-    ] = None,
+    use_flow: FlowOption = None,
 ) -> None:
     """Score each retrieval mode on the golden sets, append the history, exit 1 on an nDCG@10 regression."""
     from pydantic import ValidationError
 
-    if use_flow is None:
-        use_flow = bool(os.environ.get("PREFECT_API_URL"))
     try:
-        if use_flow:
+        if _tracked(use_flow):
             from flows.evaluate import evaluate_flow
 
             result = evaluate_flow(home=str(home) if home else None, namespace=namespace,

@@ -7,3 +7,6 @@ MAX_METADATA_BYTES = 40_960
 
 MAX_ID_LENGTH = 512
 """Longest record id, in characters."""
+
+MAX_TOP_K = 10_000
+"""Most results one query may ask for."""

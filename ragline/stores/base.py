@@ -8,6 +8,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ragline.errors import StoreError
+from ragline.limits import MAX_TOP_K
 from ragline.records import Metadata
 
 Filter = dict[str, Any]
@@ -87,3 +89,23 @@ class VectorStore(Protocol):
     def namespaces(self) -> list[str]:
         """Names of the namespaces that hold at least one record."""
         ...
+
+
+def check_delete_arguments(ids: Sequence[str] | None, filter: Filter | None, delete_all: bool) -> None:
+    """Refuse a delete that does not name exactly one of ids, a (valid) filter, or the whole namespace."""
+    from ragline.stores.filters import validate_filter  # filters imports this module
+
+    if (ids is not None) + (filter is not None) + delete_all != 1:
+        raise StoreError("delete takes exactly one of ids=, filter= or delete_all=True")
+    if filter is not None:
+        validate_filter(filter)
+
+
+def check_query_arguments(top_k: int, filter: Filter | None) -> None:
+    """Refuse a query whose ``top_k`` is outside 1..10,000 or whose filter is not Pinecone's language."""
+    from ragline.stores.filters import validate_filter  # filters imports this module
+
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise StoreError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
+    if filter is not None:
+        validate_filter(filter)

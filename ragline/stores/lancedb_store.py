@@ -29,8 +29,15 @@ import pyarrow as pa
 
 from ragline.errors import StoreError
 from ragline.records import Metadata
-from ragline.stores.base import Filter, NamespaceStats, QueryMatch, VectorRecord
-from ragline.stores.filters import ColumnKind, column_cell, metadata_column, sql_string, to_lance_where, validate_filter
+from ragline.stores.base import (
+    Filter,
+    NamespaceStats,
+    QueryMatch,
+    VectorRecord,
+    check_delete_arguments,
+    check_query_arguments,
+)
+from ragline.stores.filters import ColumnKind, column_cell, metadata_column, sql_string, to_lance_where
 
 if TYPE_CHECKING:
     from lancedb.table import Table
@@ -38,7 +45,6 @@ if TYPE_CHECKING:
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _TABLE_PREFIX = "ns_"
 _MAX_ID_LENGTH = 512  # Pinecone's limit, kept so both backends accept the same ids
-_MAX_TOP_K = 10_000  # Pinecone's limit
 _IDS_PER_CALL = 1_000  # bounds the size of one ``id IN (...)`` predicate
 _BASE_COLUMNS = ("id", "vector", "metadata")
 _KIND_TYPES: dict[ColumnKind, pa.DataType] = {
@@ -89,10 +95,7 @@ class LanceDBStore:
     ) -> list[QueryMatch]:
         """The ``top_k`` records nearest to ``vector`` by cosine similarity that match ``filter``, best first."""
         name = _table_name(namespace)
-        if not 1 <= top_k <= _MAX_TOP_K:
-            raise StoreError(f"top_k must be between 1 and {_MAX_TOP_K}, got {top_k}")
-        if filter is not None:
-            validate_filter(filter)
+        check_query_arguments(top_k, filter)
         query_vector = _vector_matrix([vector], "query vector")[0]
         table = self._open(name)
         if table is None:
@@ -135,10 +138,7 @@ class LanceDBStore:
     ) -> None:
         """Delete by ids, by filter, or the whole namespace (exactly one of the three)."""
         name = _table_name(namespace)
-        if (ids is not None) + (filter is not None) + delete_all != 1:
-            raise StoreError("delete takes exactly one of ids=, filter= or delete_all=True")
-        if filter is not None:
-            validate_filter(filter)
+        check_delete_arguments(ids, filter, delete_all)
         table = self._open(name)
         if table is None:
             return

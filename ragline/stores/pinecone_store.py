@@ -56,8 +56,15 @@ from pydantic import SecretStr
 from ragline.errors import ConfigError, StoreError, UpsertError
 from ragline.limits import MAX_ID_LENGTH, MAX_METADATA_BYTES
 from ragline.records import Metadata
-from ragline.stores.base import Filter, NamespaceStats, QueryMatch, VectorRecord
-from ragline.stores.filters import column_cell, validate_filter
+from ragline.stores.base import (
+    Filter,
+    NamespaceStats,
+    QueryMatch,
+    VectorRecord,
+    check_delete_arguments,
+    check_query_arguments,
+)
+from ragline.stores.filters import column_cell
 
 if TYPE_CHECKING:
     from pinecone import Pinecone
@@ -74,7 +81,6 @@ MAX_UPSERT_BYTES = 2_000_000  # Pinecone's "2 MB", read as the stricter decimal 
 MAX_IDS_PER_REQUEST = 1_000
 MAX_FETCH_QUERY_BYTES = 16_384  # fetch puts ids in the URL; load balancers cap request lines (AWS ALB: 16 KB)
 LIST_PAGE_SIZE = 100
-MAX_TOP_K = 10_000
 MAX_NAMESPACE_LENGTH = 512
 VECTOR_FIELD = "_values"  # the dense field the vectors API writes (the SDK's legacy dimension= path declares it)
 METRICS = ("cosine", "dotproduct", "euclidean")
@@ -244,10 +250,7 @@ class PineconeStore:
     ) -> list[QueryMatch]:
         """The ``top_k`` records nearest to ``vector`` (Pinecone's cosine score) that match ``filter``, best first."""
         namespace = _checked_namespace(namespace)
-        if not 1 <= top_k <= MAX_TOP_K:
-            raise StoreError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
-        if filter is not None:
-            validate_filter(filter)
+        check_query_arguments(top_k, filter)
         query_vector = _float32(vector)
         problem = _vector_problem(query_vector, self.dimension)
         if problem or query_vector is None:
@@ -293,10 +296,7 @@ class PineconeStore:
     ) -> None:
         """Delete by ids (1,000 per request), by filter, or every record of the namespace (exactly one of the three)."""
         namespace = _checked_namespace(namespace)
-        if (ids is not None) + (filter is not None) + delete_all != 1:
-            raise StoreError("delete takes exactly one of ids=, filter= or delete_all=True")
-        if filter is not None:
-            validate_filter(filter)
+        check_delete_arguments(ids, filter, delete_all)
         index = self._data_plane()
         if ids is not None:
             stored_ids = [i for i in dict.fromkeys(ids) if _id_problem(i) is None]
