@@ -151,8 +151,10 @@ def query_command(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1) from exc
     table = Table(title=f"{mode} · {config.target_namespace} · {sum(result.timings.values()) * 1000:.0f} ms")
-    for column in ("#", "score", "chunk", "text"):
-        table.add_column(column)
+    table.add_column("#")
+    table.add_column("score")
+    table.add_column("chunk", overflow="fold")
+    table.add_column("text")
     for rank, hit in enumerate(result.hits, start=1):
         snippet = " ".join(hit.text.split())[:160]
         table.add_row(str(rank), f"{hit.score:.3f}", hit.chunk_id, snippet)
