@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self
 
+from ragline.testing.http import serve_in_background, stop_serving, v1_base_url
+
 ChatFault = int | Literal["malformed", "truncated"]
 """An HTTP status to answer with, an answer that is not JSON, or a cut-off body."""
 Message = dict[str, str]
@@ -65,24 +67,16 @@ class LoopbackChat:
 
     def start(self) -> None:
         """Listen on a free port and serve from a background thread."""
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        httpd.daemon_threads = True
-        httpd.app = self  # type: ignore[attr-defined]
-        self._httpd = httpd
-        threading.Thread(target=httpd.serve_forever, args=(0.05,), name="loopback-chat", daemon=True).start()
+        self._httpd = serve_in_background(_Handler, self, "loopback-chat")
 
     def close(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        stop_serving(self._httpd)
+        self._httpd = None
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT/v1``, for ``openai.OpenAI(base_url=...)``."""
-        if self._httpd is None:
-            raise RuntimeError("the server is not running")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        return v1_base_url(self._httpd)
 
     def fail_next(self, count: int, fault: ChatFault) -> None:
         """Answer the next ``count`` requests with ``fault``."""

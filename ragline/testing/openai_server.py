@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ragline.testing.http import serve_in_background, stop_serving, v1_base_url
+
 if TYPE_CHECKING:
     from bpe_openai import Encoding
 
@@ -148,26 +150,18 @@ class LoopbackOpenAI:
     def start(self) -> None:
         """Listen on a free port and serve from a background thread (the tokenizer is loaded first)."""
         _cl100k()
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        httpd.daemon_threads = True
-        httpd.app = self  # type: ignore[attr-defined]
-        self._httpd = httpd
-        threading.Thread(target=httpd.serve_forever, args=(0.05,), name="loopback-openai", daemon=True).start()
+        self._httpd = serve_in_background(_Handler, self, "loopback-openai")
 
     def close(self) -> None:
         """Stop serving; stalled requests are released at once."""
         self._closing.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        stop_serving(self._httpd)
+        self._httpd = None
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT/v1``, for ``openai.OpenAI(base_url=...)``."""
-        if self._httpd is None:
-            raise RuntimeError("the server is not running")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        return v1_base_url(self._httpd)
 
     # faults
 
