@@ -14,7 +14,8 @@ from prefect.transactions import transaction
 
 from ragline.components import components_for
 from ragline.config import load_config
-from ragline.ingest import DOCUMENT_GROUP, IngestResult, IngestStats, batched, namespace_lock
+from ragline.batching import batched
+from ragline.ingest import DOCUMENT_GROUP, IngestResult, IngestStats, namespace_lock
 from ragline.report import summary_markdown, summary_rows
 from ragline.sources import open_source
 from tasks.ingest import RUN_KEY, commit_run, index_group, open_run, refresh_keyword_index, verify_run

@@ -13,15 +13,15 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
+from ragline.batching import batched
 from ragline.components import Components
 from ragline.config import CleanupMode
 from ragline.costs import Usage, estimated_cost_usd, usage_now
@@ -36,7 +36,6 @@ from ragline.stores.base import VectorRecord
 from ragline.validation import validate_chunks, validate_embeddings, warm_up
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 DOCUMENT_GROUP = 64
 """Documents loaded and planned together (one plan task in the flow)."""
@@ -125,18 +124,6 @@ class IngestResult:
     source: str
     stats: IngestStats
     quarantined: list[QuarantineRecord]
-
-
-def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of ``size`` items (the last may be shorter)."""
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def new_run_id() -> str:

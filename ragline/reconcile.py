@@ -10,7 +10,8 @@ import random
 from dataclasses import dataclass, field
 
 from ragline.components import Components
-from ragline.ingest import STORE_BATCH, batched, fetch_back_problems, recover, upsert_rows
+from ragline.batching import batched
+from ragline.ingest import STORE_BATCH, fetch_back_problems, recover, upsert_rows
 
 
 @dataclass

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ragline.batching import batched
 from ragline.errors import ConfigError, StoreError
 from ragline.records import Chunk, Document, Metadata, QuarantineRecord
 
@@ -44,6 +45,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
     run_id TEXT NOT NULL, namespace TEXT NOT NULL, source TEXT NOT NULL, uri TEXT NOT NULL, doc_id TEXT,
     reason TEXT NOT NULL, detail TEXT NOT NULL, created_at REAL NOT NULL);
 """
+
+SQL_IDS_PER_QUERY = 500
+"""Ids bound in one ``IN (...)`` list, well under SQLite's parameter limit."""
 
 LIVE = "live"
 PENDING = "pending"
@@ -182,8 +186,7 @@ class SQLiteRecordStore:
 
     def _rows_for_ids(self, sql: str, params: Sequence[object], ids: Sequence[str]) -> Iterator[tuple]:
         """Rows of ``sql`` (ending in ``IN ({marks})``) for ``ids``, queried in parts SQLite accepts."""
-        for start in range(0, len(ids), 500):
-            part = list(ids[start : start + 500])
+        for part in batched(ids, SQL_IDS_PER_QUERY):
             yield from self._rows(sql.format(marks=",".join("?" * len(part))), (*params, *part))
 
     def live_documents(self, namespace: str, doc_ids: Sequence[str]) -> dict[str, DocumentRow]:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ragline.batching import batched
 from ragline.embedders.base import Embedder
 from ragline.records import sha256_hex
+from ragline.recordstore import SQL_IDS_PER_QUERY
 
 
 class EmbeddingCache:
@@ -34,8 +36,7 @@ class EmbeddingCache:
         """Cached vectors for the hashes that have one."""
         found: dict[str, np.ndarray] = {}
         with self._lock:
-            for start in range(0, len(text_hashes), 500):
-                part = list(text_hashes[start : start + 500])
+            for part in batched(text_hashes, SQL_IDS_PER_QUERY):
                 marks = ",".join("?" * len(part))
                 rows = self._conn.execute(
                     f"SELECT text_hash, vector FROM embeddings WHERE model_id = ? AND text_hash IN ({marks})",

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from ragline.batching import batched
 from ragline.errors import StoreError
 from ragline.records import Metadata
 from ragline.stores.base import (
@@ -123,7 +124,7 @@ class LanceDBStore:
             return {}
         found: dict[str, VectorRecord] = {}
         with _vendor_errors(f"fetch from namespace {namespace!r}"):
-            for chunk in _chunks(list(dict.fromkeys(ids))):
+            for chunk in batched(dict.fromkeys(ids), _IDS_PER_CALL):
                 rows = table.search().where(_id_in(chunk)).select(list(_BASE_COLUMNS)).limit(None).to_arrow()
                 found.update((record.id, record) for record in _records(rows))
         return {i: found[i] for i in ids if i in found}
@@ -144,7 +145,7 @@ class LanceDBStore:
             return
         with _vendor_errors(f"delete from namespace {namespace!r}"):
             if ids is not None:
-                for chunk in _chunks(list(ids)):
+                for chunk in batched(ids, _IDS_PER_CALL):
                     table.delete(_id_in(chunk))
             elif filter is not None:
                 table.delete(to_lance_where(filter, table.schema.names))
@@ -314,11 +315,6 @@ def _check_dimension(table: Table, dimension: int, namespace: str) -> None:
 
 def _id_in(ids: Sequence[str]) -> str:
     return f"id IN ({', '.join(sql_string(i) for i in ids)})"
-
-
-def _chunks(items: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(items), _IDS_PER_CALL):
-        yield items[start : start + _IDS_PER_CALL]
 
 
 def _vectors(rows: pa.Table) -> np.ndarray:
