@@ -14,6 +14,7 @@ from ragline.config import RaglineConfig
 from ragline.embedders.base import Embedder
 from ragline.embedders.cache import EmbeddingCache
 from ragline.errors import ConfigError
+from ragline.near_duplicates import NearDuplicateDetector
 from ragline.records import sha256_hex
 from ragline.recordstore import SQLiteRecordStore, open_record_store
 from ragline.stores.base import VectorStore
@@ -29,6 +30,7 @@ class Components:
     store: VectorStore
     records: SQLiteRecordStore
     cache: EmbeddingCache
+    near_duplicates: NearDuplicateDetector | None = None
 
     def close(self) -> None:
         self.records.close()
@@ -103,6 +105,7 @@ def build_components(config: RaglineConfig, embedder: Embedder | None = None) ->
         store=make_store(config, embedder.dimension),
         records=open_record_store(config.record_store_path),
         cache=EmbeddingCache(config.home / "embeddings.sqlite"),
+        near_duplicates=NearDuplicateDetector.from_config(config),
     )
 
 

@@ -6,11 +6,17 @@ arguments (CLI flags, flow parameters). Core code never reads the environment it
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from ragline.versions import version_namespace
 
 CleanupMode = Literal["incremental", "full"]
 """incremental: re-index new and changed documents; full: also delete the documents gone from the source."""
@@ -19,9 +25,69 @@ CleanupMode = Literal["incremental", "full"]
 RetrievalMode = Literal["dense", "bm25", "hybrid"]
 """dense: vector search; bm25: keyword search; hybrid: both, fused."""
 
+NearDuplicateMode = Literal["off", "tag", "skip"]
+"""What happens to a near-duplicate document: off: not looked for; tag: indexed with ``near_duplicate_of``
+metadata; skip: not indexed (only recorded)."""
+
 
 def _default_home() -> Path:
     return Path("data") / ".ragline"
+
+
+def check_name(value: str | None) -> str | None:
+    """A namespace or version name: 1-100 ASCII letters, digits, '-', '_' or '.' (None passes)."""
+    if value is not None and (not 0 < len(value) <= 100 or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in value)):
+        raise ValueError("must be 1-100 ASCII letters, digits, '-', '_' or '.'")
+    return value
+
+
+# --- freshness / TTL re-index (ragline/refresh.py, flows/refresh.py, `ragline refresh`) ---
+
+_DURATION_UNITS = {"w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1}
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[wdhms])+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number of seconds or a string such as "90", "6h", "1d", "1h30m" (units w, d, h, m, s)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if _DURATION.fullmatch(text):
+            seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(text))
+        else:
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not a duration: give seconds or numbers with units w, d, h, m, s ('6h', '1h30m')"
+                ) from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ValueError(f"{value!r} is not a duration")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a duration must be finite and not negative, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds; configured as a number or a string with units ("6h", "1d")."""
+
+
+class RefreshSource(BaseModel):
+    """A source a refresh keeps fresh: a path ``open_source`` reads, its TTL, and optionally its own namespace."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path
+    ttl: Duration | None = Field(default=None, description="Re-verify unchanged documents this old; default "
+                                 "refresh_default_ttl.")
+    namespace: str | None = Field(default=None, description="Default: the configured target namespace.")
+
+    @field_validator("namespace")
+    @classmethod
+    def _name_ok(cls, value: str | None) -> str | None:
+        return check_name(value)
 
 
 class RaglineConfig(BaseSettings):
@@ -72,6 +138,39 @@ class RaglineConfig(BaseSettings):
     chat_base_url: str | None = None
     chat_api_key: SecretStr | None = None
 
+    # --- grounded answers (ragline/generation, `ragline ask`); the LLM is the chat model above ---
+    answer_mode: Literal["auto", "llm", "extractive"] = Field(
+        default="auto", description="auto: the chat model when one is configured, else extractive (offline)."
+    )
+    answer_top_k: int = Field(default=5, ge=1, description="Chunks retrieved to answer from.")
+    answer_context_tokens: int = Field(
+        default=3000, ge=100, description="Token budget of the sources put in the LLM prompt (best chunks first)."
+    )
+    answer_temperature: float = Field(default=0.0, ge=0, le=2)
+    answer_max_tokens: int = Field(default=512, ge=1, description="Most tokens the LLM may answer with.")
+    answer_min_similarity: float = Field(
+        default=0.40, ge=-1, le=1,
+        description="Abstain ('not found in the indexed sources') when no sentence of the retrieved chunks is at "
+        "least this cosine-similar to the question (local embedder; tuned on data/sample/qa.jsonl).",
+    )
+    answer_max_sentences: int = Field(default=3, ge=1, description="Sentences an extractive answer stitches.")
+    answer_support_similarity: float = Field(
+        default=0.6, ge=-1, le=1,
+        description="An answer sentence is supported (faithfulness) when a sentence of a cited chunk is this "
+        "similar to it.",
+    )
+    chat_price_per_million_input_tokens: dict[str, float] = Field(
+        default_factory=lambda: {"gpt-4o-mini": 0.15, "gpt-4o": 2.50, "gpt-4.1-mini": 0.40, "gpt-4.1": 2.00},
+        description="USD by chat model name; models not listed cost 0.",
+    )
+    chat_price_per_million_output_tokens: dict[str, float] = Field(
+        default_factory=lambda: {"gpt-4o-mini": 0.60, "gpt-4o": 10.00, "gpt-4.1-mini": 1.60, "gpt-4.1": 8.00},
+        description="USD by chat model name; models not listed cost 0.",
+    )
+    eval_answers: bool = Field(
+        default=True, description="Also evaluate answers on a golden set folder's qa.jsonl when it has one."
+    )
+
     # store: "auto" is Pinecone when an API key is set, else LanceDB on disk
     store: Literal["auto", "lancedb", "pinecone"] = "auto"
     pinecone_api_key: SecretStr | None = Field(
@@ -111,6 +210,11 @@ class RaglineConfig(BaseSettings):
         "LanceDB 0).",
     )
 
+    # --- backfills (ragline/backfill.py, `ragline backfill`) ---
+    backfill_partition_size: int = Field(
+        default=1000, ge=1, description="Documents per backfill partition; each partition is one committed run."
+    )
+
     # evaluation (flows/evaluate.py, `ragline eval`)
     eval_sample_path: Path | None = Field(
         default=Path("data/sample"),
@@ -130,6 +234,58 @@ class RaglineConfig(BaseSettings):
         description="Fail when a mode's nDCG@10 drops more than this (absolute) below its last good run.",
     )
 
+    # --- freshness / TTL re-index (ragline/refresh.py, flows/refresh.py, `ragline refresh`) ---
+    refresh_default_ttl: Duration = Field(
+        default=86_400.0, description="Age after which an unchanged document is re-verified in the index (1d)."
+    )
+    refresh_sources: list[RefreshSource] = Field(
+        default_factory=list, description="What `ragline refresh` and the refresh flow keep fresh by default."
+    )
+
+    # --- blue/green index versions (ragline/versions.py, ragline/promotion.py, `ragline versions`) ---
+    promote_tolerance: float = Field(
+        default=0.01, ge=0,
+        description="Promote a version only if its nDCG@10 on the golden set is at least the live one's minus this.",
+    )
+    promote_mode: RetrievalMode = Field(default="hybrid", description="The retrieval mode the promotion gate scores.")
+
+    # --- query service (ragline/service, `ragline serve`) ---
+    service_api_keys: dict[SecretStr, list[str]] = Field(
+        default_factory=dict,
+        description="API key → namespaces it may read. A key may be given as 'sha256:<hex digest>' so the clear "
+        "key never sits in the config. The service refuses to start without keys.",
+    )
+    service_host: str = "127.0.0.1"
+    service_port: int = Field(default=8000, ge=1, le=65535)
+    service_rate_per_s: float = Field(default=20.0, gt=0, description="Sustained requests per second per key.")
+    service_rate_burst: int = Field(default=40, ge=1, description="Requests a key may send at once.")
+    service_cache_entries: int = Field(default=1024, ge=0, description="Cached query results (0: no cache).")
+    service_max_body_bytes: int = Field(default=16_384, ge=256, description="Larger request bodies get 413.")
+    service_max_query_chars: int = Field(default=2_000, ge=1, description="Longer queries get 422.")
+
+    # --- near-duplicate documents (ragline/near_duplicates.py) ---
+    near_duplicates: NearDuplicateMode = Field(
+        default="tag", description="tag (default: nothing is lost, queries filter), skip (not indexed) or off."
+    )
+    near_duplicate_threshold: float = Field(
+        default=0.9, gt=0, le=1, description="Estimated Jaccard similarity of word shingles that flags a document."
+    )
+    near_duplicate_shingle_words: int = Field(default=3, ge=1, le=16, description="Words per shingle.")
+    near_duplicate_num_perm: int = Field(default=128, ge=16, le=1024, description="MinHash permutations.")
+
+    # --- scale-out (tasks/runners.py, flows/ingest.py) ---
+    task_runner: Literal["thread", "dask"] = Field(
+        default="thread",
+        description="Where the ingest flow plans and embeds document groups: a thread beside the flow, or Dask "
+        "workers. Upserts always run in the flow's process.",
+    )
+    dask_address: str | None = Field(
+        default=None, description="Scheduler of a running Dask cluster (tcp://host:8786); unset: a LocalCluster per run."
+    )
+    dask_workers: int = Field(
+        default=2, ge=1, description="Worker processes of the per-run LocalCluster; 2 × this many groups in flight."
+    )
+
     @field_validator("eval_sample_path", mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: object) -> object:
@@ -138,14 +294,13 @@ class RaglineConfig(BaseSettings):
     @field_validator("namespace", "index_version")
     @classmethod
     def _name_ok(cls, value: str | None) -> str | None:
-        if value is not None and (not 0 < len(value) <= 100 or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in value)):
-            raise ValueError("must be 1-100 ASCII letters, digits, '-', '_' or '.'")
-        return value
+        return check_name(value)
 
     @property
     def target_namespace(self) -> str:
-        """The namespace runs write to: ``namespace``, or its new version when ``index_version`` is set."""
-        return f"{self.namespace}--{self.index_version}" if self.index_version else self.namespace
+        """``namespace``, or its version's namespace when ``index_version`` is set; aliases NOT resolved: runs write
+        to ``ragline.versions.write_namespace`` and reads go through ``ragline.versions.read_namespace``."""
+        return version_namespace(self.namespace, self.index_version) if self.index_version else self.namespace
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> RaglineConfig:

@@ -34,6 +34,13 @@ def usage_now(embedder: Embedder, store: VectorStore) -> Usage:
     )
 
 
+def chat_cost_usd(config: RaglineConfig, model: str, input_tokens: int, output_tokens: int) -> float:
+    """Price a chat model's tokens with the config's price tables (models not listed cost 0)."""
+    per_input = config.chat_price_per_million_input_tokens.get(model, 0.0) / 1e6
+    per_output = config.chat_price_per_million_output_tokens.get(model, 0.0) / 1e6
+    return input_tokens * per_input + output_tokens * per_output
+
+
 def estimated_cost_usd(config: RaglineConfig, model_id: str, usage: Usage) -> float:
     """Price ``usage`` with the config's price table (list prices unless you set your own)."""
     per_token = config.embedding_price_per_million_tokens.get(model_id.split("@")[0], 0.0) / 1e6

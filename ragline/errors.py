@@ -8,7 +8,8 @@
     ├── StoreError             vector store or record store failure
     │   ├── UpsertError        carries the ids that could not be written
     │   └── FilterError        a metadata filter outside Pinecone's language
-    └── ValidationFailed       a data-quality or reconciliation check failed; carries the failed checks
+    ├── ValidationFailed       a data-quality or reconciliation check failed; carries the failed checks
+    └── ChatError              the chat model could not be reached or its answer was unusable
 """
 
 from __future__ import annotations
@@ -58,3 +59,7 @@ class ValidationFailed(RaglineError):
     def __init__(self, message: str, failures: Sequence[str]) -> None:
         super().__init__(f"{message}: {'; '.join(failures)}")
         self.failures = list(failures)
+
+
+class ChatError(RaglineError):
+    """The chat model could not be reached or its answer was unusable."""

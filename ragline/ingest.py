@@ -28,12 +28,13 @@ from ragline.costs import Usage, estimated_cost_usd, usage_now
 from ragline.embedders.cache import embed_with_cache
 from ragline.errors import ChunkingError, RaglineError, ValidationFailed
 from ragline.limits import MAX_METADATA_BYTES
-from ragline.recordstore import LIVE, PENDING, ChunkRow
+from ragline.recordstore import LIVE, PENDING, ChunkRow, DocumentRow
 from ragline.retrieval.bm25 import refresh_bm25
-from ragline.records import Chunk, Document, Metadata, QuarantineRecord
+from ragline.records import Chunk, Document, Metadata, NearDuplicate, QuarantineRecord
 from ragline.sources.base import Source, SourceItem
 from ragline.stores.base import VectorRecord
 from ragline.validation import validate_chunks, validate_embeddings, warm_up
+from ragline.versions import write_namespace
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class IngestStats:
     documents_unchanged: int = 0
     documents_removed: int = 0
     documents_quarantined: int = 0
+    documents_near_duplicate: int = 0
     chunks_written: int = 0
     chunks_deleted: int = 0
     embeddings_computed: int = 0
@@ -113,6 +115,8 @@ class Plan:
 
     documents: list[PlannedDocument]
     stats: IngestStats
+    unchanged: list[tuple[Document, DocumentRow]] = field(default_factory=list)
+    """The skipped documents with their live rows (a refresh re-verifies the expired ones)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ class IngestResult:
     source: str
     stats: IngestStats
     quarantined: list[QuarantineRecord]
+    near_duplicates: list[NearDuplicate] = field(default_factory=list)
 
 
 def new_run_id() -> str:
@@ -181,18 +186,30 @@ def plan_documents(c: Components, run_id: str, namespace: str, items: Sequence[S
     documents = [i for i in items if isinstance(i, Document)]
     quarantined = [i for i in items if isinstance(i, QuarantineRecord)]
     planned: list[PlannedDocument] = []
+    unchanged: list[tuple[Document, DocumentRow]] = []
     with stats.timed("chunk"):
         live = c.records.live_documents(namespace, [d.doc_id for d in documents])
+        near = c.near_duplicates
+        replan = near.unchanged_to_replan(c.records, run_id, namespace, documents, live) if near else set()
         wanted = (c.chunker.config_hash, c.embedder.model_id)
         for doc in documents:
             row = live.get(doc.doc_id)
-            if row is not None and (row.content_hash, row.config_hash, row.model_id) == (doc.content_hash, *wanted):
+            if row is not None and (row.content_hash, row.config_hash, row.model_id) == (doc.content_hash, *wanted) \
+                    and doc.doc_id not in replan:
                 stats.documents_unchanged += 1
+                unchanged.append((doc, row))
                 continue
+            verdict = near.check(c.records, run_id, namespace, doc, indexed=row is not None) if near else None
+            if near and verdict and verdict.skipped:
+                near.accept(run_id, namespace, verdict)
+                continue
+            doc = verdict.document if verdict is not None else doc  # tagged if a near-duplicate
             chunks, problem = _chunk_or_reason(c, doc)
             if problem is not None:
                 quarantined.append(QuarantineRecord(doc.source, doc.uri, problem, doc_id=doc.doc_id))
                 continue
+            if near and verdict:
+                near.accept(run_id, namespace, verdict)
             planned.append(PlannedDocument(doc, tuple(chunks), is_new=row is None))
     stats.documents_seen = len(items)
     stats.documents_new = sum(p.is_new for p in planned)
@@ -202,7 +219,9 @@ def plan_documents(c: Components, run_id: str, namespace: str, items: Sequence[S
         c.records.mark_seen(run_id, [d.doc_id for d in documents] + [q.doc_id for q in quarantined if q.doc_id])
         if quarantined:
             c.records.quarantine(run_id, namespace, quarantined)
-    return Plan(planned, stats)
+        if near is not None:
+            stats.documents_near_duplicate = near.flush(c.records, run_id, namespace)
+    return Plan(planned, stats, unchanged)
 
 
 def _chunk_or_reason(c: Components, doc: Document) -> tuple[list[Chunk], str | None]:
@@ -220,12 +239,25 @@ def _chunk_or_reason(c: Components, doc: Document) -> tuple[list[Chunk], str | N
     return chunks, None
 
 
-def index_batch(c: Components, run_id: str, namespace: str, planned: Sequence[PlannedDocument]) -> IngestStats:
-    """Embed (cache first), validate, record as pending, then upsert one batch of planned documents."""
+RecordWriter = Callable[[Sequence[VectorRecord]], int]
+"""Where a batch's records go instead of the namespace's index (a bulk-import export); returns how many it wrote."""
+
+
+@dataclass(frozen=True)
+class EmbeddedBatch:
+    """Planned documents with their chunks' vectors (in chunk order), validated and ready to record and write."""
+
+    documents: list[PlannedDocument]
+    vectors: np.ndarray
+    stats: IngestStats
+
+
+def embed_batch(c: Components, planned: Sequence[PlannedDocument]) -> EmbeddedBatch:
+    """Embed (cache first) and validate one batch of planned documents; nothing is written to the index."""
     stats = IngestStats()
     chunks = [chunk for p in planned for chunk in p.chunks]
     if not chunks:
-        return stats
+        return EmbeddedBatch(list(planned), np.empty((0, c.embedder.dimension), dtype=np.float32), stats)
     before = usage_now(c.embedder, c.store)
     with stats.timed("embed"):
         vectors, computed, cached = embed_with_cache(c.embedder, c.cache, [ch.text for ch in chunks])
@@ -233,26 +265,64 @@ def index_batch(c: Components, run_id: str, namespace: str, planned: Sequence[Pl
     with stats.timed("validate"):  # before anything is written
         validate_chunks(chunks, max_tokens=c.chunker.chunk_size)
         validate_embeddings([ch.chunk_id for ch in chunks], vectors, c.embedder.dimension)
+    stats.add_usage(c, before)
+    return EmbeddedBatch(list(planned), vectors, stats)
+
+
+def write_batch(
+    c: Components, run_id: str, namespace: str, batch: EmbeddedBatch, write: RecordWriter | None = None
+) -> IngestStats:
+    """Record an embedded batch as pending, then upsert it (or ``write`` it); returns the stats of these two stages."""
+    stats = IngestStats()
+    chunks = [chunk for p in batch.documents for chunk in p.chunks]
+    if not chunks:
+        return stats
+    before = usage_now(c.embedder, c.store)
     with stats.timed("record"):
         c.records.record_pending(
             run_id,
             namespace,
-            [(p.document, p.chunks, c.chunker.config_hash, c.embedder.model_id) for p in planned],
+            [(p.document, p.chunks, c.chunker.config_hash, c.embedder.model_id) for p in batch.documents],
         )
     with stats.timed("upsert"):
         records = [
-            VectorRecord(ch.chunk_id, vec, index_metadata(ch.text, ch.metadata)) for ch, vec in zip(chunks, vectors)
+            VectorRecord(ch.chunk_id, vec, index_metadata(ch.text, ch.metadata))
+            for ch, vec in zip(chunks, batch.vectors)
         ]
-        stats.chunks_written = c.store.upsert(records, namespace=namespace)
+        stats.chunks_written = write(records) if write else c.store.upsert(records, namespace=namespace)
     stats.add_usage(c, before)
     return stats
 
 
-def index_group(c: Components, run_id: str, namespace: str, items: Sequence[SourceItem]) -> IngestStats:
-    """Plan and index one group of source items (the unit of one flow task)."""
+def index_batch(
+    c: Components, run_id: str, namespace: str, planned: Sequence[PlannedDocument], write: RecordWriter | None = None
+) -> IngestStats:
+    """Embed (cache first), validate, record as pending, then upsert one batch of planned documents (or ``write`` it)."""
+    embedded = embed_batch(c, planned)
+    stats = embedded.stats
+    stats.add(write_batch(c, run_id, namespace, embedded, write))
+    return stats
+
+
+def prepare_group(c: Components, run_id: str, namespace: str, items: Sequence[SourceItem]) -> EmbeddedBatch:
+    """Plan, chunk, embed and validate one group of source items, leaving the index untouched.
+
+    Safe to run in several processes at once (it writes only the record store's bookkeeping, SQLite in WAL
+    mode); ``write_batch`` then writes the result from one process.
+    """
     plan = plan_documents(c, run_id, namespace, items)
-    stats = plan.stats
-    stats.add(index_batch(c, run_id, namespace, plan.documents))
+    embedded = embed_batch(c, plan.documents)
+    plan.stats.add(embedded.stats)
+    return EmbeddedBatch(embedded.documents, embedded.vectors, plan.stats)
+
+
+def index_group(
+    c: Components, run_id: str, namespace: str, items: Sequence[SourceItem], write: RecordWriter | None = None
+) -> IngestStats:
+    """Plan and index one group of source items (the unit of one flow task)."""
+    batch = prepare_group(c, run_id, namespace, items)
+    stats = batch.stats
+    stats.add(write_batch(c, run_id, namespace, batch, write))
     return stats
 
 
@@ -305,7 +375,10 @@ def _check_fetch_back(c: Components, namespace: str, rows: dict[str, ChunkRow]) 
     probe = next(iter(rows.values()))
     matches = c.store.query(vectors_for(c, [probe])[0], namespace=namespace, top_k=5)
     top = matches[0].score if matches else None
-    if top is None or not any(m.id == probe.chunk_id and abs(m.score - top) < 1e-5 for m in matches):
+    found = top is not None and any(m.id == probe.chunk_id and abs(m.score - top) < 1e-5 for m in matches)
+    # chunks with the same text share one vector: more than top_k of them tie, and any of them may come first
+    tied_duplicate = top is not None and top >= 1 - 1e-5 and probe.chunk_id not in problems
+    if not (found or tied_duplicate):
         failures.append(f"{probe.chunk_id}'s own vector does not find it first")
     return failures
 
@@ -378,6 +451,17 @@ def rollback_run(c: Components, run_id: str, namespace: str) -> None:
     log.info("run %s rolled back: %d ids restored, %d removed", run_id, len(restore), len(pending) - len(restore))
 
 
+@contextmanager
+def rollback_on_failure(c: Components, run_id: str, namespace: str) -> Iterator[None]:
+    """Roll the run back if the block raises before the run committed, then re-raise."""
+    try:
+        yield
+    except BaseException:
+        if c.records.run_status(run_id) == "running":
+            rollback_run(c, run_id, namespace)
+        raise
+
+
 # --- the direct driver (CLI, benchmarks, tests) ----------------------------------------------------------------
 
 
@@ -388,17 +472,19 @@ def ingest(
     namespace: str | None = None,
     cleanup: CleanupMode | None = None,
     on_progress: Callable[[IngestStats], None] | None = None,
+    refresh_keyword_index: bool = True,
 ) -> IngestResult:
     """Run every stage over ``source`` in this process; embedding of one batch overlaps planning of the next.
 
-    Any failure rolls the run back and re-raises, leaving the previous index intact.
+    Any failure rolls the run back and re-raises, leaving the previous index intact. ``refresh_keyword_index=False``
+    leaves the BM25 rebuild to the caller (a backfill rebuilds it once, not after every partition).
     """
-    namespace = namespace or c.config.target_namespace
+    namespace = namespace or write_namespace(c.records, c.config)
     cleanup = cleanup or c.config.cleanup
     with namespace_lock(c.config.home, namespace):
         run_id = begin_run(c, namespace, source.name)
         stats = IngestStats()
-        try:
+        with rollback_on_failure(c, run_id, namespace):
             threading.Thread(target=warm_up, name="ragline-gx-warm-up", daemon=True).start()
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragline-index") as pool:
                 in_flight: Future[IngestStats] | None = None
@@ -412,17 +498,15 @@ def ingest(
                     stats.add(in_flight.result())
             stats.add(verify_run(c, run_id, namespace))
             stats.add(commit_run(c, run_id, namespace, source.name, cleanup))
-        except BaseException:
-            if c.records.run_status(run_id) == "running":
-                rollback_run(c, run_id, namespace)
-            raise
-        if stats.chunks_written or stats.chunks_deleted:
+        if refresh_keyword_index and (stats.chunks_written or stats.chunks_deleted):
             with stats.timed("bm25"):
                 refresh_bm25(c, namespace)
         c.records.save_run_stats(run_id, stats.as_dict())
         if on_progress:
             on_progress(stats)
-        return IngestResult(run_id, namespace, source.name, stats, c.records.quarantined(run_id))
+        return IngestResult(
+            run_id, namespace, source.name, stats, c.records.quarantined(run_id), c.records.near_duplicates(run_id)
+        )
 
 
 def _planned_batches(

@@ -86,3 +86,18 @@ class QuarantineRecord:
     reason: str
     doc_id: str | None = None
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class NearDuplicate:
+    """A document that nearly duplicates an indexed one (estimated Jaccard similarity of word shingles).
+
+    ``action`` is ``tagged`` (indexed with ``near_duplicate_of`` metadata) or ``skipped`` (not indexed);
+    ``duplicate_of_hash`` is the content hash of the original it was compared with.
+    """
+
+    doc_id: str
+    duplicate_of: str
+    similarity: float
+    action: str
+    duplicate_of_hash: str

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ragline.batching import batched
 from ragline.errors import ConfigError, StoreError
-from ragline.records import Chunk, Document, Metadata, QuarantineRecord
+from ragline.records import Chunk, Document, Metadata, NearDuplicate, QuarantineRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -44,7 +44,42 @@ CREATE TABLE IF NOT EXISTS run_seen (run_id TEXT NOT NULL, doc_id TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS quarantine (
     run_id TEXT NOT NULL, namespace TEXT NOT NULL, source TEXT NOT NULL, uri TEXT NOT NULL, doc_id TEXT,
     reason TEXT NOT NULL, detail TEXT NOT NULL, created_at REAL NOT NULL);
+-- near-duplicate documents (ragline/near_duplicates.py): MinHash signatures of originals, and every document flagged
+CREATE TABLE IF NOT EXISTS near_duplicate_signatures (
+    namespace TEXT NOT NULL, doc_id TEXT NOT NULL, content_hash TEXT NOT NULL, params TEXT NOT NULL,
+    run_id TEXT NOT NULL, signature BLOB NOT NULL, PRIMARY KEY (namespace, doc_id, content_hash, params));
+CREATE TABLE IF NOT EXISTS near_duplicates (
+    namespace TEXT NOT NULL, doc_id TEXT NOT NULL, duplicate_of TEXT NOT NULL, duplicate_of_hash TEXT NOT NULL,
+    similarity REAL NOT NULL, action TEXT NOT NULL, run_id TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS near_duplicates_by_doc ON near_duplicates (namespace, doc_id, run_id);
+CREATE INDEX IF NOT EXISTS near_duplicates_by_run ON near_duplicates (run_id);
+-- blue/green index versions (ragline/versions.py): alias → physical namespace, and every change to it
+CREATE TABLE IF NOT EXISTS aliases (alias TEXT PRIMARY KEY, target TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS alias_history (
+    event_id INTEGER PRIMARY KEY AUTOINCREMENT, alias TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+    previous_target TEXT NOT NULL, actor TEXT NOT NULL, at REAL NOT NULL, detail TEXT NOT NULL, undone_at REAL);
+-- backfills (ragline/backfill.py): one row per backfill, and its ledger of partitions (one committed run each)
+CREATE TABLE IF NOT EXISTS backfills (
+    backfill_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, source TEXT NOT NULL, path TEXT NOT NULL,
+    partition_size INTEGER NOT NULL, export_dir TEXT, total_partitions INTEGER, started_at REAL NOT NULL,
+    finished_at REAL);
+CREATE TABLE IF NOT EXISTS backfill_partitions (
+    backfill_id TEXT NOT NULL, partition_index INTEGER NOT NULL, status TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    items INTEGER NOT NULL, run_id TEXT, documents_indexed INTEGER NOT NULL DEFAULT 0,
+    chunks_written INTEGER NOT NULL DEFAULT 0, embeddings_computed INTEGER NOT NULL DEFAULT 0,
+    embeddings_cached INTEGER NOT NULL DEFAULT 0, quarantined INTEGER NOT NULL DEFAULT 0, started_at REAL NOT NULL,
+    finished_at REAL, seconds REAL, error TEXT, PRIMARY KEY (backfill_id, partition_index));
 """
+
+_FLAGGED_WHEN_INDEXED = (
+    "EXISTS (SELECT 1 FROM near_duplicates n WHERE n.namespace = d.namespace AND n.doc_id = d.doc_id "
+    "AND n.run_id = d.run_id)")
+"""SQL: the live document ``d`` was flagged as a near-duplicate by the run that indexed it."""
+_LIVE_ORIGINAL_SIGNATURE = (
+    "EXISTS (SELECT 1 FROM documents d WHERE d.namespace = near_duplicate_signatures.namespace "
+    "AND d.doc_id = near_duplicate_signatures.doc_id AND d.state = 'live' "
+    f"AND d.content_hash = near_duplicate_signatures.content_hash AND NOT {_FLAGGED_WHEN_INDEXED})")
+"""SQL: the signature row belongs to a live original with that very content."""
 
 SQL_IDS_PER_QUERY = 500
 """Ids bound in one ``IN (...)`` list, well under SQLite's parameter limit."""
@@ -64,6 +99,8 @@ class DocumentRow:
     chunk_count: int
     indexed_at: float
     run_id: str
+    modified_at: float | None = None
+    """The source's modification time when last indexed or re-verified (None if the source has none)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +122,57 @@ class CommitResult:
 
     documents_removed: int
     stale_chunk_ids: list[str]
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    """One change of an alias: a promotion (``undone_at`` set once rolled back) or a rollback."""
+
+    event_id: int
+    alias: str
+    action: str
+    target: str
+    previous_target: str
+    actor: str
+    at: float
+    detail: str
+    undone_at: float | None
+
+
+@dataclass(frozen=True)
+class BackfillRow:
+    """One backfill (ragline/backfill.py): what it reads, where it writes, and how far it is."""
+
+    backfill_id: str
+    namespace: str
+    source: str
+    path: str
+    partition_size: int
+    export_dir: str | None
+    total_partitions: int | None
+    started_at: float
+    finished_at: float | None
+    partitions_done: int
+
+
+@dataclass(frozen=True)
+class PartitionRow:
+    """One partition in a backfill's ledger. ``status``: running (or killed while running), done, failed."""
+
+    partition_index: int
+    status: str
+    fingerprint: str
+    items: int
+    run_id: str | None
+    documents_indexed: int
+    chunks_written: int
+    embeddings_computed: int
+    embeddings_cached: int
+    quarantined: int
+    started_at: float
+    finished_at: float | None
+    seconds: float | None
+    error: str | None
 
 
 class SQLiteRecordStore:
@@ -192,8 +280,8 @@ class SQLiteRecordStore:
     def live_documents(self, namespace: str, doc_ids: Sequence[str]) -> dict[str, DocumentRow]:
         """Live rows of these documents, by doc_id."""
         rows = self._rows_for_ids(
-            "SELECT doc_id, content_hash, config_hash, model_id, chunk_count, indexed_at, run_id FROM documents "
-            "WHERE namespace = ? AND state = 'live' AND doc_id IN ({marks})",
+            "SELECT doc_id, content_hash, config_hash, model_id, chunk_count, indexed_at, run_id, modified_at "
+            "FROM documents WHERE namespace = ? AND state = 'live' AND doc_id IN ({marks})",
             (namespace,),
             doc_ids,
         )
@@ -326,6 +414,248 @@ class SQLiteRecordStore:
             "SELECT source, uri, reason, doc_id, detail FROM quarantine WHERE run_id = ? ORDER BY rowid", (run_id,))
         return [QuarantineRecord(source=r[0], uri=r[1], reason=r[2], doc_id=r[3], detail=r[4]) for r in rows]
 
+    # --- near-duplicate documents (ragline/near_duplicates.py) ----------------------------------------------------
+    # An original is a live document that its indexing run did not flag; a signature counts only with the live
+    # content hash, so commit, rollback and removal keep this state in sync without a step of their own.
+
+    def original_signatures(self, namespace: str, params: str, run_id: str) -> list[tuple[str, str, bytes]]:
+        """(doc_id, content_hash, signature) of the namespace's originals, and of those ``run_id`` recorded."""
+        return self._rows(
+            "SELECT doc_id, content_hash, signature FROM near_duplicate_signatures WHERE namespace = ? "
+            f"AND params = ? AND (run_id = ? OR {_LIVE_ORIGINAL_SIGNATURE})", (namespace, params, run_id))
+
+    def signature_hashes(self, namespace: str, params: str, doc_ids: Sequence[str]) -> set[tuple[str, str]]:
+        """(doc_id, content_hash) pairs of these documents that have a stored signature."""
+        return {(r[0], r[1]) for r in self._rows_for_ids(
+            "SELECT doc_id, content_hash FROM near_duplicate_signatures WHERE namespace = ? AND params = ? "
+            "AND doc_id IN ({marks})", (namespace, params), doc_ids)}
+
+    def save_signatures(self, namespace: str, params: str, run_id: str, rows: Sequence[tuple[str, str, bytes]]) -> None:
+        """Store (doc_id, content_hash, signature) rows of documents accepted as originals."""
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO near_duplicate_signatures VALUES (?, ?, ?, ?, ?, ?)",
+                           [(namespace, doc_id, h, params, run_id, blob) for doc_id, h, blob in rows])
+
+    def prune_signatures(self, namespace: str, params: str, run_id: str) -> int:
+        """Forget signatures, except ``run_id``'s, that no longer count (other parameters, or no live original)."""
+        with self._transaction() as db:
+            return db.execute(
+                "DELETE FROM near_duplicate_signatures WHERE namespace = ? AND run_id != ? "
+                f"AND (params != ? OR NOT {_LIVE_ORIGINAL_SIGNATURE})", (namespace, run_id, params)).rowcount
+
+    def record_near_duplicates(self, run_id: str, namespace: str, flags: Sequence[NearDuplicate]) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO near_duplicates VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(namespace, f.doc_id, f.duplicate_of, f.duplicate_of_hash, f.similarity, f.action, run_id, now)
+                 for f in flags])
+
+    def near_duplicates(self, run_id: str) -> list[NearDuplicate]:
+        """The documents ``run_id`` flagged as near-duplicates, in the order it found them."""
+        return [NearDuplicate(*r) for r in self._rows(
+            "SELECT doc_id, duplicate_of, similarity, action, duplicate_of_hash FROM near_duplicates "
+            "WHERE run_id = ? ORDER BY rowid", (run_id,))]
+
+    def live_near_duplicates(self, namespace: str, doc_ids: Sequence[str]) -> dict[str, NearDuplicate]:
+        """The flags the live versions of these documents were indexed with, by doc_id."""
+        rows = self._rows_for_ids(
+            "SELECT n.doc_id, n.duplicate_of, n.similarity, n.action, n.duplicate_of_hash FROM near_duplicates n "
+            "JOIN documents d ON d.namespace = n.namespace AND d.doc_id = n.doc_id AND d.state = 'live' "
+            "AND d.run_id = n.run_id WHERE n.namespace = ? AND n.doc_id IN ({marks})", (namespace,), doc_ids)
+        return {r[0]: NearDuplicate(*r) for r in rows}
+
+    def original_hashes(self, namespace: str, doc_ids: Sequence[str]) -> dict[str, str]:
+        """Live content hashes of those of these documents that are originals, by doc_id."""
+        return {r[0]: r[1] for r in self._rows_for_ids(
+            f"SELECT doc_id, content_hash FROM documents d WHERE namespace = ? AND state = 'live' AND NOT "
+            f"{_FLAGGED_WHEN_INDEXED} AND doc_id IN ({{marks}})", (namespace,), doc_ids)}
+
+    # --- freshness (ragline/refresh.py) -----------------------------------------------------------------------
+
+    def live_chunks_of_documents(self, namespace: str, doc_ids: Sequence[str]) -> list[ChunkRow]:
+        """Live chunk rows of these documents, in chunk id order."""
+        rows = self._rows_for_ids(
+            "SELECT chunk_id, doc_id, position, text_hash, token_count, text, metadata_json FROM chunks "
+            "WHERE namespace = ? AND state = 'live' AND doc_id IN ({marks})",
+            (namespace,),
+            doc_ids,
+        )
+        return sorted((ChunkRow(*r[:6], json.loads(r[6])) for r in rows), key=lambda row: row.chunk_id)
+
+    def mark_verified(self, namespace: str, documents: Sequence[tuple[str, float | None]], at: float) -> None:
+        """Set ``indexed_at`` of live documents to ``at`` and their ``modified_at`` to the given (doc_id, mtime)."""
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE documents SET indexed_at = ?, modified_at = ? "
+                "WHERE namespace = ? AND doc_id = ? AND state = 'live'",
+                [(at, modified_at, namespace, doc_id) for doc_id, modified_at in documents],
+            )
+
+    def stamp_run_documents(self, run_id: str, at: float) -> None:
+        """Set ``indexed_at`` of the live documents a committed run wrote to ``at`` (the refresh's clock)."""
+        with self._transaction() as db:
+            db.execute("UPDATE documents SET indexed_at = ? WHERE run_id = ? AND state = 'live'", (at, run_id))
+
+    # --- query service cache generation (ragline/service) ------------------------------------------------------
+
+    def read_generation(self, namespace: str) -> str | None:
+        """The namespace's latest committed run id; None before the first commit and while the index is in flux
+        (a run is open, or a commit's stale ids are not deleted yet), when nothing read should be cached."""
+        row = self._one(
+            "SELECT run_id, status FROM runs WHERE namespace = ? AND status IN ('committed', 'running') "
+            "ORDER BY status = 'running' DESC, started_at DESC LIMIT 1", (namespace,))
+        if row is None or row[1] != "committed" or self._one(
+                "SELECT 1 FROM tombstones WHERE namespace = ? LIMIT 1", (namespace,)):
+            return None
+        return row[0]
+
+    # --- backfill ledger (ragline/backfill.py) ---------------------------------------------------------------
+
+    def open_backfill(
+        self, backfill_id: str, namespace: str, source: str, path: str, partition_size: int,
+        export_dir: str | None, total_partitions: int,
+    ) -> None:
+        """Register a backfill (or resume it: only its partition count is refreshed)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO backfills (backfill_id, namespace, source, path, partition_size, export_dir, "
+                "started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (backfill_id, namespace, source, path, partition_size, export_dir, time.time()),
+            )
+            db.execute("UPDATE backfills SET total_partitions = ?, finished_at = NULL WHERE backfill_id = ?",
+                       (total_partitions, backfill_id))
+
+    def finish_backfill(self, backfill_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE backfills SET finished_at = ? WHERE backfill_id = ?", (time.time(), backfill_id))
+
+    def backfills(self, namespace: str, limit: int = 10) -> list[BackfillRow]:
+        """The namespace's backfills, newest first, with how many partitions are done."""
+        rows = self._rows(
+            "SELECT b.backfill_id, b.namespace, b.source, b.path, b.partition_size, b.export_dir, b.total_partitions, "
+            "b.started_at, b.finished_at, (SELECT COUNT(*) FROM backfill_partitions p WHERE p.backfill_id = "
+            "b.backfill_id AND p.status = 'done') FROM backfills b WHERE b.namespace = ? "
+            "ORDER BY b.started_at DESC LIMIT ?", (namespace, limit))
+        return [BackfillRow(*r) for r in rows]
+
+    def start_partition(self, backfill_id: str, index: int, fingerprint: str, items: int) -> None:
+        """Mark a partition running (again): its counts restart from zero."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO backfill_partitions (backfill_id, partition_index, status, fingerprint, items, "
+                "started_at) VALUES (?, ?, 'running', ?, ?, ?)", (backfill_id, index, fingerprint, items, time.time()))
+
+    def finish_partition(self, backfill_id: str, index: int, run_id: str, counts: dict[str, int]) -> None:
+        """Mark a partition done with its run and counts (``documents_indexed``, ``chunks_written``, ...)."""
+        columns = ("documents_indexed", "chunks_written", "embeddings_computed", "embeddings_cached", "quarantined")
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                f"UPDATE backfill_partitions SET status = 'done', run_id = ?, {', '.join(f'{c} = ?' for c in columns)}, "
+                "finished_at = ?, seconds = ? - started_at, error = NULL WHERE backfill_id = ? AND partition_index = ?",
+                (run_id, *(counts[c] for c in columns), now, now, backfill_id, index))
+
+    def fail_partition(self, backfill_id: str, index: int, error: str) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE backfill_partitions SET status = 'failed', finished_at = ?, seconds = ? - started_at, "
+                "error = ? WHERE backfill_id = ? AND partition_index = ?", (now, now, error, backfill_id, index))
+
+    def backfill_ledger(self, backfill_id: str) -> list[PartitionRow]:
+        """The backfill's partitions in order."""
+        rows = self._rows(
+            "SELECT partition_index, status, fingerprint, items, run_id, documents_indexed, chunks_written, "
+            "embeddings_computed, embeddings_cached, quarantined, started_at, finished_at, seconds, error "
+            "FROM backfill_partitions WHERE backfill_id = ? ORDER BY partition_index", (backfill_id,))
+        return [PartitionRow(*r) for r in rows]
+
+    # --- index version aliases (ragline/versions.py) ----------------------------------------------------------
+
+    def alias_target(self, alias: str) -> str | None:
+        """The physical namespace ``alias`` points at, or None when it has no alias row."""
+        row = self._one("SELECT target FROM aliases WHERE alias = ?", (alias,))
+        return None if row is None else row[0]
+
+    def namespace_rows(self, name: str, prefix: str) -> list[tuple[str, str, int, float]]:
+        """(namespace, model_id, dimension, created_at) of ``name`` and of each namespace starting with ``prefix``."""
+        return self._rows(
+            "SELECT namespace, model_id, dimension, created_at FROM namespaces "
+            "WHERE namespace = ? OR substr(namespace, 1, ?) = ? ORDER BY created_at, namespace",
+            (name, len(prefix), prefix))
+
+    def switch_alias(self, alias: str, target: str, *, expected_target: str, actor: str, detail: str) -> AliasEvent:
+        """Point ``alias`` at ``target`` and record the promotion, in one transaction.
+
+        Refuses when the alias no longer resolves to ``expected_target`` (it changed since the caller evaluated it)
+        or when ``target`` holds no index.
+        """
+        with self._transaction() as db:
+            current = _alias_target(db, alias)
+            if current != expected_target:
+                raise ConfigError(f"alias {alias!r} now points at {current!r}, not {expected_target!r}: it changed "
+                                  f"while the promotion was evaluated; run it again")
+            _require_index(db, target)
+            return _record_alias_change(db, alias, "promote", target, current, actor, detail)
+
+    def roll_back_alias(self, alias: str, *, actor: str) -> AliasEvent:
+        """Point ``alias`` back to its target before its latest promotion not yet undone, in one transaction."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT event_id, previous_target FROM alias_history WHERE alias = ? AND action = 'promote' "
+                "AND undone_at IS NULL ORDER BY event_id DESC LIMIT 1", (alias,)).fetchone()
+            if row is None:
+                raise ConfigError(f"alias {alias!r} has no promotion to roll back")
+            _require_index(db, row[1])
+            event = _record_alias_change(
+                db, alias, "rollback", row[1], _alias_target(db, alias), actor, f"undoes promotion #{row[0]}")
+            db.execute("UPDATE alias_history SET undone_at = ? WHERE event_id = ?", (event.at, row[0]))
+            return event
+
+    def alias_history(self, alias: str, limit: int = 20) -> list[AliasEvent]:
+        """The alias's latest changes, newest first."""
+        rows = self._rows(
+            "SELECT event_id, alias, action, target, previous_target, actor, at, detail, undone_at FROM alias_history "
+            "WHERE alias = ? ORDER BY event_id DESC LIMIT ?", (alias, limit))
+        return [AliasEvent(*r) for r in rows]
+
+    def drop_namespace(self, namespace: str) -> None:
+        """Delete the namespace's rows from every table with a ``namespace`` column, in one transaction.
+
+        Refuses while an alias points at it. Tables other modules add are covered by the column name.
+        """
+        with self._transaction() as db:
+            live_for = [r[0] for r in db.execute("SELECT alias FROM aliases WHERE target = ?", (namespace,))]
+            if live_for:
+                raise ConfigError(f"namespace {namespace!r} is live (alias {live_for[0]!r} points at it): promote "
+                                  f"another version or roll back first")
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                if any(column[1] == "namespace" for column in db.execute(f'PRAGMA table_info("{table}")')):
+                    db.execute(f'DELETE FROM "{table}" WHERE namespace = ?', (namespace,))
+
+
+def _alias_target(db: sqlite3.Connection, alias: str) -> str:
+    row = db.execute("SELECT target FROM aliases WHERE alias = ?", (alias,)).fetchone()
+    return alias if row is None else row[0]
+
+
+def _require_index(db: sqlite3.Connection, namespace: str) -> None:
+    if db.execute("SELECT 1 FROM namespaces WHERE namespace = ?", (namespace,)).fetchone() is None:
+        raise ConfigError(f"namespace {namespace!r} holds no index (never built, or dropped)")
+
+
+def _record_alias_change(
+    db: sqlite3.Connection, alias: str, action: str, target: str, previous: str, actor: str, detail: str
+) -> AliasEvent:
+    now = time.time()
+    db.execute("INSERT INTO aliases VALUES (?, ?, ?) ON CONFLICT (alias) DO UPDATE SET target = excluded.target, "
+               "updated_at = excluded.updated_at", (alias, target, now))
+    cursor = db.execute(
+        "INSERT INTO alias_history (alias, action, target, previous_target, actor, at, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)", (alias, action, target, previous, actor, now, detail))
+    return AliasEvent(int(cursor.lastrowid or 0), alias, action, target, previous, actor, now, detail, None)
 
 def open_record_store(path: Path) -> SQLiteRecordStore:
     """Open (creating if needed) the record store at ``path``."""

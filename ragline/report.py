@@ -11,6 +11,7 @@ _COUNTS = [
     ("documents_unchanged", "Documents unchanged"),
     ("documents_removed", "Documents removed"),
     ("documents_quarantined", "Documents quarantined"),
+    ("documents_near_duplicate", "Documents near-duplicate"),
     ("chunks_written", "Chunks written"),
     ("chunks_deleted", "Chunks deleted"),
     ("embeddings_computed", "Embeddings computed"),
@@ -45,12 +46,20 @@ def summary_markdown(result: IngestResult, max_quarantined: int = 20) -> str:
     lines += [f"| {row['metric']} | {row['value']} |" for row in summary_rows(result)]
     if result.quarantined:
         lines += ["", f"## Quarantined ({len(result.quarantined)})", "", "| uri | reason |", "|---|---|"]
-        lines += [f"| {_cell(q.uri)} | {_cell(q.reason)} |" for q in result.quarantined[:max_quarantined]]
+        lines += [f"| {markdown_cell(q.uri)} | {markdown_cell(q.reason)} |" for q in result.quarantined[:max_quarantined]]
         if len(result.quarantined) > max_quarantined:
             lines.append(f"| … | {len(result.quarantined) - max_quarantined} more in the record store |")
+    if result.near_duplicates:
+        found = result.near_duplicates
+        lines += ["", f"## Near-duplicates ({len(found)})", "", "| document | near-duplicate of | similarity | action |",
+                  "|---|---|---|---|"]
+        lines += [f"| {markdown_cell(n.doc_id)} | {markdown_cell(n.duplicate_of)} | {n.similarity:.3f} | {n.action} |"
+                  for n in found[:max_quarantined]]
+        if len(found) > max_quarantined:
+            lines.append(f"| … | {len(found) - max_quarantined} more in the record store | | |")
     return "\n".join(lines) + "\n"
 
 
-def _cell(text: str) -> str:
+def markdown_cell(text: str) -> str:
     """Text safe inside a Markdown table cell."""
     return text.replace("|", "\\|").replace("\n", " ")

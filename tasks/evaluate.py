@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -11,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from ragline.components import components_for
 from ragline.config import RaglineConfig
 from ragline.evaluation import runner, suite
+from ragline.evaluation.answers import AnswerReport
 from ragline.evaluation.datasets import EvalDataset
 from ragline.evaluation.runner import EvaluationReport, ModeResult
 
@@ -30,6 +32,14 @@ def evaluate_mode(config: RaglineConfig, dataset: EvalDataset, namespace: str, m
 
 
 @task(cache_policy=NO_CACHE)
-def record_run(config: RaglineConfig, reports: Sequence[EvaluationReport], run_id: str) -> suite.EvaluationRun:
-    """Compare with the history, append this run to it and draw the chart."""
-    return suite.finish_run(config, reports, run_id=run_id, timestamp=datetime.now(UTC))
+def evaluate_answers(config: RaglineConfig, qa: Path, dataset: str, namespace: str) -> AnswerReport:
+    """Every question of one golden QA set answered and scored (one task run per set)."""
+    return suite.answer_report(components_for(config), qa, dataset, namespace)
+
+
+@task(cache_policy=NO_CACHE)
+def record_run(
+    config: RaglineConfig, reports: Sequence[EvaluationReport], run_id: str, answers: Sequence[AnswerReport] = ()
+) -> suite.EvaluationRun:
+    """Compare with the history, append this run (and its answer reports) to it and draw the chart."""
+    return suite.finish_run(config, reports, run_id=run_id, timestamp=datetime.now(UTC), answers=answers)

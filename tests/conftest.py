@@ -32,6 +32,15 @@ def embedder(models_dir: Path) -> LocalEmbedder:
     return LocalEmbedder(models_dir=models_dir)
 
 
+@pytest.fixture(scope="session")
+def harness() -> Iterator[None]:
+    """One temporary Prefect server and database for every flow test of the session (started on first use)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 @pytest.fixture
 def config(tmp_path: Path, models_dir: Path) -> RaglineConfig:
     return RaglineConfig(home=tmp_path / "home", model_cache_dir=models_dir, namespace="test")

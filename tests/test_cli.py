@@ -58,6 +58,7 @@ def test_evaluate_scores_the_sample_set_and_exits_1_on_a_regression(
 
     sample = Path(__file__).resolve().parents[1] / "data" / "sample"
     monkeypatch.setenv("RAGLINE_EVAL_SAMPLE_PATH", str(sample))
+    monkeypatch.setenv("RAGLINE_EVAL_ANSWERS", "false")  # answers in `ragline eval`: tests/test_answer_eval.py
     assert runner.invoke(app, ["ingest", str(sample), "--home", str(cli_env), "-n", "live"]).exit_code == 0
     first = runner.invoke(app, ["eval", "--home", str(cli_env), "-n", "live", "-m", "bm25"])
     assert first.exit_code == 0, first.output

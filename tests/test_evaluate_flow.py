@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from ragline.components import build_components
 from ragline.config import RaglineConfig
 from ragline.errors import ConfigError, ValidationFailed
+from ragline.evaluation.answers import ABSTENTION, CITATION_RECALL
 from ragline.evaluation.datasets import load_dataset
 from ragline.evaluation.history import EvaluationHistory, history_path, history_rows
 from ragline.evaluation.metrics import NDCG
@@ -23,6 +23,7 @@ from tests.test_evaluation_metrics import PNG_MAGIC, T0, report_with
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 LIVE = "live"
+ANSWERS = "answers-extractive"
 TINY_DOCS = {
     "1": "Sourdough bread rises because wild yeast and lactic bacteria ferment the flour.",
     "2": "A suspension bridge hangs its deck from cables draped between tall towers.",
@@ -32,14 +33,6 @@ TINY_DOCS = {
 }
 TINY_QUERIES = {"a": "how do wild yeasts make sourdough rise", "b": "cables and towers of a suspension bridge"}
 TINY_QRELS = "query-id\tcorpus-id\tscore\na\t1\t2\nb\t2\t2\nb\t4\t0\n"
-
-
-@pytest.fixture(scope="module")
-def harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture
@@ -73,7 +66,9 @@ def test_flow_evaluates_golden_sets_publishes_artifacts_and_records_history(
     from flows.evaluate import evaluate_flow
 
     result = evaluate_flow(beir=[str(tiny_beir(tmp_path / "tiny"))])
-    assert set(result) == {"sample", "tiny"} and set(result["sample"]) == {"dense", "bm25", "hybrid"}
+    assert set(result) == {"sample", "tiny"} and set(result["sample"]) == {"dense", "bm25", "hybrid", ANSWERS}
+    answers = result["sample"].pop(ANSWERS)  # data/sample/qa.jsonl, answered offline (extractive)
+    assert answers[ABSTENTION] > 0.8 and answers[CITATION_RECALL] > 0.6
     for mode, metrics in result["sample"].items():
         assert metrics[NDCG] > 0.6, mode  # the sample set's queries are answerable; a broken mapping scores ~0
         assert 0 < metrics["p50 ms"] <= metrics["p95 ms"] <= metrics["p99 ms"]
@@ -84,6 +79,9 @@ def test_flow_evaluates_golden_sets_publishes_artifacts_and_records_history(
     assert "## sample: namespace `live`, 40 queries" in report.data
     assert "## tiny: namespace `beir-tiny`, 2 queries" in report.data and "baseline" in report.data
     assert "](data:image/png;base64," in report.data
+    assert "## Answers on sample: extractive answerer" in report.data
+    answer_table = Artifact.get("evaluation-answers")
+    assert answer_table is not None and "abstention accuracy" in str(answer_table.data)
     table = Artifact.get("evaluation-metrics")
     assert table is not None and "hybrid" in str(table.data) and "nDCG@10" in str(table.data)
     chart = Artifact.get("evaluation-chart")
@@ -93,13 +91,17 @@ def test_flow_evaluates_golden_sets_publishes_artifacts_and_records_history(
 
     rows = EvaluationHistory(history_path(live_env.home)).read()
     assert sorted(zip(rows["dataset"], rows["mode"], rows["namespace"])) == sorted(
-        (d, m, ns) for d, ns in (("sample", LIVE), ("tiny", "beir-tiny")) for m in ("dense", "bm25", "hybrid")
+        [(d, m, ns) for d, ns in (("sample", LIVE), ("tiny", "beir-tiny")) for m in ("dense", "bm25", "hybrid")]
+        + [("sample", ANSWERS, LIVE)]
     )
     assert rows["good"].all() and rows["run_id"].nunique() == 1
     assert (live_env.home / "evaluation" / "ndcg.png").read_bytes().startswith(PNG_MAGIC)
 
 
-def test_flow_fails_on_a_regression_and_still_publishes(harness: None, live_env: RaglineConfig) -> None:
+def test_flow_fails_on_a_regression_and_still_publishes(
+    harness: None, live_env: RaglineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAGLINE_EVAL_ANSWERS", "false")  # answers are covered above; keep this test quick
     from prefect.artifacts import Artifact
 
     from flows.evaluate import evaluate_flow
@@ -119,8 +121,8 @@ def test_flow_fails_on_a_regression_and_still_publishes(harness: None, live_env:
 
 
 def test_direct_suite_without_prefect(live_env: RaglineConfig, embedder) -> None:
-    c = build_components(live_env, embedder=embedder)
-    run = run_suite(c, golden_sets(live_env), run_id="direct")
+    c = build_components(live_env.model_copy(update={"eval_answers": False}), embedder=embedder)
+    run = run_suite(c, golden_sets(live_env), run_id="direct")  # answers: tests/test_answer_eval.py
     assert [r.dataset for r in run.reports] == ["sample"] and run.failures == []
     assert list(run.reports[0].metrics.index) == ["dense", "bm25", "hybrid"]
     assert len(run.reports[0].per_query()) == 3 * 40 and run.chart.is_file()

@@ -1,7 +1,8 @@
 """Evaluation history in one Parquet file, trends against earlier runs, and the regression check.
 
 One row per (run, dataset, mode): ``run_id``, ``timestamp`` (UTC), ``dataset``, ``namespace``, ``mode``, ``k``,
-``good`` and one column per metric. A row is *good* when its mode passed the regression check; the check
+``good`` and one column per metric. Answer evaluations add rows of their own (``mode`` ``answers-<answerer>``,
+answer metric columns; retrieval columns NaN there, and the other way round). A row is *good* when its mode passed the regression check; the check
 compares a mode's nDCG@10 with its **last good** run on the same dataset, so a failed night never becomes the
 baseline. It fails when the drop is strictly more than ``tolerance`` (absolute, default 0.02).
 """
@@ -17,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ragline.evaluation.answers import AnswerReport
 from ragline.evaluation.metrics import NDCG
 from ragline.evaluation.runner import EvaluationReport
 
@@ -171,4 +173,29 @@ def record_run(
     """Compare with the history, then append this run; returns the trends (``regressed`` marks failures)."""
     trends = compare(reports, history.read(), tolerance=tolerance)
     history.append(history_rows(reports, trends, run_id=run_id, timestamp=timestamp))
+    return trends
+
+
+def record_answers(
+    history: EvaluationHistory, reports: Sequence[AnswerReport], *, run_id: str, timestamp: datetime
+) -> list[ModeTrend]:
+    """Append one row per answer report (``mode`` = ``answers-<answerer>``, answer metric columns) and return each
+    one's trend against its previous row. Answer metrics are reported, not gated: no regression check."""
+    import pandas as pd
+
+    if not reports:
+        return []
+    past = history.read()
+    trends = []
+    for report in reports:
+        current = report.summary()
+        earlier = past[(past["dataset"] == report.dataset) & (past["mode"] == report.label)]
+        previous = {name: float(earlier.iloc[-1][name]) for name in current if name in earlier.columns}
+        trends.append(ModeTrend(report.dataset, report.label, current, previous if len(earlier) else None, None, 0.0))
+    rows = [
+        {"run_id": run_id, "timestamp": _utc(timestamp), "dataset": r.dataset, "namespace": r.namespace,
+         "mode": r.label, "k": r.k, "good": True, **r.summary()}
+        for r in reports
+    ]
+    history.append(pd.DataFrame(rows).astype({"timestamp": "datetime64[us, UTC]"}))
     return trends

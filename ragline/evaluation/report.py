@@ -1,4 +1,5 @@
-"""Evaluation results for people: Markdown with trend arrows, rows for a table artifact, an nDCG@10 chart (PNG)."""
+"""Evaluation results for people: Markdown with trend arrows, rows for table artifacts (retrieval and answers), an
+nDCG@10 chart (PNG)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ragline.evaluation.answers import (
+    ANSWER_LATENCY,
+    COST,
+    INPUT_TOKENS,
+    OUTPUT_TOKENS,
+    QUALITY_METRICS,
+    AnswerReport,
+)
 from ragline.evaluation.history import ModeTrend
 from ragline.evaluation.metrics import NDCG, latency_names, metric_names
 from ragline.evaluation.runner import EvaluationReport
@@ -71,8 +80,11 @@ def evaluation_markdown(
     run_id: str,
     tolerance: float,
     chart_png: bytes | None = None,
+    answers: Sequence[AnswerReport] = (),
+    answer_trends: Sequence[ModeTrend] = (),
 ) -> str:
-    """The run as Markdown: per dataset a mode comparison table with arrows vs the previous run, then failures."""
+    """The run as Markdown: per dataset a mode comparison table with arrows vs the previous run, the answer metrics
+    with theirs, then failures."""
     by_key = _trends_by_key(trends)
     lines = [
         f"# Retrieval evaluation `{run_id}`",
@@ -97,12 +109,52 @@ def evaluation_markdown(
             cells = [f"{summary[n]:.4f} {trend_arrow(trend.change(n) if trend else None)}" for n in names]
             cells += [f"{summary[n]:.1f}" for n in latency_names()]
             lines.append(f"| {mode} | " + " | ".join(cells) + f" | {check_status(trend)} |")
+    lines += _answers_markdown(answers, answer_trends)
     failures = [t.failure() for t in trends if t.regressed]
     if failures:
         lines += ["", "## Regressions", ""] + [f"- {failure}" for failure in failures]
     if chart_png is not None:
         lines += ["", f"![{NDCG} per mode]({png_data_uri(chart_png)})"]
     return "\n".join(lines) + "\n"
+
+
+def answer_metric_rows(
+    reports: Sequence[AnswerReport], trends: Sequence[ModeTrend]
+) -> list[dict[str, str | float]]:
+    """One row per answer report: its metrics (4 decimals), latency, tokens and cost, and the change of each quality
+    metric vs the previous run."""
+    by_key = _trends_by_key(trends)
+    rows: list[dict[str, str | float]] = []
+    for report in reports:
+        trend = by_key.get((report.dataset, report.label))
+        summary = report.summary()
+        rows.append({
+            "dataset": report.dataset, "answerer": report.answerer, "mode": report.mode, "judge": report.judge,
+            **{name: round(value, 4) for name, value in summary.items()},
+            **{f"Δ {name}": trend_arrow(trend.change(name) if trend else None) for name in QUALITY_METRICS},
+        })
+    return rows
+
+
+def _answers_markdown(reports: Sequence[AnswerReport], trends: Sequence[ModeTrend]) -> list[str]:
+    by_key = _trends_by_key(trends)
+    lines: list[str] = []
+    for report in reports:
+        trend = by_key.get((report.dataset, report.label))
+        summary = report.summary()
+        lines += [
+            "",
+            (f"## Answers on {report.dataset}: {report.answerer} answerer, {report.mode} retrieval (top {report.k}), "
+             f"{len(report.rows)} questions, faithfulness judged by {report.judge}"),
+            "",
+            "| metric | value | vs previous |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {name} | {summary[name]:.4f} | {trend_arrow(trend.change(name) if trend else None)} |"
+                  for name in QUALITY_METRICS]
+        lines += [f"| {name} | {summary[name]:.1f} | |" for name in (*ANSWER_LATENCY, INPUT_TOKENS, OUTPUT_TOKENS)]
+        lines.append(f"| {COST} | {summary[COST]:.6f} | |")
+    return lines
 
 
 def png_data_uri(png: bytes) -> str:
@@ -121,7 +173,7 @@ def write_chart(history: pd.DataFrame, path: Path, datasets: Sequence[str] | Non
     datasets = list(datasets or history["dataset"].unique())
     figure = Figure(figsize=(7.5, 3.2 * max(len(datasets), 1)), layout="constrained")
     for axes, dataset in zip(figure.subplots(len(datasets), 1, squeeze=False)[:, 0], datasets, strict=True):
-        rows = history[history["dataset"] == dataset]
+        rows = history[(history["dataset"] == dataset) & history[NDCG].notna()]  # answer rows have no nDCG
         if rows["run_id"].nunique() > 1:
             _plot_lines(axes, rows)
         else:

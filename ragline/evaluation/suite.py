@@ -3,6 +3,7 @@
 The sample set (``eval_sample_path``, default ``data/sample``) is evaluated against the live namespace as it is.
 Each BEIR folder in ``eval_beir_datasets`` is first ingested into its own namespace ``beir-<folder name>``
 (incremental, so an unchanged corpus costs a second; the embedding cache is shared across namespaces).
+A golden set folder that holds a ``qa.jsonl`` also has its answers evaluated (``eval_answers``, on by default).
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ from pathlib import Path
 
 from ragline.components import Components
 from ragline.config import RaglineConfig
+from ragline.evaluation.answers import QA_FILE, AnswerReport, evaluate_answers, load_qa
 from ragline.evaluation.datasets import load_dataset
-from ragline.evaluation.history import EvaluationHistory, ModeTrend, history_path, record_run
+from ragline.evaluation.history import EvaluationHistory, ModeTrend, history_path, record_answers, record_run
 from ragline.evaluation.report import write_chart
 from ragline.evaluation.runner import EvaluationReport, evaluate
+from ragline.versions import read_namespace
 
 CHART_FILE = "ndcg.png"
 
 
 @dataclass(frozen=True)
 class GoldenSet:
-    """A golden set folder, the namespace it is evaluated against, and whether its corpus is ingested there first."""
+    """A golden set folder, the namespace it is evaluated against (resolved through its alias when evaluated), and
+    whether its corpus is ingested there first."""
 
     path: Path
     namespace: str
@@ -50,6 +54,8 @@ class EvaluationRun:
     reports: tuple[EvaluationReport, ...]
     trends: tuple[ModeTrend, ...]
     chart: Path
+    answers: tuple[AnswerReport, ...] = ()
+    answer_trends: tuple[ModeTrend, ...] = ()
 
     @property
     def failures(self) -> list[str]:
@@ -58,13 +64,31 @@ class EvaluationRun:
 
 
 def finish_run(
-    config: RaglineConfig, reports: Sequence[EvaluationReport], *, run_id: str, timestamp: datetime
+    config: RaglineConfig,
+    reports: Sequence[EvaluationReport],
+    *,
+    run_id: str,
+    timestamp: datetime,
+    answers: Sequence[AnswerReport] = (),
 ) -> EvaluationRun:
-    """Check against and append to ``<home>/evaluation/history.parquet``, then draw ``<home>/evaluation/ndcg.png``."""
+    """Check against and append to ``<home>/evaluation/history.parquet`` (answer reports too), then draw
+    ``<home>/evaluation/ndcg.png``."""
     history = EvaluationHistory(history_path(config.home))
     trends = record_run(history, reports, run_id=run_id, timestamp=timestamp, tolerance=config.eval_tolerance)
+    answer_trends = record_answers(history, answers, run_id=run_id, timestamp=timestamp)
     chart = write_chart(history.read(), history.path.parent / CHART_FILE, [r.dataset for r in reports])
-    return EvaluationRun(run_id, tuple(reports), tuple(trends), chart)
+    return EvaluationRun(run_id, tuple(reports), tuple(trends), chart, tuple(answers), tuple(answer_trends))
+
+
+def qa_set(config: RaglineConfig, golden: GoldenSet) -> Path | None:
+    """The golden set's ``qa.jsonl`` when answers are evaluated (``eval_answers``) and it has one."""
+    path = golden.path / QA_FILE
+    return path if config.eval_answers and path.is_file() else None
+
+
+def answer_report(c: Components, qa: Path, dataset: str, namespace: str) -> AnswerReport:
+    """The golden QA set ``qa`` answered from ``namespace`` (the configured answerer, hybrid retrieval)."""
+    return evaluate_answers(c, load_qa(qa), dataset=dataset, namespace=namespace)
 
 
 def run_suite(
@@ -74,18 +98,23 @@ def run_suite(
     from ragline.ingest import ingest
     from ragline.sources import open_source
 
-    reports = []
+    reports, answers = [], []
     for golden in sets:
+        namespace = read_namespace(c.records, golden.namespace)
         if golden.ingest:
-            ingest(c, open_source(golden.path, max_file_bytes=c.config.max_file_bytes), namespace=golden.namespace)
+            ingest(c, open_source(golden.path, max_file_bytes=c.config.max_file_bytes), namespace=namespace)
+        dataset = load_dataset(golden.path)
         reports.append(
             evaluate(
                 c,
-                load_dataset(golden.path),
-                namespace=golden.namespace,
+                dataset,
+                namespace=namespace,
                 modes=c.config.eval_modes,
                 k=c.config.eval_k,
                 depth=c.config.eval_depth,
             )
         )
-    return finish_run(c.config, reports, run_id=run_id, timestamp=timestamp or datetime.now(UTC))
+        qa = qa_set(c.config, golden)
+        if qa is not None:
+            answers.append(answer_report(c, qa, dataset.name, namespace))
+    return finish_run(c.config, reports, run_id=run_id, timestamp=timestamp or datetime.now(UTC), answers=answers)

@@ -1,8 +1,10 @@
-"""A chat model behind an OpenAI-compatible ``/v1/chat/completions`` API, asked for JSON answers.
+"""A chat model behind an OpenAI-compatible ``/v1/chat/completions`` API, asked for JSON or free-text answers.
 
-Used by the LLM reranker, multi-query expansion and query understanding. Every failure (transport, HTTP status
-after the SDK's retries, an answer that is not JSON) raises ``ChatError``; callers fall back to their offline
-behaviour and say so. Messages name the error type and status only: never the key, the prompt or the answer.
+Used by the LLM reranker, multi-query expansion, query understanding (JSON) and grounded answers
+(``ragline.generation``: free text, optionally streamed, with token usage). Every failure (transport, HTTP status
+after the SDK's retries, an unreadable body, an answer that is not the JSON asked for) raises ``ChatError``;
+callers fall back to their offline behaviour and say so. Messages name the error type and status only: never the
+key, the prompt or the answer.
 """
 
 from __future__ import annotations
@@ -11,21 +13,18 @@ import functools
 import html
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ragline.config import RaglineConfig
 from ragline.embedders.openai_embedder import KEYLESS_PLACEHOLDER
-from ragline.errors import ConfigError, RaglineError
+from ragline.errors import ChatError, ConfigError
 
 if TYPE_CHECKING:
     from openai import OpenAI
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
-
-
-class ChatError(RaglineError):
-    """The chat model could not be reached or its answer was unusable."""
 
 
 @dataclass(frozen=True)
@@ -56,30 +55,62 @@ class ChatSettings:
 
 
 class ChatClient:
-    """Asks the configured model one question at a time (temperature 0) and parses its JSON answer."""
+    """Asks the configured model one question at a time: JSON answers (reranking, rewrites) or free text."""
 
     def __init__(self, settings: ChatSettings) -> None:
         self.settings = settings
         self._client: OpenAI | None = None
 
     def ask_json(self, system: str, user: str) -> Any:
-        """The model's answer to ``user`` under ``system``, parsed as JSON."""
+        """The model's answer to ``user`` under ``system`` (temperature 0), parsed as JSON."""
+        return parse_json_answer(self.complete(system, user).text)
+
+    def complete(
+        self,
+        system: str,
+        user: str,
+        *,
+        temperature: float = 0.0,
+        max_tokens: int | None = None,
+        on_delta: Callable[[str], None] | None = None,
+    ) -> Completion:
+        """The model's answer to ``user`` under ``system``; with ``on_delta`` it is streamed, each piece passed on."""
+        import httpx
         import openai
 
+        request: dict[str, Any] = {
+            "model": self.settings.model,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            "temperature": temperature,
+        }
+        if max_tokens is not None:
+            request["max_tokens"] = max_tokens
         try:
-            response = self._openai().chat.completions.create(
-                model=self.settings.model,
-                messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-                temperature=0,
-            )
-            content = response.choices[0].message.content
-        except openai.OpenAIError as exc:
+            if on_delta is None:
+                response = self._openai().chat.completions.create(**request)
+                usage = response.usage
+                return Completion(response.choices[0].message.content or "", *_token_counts(usage))
+            return self._streamed(request, on_delta)
+        except (openai.OpenAIError, httpx.HTTPError) as exc:
             status = getattr(exc, "status_code", None)
             raise ChatError(f"chat model {self.settings.model}: {type(exc).__name__}"
                             + (f" (HTTP {status})" if status else "")) from exc
         except (IndexError, AttributeError, TypeError, ValueError) as exc:
             raise ChatError(f"chat model {self.settings.model}: unreadable response ({type(exc).__name__})") from exc
-        return parse_json_answer(content)
+
+    def _streamed(self, request: dict[str, Any], on_delta: Callable[[str], None]) -> Completion:
+        pieces: list[str] = []
+        usage = None
+        stream = self._openai().chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        )
+        for chunk in stream:
+            usage = chunk.usage or usage
+            delta = chunk.choices[0].delta.content if chunk.choices else None
+            if delta:
+                pieces.append(delta)
+                on_delta(delta)
+        return Completion("".join(pieces), *_token_counts(usage))
 
     def _openai(self) -> OpenAI:
         if self._client is None:
@@ -92,6 +123,20 @@ class ChatClient:
                 max_retries=self.settings.max_retries,
             )
         return self._client
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What the model said and the tokens it billed (0 when the server reports no usage)."""
+
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+def _token_counts(usage: Any) -> tuple[int, int]:
+    """(prompt, completion) tokens of an OpenAI ``usage`` object, 0 where missing."""
+    return (int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0))
 
 
 @functools.lru_cache(maxsize=8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ragline.components import Components
 from ragline.errors import ConfigError
+from ragline.recordstore import LIVE
 from ragline.retrieval.hits import Hit
 from ragline.stores.base import Filter, QueryMatch
 
@@ -12,7 +13,15 @@ def dense_search(c: Components, query: str, *, namespace: str, top_k: int, filte
     """The ``top_k`` chunks nearest to ``query`` that match ``filter``, best first (score: cosine)."""
     check_namespace_model(c, namespace)
     vector = c.embedder.embed([query])[0]
-    return [_hit(match) for match in c.store.query(vector, namespace=namespace, top_k=top_k, filter=filter)]
+    return [_hit(m) for m in committed(c, namespace, c.store.query(vector, namespace=namespace, top_k=top_k,
+                                                                   filter=filter))]
+
+
+def committed(c: Components, namespace: str, matches: list[QueryMatch]) -> list[QueryMatch]:
+    """The matches whose text is their chunk's committed (live) text: a run's writes stay hidden until its commit,
+    and the ids a commit made stale are hidden before they are deleted, so a document never shows two versions."""
+    live = c.records.chunk_rows(namespace, [m.id for m in matches], LIVE)
+    return [m for m in matches if m.id in live and live[m.id].text == m.metadata.get("text")]
 
 
 def check_namespace_model(c: Components, namespace: str) -> None:

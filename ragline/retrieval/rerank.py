@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ragline.retrieval.chat import ChatClient, ChatError, tagged
+from ragline.errors import ChatError
+from ragline.retrieval.chat import ChatClient, tagged
 from ragline.retrieval.hits import Hit
 
 SYSTEM_PROMPT = """You judge how well documents answer a search query.

@@ -22,9 +22,9 @@ from typing import get_args
 
 from ragline.components import Components
 from ragline.config import RetrievalMode
-from ragline.errors import ConfigError
+from ragline.errors import ChatError, ConfigError
 from ragline.retrieval.bm25 import BM25Params, current_index
-from ragline.retrieval.chat import ChatClient, ChatError, ChatSettings, chat_client
+from ragline.retrieval.chat import ChatClient, ChatSettings, chat_client
 from ragline.retrieval.dense import dense_search
 from ragline.retrieval.expansion import added_terms, llm_rewrites, rm3
 from ragline.retrieval.fusion import FusionMethod, rrf, zmix

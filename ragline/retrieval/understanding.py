@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ragline.errors import FilterError
-from ragline.retrieval.chat import ChatClient, ChatError, tagged
+from ragline.errors import ChatError
+from ragline.retrieval.chat import ChatClient, tagged
 from ragline.stores.base import Filter
 from ragline.stores.filters import validate_filter
 

@@ -31,6 +31,9 @@ REASON_DUPLICATE_ID = "duplicate id"
 REASON_TOO_LARGE = "record too large"
 
 BEIR_CORPUS_FILE = "corpus.jsonl"
+MAX_LINE_FACTOR = 6
+"""A JSON line may be this many times ``max_record_bytes`` (``\\uXXXX`` escapes take 6 bytes per character);
+a longer line is skipped without being held in memory, and quarantined."""
 _RECORD_FIELDS = frozenset({"_id", "id", "text", "title", "metadata"})
 
 
@@ -45,9 +48,12 @@ class JsonlSource:
     def items(self) -> Iterator[SourceItem]:
         """Documents and quarantine records in line order; raises ``SourceError`` if the file cannot be opened."""
         records = _RecordConverter(self.name, self.path, "jsonl", self.max_record_bytes)
-        with _open_binary(self.path) as lines:
-            for number, line in enumerate(lines, start=1):
-                if line.strip():
+        limit = MAX_LINE_FACTOR * self.max_record_bytes
+        with _open_binary(self.path) as handle:
+            for number, line in enumerate(_bounded_lines(handle, limit), start=1):
+                if line is None:
+                    yield records.reject(REASON_TOO_LARGE, f"line {number}", f"line over {limit} bytes")
+                elif line.strip():
                     yield self._line_item(records, line, number)
 
     def _line_item(self, records: _RecordConverter, line: bytes, number: int) -> SourceItem:
@@ -58,6 +64,8 @@ class JsonlSource:
             return records.reject(REASON_MALFORMED_JSON, where, f"not valid UTF-8 ({exc.reason})")
         except json.JSONDecodeError as exc:
             return records.reject(REASON_MALFORMED_JSON, where, f"{exc.msg} at column {exc.colno}")
+        except RecursionError:
+            return records.reject(REASON_MALFORMED_JSON, where, "nested too deeply")
         if not isinstance(record, dict):
             return records.reject(REASON_NOT_AN_OBJECT, where, f"a JSON {type(record).__name__}")
         return records.convert(record, where)
@@ -103,6 +111,17 @@ def default_dataset_name(path: Path) -> str:
     if path.name == BEIR_CORPUS_FILE:
         return path.absolute().parent.name
     return path.stem
+
+
+def _bounded_lines(handle: IO[bytes], limit: int) -> Iterator[bytes | None]:
+    """The file's lines; None for a line over ``limit`` bytes, which is read past in ``limit``-sized pieces."""
+    while line := handle.readline(limit + 1):
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):
+            line = handle.readline(limit + 1)
+        yield None
 
 
 def _open_binary(path: Path) -> IO[bytes]:

@@ -32,6 +32,10 @@ REASON_UNREADABLE = "unreadable file"
 REASON_PDF_UNPARSEABLE = "PDF could not be parsed"
 REASON_PDF_NO_TEXT = "PDF has no extractable text"
 REASON_ESCAPES_ROOT = "path escapes source root"
+REASON_HTML_TOO_DEEP = "HTML nested too deeply"
+
+MAX_HTML_DEPTH = 512
+"""Deeper element nesting is quarantined: BeautifulSoup's tree edits cost time quadratic in the depth."""
 
 FORMAT_BY_SUFFIX = {".md": "md", ".markdown": "md", ".txt": "txt", ".html": "html", ".htm": "html", ".pdf": "pdf"}
 KIND_BY_FORMAT = {"md": "markdown", "html": "markdown", "txt": "text", "pdf": "text"}
@@ -43,6 +47,8 @@ _HTML_BLOCKS = (
     " table tr ul"
 ).split()
 _WHITESPACE_RUN = re.compile(r"\s+")
+_HTML_TAG = re.compile(rb"<(/?)([A-Za-z][A-Za-z0-9-]*)[^>]*>")
+_HTML_VOID_TAGS = frozenset(b"area base br col embed hr img input link meta param source track wbr".split())
 _MARKDOWN_H1 = re.compile(r"^ {0,3}#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(?P<body>[\w-]+:.*?)^(?:---|\.\.\.)[ \t]*$\n?", re.DOTALL | re.MULTILINE)
 _FRONT_MATTER_TITLE = re.compile(r"^title:[ \t]*(?P<title>.+?)[ \t]*$", re.MULTILINE)
@@ -213,9 +219,11 @@ def _extract_html(data: bytes) -> Extracted:
     """Markdown-like text: h1-h6 become ``#`` lines, blocks become paragraphs, script/style/nav are dropped."""
     from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
 
+    text = _decode(data)
+    _check_html_depth(data)
     with warnings.catch_warnings():  # short text like "see docs/x.md" is still HTML here, not a file name
         warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
-        soup = BeautifulSoup(_decode(data), "html.parser")
+        soup = BeautifulSoup(text, "html.parser")
     title = _html_title(soup)
     for tag in soup.find_all(_DROPPED_HTML_TAGS):
         tag.decompose()
@@ -223,6 +231,17 @@ def _extract_html(data: bytes) -> Extracted:
     _headings_to_markdown(soup)
     _separate_blocks(soup)
     return title, _tidy_lines(soup.get_text())
+
+
+def _check_html_depth(data: bytes) -> None:
+    """Reject markup whose open tags (void and self-closed ones aside) nest deeper than ``MAX_HTML_DEPTH``."""
+    depth = 0
+    for tag in _HTML_TAG.finditer(data):
+        if tag[2].lower() in _HTML_VOID_TAGS or tag[0].endswith(b"/>"):
+            continue
+        depth = max(depth - 1, 0) if tag[1] else depth + 1
+        if depth > MAX_HTML_DEPTH:
+            raise _Rejected(REASON_HTML_TOO_DEEP, f"elements nested more than {MAX_HTML_DEPTH} deep")
 
 
 def _html_title(soup: BeautifulSoup) -> str | None:

@@ -31,6 +31,8 @@ _COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _PY_COMPARISONS = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
 _FIELD_OPERATORS = frozenset({"$eq", "$ne", "$in", "$nin", "$exists", *_COMPARISONS})
 _LOGICAL_OPERATORS = frozenset({"$and", "$or"})
+MAX_FILTER_DEPTH = 16
+"""Nested ``$and``/``$or`` levels accepted: deeper filters are refused before they reach recursion or SQL limits."""
 
 
 # --- validation ---------------------------------------------------------------------------------------------
@@ -38,10 +40,12 @@ _LOGICAL_OPERATORS = frozenset({"$and", "$or"})
 
 def validate_filter(f: Any) -> None:
     """Raise FilterError unless ``f`` is a well-formed filter in Pinecone's language."""
-    _check_clause(f, "filter")
+    _check_clause(f, "filter", 0)
 
 
-def _check_clause(clause: Any, path: str) -> None:
+def _check_clause(clause: Any, path: str, depth: int) -> None:
+    if depth > MAX_FILTER_DEPTH:
+        raise FilterError(f"filter: $and/$or nested more than {MAX_FILTER_DEPTH} levels deep")
     if not isinstance(clause, dict) or not clause:
         raise FilterError(f"{path}: expected a non-empty object, got {clause!r}")
     for key, value in clause.items():
@@ -49,7 +53,7 @@ def _check_clause(clause: Any, path: str) -> None:
         if not isinstance(key, str):
             raise FilterError(f"{where}: metadata keys must be strings")
         if key in _LOGICAL_OPERATORS:
-            _check_logical(value, where)
+            _check_logical(value, where, depth + 1)
         elif key.startswith("$"):
             raise FilterError(f"{where}: unknown operator {key!r}; expected $and or $or here")
         elif isinstance(value, dict):
@@ -58,11 +62,11 @@ def _check_clause(clause: Any, path: str) -> None:
             _check_scalar(value, where)
 
 
-def _check_logical(value: Any, path: str) -> None:
+def _check_logical(value: Any, path: str, depth: int) -> None:
     if not isinstance(value, list) or not value:
         raise FilterError(f"{path}: expected a non-empty list of filters, got {value!r}")
     for i, sub in enumerate(value):
-        _check_clause(sub, f"{path}[{i}]")
+        _check_clause(sub, f"{path}[{i}]", depth)
 
 
 def _check_operators(ops: dict[Any, Any], path: str) -> None:

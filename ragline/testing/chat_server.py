@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self
 
 from ragline.testing.http import serve_in_background, stop_serving, v1_base_url
+from ragline.testing.openai_server import _cl100k
 
-ChatFault = int | Literal["malformed", "truncated"]
-"""An HTTP status to answer with, an answer that is not JSON, or a cut-off body."""
+ChatFault = int | Literal["malformed", "truncated", "timeout"]
+"""An HTTP status to answer with, an answer that is not JSON, a cut-off body, or an answer later than the client
+waits."""
+_FAULT_KINDS = ("malformed", "truncated", "timeout")
 Message = dict[str, str]
 Responder = Callable[[list[Message]], str]
 
@@ -38,6 +42,8 @@ class ChatRequest:
     messages: list[Message]
     status: int
     fault: ChatFault | None
+    options: dict[str, Any] = field(default_factory=dict)
+    """The request's other fields (``temperature``, ``max_tokens``, ``stream``, ...)."""
 
     @property
     def user_message(self) -> str:
@@ -48,10 +54,15 @@ class ChatRequest:
 class LoopbackChat:
     """A threaded OpenAI-compatible chat completions server on 127.0.0.1; use as a context manager."""
 
-    def __init__(self, responder: Responder = lambda messages: "{}", api_key: str = "sk-loopback-chat") -> None:
+    def __init__(
+        self, responder: Responder = lambda messages: "{}", api_key: str = "sk-loopback-chat",
+        timeout_delay_s: float = 2.0,
+    ) -> None:
         self.responder = responder
         """Turns a request's messages into the assistant's content; set it per test."""
         self.api_key = api_key
+        self.timeout_delay_s = timeout_delay_s
+        """How long a ``"timeout"`` fault holds its answer back."""
         self._lock = threading.Lock()
         self._log: list[ChatRequest] = []
         self._faults: deque[ChatFault] = deque()
@@ -80,7 +91,7 @@ class LoopbackChat:
 
     def fail_next(self, count: int, fault: ChatFault) -> None:
         """Answer the next ``count`` requests with ``fault``."""
-        if not (isinstance(fault, int) and 400 <= fault <= 599) and fault not in ("malformed", "truncated"):
+        if not (isinstance(fault, int) and 400 <= fault <= 599) and fault not in _FAULT_KINDS:
             raise ValueError(f"unknown fault {fault!r}")
         with self._lock:
             self._faults.extend([fault] * count)
@@ -96,14 +107,14 @@ class LoopbackChat:
             self._log.clear()
             self._faults.clear()
 
-    def _reply_to(self, path: str, authorization: str | None, raw_body: bytes) -> tuple[int, bytes]:
-        """Status and body of the answer to one request (called by the handler thread); logs the request."""
+    def _reply_to(self, path: str, authorization: str | None, raw_body: bytes) -> tuple[int, bytes, str]:
+        """Status, body and content type of the answer to one request (called by the handler thread); logs it."""
         try:
             body = json.loads(raw_body)
         except ValueError:
             body = None
-        model = body.get("model") if isinstance(body, dict) else None
-        messages = body.get("messages") if isinstance(body, dict) else None
+        body = body if isinstance(body, dict) else {}
+        model, messages = body.pop("model", None), body.pop("messages", None)
         messages = messages if isinstance(messages, list) else []
         fault: ChatFault | None = None
         if path.rstrip("/") != COMPLETIONS_PATH:
@@ -117,14 +128,22 @@ class LoopbackChat:
                 fault = self._faults.popleft() if self._faults else None
             status, payload = self._answer(model, messages, fault)
         with self._lock:
-            self._log.append(ChatRequest(model, messages, status, fault))
-        encoded = json.dumps(payload).encode()
-        return status, encoded[: len(encoded) // 2] if fault == "truncated" else encoded
+            self._log.append(ChatRequest(model, messages, status, fault, body))
+        if fault == "timeout":
+            time.sleep(self.timeout_delay_s)
+        if status == 200 and body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            encoded, content_type = _events(payload, include_usage), "text/event-stream"
+        else:
+            encoded, content_type = json.dumps(payload).encode(), "application/json"
+        return status, encoded[: len(encoded) // 2] if fault == "truncated" else encoded, content_type
 
     def _answer(self, model: str, messages: list[Message], fault: ChatFault | None) -> tuple[int, dict[str, Any]]:
         if isinstance(fault, int):
             return fault, _error(f"Injected fault: HTTP {fault}.", "server_error" if fault >= 500 else "invalid_request_error")
         content = MALFORMED_CONTENT if fault == "malformed" else self.responder(messages)
+        prompt_tokens = sum(_tokens(str(m.get("content", ""))) for m in messages)
+        completion_tokens = _tokens(content)
         return 200, {
             "id": f"chatcmpl-loopback-{next(self._ids)}",
             "object": "chat.completion",
@@ -133,8 +152,31 @@ class LoopbackChat:
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
             ],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
+
+
+def _tokens(text: str) -> int:
+    return len(_cl100k().encode_ordinary(text))
+
+
+def _events(completion: dict[str, Any], include_usage: bool) -> bytes:
+    """A completion as the server-sent events of a streamed one: word-sized deltas, the finish, then usage."""
+    base = {key: completion[key] for key in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    content = completion["choices"][0]["message"]["content"]
+    pieces = re.findall(r"\S+\s*|\s+", content)
+    choices: list[dict[str, Any]] = [
+        {"index": 0, "delta": {"role": "assistant", "content": piece}, "finish_reason": None} for piece in pieces
+    ]
+    choices.append({"index": 0, "delta": {}, "finish_reason": "stop"})
+    chunks = [base | {"choices": [choice]} for choice in choices]
+    if include_usage:
+        chunks.append(base | {"choices": [], "usage": completion["usage"]})
+    return b"".join(f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks) + b"data: [DONE]\n\n"
 
 
 def _error(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
@@ -147,9 +189,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         raw_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         app: LoopbackChat = self.server.app  # type: ignore[attr-defined]
-        status, body = app._reply_to(self.path, self.headers.get("Authorization"), raw_body)
+        status, body, content_type = app._reply_to(self.path, self.headers.get("Authorization"), raw_body)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

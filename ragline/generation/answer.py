@@ -1,0 +1,65 @@
+"""What answering returns: the answer, its citations, what was dropped, usage and latency (JSON-ready)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+AnswerKind = Literal["llm", "extractive"]
+"""llm: written by the chat model; extractive: sentences quoted from the sources (offline)."""
+
+NOT_FOUND = "Not found in the indexed sources."
+"""The whole answer when the answerer abstains."""
+
+
+@dataclass(frozen=True)
+class Citation:
+    """Source ``number`` (its rank among the retrieved chunks, as ``[number]`` in the answer) and the quoted span."""
+
+    number: int
+    chunk_id: str
+    doc_id: str
+    uri: str
+    title: str
+    quote: str
+
+
+@dataclass(frozen=True)
+class DroppedCitation:
+    """A citation marker the answer held that names no source the answerer was given; removed from the text."""
+
+    number: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class AnswerUsage:
+    """Tokens the answer cost: the chat model's input and output, and embedding tokens (0 for the local model)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    embedding_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A grounded answer. ``abstained``: the sources do not answer the question and ``text`` is ``NOT_FOUND``."""
+
+    question: str
+    text: str
+    kind: AnswerKind
+    abstained: bool
+    citations: tuple[Citation, ...]
+    dropped_citations: tuple[DroppedCitation, ...] = ()
+    usage: AnswerUsage = field(default_factory=AnswerUsage)
+    latency_ms: float = 0.0
+    model: str | None = None
+    """The chat model (llm) or the embedding model that scored the sentences (extractive)."""
+    best_similarity: float = 0.0
+    """Cosine of the question and the retrieved sentence most similar to it (the abstention signal)."""
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The answer as JSON-serialisable values (for ``POST /query``)."""
+        return asdict(self)

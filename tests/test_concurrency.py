@@ -1,0 +1,100 @@
+"""Global concurrency limits: OpenAI embedding calls from concurrent ingest tasks serialise under a 1-slot limit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ragline import ingest
+from ragline.components import build_components, components_for
+from ragline.config import RaglineConfig
+from ragline.records import Document
+from ragline.testing.openai_server import LoopbackOpenAI
+from tasks.concurrency import OPENAI_EMBEDDINGS, throttled
+
+NS = "throttled"
+LATENCY_S = 1.5
+
+
+@pytest.fixture(scope="module")
+def openai() -> Iterator[LoopbackOpenAI]:
+    with LoopbackOpenAI() as server:
+        server.latency_s = LATENCY_S
+        yield server
+
+
+def openai_config(server: LoopbackOpenAI, home: Path) -> RaglineConfig:
+    return RaglineConfig(
+        home=home, namespace=NS, embedder="openai", store="lancedb", openai_base_url=server.base_url,
+        openai_api_key=server.api_key, openai_dimensions=64, openai_model="text-embedding-3-small",
+    )
+
+
+def set_limit(name: str, slots: int | None) -> None:
+    """Create the global limit with ``slots`` (replacing any), or remove it when ``slots`` is None."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.delete_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            pass
+        if slots is not None:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+
+
+def document(doc_id: str, text: str) -> Document:
+    return Document(doc_id, "docs", doc_id, "", text, Document.hash_content("", text, {}))
+
+
+def embed_two_groups_at_once(config: RaglineConfig, server: LoopbackOpenAI, tag: str) -> list[float]:
+    """Run two ``prepare_group`` tasks side by side; when their embedding requests reached the server, sorted."""
+    from prefect import flow
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from tasks.ingest import prepare_group
+
+    c = build_components(config)
+    run_id = ingest.begin_run(c, NS, "docs")
+    c.close()
+    groups = [[document(f"{tag}-{g}.md", f"The {tag} text of group {g}.")] for g in range(2)]
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
+    def side_by_side() -> None:
+        for future in [prepare_group.submit(config, NS, run_id, group) for group in groups]:
+            assert future.result().stats.embeddings_computed == 1
+
+    start = time.monotonic()
+    side_by_side()
+    return sorted(r.received_at for r in server.served if r.received_at >= start)
+
+
+@pytest.mark.slow
+def test_one_slot_serialises_embedding_calls_across_tasks(harness: None, openai: LoopbackOpenAI, tmp_path: Path) -> None:
+    config = openai_config(openai, tmp_path / "home")
+
+    set_limit(OPENAI_EMBEDDINGS, None)  # control: without a limit the two calls are in flight together
+    free = embed_two_groups_at_once(config, openai, "free")
+    assert len(free) == 2 and free[1] - free[0] < LATENCY_S
+
+    set_limit(OPENAI_EMBEDDINGS, 1)
+    try:
+        limited = embed_two_groups_at_once(config, openai, "limited")
+    finally:
+        set_limit(OPENAI_EMBEDDINGS, None)
+    assert len(limited) == 2 and limited[1] - limited[0] >= LATENCY_S
+
+
+def test_only_remote_providers_are_throttled(openai: LoopbackOpenAI, tmp_path: Path, models_dir: Path) -> None:
+    local = components_for(RaglineConfig(home=tmp_path / "local", model_cache_dir=models_dir))
+    assert throttled(local) is local
+
+    remote = components_for(openai_config(openai, tmp_path / "remote"))
+    gated = throttled(remote)
+    assert gated.embedder is not remote.embedder and gated.store is remote.store
+    assert (gated.embedder.model_id, gated.embedder.dimension) == (remote.embedder.model_id, 64)

@@ -1,0 +1,200 @@
+"""Near-duplicate documents on real ingests: the local embedder, LanceDB and the SQLite record store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragline.components import Components, build_components
+from ragline.config import RaglineConfig
+from ragline.errors import ValidationFailed
+from ragline.ingest import IngestResult, IngestStats, ingest
+from ragline.near_duplicates import TAG_KEY, NearDuplicateDetector, shingles
+from ragline.records import Document
+from ragline.report import summary_markdown
+from ragline.sources import DirectorySource
+from ragline.stores.base import VectorRecord
+
+NS = "test"
+ORIGINAL = (
+    "The ingest pipeline reads every document from its source and computes a content hash over the title, the "
+    "text and the metadata. Unchanged documents are recognised before chunking, so a second run over the same "
+    "corpus embeds nothing and writes nothing. New and changed documents are split into passages sized in the "
+    "tokens of the embedding model, with a small overlap between neighbouring passages. Each passage is embedded "
+    "once: identical texts share one vector through a cache keyed by the model and a hash of the text. Batches are "
+    "validated with data quality checks before anything is written to the vector store. The record store keeps "
+    "pending rows for every passage of the run, and a commit turns them live in one transaction. If a run fails "
+    "anywhere, its pending writes are undone and the previous index stays exactly as it was before."
+)
+ONE_WORD_CHANGED = ORIGINAL.replace("small overlap", "short overlap")
+FOUR_WORDS_CHANGED = (ORIGINAL.replace("reads every", "loads every").replace("second run", "later run")
+                      .replace("Batches are", "Groups are").replace("fails anywhere", "breaks anywhere"))
+DISTINCT = " ".join(f"Wind tunnel run {i} measured the drag of a swept wing at Mach {i / 10:.1f}." for i in range(10))
+RELATED = ORIGINAL[: len(ORIGINAL) // 2] + " " + DISTINCT[: len(DISTINCT) // 2]
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (root / name).write_text(text, encoding="utf-8")
+    return root
+
+
+def run(c: Components, root: Path, **kwargs: object) -> IngestResult:
+    return ingest(c, DirectorySource(root, name="docs"), **kwargs)
+
+
+def tags(c: Components) -> dict[str, object]:
+    """Each indexed chunk id with its ``near_duplicate_of`` metadata (None when absent)."""
+    namespace = c.config.namespace
+    fetched = c.store.fetch(list(c.store.list_ids(namespace=namespace)), namespace=namespace)
+    return {i: r.metadata.get(TAG_KEY) for i, r in sorted(fetched.items())}
+
+
+def doc_ids(tagged: dict[str, object], original: str | None) -> set[str]:
+    return {i.split("#")[0] for i, t in tagged.items() if t == original}
+
+
+@pytest.fixture
+def components_with(config: RaglineConfig, embedder):
+    """Components over the test's home with some settings changed (one shared embedder and embedding cache)."""
+    built: list[Components] = []
+
+    def make(**settings: object) -> Components:
+        built.append(build_components(config.model_copy(update=settings), embedder=embedder))
+        return built[-1]
+
+    yield make
+    for c in built:
+        c.close()
+
+
+def test_near_identical_document_is_tagged_and_distinct_ones_are_not(components: Components, tmp_path: Path) -> None:
+    root = write(tmp_path / "docs", {"a.txt": ORIGINAL, "b.txt": ONE_WORD_CHANGED, "c.txt": DISTINCT,
+                                     "d.txt": RELATED})
+    result = run(components, root)
+    assert result.stats.documents_near_duplicate == 1 and result.stats.documents_new == 4
+    [found] = result.near_duplicates
+    assert (found.doc_id, found.duplicate_of, found.action) == ("docs/b.txt", "docs/a.txt", "tagged")
+    assert 0.9 <= found.similarity < 1.0
+    tagged = tags(components)
+    assert doc_ids(tagged, "docs/a.txt") == {"docs/b.txt"}
+    assert doc_ids(tagged, None) == {"docs/a.txt", "docs/c.txt", "docs/d.txt"}
+    query = components.embedder.embed([ONE_WORD_CHANGED])[0]
+    everything = components.store.query(query, namespace=NS, top_k=20)
+    originals = components.store.query(query, namespace=NS, top_k=20, filter={TAG_KEY: {"$exists": False}})
+    assert everything[0].id.startswith("docs/b.txt#")
+    assert {m.id.split("#")[0] for m in originals} == {"docs/a.txt", "docs/c.txt", "docs/d.txt"}
+
+    again = run(components, root).stats
+    assert (again.documents_unchanged, again.documents_near_duplicate, again.chunks_written) == (4, 0, 0)
+    assert tags(components) == tagged
+
+
+def test_near_duplicate_of_a_document_indexed_in_an_earlier_run_is_detected(
+    components_with, tmp_path: Path
+) -> None:
+    root = write(tmp_path / "docs", {"a.txt": ORIGINAL, "c.txt": DISTINCT})
+    assert run(components_with(), root).stats.documents_near_duplicate == 0
+    write(root, {"b.txt": ONE_WORD_CHANGED})
+    later = components_with()  # a new process: the LSH comes from the signatures in the record store
+    result = run(later, root)
+    assert [(n.doc_id, n.duplicate_of) for n in result.near_duplicates] == [("docs/b.txt", "docs/a.txt")]
+    assert (result.stats.documents_new, result.stats.documents_unchanged) == (1, 2)
+    assert doc_ids(tags(later), "docs/a.txt") == {"docs/b.txt"}
+
+
+def test_skip_leaves_near_duplicates_out_of_the_index_and_reports_them(components_with, tmp_path: Path) -> None:
+    c = components_with(near_duplicates="skip")
+    root = write(tmp_path / "docs", {"a.txt": ORIGINAL, "b.txt": ONE_WORD_CHANGED, "c.txt": DISTINCT})
+    result = run(c, root)
+    assert [(n.doc_id, n.action) for n in result.near_duplicates] == [("docs/b.txt", "skipped")]
+    assert (result.stats.documents_new, result.stats.documents_near_duplicate) == (2, 1)
+    assert doc_ids(tags(c), None) == {"docs/a.txt", "docs/c.txt"}
+    assert c.records.live_documents(NS, ["docs/b.txt"]) == {}
+    report = summary_markdown(result)
+    assert "| Documents near-duplicate | 1 |" in report and "| docs/b.txt | docs/a.txt |" in report
+
+    again = run(c, root)  # still a near-duplicate: skipped and reported again, nothing written
+    assert [n.action for n in again.near_duplicates] == ["skipped"] and again.stats.chunks_written == 0
+
+    write(root, {"c.txt": ORIGINAL.replace("reads every", "takes every")})  # indexed, now a near-duplicate
+    changed = run(c, root)
+    assert [(n.doc_id, n.action) for n in changed.near_duplicates] == [("docs/b.txt", "skipped"),
+                                                                       ("docs/c.txt", "tagged")]
+    assert doc_ids(tags(c), "docs/a.txt") == {"docs/c.txt"}  # skipping never drops an indexed document
+
+
+@pytest.mark.parametrize("mode", ["tag", "skip"])
+def test_removing_the_original_lets_its_near_duplicate_stand_alone(
+    components_with, tmp_path: Path, mode: str
+) -> None:
+    c = components_with(near_duplicates=mode)
+    root = write(tmp_path / "docs", {"a.txt": ORIGINAL, "b.txt": ONE_WORD_CHANGED})
+    assert run(c, root).stats.documents_near_duplicate == 1
+    (root / "a.txt").unlink()
+    assert run(c, root, cleanup="full").stats.documents_removed == 1
+    assert c.records.original_signatures(NS, c.near_duplicates.params, "none") == []
+    after = run(c, root)
+    assert (after.near_duplicates, after.stats.documents_changed + after.stats.documents_new) == ([], 1)
+    assert doc_ids(tags(c), None) == {"docs/b.txt"}
+    write(root, {"a.txt": ORIGINAL})  # back again: now the copy of the standing original
+    assert [n.doc_id for n in run(c, root).near_duplicates] == ["docs/a.txt"]
+
+
+def test_changed_original_releases_its_tagged_near_duplicate(components: Components, tmp_path: Path) -> None:
+    root = write(tmp_path / "docs", {"a.txt": ORIGINAL, "b.txt": ONE_WORD_CHANGED})
+    run(components, root)
+    write(root, {"a.txt": DISTINCT})
+    run(components, root)  # b was planned before a changed: it keeps its tag for this run
+    result = run(components, root)
+    assert result.stats.documents_changed == 1 and result.near_duplicates == []
+    assert doc_ids(tags(components), None) == {"docs/a.txt", "docs/b.txt"}
+
+
+def test_threshold_is_respected(components_with, tmp_path: Path) -> None:
+    root = write(tmp_path / "docs", {"a.txt": ORIGINAL, "b.txt": FOUR_WORDS_CHANGED})
+    strict = run(components_with(), root)
+    assert strict.near_duplicates == [] and strict.stats.documents_new == 2
+    loose = run(components_with(namespace="loose", near_duplicate_threshold=0.75), root)
+    [found] = loose.near_duplicates
+    assert found.doc_id == "docs/b.txt" and 0.75 <= found.similarity < 0.9
+    raised = components_with(namespace="loose", near_duplicate_threshold=0.95)
+    result = run(raised, root)  # b is unchanged, but no longer similar enough: indexed again without the tag
+    assert (result.stats.documents_changed, result.near_duplicates) == (1, [])
+    assert doc_ids(tags(raised), None) == {"docs/a.txt", "docs/b.txt"}
+
+
+def test_rolled_back_run_leaves_the_previous_originals(components: Components, tmp_path: Path) -> None:
+    root = write(tmp_path / "docs", {"a.txt": ORIGINAL})
+    run(components, root)
+    write(root, {"a.txt": DISTINCT, "b.txt": ONE_WORD_CHANGED})
+    stray = VectorRecord("stray#0", np.eye(1, components.embedder.dimension, dtype=np.float32)[0], {"x": "y"})
+
+    def inject_drift(stats: IngestStats) -> None:
+        components.store.upsert([stray], namespace=NS)
+
+    with pytest.raises(ValidationFailed):
+        run(components, root, on_progress=inject_drift)  # a changed (then b no copy of it): undone
+    components.store.delete(namespace=NS, ids=["stray#0"])
+    write(root, {"a.txt": ORIGINAL})
+    result = run(components, root)
+    assert [(n.doc_id, n.duplicate_of) for n in result.near_duplicates] == [("docs/b.txt", "docs/a.txt")]
+
+
+def test_off_finds_nothing_and_shingles_cover_short_and_empty_texts(components_with, tmp_path: Path) -> None:
+    c = components_with(near_duplicates="off")
+    assert c.near_duplicates is None
+    root = write(tmp_path / "docs", {"a.txt": ORIGINAL, "b.txt": ONE_WORD_CHANGED})
+    result = run(c, root)
+    assert (result.near_duplicates, result.stats.documents_near_duplicate) == ([], 0)
+    assert doc_ids(tags(c), None) == {"docs/a.txt", "docs/b.txt"}
+
+    def doc(text: str) -> Document:
+        return Document("d/x", "d", "x", "", text, Document.hash_content("", text, {}))
+
+    assert shingles(doc("Two words"), 3) == {b"two words"}
+    assert shingles(doc("One, two. Three four!"), 3) == {b"one two three", b"two three four"}
+    assert NearDuplicateDetector("tag", 0.9, 64, 3).signature(doc(" ... ")) is None
