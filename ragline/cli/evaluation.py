@@ -1,0 +1,103 @@
+"""The ``eval`` command: score the retrieval modes and answers on the golden sets, fail on a regression."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ragline.cli.shared import FlowOption, HomeOption, NamespaceOption, console, tracked
+from ragline.config import RaglineConfig, load_config
+from ragline.errors import RaglineError
+
+if TYPE_CHECKING:
+    from ragline.evaluation.suite import EvaluationRun
+
+
+def eval_command(
+    dataset: Annotated[
+        Optional[list[Path]],
+        typer.Option("--dataset", "-d", help="A BEIR folder to ingest into namespace beir-<name> and evaluate "
+                     "(repeatable; its embeddings come from the shared cache). Given datasets replace the sample set."),
+    ] = None,
+    mode: Annotated[
+        Optional[list[str]], typer.Option("--mode", "-m", help="Retrieval mode: dense, bm25 or hybrid (repeatable; default: all three).")
+    ] = None,
+    tolerance: Annotated[
+        Optional[float], typer.Option("--tolerance", help="Allowed nDCG@10 drop below the last good run.")
+    ] = None,
+    namespace: NamespaceOption = None,
+    home: HomeOption = None,
+    use_flow: FlowOption = None,
+) -> None:
+    """Score each retrieval mode on the golden sets, append the history, exit 1 on an nDCG@10 regression."""
+    from pydantic import ValidationError
+
+    try:
+        if tracked(use_flow):
+            from flows.evaluate import evaluate_flow
+
+            result = evaluate_flow(home=str(home) if home else None, namespace=namespace,
+                                   beir=[str(p) for p in dataset] if dataset else None, modes=mode, tolerance=tolerance)
+            console.print_json(json.dumps(result))
+            return
+        config = load_config(home=home, namespace=namespace, eval_beir_datasets=dataset, eval_modes=mode,
+                             eval_tolerance=tolerance, eval_sample_path="" if dataset else None)
+        failures = _evaluate_directly(config)
+    except (RaglineError, ValidationError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from exc
+    for failure in failures:
+        console.print(f"[red]regression:[/red] {failure}", soft_wrap=True)
+    if failures:
+        raise typer.Exit(code=1)
+
+
+def _evaluate_directly(config: RaglineConfig) -> list[str]:
+    """Run the golden sets here, print a table per set (a column per mode); returns the regressions."""
+    from ragline.components import build_components
+    from ragline.evaluation.metrics import NDCG, latency_names, metric_names
+    from ragline.evaluation.report import check_status, trend_arrow
+    from ragline.evaluation.suite import golden_sets, run_suite
+    from ragline.ingest import new_run_id
+
+    run = run_suite(build_components(config), golden_sets(config), run_id=new_run_id())
+    trends = {(t.dataset, t.mode): t for t in run.trends}
+    for report in run.reports:
+        summary = report.metrics  # one row per mode
+        modes = [trends[report.dataset, str(mode)] for mode in summary.index]
+        table = Table(title=f"{report.dataset} → namespace {report.namespace} (run {run.run_id})")
+        table.add_column("metric")
+        for mode in summary.index:
+            table.add_column(str(mode), justify="right")
+        for name in metric_names(report.k):
+            table.add_row(name, *(f"{value:.3f}" for value in summary[name]))
+        table.add_row(f"Δ {NDCG} vs previous", *(trend_arrow(t.change(NDCG)) for t in modes))
+        for name in latency_names():
+            table.add_row(name, *(f"{value:.1f}" for value in summary[name]))
+        table.add_row("check", *(check_status(t) for t in modes))
+        console.print(table)
+    _print_answer_reports(run)
+    console.print(f"history {config.home / 'evaluation' / 'history.parquet'}, chart {run.chart}", soft_wrap=True)
+    return run.failures
+
+
+def _print_answer_reports(run: EvaluationRun) -> None:
+    """One table per answer report: each metric with its change vs the previous run."""
+    from ragline.evaluation.answers import COST, QUALITY_METRICS
+    from ragline.evaluation.report import answer_metric_rows
+
+    for row in answer_metric_rows(run.answers, run.answer_trends):
+        table = Table(title=f"answers on {row.pop('dataset')}: {row.pop('answerer')} answerer, {row.pop('mode')} "
+                      f"retrieval, faithfulness judged by {row.pop('judge')}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_column("vs previous", justify="right")
+        for name, value in row.items():
+            if not name.startswith("Δ "):
+                decimals = 4 if name in QUALITY_METRICS else 6 if name == COST else 1
+                table.add_row(name, f"{float(value):.{decimals}f}", str(row.get(f"Δ {name}", "")))
+        console.print(table)

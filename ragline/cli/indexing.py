@@ -1,0 +1,287 @@
+"""Commands that write the index: ingest, status, reconcile, backfill and refresh."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ragline.cli.shared import FlowOption, HomeOption, NamespaceOption, VersionOption, console, tracked
+from ragline.config import RaglineConfig, load_config
+from ragline.errors import RaglineError
+
+
+def ingest_command(
+    path: Annotated[Path, typer.Argument(help="A folder of .md/.txt/.html/.pdf files, a .jsonl/.parquet file, or a BEIR folder.")],
+    namespace: NamespaceOption = None,
+    full: Annotated[bool, typer.Option("--full", help="Also delete documents that are gone from PATH.")] = False,
+    home: HomeOption = None,
+    index_version: VersionOption = None,
+    use_flow: FlowOption = None,
+) -> None:
+    """Index PATH: unchanged documents are skipped, changed ones re-indexed, and with --full vanished ones deleted."""
+    try:
+        if tracked(use_flow):
+            from flows.ingest import ingest_flow
+
+            stats = ingest_flow(
+                str(path), namespace=namespace, full=full, home=str(home) if home else None, index_version=index_version
+            )
+            console.print_json(json.dumps(stats))
+            return
+        _ingest_directly(path, load_config(namespace=namespace, home=home, index_version=index_version,
+                                           cleanup="full" if full else None))
+    except RaglineError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from exc
+
+
+def _ingest_directly(path: Path, config: RaglineConfig) -> None:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from ragline.components import build_components
+    from ragline.ingest import IngestStats, ingest
+    from ragline.report import summary_rows
+    from ragline.sources import open_source
+
+    source = open_source(path, max_file_bytes=config.max_file_bytes)
+    components = build_components(config)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("loading", total=None)
+
+        def show(stats: IngestStats) -> None:
+            progress.update(
+                bar,
+                description=f"{stats.documents_seen} documents read, {stats.chunks_written} chunks written, "
+                f"{stats.embeddings_computed} embedded",
+            )
+
+        result = ingest(components, source, on_progress=show)
+    table = Table(title=f"run {result.run_id}: {result.source} → namespace {result.namespace}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for row in summary_rows(result):
+        table.add_row(str(row["metric"]), str(row["value"]))
+    console.print(table)
+    for q in result.quarantined[:20]:
+        console.print(f"[yellow]quarantined[/yellow] {q.uri}: {q.reason}", soft_wrap=True)
+    if len(result.quarantined) > 20:
+        console.print(f"… and {len(result.quarantined) - 20} more (see `ragline status`)")
+    for n in result.near_duplicates[:20]:
+        console.print(f"[cyan]near-duplicate {n.action}[/cyan] {n.doc_id} ≈ {n.duplicate_of} ({n.similarity:.3f})",
+                      soft_wrap=True)
+    if len(result.near_duplicates) > 20:
+        console.print(f"… and {len(result.near_duplicates) - 20} more near-duplicates in the record store")
+
+
+def status_command(
+    namespace: NamespaceOption = None, home: HomeOption = None, index_version: VersionOption = None
+) -> None:
+    """What a namespace holds: documents, chunks, vectors, its model, and the latest runs."""
+    from ragline.components import make_store
+    from ragline.recordstore import open_record_store
+    from ragline.versions import write_namespace
+
+    config = load_config(namespace=namespace, home=home, index_version=index_version)
+    records = open_record_store(config.record_store_path)
+    ns = write_namespace(records, config)
+    model = records.namespace_model(ns)
+    vectors = make_store(config, model[1]).describe_namespace(ns).vector_count if model else 0
+    console.print(f"namespace [bold]{ns}[/bold]: model {model[0] if model else '—'}, "
+                  f"{records.live_document_count(ns)} documents, {records.live_chunk_count(ns)} chunks, "
+                  f"{vectors} vectors in the index")
+    table = Table(title="latest runs")
+    for column in ("run", "source", "status", "quarantined"):
+        table.add_column(column)
+    for run_id, source, status, _, _ in records.last_runs(ns):
+        table.add_row(run_id, source, status, str(len(records.quarantined(run_id))))
+    console.print(table)
+
+
+def reconcile_command(
+    namespace: NamespaceOption = None,
+    home: HomeOption = None,
+    index_version: VersionOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report the drift.")] = False,
+) -> None:
+    """Compare the index with the record store; repair missing, differing and orphaned vectors."""
+    from ragline.components import build_components
+    from ragline.reconcile import reconcile
+    from ragline.versions import write_namespace
+
+    config = load_config(namespace=namespace, home=home, index_version=index_version)
+    components = build_components(config)
+    report = reconcile(components, write_namespace(components.records, config), repair=not dry_run)
+    verb = "repaired" if report.repaired else "found"
+    console.print(
+        f"namespace [bold]{report.namespace}[/bold]: {report.expected} chunks recorded, {report.indexed} indexed; "
+        f"{verb} {len(report.missing)} missing, {len(report.different)} differing (sampled), "
+        f"{len(report.orphans)} orphaned; {len(report.runs_rolled_back)} unfinished runs rolled back"
+    )
+
+
+def backfill_command(
+    path: Annotated[
+        Optional[Path], typer.Argument(help="The new source: a folder, a .jsonl/.parquet file or a BEIR folder.")
+    ] = None,
+    namespace: NamespaceOption = None,
+    partition_size: Annotated[
+        Optional[int], typer.Option("--partition-size", min=1, help="Documents per partition (default 1000).")
+    ] = None,
+    export_parquet: Annotated[
+        Optional[Path],
+        typer.Option("--export-parquet", help="Write Pinecone bulk-import Parquet files to DIR/<namespace>/ "
+                     "instead of upserting."),
+    ] = None,
+    status: Annotated[
+        bool, typer.Option("--status", help="Show the namespace's backfills and the ledger of PATH's (or the latest).")
+    ] = False,
+    home: HomeOption = None,
+    index_version: VersionOption = None,
+    use_flow: FlowOption = None,
+) -> None:
+    """Ingest a new source in partitions, each a committed run; the same command again resumes where it stopped."""
+    config = load_config(namespace=namespace, home=home, index_version=index_version,
+                         backfill_partition_size=partition_size)
+    try:
+        if status:
+            _show_backfills(config, path)
+        elif path is None:
+            raise typer.BadParameter("PATH is required (or use --status)")
+        elif tracked(use_flow):
+            from flows.backfill import backfill_flow
+
+            result = backfill_flow(str(path), namespace=namespace, partition_size=partition_size,
+                                   export_parquet=str(export_parquet) if export_parquet else None,
+                                   home=str(home) if home else None, index_version=index_version)
+            console.print_json(json.dumps(result))
+        else:
+            _backfill_directly(path, config, export_parquet)
+    except RaglineError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from exc
+
+
+def _backfill_directly(path: Path, config: RaglineConfig, export_dir: Path | None) -> None:
+    """Run or resume the backfill here, a line per partition as it finishes, then the ledger."""
+    from ragline.backfill import BackfillResult, backfill_spec, run_backfill
+    from ragline.components import build_components
+    from ragline.sources import open_source
+
+    source = open_source(path, max_file_bytes=config.max_file_bytes)
+    components = build_components(config)
+    spec = backfill_spec(components, source, path, export_dir)
+    console.print(f"backfill {spec.backfill_id}: {source.name} → namespace {spec.namespace}, "
+                  f"{spec.partition_size} documents per partition", soft_wrap=True)
+
+    def show(result: BackfillResult) -> None:
+        latest = result.outcomes[-1]
+        where = f"partition {latest.index + 1}/{result.total_partitions}"
+        if latest.skipped:
+            console.print(f"{where} [dim]skipped: done earlier[/dim]")
+            return
+        s = latest.stats
+        console.print(f"{where} [green]done[/green] in {sum(s.seconds.values()):.1f} s: "
+                      f"{s.documents_new + s.documents_changed} documents indexed, {s.chunks_written} chunks, "
+                      f"{s.embeddings_computed} embedded, {s.embeddings_cached} from cache, "
+                      f"{s.documents_quarantined} quarantined (run {latest.run_id})", soft_wrap=True)
+
+    result = run_backfill(components, source, spec, on_progress=show)
+    ran = [o for o in result.outcomes if not o.skipped]
+    console.print(f"backfill {result.backfill_id} complete: {len(ran)} partitions run, "
+                  f"{len(result.outcomes) - len(ran)} skipped, {result.stats.embeddings_computed} embeddings "
+                  "computed", soft_wrap=True)
+    if export_dir:
+        console.print(f"upload {export_dir} and start a Pinecone import of its folder (see README: Backfills)")
+
+
+def _show_backfills(config: RaglineConfig, path: Path | None) -> None:
+    """The namespace's backfills, then the ledger of the one reading PATH (else the newest)."""
+    import time
+
+    from ragline.backfill import LEDGER_COLUMNS, ledger_rows
+    from ragline.recordstore import open_record_store
+    from ragline.versions import write_namespace
+
+    records = open_record_store(config.record_store_path)
+    ns = write_namespace(records, config)
+    backfills = records.backfills(ns)
+    if not backfills:
+        console.print(f"namespace [bold]{ns}[/bold] has no backfills")
+        return
+    table = Table(title=f"backfills of namespace {ns}")
+    for column in ("backfill", "source", "done", "export", "started (UTC)", "finished (UTC)"):
+        table.add_column(column)
+    def stamp(at: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at)) if at else "—"
+
+    for b in backfills:
+        table.add_row(b.backfill_id, b.source, f"{b.partitions_done}/{b.total_partitions}", b.export_dir or "—",
+                      stamp(b.started_at), stamp(b.finished_at))
+    console.print(table)
+    wanted = str(path.resolve()) if path else None
+    chosen = next((b for b in backfills if b.path == wanted), backfills[0])
+    ledger = Table(title=f"ledger of {chosen.backfill_id}")
+    for column in LEDGER_COLUMNS:
+        ledger.add_column(column)
+    for row in ledger_rows(records.backfill_ledger(chosen.backfill_id)):
+        ledger.add_row(*(str(v) for v in row.values()))
+    console.print(ledger)
+
+
+def refresh_command(
+    paths: Annotated[
+        Optional[list[Path]], typer.Argument(help="Sources to refresh (default: refresh_sources in the config).")
+    ] = None,
+    namespace: NamespaceOption = None,
+    ttl: Annotated[
+        Optional[str], typer.Option("--ttl", help="Re-verify unchanged documents this old: seconds, or e.g. 6h, 1d.")
+    ] = None,
+    home: HomeOption = None,
+    use_flow: FlowOption = None,
+) -> None:
+    """Re-index changed documents, re-verify expired ones (no re-embedding), delete vanished ones, then reconcile."""
+    from pydantic import ValidationError
+
+    try:
+        if tracked(use_flow):
+            from flows.refresh import refresh_flow
+
+            result = refresh_flow([str(p) for p in paths] if paths else None, namespace=namespace, ttl=ttl,
+                                  home=str(home) if home else None)
+            console.print_json(json.dumps(result))
+            return
+        _refresh_directly(load_config(home=home), paths, namespace, ttl)
+    except (RaglineError, ValidationError) as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(code=1) from exc
+
+
+def _refresh_directly(config: RaglineConfig, paths: list[Path] | None, namespace: str | None, ttl: str | None) -> None:
+    from ragline.components import build_components
+    from ragline.refresh import refresh, refresh_targets
+    from ragline.refresh_report import reconcile_rows, source_rows, transposed
+
+    c = build_components(config)
+    report = refresh(c, refresh_targets(config, c.records, paths, namespace=namespace, ttl=ttl))
+    header, lines = transposed(source_rows(report), "source")
+    table = Table(title="refresh")
+    for column in ("", *header):
+        table.add_column(column, justify="right" if column else "left")
+    for line in lines:
+        table.add_row(*line)
+    console.print(table)
+    repairs = reconcile_rows(report)
+    table = Table(title="reconciliation")
+    for column, value in repairs[0].items():
+        table.add_column(column, justify="right" if isinstance(value, int) else "left")
+    for row in repairs:
+        table.add_row(*(str(value) for value in row.values()))
+    console.print(table)
+    for source in report.sources:
+        for q in source.quarantined[:20]:
+            console.print(f"[yellow]quarantined[/yellow] {q.uri}: {q.reason}", soft_wrap=True)
