@@ -22,7 +22,7 @@ from ragline.refresh import (
 from ragline.refresh_report import reconcile_rows, refresh_markdown, source_rows
 from ragline.sources import open_source
 from tasks.ingest import RUN_KEY, commit_run, open_run, verify_run
-from tasks.refresh import finish_run, reconcile_namespace, refresh_group
+from tasks.refresh import finish_run, reconcile_namespace, refresh_group, refuse_emptied_source
 from tasks.secrets import resolve_secret_blocks
 
 
@@ -67,6 +67,7 @@ def _refresh_source(config: RaglineConfig, target: RefreshTarget, now: float) ->
             group_stats, group_freshness = refresh_group(config, ns, run_id, group, target.ttl_s, now)
             stats.add(group_stats)
             freshness.add(group_freshness)
+        refuse_emptied_source(config, ns, source.name, stats)
         stats.add(verify_run(config, ns, run_id))
         stats.add(commit_run(config, ns, run_id, source.name))
     quarantined = finish_run(config, ns, run_id, stats, freshness, now)

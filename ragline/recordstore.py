@@ -330,8 +330,13 @@ class SQLiteRecordStore:
     def live_chunk_count(self, namespace: str) -> int:
         return int(self._one("SELECT COUNT(*) FROM chunks WHERE namespace = ? AND state = 'live'", (namespace,))[0])
 
-    def live_document_count(self, namespace: str) -> int:
-        return int(self._one("SELECT COUNT(*) FROM documents WHERE namespace = ? AND state = 'live'", (namespace,))[0])
+    def live_document_count(self, namespace: str, source: str | None = None) -> int:
+        """Live documents of the namespace (of one source only, when ``source`` is given)."""
+        if source is None:
+            return int(self._one("SELECT COUNT(*) FROM documents WHERE namespace = ? AND state = 'live'",
+                                 (namespace,))[0])
+        return int(self._one("SELECT COUNT(*) FROM documents WHERE namespace = ? AND state = 'live' AND source = ?",
+                             (namespace, source))[0])
 
     def sample_chunk_ids(self, namespace: str, k: int, run_id: str | None = None) -> list[str]:
         """Up to ``k`` random chunk ids: the run's pending ones if ``run_id`` is given, else live ones."""

@@ -31,7 +31,7 @@ from ragline.batching import batched
 from ragline.components import Components
 from ragline.config import RaglineConfig, RefreshSource
 from ragline.costs import usage_now
-from ragline.errors import ConfigError
+from ragline.errors import ConfigError, SourceError
 from ragline.ingest import (
     DOCUMENT_GROUP,
     IngestStats,
@@ -199,6 +199,17 @@ def reverify_documents(c: Components, namespace: str, documents: Sequence[Docume
     return len(rows), len(problems)
 
 
+def refuse_emptied_source(c: Components, namespace: str, source_name: str, stats: IngestStats) -> None:
+    """Raise before commit when a source that has indexed documents yielded none: an unmounted or emptied folder
+    must not delete a whole source every hour. ``ragline ingest PATH --full`` deletes them when that is meant."""
+    indexed = c.records.live_document_count(namespace, source_name)
+    if stats.documents_seen == 0 and indexed:
+        raise SourceError(
+            f"source {source_name!r} yielded no documents while {indexed} of its documents are indexed in "
+            f"{namespace!r}; refusing to delete them all (an unmounted or emptied folder?). If that is meant, "
+            f"run `ragline ingest PATH --full` on it.")
+
+
 def finish_run(
     c: Components, run_id: str, namespace: str, stats: IngestStats, freshness: FreshnessCounts, now: float
 ) -> list[QuarantineRecord]:
@@ -246,6 +257,7 @@ def refresh_source(c: Components, target: RefreshTarget, now: float) -> SourceRe
             group_stats, group_freshness = refresh_group(c, run_id, namespace, group, target.ttl_s, now)
             stats.add(group_stats)
             freshness.add(group_freshness)
+        refuse_emptied_source(c, namespace, source.name, stats)
         stats.add(verify_run(c, run_id, namespace))
         stats.add(commit_run(c, run_id, namespace, source.name, "full"))
     quarantined = finish_run(c, run_id, namespace, stats, freshness, now)

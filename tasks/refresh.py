@@ -31,6 +31,12 @@ def refresh_group(
 
 
 @task(cache_policy=NO_CACHE)
+def refuse_emptied_source(config: RaglineConfig, namespace: str, source_name: str, stats: IngestStats) -> None:
+    """Fail (and so roll back) before commit when a source with indexed documents yielded none."""
+    refresh.refuse_emptied_source(components_for(config), namespace, source_name, stats)
+
+
+@task(cache_policy=NO_CACHE)
 def finish_run(
     config: RaglineConfig, namespace: str, run_id: str, stats: IngestStats, freshness: FreshnessCounts, now: float
 ) -> list[QuarantineRecord]:

@@ -157,6 +157,18 @@ def test_a_vanished_source_path_fails_and_deletes_nothing(components: Components
     assert snapshot(components) == clean and components.records.live_document_count(NS) == 5
 
 
+def test_an_emptied_source_folder_fails_and_deletes_nothing(components: Components, tmp_path: Path) -> None:
+    root = corpus(tmp_path)
+    refresh_at(components, root, T0)
+    clean = snapshot(components)
+    for path in [p for p in root.rglob("*") if p.is_file()]:
+        path.unlink()
+    with pytest.raises(SourceError, match="yielded no documents while 5 of its documents are indexed"):
+        refresh_at(components, root, T0 + TTL + 1)
+    assert snapshot(components) == clean and components.records.live_document_count(NS) == 5
+    assert components.records.unfinished_runs(NS) == []
+
+
 def test_a_failed_refresh_run_rolls_back_and_keeps_the_previous_index(
     components: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
