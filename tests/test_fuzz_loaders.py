@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 from ragline.records import Document, QuarantineRecord
 from ragline.sources import DirectorySource, JsonlSource
 from ragline.testing.fault_report import record_figures
-from ragline.testing.fuzz_targets import run_fuzzer
+from ragline.testing.fuzz_targets import fuzz_without_crashes
+
+JSONL_EXAMPLES = 150
+FILE_EXAMPLES = 100
 
 JSON_VALUES = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)),
@@ -33,7 +36,7 @@ def _items(path: Path, **kwargs: int) -> list[Document | QuarantineRecord]:
     return list(JsonlSource(path, name="fuzz", **kwargs).items())
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=JSONL_EXAMPLES, deadline=None)
 @given(lines=st.lists(LINES, max_size=8))
 def test_any_jsonl_gives_one_item_per_line(lines: list[bytes]) -> None:
     with tempfile.TemporaryDirectory() as folder:
@@ -59,7 +62,7 @@ def test_deeply_nested_metadata_is_quarantined_or_flattened(tmp_path: Path, dept
     assert isinstance(item, Document) or item.detail == "line 1: nested too deeply"
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=FILE_EXAMPLES, deadline=None)
 @given(data=st.binary(max_size=300), suffix=st.sampled_from([".md", ".txt", ".html"]))
 def test_any_file_bytes_give_a_document_or_a_quarantine_record(data: bytes, suffix: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
@@ -75,7 +78,6 @@ ATHERIS_RUNS = 5_000
 @pytest.mark.slow
 def test_atheris_jsonl_fuzz(tmp_path: Path) -> None:
     pytest.importorskip("atheris")
-    done = run_fuzzer("jsonl", ATHERIS_RUNS, tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f"Done {ATHERIS_RUNS} runs" in done.stderr
-    record_figures("fuzz_loaders", {"atheris_runs": ATHERIS_RUNS, "hypothesis_examples": 250, "crashes": 0})
+    fuzz_without_crashes("jsonl", ATHERIS_RUNS, tmp_path)
+    record_figures("fuzz_loaders", {"atheris_runs": ATHERIS_RUNS, "hypothesis_examples": JSONL_EXAMPLES + FILE_EXAMPLES,
+                                    "crashes": 0})

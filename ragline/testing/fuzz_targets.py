@@ -36,14 +36,17 @@ def seed_corpus(target: str, folder: Path) -> Path:
     return folder
 
 
-def run_fuzzer(target: str, runs: int, workdir: Path, seed: int = 1) -> subprocess.CompletedProcess[str]:
-    """Fuzz ``target`` for ``runs`` inputs in a subprocess (libFuzzer exits its process), from the seed corpus."""
+def fuzz_without_crashes(target: str, runs: int, workdir: Path, seed: int = 1) -> None:
+    """Fuzz ``target`` for ``runs`` inputs in a subprocess (libFuzzer exits its process), from the seed corpus;
+    raise AssertionError, with libFuzzer's output, unless every run completed."""
     corpus = seed_corpus(target, workdir / f"corpus-{target}")
     repo = Path(__file__).resolve().parents[2]
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "ragline.testing.fuzz_targets", target, f"-runs={runs}", f"-seed={seed}", str(corpus)],
         capture_output=True, text=True, timeout=600, cwd=workdir, env={**os.environ, "PYTHONPATH": str(repo)}, check=False,
     )
+    if done.returncode != 0 or f"Done {runs} runs" not in done.stderr:
+        raise AssertionError(f"fuzzing {target} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
 
 
 def fuzz_filters(data: bytes) -> None:
