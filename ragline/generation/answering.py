@@ -22,7 +22,7 @@ from ragline.generation.evidence import gather_evidence
 from ragline.generation.extractive import ExtractiveAnswerer
 from ragline.generation.llm import LLMAnswerer
 from ragline.retrieval.chat import ChatSettings, chat_client
-from ragline.retrieval.search import search
+from ragline.retrieval.search import SearchResult, search
 from ragline.stores.base import Filter
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,14 @@ def answer_question(
     top_k: int | None = None,
     chat: ChatSettings | None = None,
     on_delta: Callable[[str], None] | None = None,
+    retrieved: SearchResult | None = None,
 ) -> Answer:
     """Answer ``question`` from ``namespace`` with citations (``Answer.to_dict()`` is JSON-ready).
 
     ``mode`` is the retrieval mode; ``answerer`` defaults to the config's ``answer_mode``; ``chat`` overrides the
     configured chat model; ``on_delta`` receives the answer text as it is produced (streamed for the LLM).
+    ``retrieved``: a search the caller already ran for ``question`` (its top ``top_k`` hits are used, and its cost
+    is the caller's); searched here when None.
     """
     started = time.perf_counter()
     if not isinstance(question, str) or not question.strip():
@@ -59,8 +62,9 @@ def answer_question(
     if choice == "llm" and chat is None:
         raise ConfigError("answerer 'llm' needs a chat model (RAGLINE_CHAT_MODEL and a key or RAGLINE_CHAT_BASE_URL)")
     before = usage_now(c.embedder, c.store)
-    result = search(c, question, namespace=namespace, mode=mode, top_k=top_k or config.answer_top_k, filter=filter)
-    evidence = gather_evidence(c, question, result.hits)
+    top_k = top_k or config.answer_top_k
+    result = retrieved or search(c, question, namespace=namespace, mode=mode, top_k=top_k, filter=filter)
+    evidence = gather_evidence(c, question, result.hits[:top_k])
     warnings = list(result.warnings)
     offline = ExtractiveAnswerer(c.embedder.model_id, max_sentences=config.answer_max_sentences)
     chosen: Answerer = offline

@@ -18,7 +18,7 @@ from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.errors import FilterError, RaglineError
 from ragline.generation import answer_question
-from ragline.retrieval import search
+from ragline.retrieval import SearchResult, search
 from ragline.service.auth import ApiKeys, Principal
 from ragline.service.cache import ResultCache, cache_key
 from ragline.service.metrics import ServiceMetrics
@@ -122,7 +122,7 @@ def _search(parts: Components, body: QueryRequest, physical: str) -> QueryRespon
     else, logged by type only)."""
     try:
         result = search(parts, body.query, namespace=physical, mode=body.mode, top_k=body.top_k, filter=body.filter)
-        answered = _answer(parts, body, physical) if body.answer else {}
+        answered = _answer(parts, body, physical, result) if body.answer else {}
     except FilterError as exc:
         raise HTTPException(422, str(exc)) from exc
     except RaglineError as exc:
@@ -134,9 +134,10 @@ def _search(parts: Components, body: QueryRequest, physical: str) -> QueryRespon
                          warnings=result.warnings, **answered)
 
 
-def _answer(parts: Components, body: QueryRequest, physical: str) -> dict[str, Any]:
-    """The grounded answer's fields of the response."""
-    answer = answer_question(parts, body.query, namespace=physical, filter=body.filter, mode=body.mode)
+def _answer(parts: Components, body: QueryRequest, physical: str, retrieved: SearchResult) -> dict[str, Any]:
+    """The grounded answer's fields of the response, answered from the chunks the query already retrieved."""
+    answer = answer_question(parts, body.query, namespace=physical, filter=body.filter, mode=body.mode,
+                             retrieved=retrieved)
     return {
         "answer": answer.text,
         "answer_kind": answer.kind,
