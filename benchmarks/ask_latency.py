@@ -40,7 +40,7 @@ from ragline.config import RaglineConfig  # noqa: E402
 from ragline.evaluation.answers import QA_FILE, evaluate_answers, load_qa  # noqa: E402
 from ragline.evaluation.metrics import latency_percentiles  # noqa: E402
 from ragline.generation import answer_question  # noqa: E402
-from ragline.ingest import ingest  # noqa: E402
+from ragline.indexing.pipeline import ingest  # noqa: E402
 from ragline.sources import open_source  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "ask_latency.json"
@@ -74,11 +74,20 @@ def command(name: str, home: Path, questions: list[str]) -> dict[str, Any]:
     seconds = []
     for question in questions:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "ragline.cli", name, question, "--home", str(home), "-n", NAMESPACE],
-                       check=True, capture_output=True, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
+        subprocess.run(
+            [sys.executable, "-m", "ragline.cli", name, question, "--home", str(home), "-n", NAMESPACE],
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+            env=os.environ | {"PYTHONPATH": str(ROOT)},
+        )
         seconds.append(time.perf_counter() - started)
     values = percentiles(seconds)
-    return {"runs": len(seconds), "p50 s": round(values["p50 ms"] / 1000, 2), "p95 s": round(values["p95 ms"] / 1000, 2)}
+    return {
+        "runs": len(seconds),
+        "p50 s": round(values["p50 ms"] / 1000, 2),
+        "p95 s": round(values["p95 ms"] / 1000, 2),
+    }
 
 
 def main() -> None:
@@ -116,8 +125,10 @@ def main() -> None:
         "qa_metrics": {name: round(value, 4) for name, value in report.summary().items()},
         "abstained": sum(row["abstained"] for row in report.rows),
         "best_similarity_range": {  # the abstention signal, by kind of question
-            kind: [round(f(row["best_similarity"] for row in report.rows if row["answerable"] == answerable), 2)
-                   for f in (min, max)]
+            kind: [
+                round(f(row["best_similarity"] for row in report.rows if row["answerable"] == answerable), 2)
+                for f in (min, max)
+            ]
             for kind, answerable in (("answerable", True), ("unanswerable", False))
         },
         "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],

@@ -22,8 +22,13 @@ from ragline.evaluation.datasets import read_qrels, read_queries
 RESULTS = Path(__file__).parent / "results" / "cranfield_dense_floor.json"
 
 
-def ndcg_at_10(query_vectors: np.ndarray, query_ids: list[str], doc_vectors: np.ndarray, doc_ids: list[str],
-               qrels: dict[str, dict[str, int]]) -> float:
+def ndcg_at_10(
+    query_vectors: np.ndarray,
+    query_ids: list[str],
+    doc_vectors: np.ndarray,
+    doc_ids: list[str],
+    qrels: dict[str, dict[str, int]],
+) -> float:
     """Mean nDCG@10 of brute-force cosine retrieval (top 100 per query)."""
     scores = query_vectors @ doc_vectors.T
     run = {q: {doc_ids[j]: float(scores[i, j]) for j in np.argsort(-scores[i])[:100]} for i, q in enumerate(query_ids)}
@@ -47,12 +52,18 @@ def main() -> None:
         "text": [r["text"] for r in records],
         "title + text": [f"{r.get('title') or ''} {r['text']}".strip() for r in records],
     }
-    result: dict[str, object] = {"dataset": str(args.dataset), "date": time.strftime("%Y-%m-%d"),
-                                 "queries": len(queries), "documents": len(records),
-                                 "max_tokens": embedder.max_tokens, "ndcg@10": {}}
+    result: dict[str, object] = {
+        "dataset": str(args.dataset),
+        "date": time.strftime("%Y-%m-%d"),
+        "queries": len(queries),
+        "documents": len(records),
+        "max_tokens": embedder.max_tokens,
+        "ndcg@10": {},
+    }
     for name, texts in variants.items():
-        result["ndcg@10"][name] = round(ndcg_at_10(query_vectors, list(queries), embedder.embed(texts), doc_ids,
-                                                   qrels), 4)
+        result["ndcg@10"][name] = round(
+            ndcg_at_10(query_vectors, list(queries), embedder.embed(texts), doc_ids, qrels), 4
+        )
         print(f"{name}: nDCG@10 {result['ndcg@10'][name]}", flush=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -24,9 +24,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from ragline.components import build_components  # noqa: E402
 from ragline.config import RaglineConfig  # noqa: E402
-from ragline.ingest import ingest  # noqa: E402
+from ragline.indexing.pipeline import ingest  # noqa: E402
+from ragline.indexing.validation import warm_up  # noqa: E402
 from ragline.sources import open_source  # noqa: E402
-from ragline.validation import warm_up  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
 
@@ -39,8 +39,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as home:
-        config = RaglineConfig(home=Path(home), model_cache_dir=args.models_dir, local_backend=args.backend,
-                               namespace="bench")
+        config = RaglineConfig(
+            home=Path(home), model_cache_dir=args.models_dir, local_backend=args.backend, namespace="bench"
+        )
         c = build_components(config)
         start = time.perf_counter()
         c.embedder.embed(["warm up the model"])
@@ -58,8 +59,8 @@ def main() -> None:
         rerun = ingest(c, source).stats
         rerun_s = time.perf_counter() - start
 
-        ids = c.records.live_chunk_ids("bench")
-        texts = [row.text for row in c.records.chunk_rows("bench", ids).values()]
+        ids = c.records.journal.live_chunk_ids("bench")
+        texts = [row.text for row in c.records.journal.chunk_rows("bench", ids).values()]
         start = time.perf_counter()
         c.embedder.embed(texts)
         raw_s = time.perf_counter() - start

@@ -34,7 +34,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from ragline.components import build_components  # noqa: E402
 from ragline.config import RaglineConfig  # noqa: E402
-from ragline.ingest import ingest  # noqa: E402
+from ragline.indexing.pipeline import ingest  # noqa: E402
 from ragline.sources import open_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +70,12 @@ def main() -> None:
                 ]
     report = {
         "command": "python benchmarks/load_test.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "load_average_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
         "index": {"corpus": "data/sample", "documents": stats.documents_seen, "chunks": stats.chunks_written},
         "request": {"mode": args.mode, "top_k": args.top_k, "distinct_queries": len(queries)},
         "requests_per_level": args.requests,
@@ -97,8 +101,13 @@ def serving(home: Path, models_dir: Path, cache_entries: int) -> Iterator[str]:
         "RAGLINE_SERVICE_RATE_BURST": "1000000",
         "RAGLINE_SERVICE_CACHE_ENTRIES": str(cache_entries),
     }
-    server = subprocess.Popen([sys.executable, "-m", "ragline.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ragline.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(base_url, server)
@@ -145,8 +154,9 @@ async def run_level(base_url: str, queries: list[str], concurrency: int, args: a
     statuses: dict[str, int] = {}
     next_request = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": API_KEY}, limits=limits,
-                                 timeout=30.0) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, headers={"X-API-Key": API_KEY}, limits=limits, timeout=30.0
+    ) as client:
         started = time.perf_counter()
 
         async def worker() -> None:

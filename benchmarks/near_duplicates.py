@@ -2,9 +2,10 @@
 
     python benchmarks/near_duplicates.py --dataset ../shared/datasets/cranfield [--thresholds 0.9 0.5]
 
-Runs the detector the way ``plan_documents`` does, on a real SQLite record store in a temporary home (no embedding
-and no vector store: only the detection's own cost is timed):
-- first run: every document checked against the originals so far, signatures and flags written per group of 64;
+Runs the detector the way the ``load`` and ``dedupe`` stages do, on a real SQLite record store in a temporary home (no
+embedding and no vector store: only the detection's own cost is timed):
+- first run: every document checked against the originals so far, signatures and flags written per batch
+  (``batch_size`` documents, as ingest does);
 - the run committed (documents recorded live, without chunks), then a later run in a fresh detector: the LSH
   rebuilt from the stored signatures, and the per-group check of unchanged documents an unchanged re-run pays;
 - the pairs found compared with exact Jaccard similarity of the same shingle sets over all pairs.
@@ -29,52 +30,59 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing ragline
 
 from ragline.batching import batched  # noqa: E402
-from ragline.ingest import DOCUMENT_GROUP  # noqa: E402
-from ragline.near_duplicates import NearDuplicateDetector, shingles  # noqa: E402
+from ragline.config import RaglineConfig  # noqa: E402
+from ragline.indexing.near_duplicates import NearDuplicateDetector, shingles  # noqa: E402
 from ragline.records import Document  # noqa: E402
-from ragline.recordstore import SQLiteRecordStore  # noqa: E402
+from ragline.recordstore.sqlite import SQLiteRecordStore  # noqa: E402
 from ragline.sources import open_source  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "near_duplicates.json"
 INGEST_RESULTS = Path(__file__).parent / "results" / "ingest.json"
 NS = "bench"
+BATCH = RaglineConfig().batch_size
 
 
 def first_run(detector: NearDuplicateDetector, records: SQLiteRecordStore, docs: list[Document]) -> dict[str, Any]:
     """Check every document as a first ingest would; commit the run (documents live, no chunks)."""
-    records.begin_run("run-1", NS, "bench")
+    records.journal.begin_run("run-1", NS, "bench")
     start = time.perf_counter()
     flagged = 0
-    for group in batched(docs, DOCUMENT_GROUP):
-        live = records.live_documents(NS, [d.doc_id for d in group])
+    for group in batched(docs, BATCH):
+        live = records.journal.live_documents(NS, [d.doc_id for d in group])
         detector.unchanged_to_replan(records, "run-1", NS, group, live)
         for doc in group:
             verdict = detector.check(records, "run-1", NS, doc, indexed=False)
             detector.accept("run-1", NS, verdict)
         flagged += detector.flush(records, "run-1", NS)
     seconds = time.perf_counter() - start
-    records.record_pending("run-1", NS, [(d, [], "config", "model") for d in docs])
-    records.commit_run("run-1", NS, "bench", delete_unseen=False)
-    return {"seconds": round(seconds, 3), "ms_per_document": round(1000 * seconds / len(docs), 3),
-            "documents_flagged": flagged}
+    records.journal.record_pending("run-1", NS, [(d, [], "config", "model") for d in docs])
+    records.journal.commit_run("run-1", NS, "bench", delete_unseen=False)
+    return {
+        "seconds": round(seconds, 3),
+        "ms_per_document": round(1000 * seconds / len(docs), 3),
+        "documents_flagged": flagged,
+    }
 
 
 def later_run(detector: NearDuplicateDetector, records: SQLiteRecordStore, docs: list[Document]) -> dict[str, Any]:
     """A fresh detector: the unchanged re-run's per-group checks, then the LSH rebuilt for one new document."""
-    records.begin_run("run-2", NS, "bench")
+    records.journal.begin_run("run-2", NS, "bench")
     start = time.perf_counter()
     replanned = 0
-    for group in batched(docs, DOCUMENT_GROUP):
-        live = records.live_documents(NS, [d.doc_id for d in group])
+    for group in batched(docs, BATCH):
+        live = records.journal.live_documents(NS, [d.doc_id for d in group])
         replanned += len(detector.unchanged_to_replan(records, "run-2", NS, group, live))
     rerun = time.perf_counter() - start
     probe = Document("bench/probe", "bench", "probe", docs[0].title, docs[0].text + " one more sentence.", "probe")
     start = time.perf_counter()
     verdict = detector.check(records, "run-2", NS, probe, indexed=False)
     rebuild = time.perf_counter() - start
-    return {"unchanged_rerun_checks_s": round(rerun, 3), "unchanged_replanned": replanned,
-            "lsh_rebuild_and_first_check_s": round(rebuild, 3),
-            "probe_flagged_as_duplicate_of": verdict.flag.duplicate_of if verdict.flag else None}
+    return {
+        "unchanged_rerun_checks_s": round(rerun, 3),
+        "unchanged_replanned": replanned,
+        "lsh_rebuild_and_first_check_s": round(rebuild, 3),
+        "probe_flagged_as_duplicate_of": verdict.flag.duplicate_of if verdict.flag else None,
+    }
 
 
 def exact_pairs(docs: list[Document], words: int, threshold: float) -> dict[tuple[str, str], float]:
@@ -108,7 +116,7 @@ def measure(docs: list[Document], threshold: float, num_perm: int, words: int) -
         load_before = os.getloadavg()[0]
         first = first_run(NearDuplicateDetector(*settings), records, docs)
         later = later_run(NearDuplicateDetector(*settings), records, docs)
-        flags = records.near_duplicates("run-1")
+        flags = records.near_duplicates.for_run("run-1")
         records.close()
     exact = exact_pairs(docs, words, threshold)
     found = {tuple(sorted((f.doc_id, f.duplicate_of))) for f in flags}
@@ -117,8 +125,15 @@ def measure(docs: list[Document], threshold: float, num_perm: int, words: int) -
         "first_run": first,
         "later_run": later,
         "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "flagged": [{"doc_id": f.doc_id, "duplicate_of": f.duplicate_of, "estimated": f.similarity,
-                     "exact": exact.get(tuple(sorted((f.doc_id, f.duplicate_of))))} for f in flags],
+        "flagged": [
+            {
+                "doc_id": f.doc_id,
+                "duplicate_of": f.duplicate_of,
+                "estimated": f.similarity,
+                "exact": exact.get(tuple(sorted((f.doc_id, f.duplicate_of)))),
+            }
+            for f in flags
+        ],
         "exact_pairs": [{"pair": list(pair), "exact": value} for pair, value in sorted(exact.items())],
         "exact_pairs_found": len(found & set(exact)),
     }

@@ -45,8 +45,9 @@ INDEX = "bench"
 def make_records(count: int, dimension: int) -> list[VectorRecord]:
     vectors = np.random.default_rng(0).standard_normal((count, dimension)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return [VectorRecord(f"bench/{i // 10}#{i % 10}", vectors[i], {"doc": f"bench/{i // 10}", "n": i})
-            for i in range(count)]
+    return [
+        VectorRecord(f"bench/{i // 10}#{i % 10}", vectors[i], {"doc": f"bench/{i // 10}", "n": i}) for i in range(count)
+    ]
 
 
 def serve(connection: Connection, latency_s: float) -> None:
@@ -76,8 +77,9 @@ def loopback(latency_s: float, in_process: bool) -> Iterator[str]:
 
 
 def timed_upsert(url: str, records: list[VectorRecord], dimension: int, concurrency: int, run: int) -> dict[str, Any]:
-    store = PineconeStore(api_key=API_KEY, index_name=INDEX, dimension=dimension, host=url,
-                          upsert_concurrency=concurrency)
+    store = PineconeStore(
+        api_key=API_KEY, index_name=INDEX, dimension=dimension, host=url, upsert_concurrency=concurrency
+    )
     store.ensure_index()
     sent_before = store.requests_sent
     wall, cpu = time.perf_counter(), time.process_time()
@@ -103,8 +105,11 @@ def measure(url: str, records: list[VectorRecord], dimension: int, concurrency: 
 def run_benchmark(url: str, records: list[VectorRecord], args: argparse.Namespace) -> dict[str, Any]:
     sequential = measure(url, records, args.dimension, 1, args.repeats)
     parallel = measure(url, records, args.dimension, args.concurrency, args.repeats)
-    return {"sequential": sequential, "parallel": parallel,
-            "speedup": round(sequential["seconds"] / parallel["seconds"], 2)}
+    return {
+        "sequential": sequential,
+        "parallel": parallel,
+        "speedup": round(sequential["seconds"] / parallel["seconds"], 2),
+    }
 
 
 def main() -> None:
@@ -139,9 +144,12 @@ def main() -> None:
     print(json.dumps(report, indent=2))
     for run in runs:
         seq, par = run["sequential"], run["parallel"]
-        print(f"{args.vectors:,} x {args.dimension}-d, {run['latency_ms']:g} ms per request, "
-              f"{seq['requests']} requests: sequential {seq['seconds']:.2f} s ({seq['vectors_per_s']:,}/s), {par['concurrency']}-way "
-              f"{par['seconds']:.2f} s ({par['vectors_per_s']:,}/s): {run['speedup']}x")
+        print(
+            f"{args.vectors:,} x {args.dimension}-d, {run['latency_ms']:g} ms per request, "
+            f"{seq['requests']} requests: sequential {seq['seconds']:.2f} s ({seq['vectors_per_s']:,}/s), "
+            f"{par['concurrency']}-way "
+            f"{par['seconds']:.2f} s ({par['vectors_per_s']:,}/s): {run['speedup']}x"
+        )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from ragline.components import Components, build_components  # noqa: E402
 from ragline.config import RaglineConfig  # noqa: E402
-from ragline.refresh import RefreshTarget, refresh  # noqa: E402
+from ragline.indexing.refresh import RefreshTarget, refresh  # noqa: E402
+from ragline.indexing.validation import warm_up  # noqa: E402
 from ragline.stores.base import VectorRecord  # noqa: E402
-from ragline.validation import warm_up  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "refresh.json"
 NS = "bench"
@@ -60,7 +60,7 @@ def timed_refresh(c: Components, target: RefreshTarget, now: float) -> dict[str,
 
 def damage(c: Components, count: int) -> None:
     """Change the metadata of ``count`` random chunks in the index, in place."""
-    ids = random.Random(7).sample(c.records.live_chunk_ids(NS), count)
+    ids = random.Random(7).sample(c.records.journal.live_chunk_ids(NS), count)
     fetched = c.store.fetch(ids, namespace=NS).values()
     c.store.upsert([VectorRecord(r.id, r.values, {**r.metadata, "text": "tampered"}) for r in fetched], namespace=NS)
 
@@ -82,7 +82,7 @@ def main() -> None:
         all_expired = timed_refresh(c, target, T0 + TTL + 1)
         damage(c, args.damage)
         after_damage = timed_refresh(c, target, T0 + 2 * TTL + 2)
-        chunks = c.records.live_chunk_count(NS)
+        chunks = c.records.journal.live_chunk_count(NS)
 
     result = {
         "dataset": str(args.dataset),

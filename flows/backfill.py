@@ -21,18 +21,18 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from ragline.backfill import (
+from ragline.components import components_for
+from ragline.config import load_config
+from ragline.indexing.backfill import (
     BackfillResult,
     backfill_spec,
     ledger_rows,
     run_backfill,
     summary_markdown,
 )
-from ragline.components import components_for
-from ragline.config import load_config
 from ragline.sources import open_source
-from tasks.backfill import run_partition
-from tasks.secrets import resolve_secret_blocks
+from ragline.tasks.backfill import run_partition
+from ragline.tasks.secrets import resolve_secret_blocks
 
 
 @flow(name="backfill")
@@ -48,9 +48,9 @@ def backfill_flow(
 
     ``export_parquet`` writes Pinecone bulk-import Parquet files under that folder instead of upserting.
     """
-    config = resolve_secret_blocks(load_config(
-        namespace=namespace, home=home, index_version=index_version, backfill_partition_size=partition_size
-    ))
+    config = resolve_secret_blocks(
+        load_config(namespace=namespace, home=home, index_version=index_version, backfill_partition_size=partition_size)
+    )
     source = open_source(Path(path), max_file_bytes=config.max_file_bytes)
     c = components_for(config)
     spec = backfill_spec(c, source, Path(path), Path(export_parquet) if export_parquet else None)
@@ -62,7 +62,7 @@ def backfill_flow(
     try:
         result = run_backfill(c, source, spec, run_partition=partial(run_partition, config), on_progress=report)
     finally:
-        rows = c.records.backfill_ledger(spec.backfill_id)
+        rows = c.records.backfills.ledger(spec.backfill_id)
         create_table_artifact(key="backfill-ledger", table=ledger_rows(rows), description="Backfill ledger")
     create_markdown_artifact(key="backfill-summary", markdown=summary_markdown(result, rows), description="Backfill")
     return result.as_dict()

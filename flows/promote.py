@@ -16,11 +16,11 @@ from prefect.runtime import flow_run
 from ragline.components import components_for
 from ragline.config import load_config
 from ragline.errors import ValidationFailed
-from ragline.ingest import namespace_lock
-from ragline.promotion import PromotionDecision, golden_set, promotion_targets
-from ragline.versions import version_namespace
-from tasks.promote import score_namespace, switch_alias
-from tasks.secrets import resolve_secret_blocks
+from ragline.indexing.locks import namespace_lock
+from ragline.names import version_namespace
+from ragline.tasks.promote import score_namespace, switch_alias
+from ragline.tasks.secrets import resolve_secret_blocks
+from ragline.versions.promotion import PromotionDecision, golden_set, promotion_targets
 
 
 @flow(name="promote")
@@ -35,7 +35,7 @@ def promote_flow(
 ) -> dict[str, object]:
     """Promote ``version`` of ``namespace`` if it passes the evaluation gate; returns the decision."""
     config = resolve_secret_blocks(load_config(home=home, namespace=namespace, promote_tolerance=tolerance))
-    with namespace_lock(config.home, version_namespace(namespace, version)):
+    with namespace_lock(config.home, version_namespace(namespace, version), wait_s=config.lock_wait_s):
         candidate, live = promotion_targets(components_for(config).records, namespace, version)
         scores = None
         if not force:
@@ -47,8 +47,13 @@ def promote_flow(
     create_markdown_artifact(key="promotion", markdown=decision.markdown(), description="Index version promotion")
     if not decision.passed:
         raise ValidationFailed("promotion refused", [decision.summary()])
-    return {"promoted": decision.candidate, "previous": decision.live, "candidate_ndcg": decision.candidate_ndcg,
-            "live_ndcg": decision.live_ndcg, "forced": decision.forced}
+    return {
+        "promoted": decision.candidate,
+        "previous": decision.live,
+        "candidate_ndcg": decision.candidate_ndcg,
+        "live_ndcg": decision.live_ndcg,
+        "forced": decision.forced,
+    }
 
 
 if __name__ == "__main__":

@@ -9,14 +9,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from ragline.chunking import Chunker
 from ragline.config import RaglineConfig
 from ragline.embedders.base import Embedder
 from ragline.embedders.cache import EmbeddingCache
 from ragline.errors import ConfigError
-from ragline.near_duplicates import NearDuplicateDetector
+from ragline.indexing.chunking import Chunker
+from ragline.indexing.near_duplicates import NearDuplicateDetector
 from ragline.records import sha256_hex
-from ragline.recordstore import SQLiteRecordStore, open_record_store
+from ragline.recordstore import RecordStore
 from ragline.stores.base import VectorStore
 
 
@@ -28,7 +28,7 @@ class Components:
     embedder: Embedder
     chunker: Chunker
     store: VectorStore
-    records: SQLiteRecordStore
+    records: RecordStore
     cache: EmbeddingCache
     near_duplicates: NearDuplicateDetector | None = None
 
@@ -53,6 +53,10 @@ def make_embedder(config: RaglineConfig) -> Embedder:
             max_retries=config.openai_max_retries,
             timeout_s=config.openai_timeout_s,
         )
+    if config.embedder_kind == "hashing":
+        from ragline.embedders.hashing import HashingEmbedder
+
+        return HashingEmbedder()
     from ragline.embedders.local import LocalEmbedder
 
     return LocalEmbedder(
@@ -89,6 +93,20 @@ def make_store(config: RaglineConfig, dimension: int) -> VectorStore:
     return LanceDBStore(config.lancedb_path)
 
 
+def make_record_store(config: RaglineConfig) -> RecordStore:
+    """The configured record store: SQLite under the home directory."""
+    from ragline.recordstore.sqlite import open_sqlite_record_store
+
+    return open_sqlite_record_store(config.record_store_path)
+
+
+def make_embedding_cache(config: RaglineConfig) -> EmbeddingCache:
+    """The configured embedding cache, beside the record store."""
+    from ragline.recordstore.sqlite import SQLiteEmbeddingCache
+
+    return SQLiteEmbeddingCache(config.embedding_cache_path)
+
+
 def build_components(config: RaglineConfig, embedder: Embedder | None = None) -> Components:
     """Fresh components for ``config`` (``embedder`` may be shared to avoid loading a model twice)."""
     embedder = embedder or make_embedder(config)
@@ -103,8 +121,8 @@ def build_components(config: RaglineConfig, embedder: Embedder | None = None) ->
         embedder=embedder,
         chunker=chunker,
         store=make_store(config, embedder.dimension),
-        records=open_record_store(config.record_store_path),
-        cache=EmbeddingCache(config.home / "embeddings.sqlite"),
+        records=make_record_store(config),
+        cache=make_embedding_cache(config),
         near_duplicates=NearDuplicateDetector.from_config(config),
     )
 

@@ -9,14 +9,21 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
-    AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from ragline.versions import version_namespace
+from ragline.names import check_name, version_namespace
 
 CleanupMode = Literal["incremental", "full"]
 """incremental: re-index new and changed documents; full: also delete the documents gone from the source."""
@@ -32,13 +39,6 @@ metadata; skip: not indexed (only recorded)."""
 
 def _default_home() -> Path:
     return Path("data") / ".ragline"
-
-
-def check_name(value: str | None) -> str | None:
-    """A namespace or version name: 1-100 ASCII letters, digits, '-', '_' or '.' (None passes)."""
-    if value is not None and (not 0 < len(value) <= 100 or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in value)):
-        raise ValueError("must be 1-100 ASCII letters, digits, '-', '_' or '.'")
-    return value
 
 
 # --- freshness / TTL re-index (ragline/refresh.py, flows/refresh.py, `ragline refresh`) ---
@@ -80,8 +80,9 @@ class RefreshSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: Path
-    ttl: Duration | None = Field(default=None, description="Re-verify unchanged documents this old; default "
-                                 "refresh_default_ttl.")
+    ttl: Duration | None = Field(
+        default=None, description="Re-verify unchanged documents this old; default refresh_default_ttl."
+    )
     namespace: str | None = Field(default=None, description="Default: the configured target namespace.")
 
     @field_validator("namespace")
@@ -114,10 +115,14 @@ class RaglineConfig(BaseSettings):
     chunk_overlap: int = Field(default=32, ge=0)
 
     # embedding: "auto" is OpenAI when an API key or base URL is set, else the local model
-    embedder: Literal["auto", "local", "openai"] = "auto"
+    embedder: Literal["auto", "local", "openai", "hashing"] = Field(
+        default="auto", description="hashing: a deterministic model-free embedder, for tests and pipeline benchmarks."
+    )
     local_model: str = "all-MiniLM-L6-v2"
     local_backend: Literal["onnx", "torch"] = "onnx"
-    embed_batch_size: int = Field(default=8, ge=1, description="Texts per model call (sorted by length); 8 measured fastest.")
+    embed_batch_size: int = Field(
+        default=8, ge=1, description="Texts per model call (sorted by length); 8 measured fastest."
+    )
 
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("RAGLINE_OPENAI_API_KEY", "OPENAI_API_KEY", "openai_api_key")
@@ -149,13 +154,17 @@ class RaglineConfig(BaseSettings):
     answer_temperature: float = Field(default=0.0, ge=0, le=2)
     answer_max_tokens: int = Field(default=512, ge=1, description="Most tokens the LLM may answer with.")
     answer_min_similarity: float = Field(
-        default=0.40, ge=-1, le=1,
+        default=0.40,
+        ge=-1,
+        le=1,
         description="Abstain ('not found in the indexed sources') when no sentence of the retrieved chunks is at "
         "least this cosine-similar to the question (local embedder; tuned on data/sample/qa.jsonl).",
     )
     answer_max_sentences: int = Field(default=3, ge=1, description="Sentences an extractive answer stitches.")
     answer_support_similarity: float = Field(
-        default=0.6, ge=-1, le=1,
+        default=0.6,
+        ge=-1,
+        le=1,
         description="An answer sentence is supported (faithfulness) when a sentence of a cited chunk is this "
         "similar to it.",
     )
@@ -201,13 +210,25 @@ class RaglineConfig(BaseSettings):
     pinecone_price_per_million_write_units: float = 4.0
 
     # pipeline
-    batch_size: int = Field(default=256, ge=1, description="Chunks per pipeline batch (one task run each).")
+    batch_size: int = Field(
+        default=256,
+        ge=1,
+        description="Documents per pipeline batch: each stage runs once per batch (a task run each "
+        "in a flow), whichever driver runs it.",
+    )
     max_file_bytes: int = Field(default=10_000_000, ge=1, description="Larger input files are quarantined.")
     validation_sample_size: int = Field(default=8, ge=0)
     consistency_wait_s: float | None = Field(
-        default=None, ge=0,
+        default=None,
+        ge=0,
         description="How long reconciliation waits for an eventually consistent index (default: Pinecone 30 s, "
         "LanceDB 0).",
+    )
+
+    lock_wait_s: float = Field(
+        default=3_600.0,
+        ge=0,
+        description="How long a run waits for another run on its namespace to end before it gives up.",
     )
 
     # --- backfills (ragline/backfill.py, `ragline backfill`) ---
@@ -226,11 +247,12 @@ class RaglineConfig(BaseSettings):
         description="BEIR folders (corpus.jsonl, queries.jsonl, qrels/test.tsv), each ingested into namespace "
         "'beir-<folder name>' and evaluated there.",
     )
-    eval_modes: list[RetrievalMode] = Field(default_factory=lambda: ["dense", "bm25", "hybrid"], min_length=1)
+    eval_modes: list[RetrievalMode] = Field(default_factory=lambda: list(get_args(RetrievalMode)), min_length=1)
     eval_k: int = Field(default=10, ge=1, description="Cut-off of Recall@k and P@k (nDCG and MRR are @10).")
     eval_depth: int = Field(default=100, ge=10, description="Chunks retrieved per query, deduplicated to documents.")
     eval_tolerance: float = Field(
-        default=0.02, ge=0,
+        default=0.02,
+        ge=0,
         description="Fail when a mode's nDCG@10 drops more than this (absolute) below its last good run.",
     )
 
@@ -244,7 +266,8 @@ class RaglineConfig(BaseSettings):
 
     # --- blue/green index versions (ragline/versions.py, ragline/promotion.py, `ragline versions`) ---
     promote_tolerance: float = Field(
-        default=0.01, ge=0,
+        default=0.01,
+        ge=0,
         description="Promote a version only if its nDCG@10 on the golden set is at least the live one's minus this.",
     )
     promote_mode: RetrievalMode = Field(default="hybrid", description="The retrieval mode the promotion gate scores.")
@@ -280,7 +303,8 @@ class RaglineConfig(BaseSettings):
         "workers. Upserts always run in the flow's process.",
     )
     dask_address: str | None = Field(
-        default=None, description="Scheduler of a running Dask cluster (tcp://host:8786); unset: a LocalCluster per run."
+        default=None,
+        description="Scheduler of a running Dask cluster (tcp://host:8786); unset: a LocalCluster per run.",
     )
     dask_workers: int = Field(
         default=2, ge=1, description="Worker processes of the per-run LocalCluster; 2 × this many groups in flight."
@@ -309,7 +333,7 @@ class RaglineConfig(BaseSettings):
         return self
 
     @property
-    def embedder_kind(self) -> Literal["local", "openai"]:
+    def embedder_kind(self) -> Literal["local", "openai", "hashing"]:
         """The embedder "auto" resolves to."""
         if self.embedder != "auto":
             return self.embedder
@@ -338,6 +362,10 @@ class RaglineConfig(BaseSettings):
         return self.home / "records.sqlite"
 
     @property
+    def embedding_cache_path(self) -> Path:
+        return self.home / "embeddings.sqlite"
+
+    @property
     def lancedb_path(self) -> Path:
         return self.home / "lancedb"
 
@@ -355,4 +383,5 @@ class RaglineConfig(BaseSettings):
 
 def load_config(**overrides: object) -> RaglineConfig:
     """The config from defaults, ``ragline.toml`` and the environment, with explicit non-None overrides on top."""
-    return RaglineConfig(**{key: value for key, value in overrides.items() if value is not None})
+    given: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
+    return RaglineConfig(**given)

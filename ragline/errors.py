@@ -1,15 +1,16 @@
 """ragline's error tree.
 
-    RaglineError
-    ├── ConfigError            bad or inconsistent configuration
-    ├── SourceError            a source cannot be read at all (a bad *file* is quarantined instead)
-    ├── ChunkingError
-    ├── EmbeddingError
-    ├── StoreError             vector store or record store failure
-    │   ├── UpsertError        carries the ids that could not be written
-    │   └── FilterError        a metadata filter outside Pinecone's language
-    ├── ValidationFailed       a data-quality or reconciliation check failed; carries the failed checks
-    └── ChatError              the chat model could not be reached or its answer was unusable
+RaglineError
+├── ConfigError            bad or inconsistent configuration
+├── SourceError            a source cannot be read at all (a bad *file* is quarantined instead)
+├── ChunkingError
+├── EmbeddingError
+├── StoreError             vector store or record store failure
+│   ├── UpsertError        carries the ids that could not be written
+│   └── FilterError        a metadata filter outside Pinecone's language
+├── NamespaceBusy          another run holds the namespace's lock, and waiting for it timed out
+├── ValidationFailed       a data-quality or reconciliation check failed; carries the failed checks
+└── ChatError              the chat model could not be reached or its answer was unusable
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class UpsertError(StoreError):
 
 class FilterError(StoreError):
     """A metadata filter is not valid Pinecone filter language."""
+
+
+class NamespaceBusy(RaglineError):
+    """Another run holds the namespace's lock, and it was not released within the wait allowed."""
 
 
 class ValidationFailed(RaglineError):

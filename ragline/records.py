@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from urllib.parse import quote
 from dataclasses import dataclass, field
 from typing import Any, Union
+from urllib.parse import quote
 
 MetadataValue = Union[str, int, float, bool, list[str]]
 Metadata = dict[str, MetadataValue]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ragline import promotion
 from ragline.components import components_for
 from ragline.config import RaglineConfig
 from ragline.evaluation.datasets import EvalDataset
-from ragline.promotion import PromotionDecision
-from ragline.recordstore import AliasEvent
+from ragline.recordstore.rows import AliasEvent
+from ragline.versions import promotion
+from ragline.versions.promotion import PromotionDecision
 
 
 @task(cache_policy=NO_CACHE)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from pydantic import SecretStr
 
 from ragline.config import RaglineConfig
@@ -18,5 +20,6 @@ def resolve_secret_blocks(config: RaglineConfig) -> RaglineConfig:
     ):
         name = getattr(config, block_field)
         if name:
-            updates[key_field] = SecretStr(str(Secret.load(name).get()))
+            block = cast(Secret, Secret.load(name))  # a block, called from sync code
+            updates[key_field] = SecretStr(str(block.get()))
     return config.model_copy(update=updates) if updates else config

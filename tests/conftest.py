@@ -1,4 +1,10 @@
-"""Shared fixtures: the real local embedder (its ONNX export made once per session) and per-test state homes."""
+"""Shared fixtures: a fast deterministic embedder by default, the real local model where meaning matters, per-test
+state homes, and one Prefect test server per session.
+
+Pipeline tests use ``embedder`` (``HashingEmbedder``: no model, identical vectors for identical texts). Tests of
+retrieval quality, answers or the model itself use ``local_embedder`` (all-MiniLM-L6-v2, its ONNX export made once
+per session) and are marked slow.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +20,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from ragline.components import Components, build_components  # noqa: E402
 from ragline.config import RaglineConfig  # noqa: E402
-from ragline.embedders.local import LocalEmbedder  # noqa: E402
+from ragline.embedders.hashing import HashingEmbedder  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-CRANFIELD = SHARED / "datasets" / "cranfield"
+REPO = Path(__file__).resolve().parents[1]
+CRANFIELD = REPO / "tests" / "data" / "cranfield"
+"""The first 200 Cranfield documents with their queries and judgments (see its PROVENANCE.md)."""
+SAMPLE = REPO / "data" / "sample"
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +36,15 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def embedder(models_dir: Path) -> LocalEmbedder:
+def embedder() -> HashingEmbedder:
+    return HashingEmbedder()
+
+
+@pytest.fixture(scope="session")
+def local_embedder(models_dir: Path):  # type: ignore[no-untyped-def]
+    """The real local model (loads onnxruntime and exports the model once per session): slow tests only."""
+    from ragline.embedders.local import LocalEmbedder
+
     return LocalEmbedder(models_dir=models_dir)
 
 
@@ -43,11 +59,41 @@ def harness() -> Iterator[None]:
 
 @pytest.fixture
 def config(tmp_path: Path, models_dir: Path) -> RaglineConfig:
-    return RaglineConfig(home=tmp_path / "home", model_cache_dir=models_dir, namespace="test")
+    return RaglineConfig(home=tmp_path / "home", model_cache_dir=models_dir, namespace="test", embedder="hashing")
 
 
 @pytest.fixture
-def components(config: RaglineConfig, embedder: LocalEmbedder) -> Iterator[Components]:
+def components(config: RaglineConfig, embedder: HashingEmbedder) -> Iterator[Components]:
     c = build_components(config, embedder=embedder)
     yield c
     c.close()
+
+
+@pytest.fixture(autouse=True)
+def hashing_embedder_by_default(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Configs built from the environment (CLI, flows, subprocesses) use the hashing embedder unless a test asks
+    for the real model (``local_config``), which only slow tests may do."""
+    if "local_embedder" in request.fixturenames and request.node.get_closest_marker("slow") is None:
+        raise pytest.UsageError(f"{request.node.nodeid} uses the real model: mark it slow")
+    monkeypatch.setenv("RAGLINE_EMBEDDER", "hashing")
+
+
+@pytest.fixture
+def local_config(config: RaglineConfig, monkeypatch: pytest.MonkeyPatch) -> RaglineConfig:
+    """``config`` with the real local model, in the environment too."""
+    monkeypatch.setenv("RAGLINE_EMBEDDER", "local")
+    return config.model_copy(update={"embedder": "local"})
+
+
+@pytest.fixture
+def local_components(local_config: RaglineConfig, local_embedder) -> Iterator[Components]:  # type: ignore[no-untyped-def]
+    c = build_components(local_config, embedder=local_embedder)
+    yield c
+    c.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need a Prefect server (the ``harness``) are slow: starting it alone takes seconds."""
+    for item in items:
+        if "harness" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -47,12 +47,27 @@ from tests.test_generation import DOCS, MODEL, NS, indexed, quote_first_source  
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 OVERLAP_TEXT = DOCS[0][2]
 TINY_QA = [
-    QAItem("a1", "How much overlap should consecutive chunks have?",
-           "A modest overlap of 10 to 20 percent of the chunk size is a common starting point.", ("notes/overlap",), True),
-    QAItem("a2", "What is the name of Pinecone's default namespace?",
-           "The default namespace's name is the empty string.", ("notes/namespaces",), True),
-    QAItem("a3", "What does full jitter do when retrying?",
-           "Full jitter sleeps a random time between zero and the exponential bound.", ("notes/backoff",), True),
+    QAItem(
+        "a1",
+        "How much overlap should consecutive chunks have?",
+        "A modest overlap of 10 to 20 percent of the chunk size is a common starting point.",
+        ("notes/overlap",),
+        True,
+    ),
+    QAItem(
+        "a2",
+        "What is the name of Pinecone's default namespace?",
+        "The default namespace's name is the empty string.",
+        ("notes/namespaces",),
+        True,
+    ),
+    QAItem(
+        "a3",
+        "What does full jitter do when retrying?",
+        "Full jitter sleeps a random time between zero and the exponential bound.",
+        ("notes/backoff",),
+        True,
+    ),
     QAItem("u1", "What is the capital of Australia?", "", (), False),
     QAItem("u2", "Who won the 2018 FIFA World Cup?", "", (), False),
 ]
@@ -77,7 +92,9 @@ def test_the_sample_qa_set_is_well_formed_and_true_to_its_documents() -> None:
     for item in items:
         if not item.answerable:
             continue
-        texts = [(SAMPLE / doc_id.removeprefix("sample/")).read_text(encoding="utf-8").lower() for doc_id in item.doc_ids]
+        texts = [
+            (SAMPLE / doc_id.removeprefix("sample/")).read_text(encoding="utf-8").lower() for doc_id in item.doc_ids
+        ]
         words = {w for w in re.findall(r"[a-z0-9][a-z0-9.,'-]*[a-z0-9]", item.answer.lower()) if len(w) > 3}
         found = sum(any(w in text for text in texts) for w in words)
         assert found / len(words) >= 0.75, (item.id, sorted(w for w in words if not any(w in t for t in texts)))
@@ -88,7 +105,10 @@ def test_the_sample_qa_set_is_well_formed_and_true_to_its_documents() -> None:
     [
         (['{"_id": "1", "question": "q"'], "line 1: expected an object"),
         (['{"_id": "1", "question": "q", "answer": "a", "doc_ids": ["d"]}'], "line 1: expected an object"),
-        (['{"_id": "1", "question": "q", "answer": "", "doc_ids": ["d"], "answerable": true}'], "line 1: an answerable"),
+        (
+            ['{"_id": "1", "question": "q", "answer": "", "doc_ids": ["d"], "answerable": true}'],
+            "line 1: an answerable",
+        ),
         (['{"_id": "1", "question": "q", "answer": "a", "doc_ids": [], "answerable": true}'], "line 1: an answerable"),
         (['{"_id": "1", "question": "q", "doc_ids": ["d"], "answerable": false}'], "line 1: an unanswerable"),
         (["", '{"_id": "1", "question": " ", "answerable": false}'], "line 2: empty question"),
@@ -114,14 +134,18 @@ def test_citation_precision_and_recall() -> None:
     assert math.isnan(precision) and recall == 0.0
 
 
-def test_faithfulness_counts_sentences_supported_by_the_chunks_they_cite(embedder: LocalEmbedder) -> None:
-    support = embedding_support(embedder.embed, 0.6)
+@pytest.mark.slow
+def test_faithfulness_counts_sentences_supported_by_the_chunks_they_cite(local_embedder: LocalEmbedder) -> None:
+    support = embedding_support(local_embedder.embed, 0.6)
     texts = {"notes/overlap#0": OVERLAP_TEXT, "notes/bm25#0": DOCS[3][2]}
-    half = answer("A modest overlap of 10 to 20 percent is a common starting point [1]. "
-                  "Bananas are a yellow tropical fruit [1].", cite(1, "overlap"))
+    half = answer(
+        "A modest overlap of 10 to 20 percent is a common starting point [1]. Bananas are a yellow tropical fruit [1].",
+        cite(1, "overlap"),
+    )
     assert faithfulness(half, texts, support) == 0.5
-    wrong_source = answer("A modest overlap of 10 to 20 percent is a common starting point [2].",
-                          cite(1, "overlap"), cite(2, "bm25"))
+    wrong_source = answer(
+        "A modest overlap of 10 to 20 percent is a common starting point [2].", cite(1, "overlap"), cite(2, "bm25")
+    )
     assert faithfulness(wrong_source, texts, support) == 0.0  # true, but not in the chunk it cites
     uncited = answer("Overlap repeats the end of one chunk at the start of the next.", cite(1, "overlap"))
     assert faithfulness(uncited, texts, support) == 1.0  # checked against every chunk the answer cites
@@ -131,6 +155,7 @@ def test_faithfulness_counts_sentences_supported_by_the_chunks_they_cite(embedde
 # --- the QA runner ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_evaluate_answers_offline(indexed: Components) -> None:  # noqa: F811
     report = evaluate_answers(indexed, TINY_QA, dataset="tiny", namespace=NS)
     assert (report.answerer, report.judge, report.mode, report.k) == ("extractive", "embedding", "hybrid", 5)
@@ -144,6 +169,7 @@ def test_evaluate_answers_offline(indexed: Components) -> None:  # noqa: F811
     assert len(report.per_question()) == 5
 
 
+@pytest.mark.slow
 def test_evaluate_answers_with_an_llm_answerer_and_judge(indexed: Components) -> None:  # noqa: F811
     def respond(messages: list[Message]) -> str:
         if messages[0]["content"] == JUDGE_PROMPT:
@@ -167,9 +193,21 @@ def test_evaluate_answers_with_an_llm_answerer_and_judge(indexed: Components) ->
 
 
 def tiny_report(abstention: float) -> AnswerReport:
-    rows = tuple({"query_id": str(i), SIMILARITY: 0.5, CITATION_PRECISION: 1.0, CITATION_RECALL: 1.0,
-                  FAITHFULNESS: 1.0, ABSTENTION: float(i < abstention * 4), "latency_ms": 10.0 * (i + 1),
-                  "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0} for i in range(4))
+    rows = tuple(
+        {
+            "query_id": str(i),
+            SIMILARITY: 0.5,
+            CITATION_PRECISION: 1.0,
+            CITATION_RECALL: 1.0,
+            FAITHFULNESS: 1.0,
+            ABSTENTION: float(i < abstention * 4),
+            "latency_ms": 10.0 * (i + 1),
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cost_usd": 0.0,
+        }
+        for i in range(4)
+    )
     return AnswerReport("tiny", "live", "extractive", "hybrid", 5, "embedding", rows)
 
 
@@ -185,8 +223,9 @@ def test_answer_metrics_join_the_history_with_their_trend(tmp_path: Path) -> Non
     assert list(answers[ABSTENTION]) == [0.5, 1.0] and list(answers["answer p95 ms"]) == pytest.approx([38.5] * 2)
     assert write_chart(rows, tmp_path / "chart.png", ["tiny"]).read_bytes().startswith(PNG_MAGIC)
 
-    markdown = evaluation_markdown([], [], run_id="r2", tolerance=0.02, answers=[tiny_report(1.0)],
-                                   answer_trends=[second])
+    markdown = evaluation_markdown(
+        [], [], run_id="r2", tolerance=0.02, answers=[tiny_report(1.0)], answer_trends=[second]
+    )
     assert "## Answers on tiny: extractive answerer, hybrid retrieval (top 5), 4 questions" in markdown
     assert "| abstention accuracy | 1.0000 | ▲ +0.500 |" in markdown
     (row,) = answer_metric_rows([tiny_report(1.0)], [second])
@@ -201,21 +240,33 @@ def golden(tmp_path: Path) -> Iterator[Path]:
     root.mkdir()
     for doc_id, title, text in DOCS[:4]:
         (root / f"{doc_id}.md").write_text(f"# {title}\n\n{text}\n", encoding="utf-8")
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q.id, "text": q.question}) + "\n"
-                                                for q in TINY_QA if q.answerable))
-    (root / "qrels.tsv").write_text("".join(f"{q.id}\tgolden/{q.doc_ids[0].split('/')[1]}.md\t2\n"
-                                            for q in TINY_QA if q.answerable))
-    qa = [{"_id": q.id, "question": q.question, "answer": q.answer, "answerable": q.answerable,
-           "doc_ids": [f"golden/{d.split('/')[1]}.md" for d in q.doc_ids]} for q in TINY_QA]
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q.id, "text": q.question}) + "\n" for q in TINY_QA if q.answerable)
+    )
+    (root / "qrels.tsv").write_text(
+        "".join(f"{q.id}\tgolden/{q.doc_ids[0].split('/')[1]}.md\t2\n" for q in TINY_QA if q.answerable)
+    )
+    qa = [
+        {
+            "_id": q.id,
+            "question": q.question,
+            "answer": q.answer,
+            "answerable": q.answerable,
+            "doc_ids": [f"golden/{d.split('/')[1]}.md" for d in q.doc_ids],
+        }
+        for q in TINY_QA
+    ]
     (root / "qa.jsonl").write_text("".join(json.dumps(item) + "\n" for item in qa))
     yield root
 
 
+@pytest.mark.slow
 def test_ragline_eval_reports_answers_beside_retrieval(
     golden: Path, tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runner = CliRunner()
     monkeypatch.setenv("RAGLINE_MODEL_CACHE_DIR", str(models_dir))
+    monkeypatch.setenv("RAGLINE_EMBEDDER", "local")  # answers are judged by meaning
     monkeypatch.setenv("RAGLINE_EVAL_SAMPLE_PATH", str(golden))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     home = ["--home", str(tmp_path / "home"), "-n", "live"]

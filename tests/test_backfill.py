@@ -16,20 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ragline.backfill import (
+from ragline.components import Components, build_components
+from ragline.config import RaglineConfig
+from ragline.errors import ValidationFailed
+from ragline.indexing.backfill import (
     BackfillResult,
     backfill_spec,
     index_partition,
     partitions,
     run_backfill,
 )
-from ragline.components import Components, build_components
-from ragline.config import RaglineConfig
-from ragline.errors import ValidationFailed
 from ragline.sources import JsonlSource
 from ragline.stores.base import VectorRecord
-from ragline.testing.crash import ragline_command, read_state, state_differences
 from tests.conftest import CRANFIELD
+from tests.support.crash import ragline_command, read_state, state_differences
 
 NS = "test"
 REPO = Path(__file__).resolve().parents[1]
@@ -70,21 +70,25 @@ def test_each_partition_is_a_committed_run_and_a_rerun_skips_them_all(partitione
     seen: list[float] = []
     first = backfill(c, path, on_progress=lambda r: seen.append(r.progress))
     assert seen == pytest.approx([1 / 3, 2 / 3, 1.0])
-    ledger = c.records.backfill_ledger(first.backfill_id)
+    ledger = c.records.backfills.ledger(first.backfill_id)
     assert [(r.partition_index, r.status, r.items) for r in ledger] == [(0, "done", 5), (1, "done", 5), (2, "done", 2)]
-    assert [c.records.run_status(r.run_id) for r in ledger] == ["committed"] * 3
+    assert [c.records.journal.run_status(r.run_id) for r in ledger] == ["committed"] * 3
     assert sum(r.embeddings_computed + r.embeddings_cached for r in ledger) == sum(r.chunks_written for r in ledger)
     # incremental cleanup: no partition deleted another's documents
-    assert c.records.live_document_count(NS) == 12
-    assert c.store.describe_namespace(NS).vector_count == c.records.live_chunk_count(NS) == first.stats.chunks_written
+    assert c.records.journal.live_document_count(NS) == 12
+    assert (
+        c.store.describe_namespace(NS).vector_count
+        == c.records.journal.live_chunk_count(NS)
+        == first.stats.chunks_written
+    )
 
-    runs_before = len(c.records.last_runs(NS, limit=100))
+    runs_before = len(c.records.journal.last_runs(NS, limit=100))
     again = backfill(c, path)
     assert again.backfill_id == first.backfill_id
     assert [o.skipped for o in again.outcomes] == [True, True, True]
     assert (again.stats.embeddings_computed, again.stats.chunks_written) == (0, 0)
-    assert len(c.records.last_runs(NS, limit=100)) == runs_before  # no run was even opened
-    assert c.records.backfill_ledger(first.backfill_id) == ledger
+    assert len(c.records.journal.last_runs(NS, limit=100)) == runs_before  # no run was even opened
+    assert c.records.backfills.ledger(first.backfill_id) == ledger
 
 
 def test_changed_partition_is_redone_alone(partitioned: Components, tmp_path: Path) -> None:
@@ -102,8 +106,8 @@ def test_changed_partition_is_redone_alone(partitioned: Components, tmp_path: Pa
     stats = result.stats
     assert (stats.documents_changed, stats.documents_unchanged, stats.documents_new) == (1, 4, 0)
     assert 0 < stats.embeddings_computed <= stats.chunks_written
-    chunk_ids = c.records.live_chunk_ids(NS, prefix=f"cran/{record['_id']}#")
-    assert any("an added sentence" in row.text for row in c.records.chunk_rows(NS, chunk_ids).values())
+    chunk_ids = c.records.journal.live_chunk_ids(NS, prefix=f"cran/{record['_id']}#")
+    assert any("an added sentence" in row.text for row in c.records.journal.chunk_rows(NS, chunk_ids).values())
 
 
 def test_failed_partition_is_rolled_back_marked_and_redone_on_resume(partitioned: Components, tmp_path: Path) -> None:
@@ -118,16 +122,16 @@ def test_failed_partition_is_rolled_back_marked_and_redone_on_resume(partitioned
     with pytest.raises(ValidationFailed, match="reconciliation"):
         backfill(c, path, on_progress=drift_after_first)
     spec_id = backfill_spec(c, JsonlSource(path), path).backfill_id
-    ledger = c.records.backfill_ledger(spec_id)
+    ledger = c.records.backfills.ledger(spec_id)
     assert [(r.partition_index, r.status) for r in ledger] == [(0, "done"), (1, "failed")]
     assert "ValidationFailed" in (ledger[1].error or "")
-    assert c.records.live_document_count(NS) == 5 and c.records.unfinished_runs(NS) == []
+    assert c.records.journal.live_document_count(NS) == 5 and c.records.journal.unfinished_runs(NS) == []
 
     c.store.delete(namespace=NS, ids=["stray#0"])
     resumed = backfill(c, path)
     assert [(o.index, o.skipped) for o in resumed.outcomes] == [(0, True), (1, False), (2, False)]
-    assert [r.status for r in c.records.backfill_ledger(spec_id)] == ["done"] * 3
-    assert c.records.live_document_count(NS) == 12
+    assert [r.status for r in c.records.backfills.ledger(spec_id)] == ["done"] * 3
+    assert c.records.journal.live_document_count(NS) == 12
 
 
 def test_partition_runs_through_ingest_with_incremental_cleanup(partitioned: Components, tmp_path: Path) -> None:
@@ -138,7 +142,7 @@ def test_partition_runs_through_ingest_with_incremental_cleanup(partitioned: Com
     parts = list(partitions(source, spec.partition_size))
     index_partition(c, spec, parts[1])
     index_partition(c, spec, parts[0])  # a later partition run never removes an earlier one's documents
-    assert c.records.live_document_count(NS) == 10
+    assert c.records.journal.live_document_count(NS) == 10
 
 
 def test_cli_backfills_prints_each_partition_and_shows_the_ledger(
@@ -175,8 +179,9 @@ def _ledger(home: Path) -> tuple[dict[int, tuple[str, str | None]], int]:
     """Partition → (status, run id) from the ledger, and the pending chunk rows, read like an outside observer."""
     db = sqlite3.connect(f"file:{home / 'records.sqlite'}?mode=ro", uri=True, timeout=5)
     try:
-        ledger = {r[0]: (r[1], r[2]) for r in db.execute(
-            "SELECT partition_index, status, run_id FROM backfill_partitions")}
+        ledger = {
+            r[0]: (r[1], r[2]) for r in db.execute("SELECT partition_index, status, run_id FROM backfill_partitions")
+        }
         pending = db.execute("SELECT COUNT(*) FROM chunks WHERE state = 'pending'").fetchone()[0]
         return ledger, int(pending)
     except sqlite3.OperationalError:  # the schema is not there yet
@@ -191,8 +196,9 @@ def test_sigkilled_backfill_resumes_to_exactly_a_clean_run(
 ) -> None:
     path = cranfield_jsonl(tmp_path, 60)
     home = tmp_path / "killed"
-    command = ragline_command("backfill", str(path), "--home", str(home), "-n", NS, "--partition-size", "15",
-                              "--no-flow")
+    command = ragline_command(
+        "backfill", str(path), "--home", str(home), "-n", NS, "--partition-size", "15", "--no-flow"
+    )
     env = {**os.environ, "RAGLINE_MODEL_CACHE_DIR": str(models_dir), "RAGLINE_BATCH_SIZE": "4"}
 
     process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -215,8 +221,7 @@ def test_sigkilled_backfill_resumes_to_exactly_a_clean_run(
     crashed = [r[0] for r in db.execute("SELECT run_id FROM runs WHERE status = 'running'")]
     db.close()
 
-    resumed = subprocess.run(command, check=False, env=env, cwd=REPO, capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run(command, check=False, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert resumed.stdout.count("skipped: done earlier") == len(done_before)
     ledger, pending = _ledger(home)
@@ -225,8 +230,10 @@ def test_sigkilled_backfill_resumes_to_exactly_a_clean_run(
     db = sqlite3.connect(home / "records.sqlite")
     runs = dict(db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
     crashed_now = {db.execute("SELECT status FROM runs WHERE run_id = ?", (r,)).fetchone()[0] for r in crashed}
-    redone = db.execute("SELECT SUM(embeddings_computed) FROM backfill_partitions WHERE partition_index NOT IN "
-                        f"({','.join(map(str, done_before))})").fetchone()[0]
+    redone = db.execute(
+        "SELECT SUM(embeddings_computed) FROM backfill_partitions WHERE partition_index NOT IN "
+        f"({','.join(map(str, done_before))})"
+    ).fetchone()[0]
     db.close()
     # the interrupted partition's open run was rolled back by recovery (unless the kill landed right after its
     # commit: then its redo found every document unchanged and committed an empty run)
@@ -235,8 +242,9 @@ def test_sigkilled_backfill_resumes_to_exactly_a_clean_run(
     computed = int(re.search(r"(\d+) embeddings\s+computed", resumed.stdout)[1])
     assert computed == redone  # everything embedded on resume belongs to the partitions it redid
 
-    clean = build_components(config.model_copy(update={"home": tmp_path / "clean", "backfill_partition_size": 15}),
-                             embedder=embedder)
+    clean = build_components(
+        config.model_copy(update={"home": tmp_path / "clean", "backfill_partition_size": 15}), embedder=embedder
+    )
     backfill(clean, path)
     clean.close()
     killed_state, clean_state = read_state(home, NS), read_state(tmp_path / "clean", NS)

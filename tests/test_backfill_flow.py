@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ragline.backfill import BackfillResult
 from ragline.components import build_components
 from ragline.config import RaglineConfig
 from ragline.errors import ValidationFailed
+from ragline.indexing.backfill import BackfillResult
 from ragline.stores.base import VectorRecord
 from tests.test_backfill import NS, backfill, cranfield_jsonl
 
@@ -34,7 +34,7 @@ def test_flow_resumes_a_backfill_and_publishes_progress_ledger_and_summary(
 ) -> None:
     from prefect.artifacts import Artifact
 
-    from flows.backfill import backfill_flow
+    from ragline.flows.backfill import backfill_flow
 
     path = cranfield_jsonl(tmp_path, 12)
     c = build_components(flow_env, embedder=embedder)
@@ -55,7 +55,7 @@ def test_flow_resumes_a_backfill_and_publishes_progress_ledger_and_summary(
     assert ledger is not None and str(ledger.data).count('"done"') == 3
     summary = Artifact.get("backfill-summary")
     assert summary is not None and "3 of 3 partitions done; this run ran 2 and skipped 1" in summary.data
-    assert c.records.live_document_count(NS) == 12
+    assert c.records.journal.live_document_count(NS) == 12
 
     again = backfill_flow(str(path))
     assert (again["partitions_skipped"], again["stats"]["embeddings_computed"]) == ([0, 1, 2], 0)
@@ -67,7 +67,7 @@ def test_failing_partition_fails_the_flow_and_leaves_a_ledger_artifact(
 ) -> None:
     from prefect.artifacts import Artifact
 
-    from flows.backfill import backfill_flow
+    from ragline.flows.backfill import backfill_flow
 
     path = cranfield_jsonl(tmp_path, 6)
     c = build_components(flow_env, embedder=embedder)
@@ -79,5 +79,5 @@ def test_failing_partition_fails_the_flow_and_leaves_a_ledger_artifact(
     assert ledger is not None and '"failed"' in str(ledger.data)
     progress = Artifact.get("backfill-progress")
     assert progress is not None and float(progress.data) == 0.0
-    assert c.records.live_document_count(NS) == 0 and c.records.unfinished_runs(NS) == []
+    assert c.records.journal.live_document_count(NS) == 0 and c.records.journal.unfinished_runs(NS) == []
     c.close()

@@ -11,12 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ragline.backfill import backfill_spec, run_backfill
-from ragline.bulk_import import SCHEMA, parquet_part, part_path
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.errors import ConfigError
-from ragline.ingest import index_metadata, ingest, vectors_for
+from ragline.indexing.backfill import backfill_spec, run_backfill
+from ragline.indexing.bulk_import import SCHEMA, parquet_part, part_path
+from ragline.indexing.journal import index_metadata, vectors_for
+from ragline.indexing.pipeline import ingest
 from ragline.sources import JsonlSource
 from ragline.stores.base import VectorRecord
 from tests.test_backfill import NS, cranfield_jsonl
@@ -50,8 +51,10 @@ def test_export_writes_the_pinecone_import_layout_matching_the_record_store(
 
     ids = table.column("id").to_pylist()
     assert len(ids) == len(set(ids)) == result.stats.chunks_written
-    assert sorted(ids) == c.records.live_chunk_ids(NS)  # recorded live, so the record store matches after import
-    rows = c.records.chunk_rows(NS, ids)
+    assert sorted(ids) == c.records.journal.live_chunk_ids(
+        NS
+    )  # recorded live, so the record store matches after import
+    rows = c.records.journal.chunk_rows(NS, ids)
     expected = vectors_for(c, [rows[i] for i in ids])
     assert np.allclose(np.array(table.column("values").to_pylist(), dtype=np.float32), expected, atol=1e-6)
     for chunk_id, metadata in zip(ids, table.column("metadata").to_pylist()):

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from ragline.chunking import Chunker
 from ragline.errors import ChunkingError, ConfigError
+from ragline.indexing.chunking import Chunker
 from ragline.records import Chunk, Document, make_doc_id, sha256_hex
+from tests.conftest import CRANFIELD
 
 CountTokens = Callable[[str], int]
-CRANFIELD_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cranfield" / "corpus.jsonl"
 
 
 def whitespace_count(text: str) -> int:
@@ -215,7 +213,7 @@ def test_config_hash_changes_with_each_parameter() -> None:
 def test_config_hash_changes_with_chunker_version(monkeypatch: pytest.MonkeyPatch) -> None:
     chunker = Chunker(whitespace_count, "tok-a", 100, 10)
     before = chunker.config_hash
-    monkeypatch.setattr("ragline.chunking.CHUNKER_VERSION", "next")
+    monkeypatch.setattr("ragline.indexing.chunking.CHUNKER_VERSION", "next")
     assert chunker.config_hash != before
 
 
@@ -242,9 +240,14 @@ def test_bad_settings_are_refused(size: int, overlap: int, tokenizer_id: str) ->
     ids=["punctuation-line", "long-compound-word", "100k-char-word", "many-lines", "non-ascii"],
 )
 def test_pathological_input_is_cut_within_bounds(count: CountTokens, text: str) -> None:
-    started = time.perf_counter()
-    chunks = Chunker(count, "t", 200, 32).split(doc(text))
-    assert time.perf_counter() - started < 5
+    counted: list[int] = []
+
+    def counting(piece: str) -> int:
+        counted.append(len(piece))
+        return count(piece)
+
+    chunks = Chunker(counting, "t", 200, 32).split(doc(text))
+    assert sum(counted) <= 5 * len(text)  # linear work: each character is tokenised a bounded number of times
     assert chunks
     assert_well_formed(chunks, count, 200)
     assert sum(len(c.text) for c in chunks) >= len("".join(text.split()))  # nothing lost (overlap repeats some)
@@ -304,21 +307,16 @@ def test_any_text_chunks_within_bounds_and_keeps_every_word(
     assert {w for w in text.split() if count(w)} <= chunk_words
 
 
-# --- speed -------------------------------------------------------------------------------------------------
+# --- a real corpus -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not CRANFIELD_CORPUS.exists(), reason="shared Cranfield corpus not present")
-def test_cranfield_chunks_in_well_under_two_seconds() -> None:
-    rows = [json.loads(line) for line in CRANFIELD_CORPUS.read_text(encoding="utf-8").splitlines()]
+def test_cranfield_slice_chunks_well_formed() -> None:
+    rows = [json.loads(line) for line in (CRANFIELD / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
     documents = [
         Document(make_doc_id("cranfield", r["_id"]), "cranfield", r["_id"], r["title"], r["text"], "h") for r in rows
     ]
     chunker = Chunker(minilm_count, "minilm", 200, 32)
-    started = time.process_time()  # CPU time: other jobs on a shared box stretch the wall clock
     per_document = [chunker.split(d) for d in documents]
-    elapsed = time.process_time() - started
-    assert len(per_document) == 1_400
+    assert len(per_document) == 200
     for chunks in per_document:
         assert_well_formed(chunks, minilm_count, 200)
-    assert elapsed < 2.0, f"{elapsed:.2f} s"

@@ -75,12 +75,14 @@ def test_query_prints_ranked_chunks_and_rejects_a_bad_filter(cli_env: Path, tmp_
     root = corpus(tmp_path)
     assert runner.invoke(app, ["ingest", str(root), "--home", str(cli_env), "-n", "docs"]).exit_code == 0
     for mode in ("hybrid", "dense", "bm25"):
-        result = runner.invoke(app, ["query", "namespaces per tenant", "--home", str(cli_env), "-n", "docs",
-                                     "--mode", mode, "-k", "2"])
+        result = runner.invoke(
+            app, ["query", "namespaces per tenant", "--home", str(cli_env), "-n", "docs", "--mode", mode, "-k", "2"]
+        )
         assert result.exit_code == 0, result.output
         assert re.search(r"│ 1 .*docs/notes/b\.txt#0", result.output), result.output  # ranked first
-    filtered = runner.invoke(app, ["query", "namespaces", "--home", str(cli_env), "-n", "docs",
-                                   "--filter", '{"format": {"$eq": "md"}}'])
+    filtered = runner.invoke(
+        app, ["query", "namespaces", "--home", str(cli_env), "-n", "docs", "--filter", '{"format": {"$eq": "md"}}']
+    )
     assert filtered.exit_code == 0 and "notes/b.txt" not in filtered.output
     bad = runner.invoke(app, ["query", "x", "--home", str(cli_env), "-n", "docs", "--filter", '{"$nope": 1}'])
     assert bad.exit_code == 1 and "error:" in bad.output

@@ -1,22 +1,25 @@
-"""Global concurrency limits: OpenAI embedding calls from concurrent ingest tasks serialise under a 1-slot limit."""
+"""Global concurrency limits: OpenAI embedding calls from concurrent ingest tasks serialise under a 1-slot limit.
+
+Order is read from the loopback server's own log (when each request arrived and when it was answered), never from
+how long anything took.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ragline import ingest
 from ragline.components import build_components, components_for
 from ragline.config import RaglineConfig
+from ragline.indexing import stages
 from ragline.records import Document
-from ragline.testing.openai_server import LoopbackOpenAI
-from tasks.concurrency import OPENAI_EMBEDDINGS, throttled
+from ragline.tasks.concurrency import OPENAI_EMBEDDINGS, throttled
+from ragline.testing.openai_server import LoggedRequest, LoopbackOpenAI
 
 NS = "throttled"
-LATENCY_S = 1.5
+LATENCY_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +31,14 @@ def openai() -> Iterator[LoopbackOpenAI]:
 
 def openai_config(server: LoopbackOpenAI, home: Path) -> RaglineConfig:
     return RaglineConfig(
-        home=home, namespace=NS, embedder="openai", store="lancedb", openai_base_url=server.base_url,
-        openai_api_key=server.api_key, openai_dimensions=64, openai_model="text-embedding-3-small",
+        home=home,
+        namespace=NS,
+        embedder="openai",
+        store="lancedb",
+        openai_base_url=server.base_url,
+        openai_api_key=server.api_key,
+        openai_dimensions=64,
+        openai_model="text-embedding-3-small",
     )
 
 
@@ -52,42 +61,47 @@ def document(doc_id: str, text: str) -> Document:
     return Document(doc_id, "docs", doc_id, "", text, Document.hash_content("", text, {}))
 
 
-def embed_two_groups_at_once(config: RaglineConfig, server: LoopbackOpenAI, tag: str) -> list[float]:
-    """Run two ``prepare_group`` tasks side by side; when their embedding requests reached the server, sorted."""
+def embed_two_groups_at_once(config: RaglineConfig, server: LoopbackOpenAI, tag: str) -> list[LoggedRequest]:
+    """Run two ``embed`` tasks side by side; the embedding requests they sent, in order of arrival."""
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from tasks.ingest import prepare_group
+    from ragline.tasks.ingest import embed
 
     c = build_components(config)
-    run_id = ingest.begin_run(c, NS, "docs")
+    run = stages.open_run(c, NS, "docs")
+    batches = []
+    for g in range(2):
+        plan = stages.load(c, run, iter([document(f"{tag}-{g}.md", f"The {tag} text of group {g}.")]), 10)
+        batches.append(stages.dedupe(c, run, stages.chunk(c, run, plan)))
     c.close()
-    groups = [[document(f"{tag}-{g}.md", f"The {tag} text of group {g}.")] for g in range(2)]
+    server.clear_log()
 
     @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
     def side_by_side() -> None:
-        for future in [prepare_group.submit(config, NS, run_id, group) for group in groups]:
-            assert future.result().stats.embeddings_computed == 1
+        for future in [embed.submit(config, run, batch) for batch in batches]:
+            assert len(future.result().vectors) == 1
 
-    start = time.monotonic()
     side_by_side()
-    return sorted(r.received_at for r in server.served if r.received_at >= start)
+    return sorted(server.served, key=lambda r: r.received_at)
 
 
 @pytest.mark.slow
-def test_one_slot_serialises_embedding_calls_across_tasks(harness: None, openai: LoopbackOpenAI, tmp_path: Path) -> None:
+def test_one_slot_serialises_embedding_calls_across_tasks(
+    harness: None, openai: LoopbackOpenAI, tmp_path: Path
+) -> None:
     config = openai_config(openai, tmp_path / "home")
 
     set_limit(OPENAI_EMBEDDINGS, None)  # control: without a limit the two calls are in flight together
-    free = embed_two_groups_at_once(config, openai, "free")
-    assert len(free) == 2 and free[1] - free[0] < LATENCY_S
+    first, second = embed_two_groups_at_once(config, openai, "free")
+    assert second.received_at < first.answered_at
 
     set_limit(OPENAI_EMBEDDINGS, 1)
     try:
-        limited = embed_two_groups_at_once(config, openai, "limited")
+        first, second = embed_two_groups_at_once(config, openai, "limited")
     finally:
         set_limit(OPENAI_EMBEDDINGS, None)
-    assert len(limited) == 2 and limited[1] - limited[0] >= LATENCY_S
+    assert second.received_at >= first.answered_at
 
 
 def test_only_remote_providers_are_throttled(openai: LoopbackOpenAI, tmp_path: Path, models_dir: Path) -> None:

@@ -1,23 +1,21 @@
-"""Integration: ingest the 1,400-document Cranfield corpus, re-run it unchanged, then edit and remove documents."""
+"""Integration: ingest the committed Cranfield slice, re-run it unchanged, then edit and remove documents."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
-
 from ragline.components import Components
 from ragline.sources import JsonlSource
 from tests.conftest import CRANFIELD
 
 NS = "test"
-EDITED = ["5", "50", "500"]
-REMOVED = ["7", "700"]
+EDITED = ["5", "50", "150"]
+REMOVED = ["7", "170"]
 
 
 def _write_corpus(path: Path, edit: bool) -> None:
-    """A working copy of the shared corpus (read in place, written to a temp dir), optionally edited."""
+    """A working copy of the slice (written to a temp dir), optionally edited."""
     with open(CRANFIELD / "corpus.jsonl", encoding="utf-8") as src, open(path, "w", encoding="utf-8") as dst:
         for line in src:
             record = json.loads(line)
@@ -30,16 +28,16 @@ def _write_corpus(path: Path, edit: bool) -> None:
 
 def _index_state(c: Components) -> dict[str, tuple]:
     ids = list(c.store.list_ids(namespace=NS))
-    return {i: (r.metadata["text"], tuple(round(float(x), 5) for x in r.values[:8]))
-            for i, r in c.store.fetch(ids, namespace=NS).items()}
+    return {
+        i: (r.metadata["text"], tuple(round(float(x), 5) for x in r.values[:8]))
+        for i, r in c.store.fetch(ids, namespace=NS).items()
+    }
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not CRANFIELD.exists(), reason="../shared/datasets/cranfield not present")
 def test_cranfield_rerun_embeds_nothing_and_edits_touch_only_their_chunks(
     components: Components, tmp_path: Path
 ) -> None:
-    from ragline.ingest import ingest
+    from ragline.indexing.pipeline import ingest
 
     corpus = tmp_path / "cranfield" / "corpus.jsonl"
     corpus.parent.mkdir()
@@ -47,10 +45,10 @@ def test_cranfield_rerun_embeds_nothing_and_edits_touch_only_their_chunks(
     source = JsonlSource(corpus, name="cranfield")
 
     first = ingest(components, source).stats
-    assert first.documents_new + first.documents_quarantined == 1400
-    assert first.chunks_written >= 1400
+    assert first.documents_new + first.documents_quarantined == 200
+    assert first.chunks_written >= 200
     before = _index_state(components)
-    assert len(before) == components.records.live_chunk_count(NS) == first.chunks_written
+    assert len(before) == components.records.journal.live_chunk_count(NS) == first.chunks_written
 
     again = ingest(components, source).stats
     assert (again.embeddings_computed, again.chunks_written, again.chunks_deleted) == (0, 0, 0)

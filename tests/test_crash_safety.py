@@ -5,7 +5,7 @@ Ingest has two scenarios over Cranfield abstracts written as Markdown files: a f
 and a second ingest (``--full``) of an edited copy (documents changed, shrunk, removed and added) into the first
 run's state. Backfill has one: the first version in partitions of 10 documents, resumed by running it again.
 Each trial kills the CLI after a delay drawn uniformly from the clean run's duration, re-runs the ingest to
-completion, and compares index and record store with the clean run's (``ragline.testing.crash.state_differences``).
+completion, and compares index and record store with the clean run's (``tests.support.crash.state_differences``).
 ``RAGLINE_CRASH_SEED`` replays a failing draw.
 """
 
@@ -25,9 +25,10 @@ import pytest
 from ragline.components import build_components
 from ragline.config import RaglineConfig
 from ragline.embedders.local import LocalEmbedder
-from ragline.ingest import ingest
+from ragline.indexing.pipeline import ingest
 from ragline.sources import open_source
-from ragline.testing.crash import (
+from tests.conftest import CRANFIELD
+from tests.support.crash import (
     STAGE_BEFORE_RUN,
     STAGE_PENDING,
     Baseline,
@@ -40,18 +41,17 @@ from ragline.testing.crash import (
     read_state,
     state_differences,
 )
-from ragline.testing.fault_report import record_figures
-from tests.conftest import CRANFIELD
+from tests.support.fault_report import record_figures
 
 NS = "crash"
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
 DOCUMENTS = 40
 LONG_EVERY = 10  # every 10th document holds 5 abstracts, so edits can shrink it by several chunks
-TRIALS_PER_SCENARIO = 10
-BACKFILL_TRIALS = 20
+TRIALS_PER_SCENARIO = int(os.environ.get("RAGLINE_CRASH_TRIALS", "4"))  # benchmarks/fault_suite.py runs 10
+BACKFILL_TRIALS = 2 * TRIALS_PER_SCENARIO
 PARTITION_SIZE = 10
-BATCH_SIZE = 16
+BATCH_SIZE = 4  # documents: ten batches, so kills land inside the run's writes
 """Chunks per pipeline batch in the crashed runs: several batches per run, so pending rows exist during most
 of the embedding time and kills land there too (the result does not depend on it)."""
 
@@ -91,8 +91,14 @@ def corpora(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def cli_env(embedder: LocalEmbedder, models_dir: Path) -> dict[str, str]:
     """The subprocesses' environment: this repo importable, the session's ONNX export shared, no cloud keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGLINE_", "PINECONE_", "OPENAI_", "PREFECT_API"))}
-    env.update(PYTHONPATH=str(REPO), RAGLINE_MODEL_CACHE_DIR=str(models_dir), HF_HUB_OFFLINE="1",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", RAGLINE_BATCH_SIZE=str(BATCH_SIZE))
+    env.update(
+        PYTHONPATH=str(REPO),
+        RAGLINE_MODEL_CACHE_DIR=str(models_dir),
+        HF_HUB_OFFLINE="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        RAGLINE_BATCH_SIZE=str(BATCH_SIZE),
+        RAGLINE_EMBEDDER="hashing",
+    )
     return env
 
 
@@ -104,27 +110,37 @@ def _copy_of(source_home: Path) -> Callable[[Path], None]:
     def prepare(home: Path) -> None:
         _fresh(home)
         shutil.copytree(source_home, home)
+
     return prepare
 
 
 def _finisher(corpus: Path, full: bool, embedder: LocalEmbedder, models_dir: Path) -> Callable[[Path], None]:
     """Re-run the same ingest to completion in this process (same core as the CLI, without its import cost)."""
+
     def finish(home: Path) -> None:
-        c = build_components(RaglineConfig(home=home, model_cache_dir=models_dir, namespace=NS), embedder=embedder)
+        c = build_components(
+            RaglineConfig(
+                home=home, model_cache_dir=models_dir, namespace=NS, embedder="hashing", batch_size=BATCH_SIZE
+            ),
+            embedder=embedder,
+        )
         try:
             ingest(c, open_source(corpus), cleanup="full" if full else "incremental")
         finally:
             c.close()
+
     return finish
 
 
 def _ingest_command(corpus: Path, full: bool) -> list[str]:
-    return ragline_command("ingest", str(corpus), "--home", "{home}", "-n", NS, "--no-flow",
-                           *(["--full"] if full else []))
+    return ragline_command(
+        "ingest", str(corpus), "--home", "{home}", "-n", NS, "--no-flow", *(["--full"] if full else [])
+    )
 
 
-def _kills(scenario: Scenario, baseline: Baseline, kills: int, rng: random.Random, env: dict[str, str],
-           tmp_path: Path) -> list[TrialResult]:
+def _kills(
+    scenario: Scenario, baseline: Baseline, kills: int, rng: random.Random, env: dict[str, str], tmp_path: Path
+) -> list[TrialResult]:
     """Trials with delays drawn uniformly from the run's duration until ``kills`` of them killed the run. A run that
     ends before its kill (the machine got faster than during the clean run) is kept and reported, and bounds the
     duration the next delays are drawn from."""
@@ -139,8 +155,11 @@ def _kills(scenario: Scenario, baseline: Baseline, kills: int, rng: random.Rando
 
 
 def _failures(results: list[TrialResult], seed: int) -> list[str]:
-    return [f"seed {seed}, {r.scenario} killed at {r.delay_s:.2f}s ({r.stage}): {r.differences}"
-            for r in results if r.differences]
+    return [
+        f"seed {seed}, {r.scenario} killed at {r.delay_s:.2f}s ({r.stage}): {r.differences}"
+        for r in results
+        if r.differences
+    ]
 
 
 @pytest.mark.slow
@@ -150,11 +169,17 @@ def test_ingest_killed_at_random_moments_recovers_to_the_clean_state(
     v1, v2 = corpora
     seed = int(os.environ.get("RAGLINE_CRASH_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
-    first = Scenario("first ingest", NS, _ingest_command(v1, full=False), _fresh,
-                     _finisher(v1, False, embedder, models_dir))
+    first = Scenario(
+        "first ingest", NS, _ingest_command(v1, full=False), _fresh, _finisher(v1, False, embedder, models_dir)
+    )
     first_clean = clean_baseline(first, tmp_path / "clean-1", env=cli_env, cwd=tmp_path)
-    second = Scenario("edit/remove/add ingest", NS, _ingest_command(v2, full=True), _copy_of(tmp_path / "clean-1"),
-                      _finisher(v2, True, embedder, models_dir))
+    second = Scenario(
+        "edit/remove/add ingest",
+        NS,
+        _ingest_command(v2, full=True),
+        _copy_of(tmp_path / "clean-1"),
+        _finisher(v2, True, embedder, models_dir),
+    )
     second_clean = clean_baseline(second, tmp_path / "clean-2", env=cli_env, cwd=tmp_path)
     assert len(first_clean.state.documents) == DOCUMENTS
     assert state_differences(second_clean.state, first_clean.state)  # the second run really changes the index
@@ -169,17 +194,19 @@ def test_ingest_killed_at_random_moments_recovers_to_the_clean_state(
 
 def _backfill_finisher(corpus: Path, embedder: LocalEmbedder, models_dir: Path) -> Callable[[Path], None]:
     """Resume the backfill to completion in this process, as ``ragline backfill`` run again would."""
-    from ragline.backfill import backfill_spec, run_backfill
+    from ragline.indexing.backfill import backfill_spec, run_backfill
 
     def finish(home: Path) -> None:
-        config = RaglineConfig(home=home, model_cache_dir=models_dir, namespace=NS,
-                               backfill_partition_size=PARTITION_SIZE)
+        config = RaglineConfig(
+            home=home, model_cache_dir=models_dir, namespace=NS, backfill_partition_size=PARTITION_SIZE
+        )
         c = build_components(config, embedder=embedder)
         try:
             source = open_source(corpus)
             run_backfill(c, source, backfill_spec(c, source, corpus))
         finally:
             c.close()
+
     return finish
 
 
@@ -190,8 +217,9 @@ def test_backfill_killed_at_random_moments_resumes_to_the_clean_state(
     v1, _ = corpora
     seed = int(os.environ.get("RAGLINE_CRASH_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
-    command = ragline_command("backfill", str(v1), "--home", "{home}", "-n", NS, "--partition-size",
-                              str(PARTITION_SIZE))
+    command = ragline_command(
+        "backfill", str(v1), "--home", "{home}", "-n", NS, "--partition-size", str(PARTITION_SIZE)
+    )
     scenario = Scenario("backfill", NS, command, _fresh, _backfill_finisher(v1, embedder, models_dir))
     clean = clean_baseline(scenario, tmp_path / "clean", env=cli_env, cwd=tmp_path)
     assert len(clean.state.documents) == DOCUMENTS
@@ -235,7 +263,7 @@ def test_state_differences_sees_every_kind_of_drift(components, tmp_path: Path) 
     assert any(d.startswith("index metadata differs") for d in state_differences(read_state(home, NS), clean))
 
     components.store.delete(namespace=NS, ids=[some_id])
-    components.records.begin_run("r-open", NS, "sample")
+    components.records.journal.begin_run("r-open", NS, "sample")
     drift = state_differences(read_state(home, NS), clean)
     assert any(d.startswith("index ids missing") for d in drift) and "1 open runs left" in drift
 
@@ -243,11 +271,13 @@ def test_state_differences_sees_every_kind_of_drift(components, tmp_path: Path) 
 def test_kill_stage_reads_where_a_run_stopped_from_the_journal(components) -> None:
     home = components.config.home
     assert kill_stage(home / "nowhere", NS, 0) == STAGE_BEFORE_RUN
-    from ragline.ingest import begin_run, index_batch, plan_documents
+    from ragline.indexing.journal import open_run
+    from ragline.indexing.pipeline import write_batches
+    from ragline.indexing.steps import DirectSteps
     from ragline.sources import DirectorySource
 
-    run_id = begin_run(components, NS, "sample")
-    plan = plan_documents(components, run_id, NS, list(DirectorySource(SAMPLE, name="sample").items())[:3])
-    index_batch(components, run_id, NS, plan.documents)
+    run = open_run(components, NS, "sample")
+    items = list(DirectorySource(SAMPLE, name="sample").items())[:3]
+    write_batches(DirectSteps(components), run, items, batch_size=3)
     assert kill_stage(home, NS, 0) == STAGE_PENDING
     assert kill_stage(home, NS, 1) == STAGE_BEFORE_RUN

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import pytest
 
 from ragline.components import build_components
 from ragline.config import RaglineConfig
-from tasks.runners import group_runner, groups_in_flight, results_in_order
+from ragline.tasks.runners import group_runner, groups_in_flight
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +53,7 @@ def test_dask_workers_build_the_same_index_as_the_default_runner(
 ) -> None:
     from distributed import Client
 
-    from flows.ingest import ingest_flow
+    from ragline.flows.ingest import ingest_flow
 
     root = corpus(tmp_path / "corpus", documents=200)
     threaded = RaglineConfig(home=tmp_path / "threaded", model_cache_dir=models_dir, namespace=NS)
@@ -63,6 +62,7 @@ def test_dask_workers_build_the_same_index_as_the_default_runner(
     with pytest.MonkeyPatch.context() as env:
         env.setenv("RAGLINE_MODEL_CACHE_DIR", str(models_dir))
         env.setenv("RAGLINE_NAMESPACE", NS)
+        env.setenv("RAGLINE_BATCH_SIZE", "32")  # seven batches: both workers embed some
         first = ingest_flow(str(root), home=str(threaded.home))
         env.setenv("RAGLINE_TASK_RUNNER", "dask")
         env.setenv("RAGLINE_DASK_ADDRESS", cluster.scheduler_address)
@@ -83,34 +83,6 @@ def test_dask_workers_build_the_same_index_as_the_default_runner(
     assert len(models_loaded) == 2 and all(n >= 1 for n in models_loaded.values())
 
 
-def test_results_come_in_order_with_at_most_window_groups_read_ahead(harness: None) -> None:
-    from prefect import flow, task
-    from prefect.task_runners import ThreadPoolTaskRunner
-
-    @task
-    def slow_square(x: int) -> int:
-        time.sleep(0.05 * (5 - x))  # later groups finish first
-        return x * x
-
-    read: list[int] = []
-
-    def parameter_sets() -> Iterator[dict[str, int]]:
-        for x in range(6):
-            read.append(x)
-            yield {"x": x}
-
-    @flow
-    def consume() -> list[int]:
-        results = []
-        with ThreadPoolTaskRunner(max_workers=4) as runner:
-            for written, result in enumerate(results_in_order(runner, slow_square, parameter_sets(), window=2)):
-                assert len(read) - written <= 2  # never more than the window read ahead of the writer
-                results.append(result)
-        return results
-
-    assert consume() == [x * x for x in range(6)]
-
-
 def test_config_picks_the_runner() -> None:
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
@@ -121,5 +93,5 @@ def test_config_picks_the_runner() -> None:
     assert local.cluster_kwargs["n_workers"] == 3 and local.cluster_kwargs["processes"] is True
     remote = group_runner(RaglineConfig(task_runner="dask", dask_address="tcp://127.0.0.1:8786"))
     assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://127.0.0.1:8786"
-    assert groups_in_flight(RaglineConfig()) == 2
+    assert groups_in_flight(RaglineConfig()) == 1
     assert groups_in_flight(RaglineConfig(task_runner="dask", dask_workers=3)) == 6

@@ -60,7 +60,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     with open(home / "server.log", "wb") as log:
         process = subprocess.Popen(
             prefect_cli("server", "start", "--host", "127.0.0.1", "--port", port),
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 90
@@ -127,8 +130,10 @@ def test_setup_deploys_prefect_yaml_and_a_process_worker_runs_the_ingest_deploym
             limit = got.global_concurrency_limit.limit if got.global_concurrency_limit else None
             assert limit == spec.get("concurrency_limit"), key
         assert client.read_work_pool(POOL).type == "process"
-        slots = {name: client.read_global_concurrency_limit_by_name(name).limit
-                 for name in ("openai-embeddings", "pinecone-upserts")}
+        slots = {
+            name: client.read_global_concurrency_limit_by_name(name).limit
+            for name in ("openai-embeddings", "pinecone-upserts")
+        }
         assert slots == {"openai-embeddings": 2, "pinecone-upserts": 4}
         client.create_work_queue(name=TRIGGER_QUEUE, work_pool_name=POOL)
         ingest = next(d for (entrypoint, _), d in deployed.items() if entrypoint == "flows/ingest.py:ingest_flow")
@@ -140,8 +145,10 @@ def test_setup_deploys_prefect_yaml_and_a_process_worker_runs_the_ingest_deploym
         (corpus / f"note{i}.md").write_text(f"# Note {i}\n\nDeployment run note number {i}.\n", encoding="utf-8")
     home = tmp_path / "home"
     flow_run = run_deployment(
-        f"{flow_name}/{ingest.name}", parameters={"path": str(corpus), "home": str(home)},
-        timeout=0, work_queue_name=TRIGGER_QUEUE,
+        f"{flow_name}/{ingest.name}",
+        parameters={"path": str(corpus), "home": str(home)},
+        timeout=0,
+        work_queue_name=TRIGGER_QUEUE,
     )
 
     worker_env = {**server, "RAGLINE_PROJECT_DIR": str(ROOT), "RAGLINE_MODEL_CACHE_DIR": str(models_dir)}
@@ -168,7 +175,7 @@ def test_deployments_run_from_the_checkout_on_the_process_pool() -> None:
     schedules = {spec["entrypoint"]: spec["schedules"] for spec in PREFECT_YAML["deployments"]}
     assert schedules["flows/ingest.py:ingest_flow"][0]["cron"] == "0 2 * * *"
     assert schedules["flows/evaluate.py:evaluate_flow"][0]["cron"] == "0 4 * * *"
-    assert schedules["flows/refresh.py:refresh_flow"][0]["cron"] == "0 * * * *"
+    assert schedules["flows/refresh.py:refresh_flow"][0]["cron"] == "30 * * * *"
     assert schedules["flows/backfill.py:backfill_flow"] == []
     assert all(s["timezone"] == "UTC" for specs in schedules.values() for s in specs)
     setup = (ROOT / "deployments" / "setup.sh").read_text()
@@ -223,5 +230,7 @@ def test_dockerfile_installs_the_project_and_copies_only_what_exists() -> None:
     copies = [line.split()[1:-1] for line in instructions if line.startswith("COPY ")]
     assert copies and all((ROOT / source).exists() for sources in copies for source in sources)
     install = instructions.index("RUN pip install .")
-    copied_before_install = {s for line in instructions[:install] if line.startswith("COPY ") for s in line.split()[1:-1]}
+    copied_before_install = {
+        s for line in instructions[:install] if line.startswith("COPY ") for s in line.split()[1:-1]
+    }
     assert {"pyproject.toml", "ragline", "tasks", "flows"} <= copied_before_install

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ragline.embedders.cache import EmbeddingCache, embed_with_cache
+from ragline.embedders.cache import embed_with_cache
 from ragline.embedders.local import LocalEmbedder
+from ragline.recordstore.sqlite import SQLiteEmbeddingCache
 
 
 class CountingEmbedder:
@@ -27,7 +28,7 @@ class CountingEmbedder:
 
 
 def test_duplicates_and_cached_texts_are_not_embedded_again(tmp_path: Path, embedder: LocalEmbedder) -> None:
-    cache = EmbeddingCache(tmp_path / "e.sqlite")
+    cache = SQLiteEmbeddingCache(tmp_path / "e.sqlite")
     counting = CountingEmbedder(embedder)
     texts = ["wing lift in a slipstream", "heat transfer in slabs", "wing lift in a slipstream"]
     vectors, computed, cached = embed_with_cache(counting, cache, texts)
@@ -42,10 +43,10 @@ def test_duplicates_and_cached_texts_are_not_embedded_again(tmp_path: Path, embe
 
 
 def test_cache_survives_reopen_and_separates_models(tmp_path: Path) -> None:
-    cache = EmbeddingCache(tmp_path / "e.sqlite")
+    cache = SQLiteEmbeddingCache(tmp_path / "e.sqlite")
     vector = np.arange(4, dtype=np.float32)
     cache.put_many("model-a", {"h1": vector})
     cache.close()
-    reopened = EmbeddingCache(tmp_path / "e.sqlite")
+    reopened = SQLiteEmbeddingCache(tmp_path / "e.sqlite")
     np.testing.assert_array_equal(reopened.get_many("model-a", ["h1", "h2"])["h1"], vector)
     assert reopened.get_many("model-b", ["h1"]) == {}

@@ -236,8 +236,30 @@ def test_store_agrees_with_reference_on_random_records(
 
 HOSTILE = st.one_of(
     st.text(max_size=8),
-    st.sampled_from(["'", "''", "\\", "\\'", '"', "`", ";", "--", "%", "_", "$and", "$eq", "\x00", "é", "🙂",
-                     "a') OR TRUE --", "'; DROP TABLE ns_random; --", "NULL", "TRUE", "x IS NOT NULL"]),
+    st.sampled_from(
+        [
+            "'",
+            "''",
+            "\\",
+            "\\'",
+            '"',
+            "`",
+            ";",
+            "--",
+            "%",
+            "_",
+            "$and",
+            "$eq",
+            "\x00",
+            "é",
+            "🙂",
+            "a') OR TRUE --",
+            "'; DROP TABLE ns_random; --",
+            "NULL",
+            "TRUE",
+            "x IS NOT NULL",
+        ]
+    ),
 )
 
 
@@ -264,8 +286,10 @@ GARBAGE = st.recursive(
     lambda inner: st.one_of(
         st.lists(inner, max_size=3),
         st.dictionaries(
-            st.one_of(st.sampled_from(["$eq", "$ne", "$gt", "$in", "$nin", "$exists", "$and", "$or", "$not"]),
-                      st.sampled_from(KEYS)),
+            st.one_of(
+                st.sampled_from(["$eq", "$ne", "$gt", "$in", "$nin", "$exists", "$and", "$or", "$not"]),
+                st.sampled_from(KEYS),
+            ),
             inner,
             max_size=3,
         ),

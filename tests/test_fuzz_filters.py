@@ -23,25 +23,55 @@ from ragline.stores.filters import (
     to_lance_where,
     validate_filter,
 )
-from ragline.testing.fault_report import record_figures
-from ragline.testing.fuzz_targets import fuzz_without_crashes
+from tests.support.fault_report import record_figures
+from tests.support.fuzz_targets import fuzz_without_crashes
 
 NS = "fuzz"
 HOSTILE_EXAMPLES = 150
 JSON_EXAMPLES = 200
-INJECTIONS = ["x' OR '1'='1", "x') OR TRUE OR ('", "'; DROP TABLE ns_fuzz; --", "x\\' OR 1=1 --", "`id` IS NOT NULL",
-              "\x00' OR TRUE --", "x'||'y", "%' OR id LIKE '%", "NULL) OR (1=1", "' UNION SELECT * FROM ns_fuzz --"]
-KEYS = ["plain", "it's", 'a"b', "a`b", "x; DROP TABLE t; --", "nul\x00key", "ünï 🦆", "", "id", "vector", "metadata",
-        "m_s_61", "_distance"]
-HOSTILE_TEXT = st.one_of(st.sampled_from(INJECTIONS + KEYS), st.text(alphabet=st.characters(codec="utf-8"), max_size=12))
+INJECTIONS = [
+    "x' OR '1'='1",
+    "x') OR TRUE OR ('",
+    "'; DROP TABLE ns_fuzz; --",
+    "x\\' OR 1=1 --",
+    "`id` IS NOT NULL",
+    "\x00' OR TRUE --",
+    "x'||'y",
+    "%' OR id LIKE '%",
+    "NULL) OR (1=1",
+    "' UNION SELECT * FROM ns_fuzz --",
+]
+KEYS = [
+    "plain",
+    "it's",
+    'a"b',
+    "a`b",
+    "x; DROP TABLE t; --",
+    "nul\x00key",
+    "ünï 🦆",
+    "",
+    "id",
+    "vector",
+    "metadata",
+    "m_s_61",
+    "_distance",
+]
+HOSTILE_TEXT = st.one_of(
+    st.sampled_from(INJECTIONS + KEYS), st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
+)
 
 
 def _records() -> list[VectorRecord]:
     rng = np.random.default_rng(3)
     values = INJECTIONS + ["x", "y", ""]
-    return [VectorRecord(f"r{i}' OR '1'='1#{i}", rng.standard_normal(8).astype(np.float32),
-                         {key: values[(i + j) % len(values)] for j, key in enumerate(KEYS) if (i + j) % 3})
-            for i in range(40)]
+    return [
+        VectorRecord(
+            f"r{i}' OR '1'='1#{i}",
+            rng.standard_normal(8).astype(np.float32),
+            {key: values[(i + j) % len(values)] for j, key in enumerate(KEYS) if (i + j) % 3},
+        )
+        for i in range(40)
+    ]
 
 
 RECORDS = _records()
@@ -64,10 +94,15 @@ def _reference(filter_: Any) -> set[str]:
 
 
 @settings(max_examples=HOSTILE_EXAMPLES, deadline=None)
-@given(key=HOSTILE_TEXT, value=HOSTILE_TEXT, op=st.sampled_from(["$eq", "$ne", "$in", "$nin"]),
-       logical=st.sampled_from([None, "$and", "$or"]))
-def test_hostile_keys_and_values_never_escape_the_literal(store: LanceDBStore, key: str, value: str, op: str,
-                                                          logical: str | None) -> None:
+@given(
+    key=HOSTILE_TEXT,
+    value=HOSTILE_TEXT,
+    op=st.sampled_from(["$eq", "$ne", "$in", "$nin"]),
+    logical=st.sampled_from([None, "$and", "$or"]),
+)
+def test_hostile_keys_and_values_never_escape_the_literal(
+    store: LanceDBStore, key: str, value: str, op: str, logical: str | None
+) -> None:
     condition = {key: {op: [value] if op in ("$in", "$nin") else value}}
     filter_ = {logical: [condition, {"plain": {"$exists": True}}]} if logical else condition
     if key.startswith("$"):
@@ -116,8 +151,9 @@ def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(st.lists(inner, max_size=3), st.dictionaries(JSON_KEYS, inner, max_size=3))
 
 
-JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), HOSTILE_TEXT), _containers,
-                    max_leaves=10)
+JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), HOSTILE_TEXT), _containers, max_leaves=10
+)
 
 
 @settings(max_examples=JSON_EXAMPLES, deadline=None)
@@ -142,5 +178,7 @@ ATHERIS_RUNS = 20_000
 def test_atheris_filter_fuzz(tmp_path: Path) -> None:
     pytest.importorskip("atheris")
     fuzz_without_crashes("filters", ATHERIS_RUNS, tmp_path)
-    record_figures("fuzz_filters", {"atheris_runs": ATHERIS_RUNS, "hypothesis_examples": HOSTILE_EXAMPLES + JSON_EXAMPLES,
-                                    "crashes": 0})
+    record_figures(
+        "fuzz_filters",
+        {"atheris_runs": ATHERIS_RUNS, "hypothesis_examples": HOSTILE_EXAMPLES + JSON_EXAMPLES, "crashes": 0},
+    )

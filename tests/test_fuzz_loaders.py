@@ -4,6 +4,9 @@ never another exception, and every non-blank line is accounted for (hypothesis, 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -13,8 +16,8 @@ from hypothesis import strategies as st
 
 from ragline.records import Document, QuarantineRecord
 from ragline.sources import DirectorySource, JsonlSource
-from ragline.testing.fault_report import record_figures
-from ragline.testing.fuzz_targets import fuzz_without_crashes
+from tests.support.fault_report import record_figures
+from tests.support.fuzz_targets import fuzz_without_crashes
 
 JSONL_EXAMPLES = 150
 FILE_EXAMPLES = 100
@@ -25,11 +28,21 @@ JSON_VALUES = st.recursive(
     max_leaves=12,
 )
 RECORDS = st.fixed_dictionaries(
-    {}, optional={"_id": st.one_of(st.text(max_size=10), st.integers(), JSON_VALUES), "id": JSON_VALUES,
-                  "text": st.one_of(st.text(max_size=60), JSON_VALUES), "title": JSON_VALUES,
-                  "metadata": JSON_VALUES, "extra": JSON_VALUES})
-LINES = st.one_of(RECORDS.map(lambda r: json.dumps(r).encode()), st.binary(max_size=60),
-                  JSON_VALUES.map(lambda v: json.dumps(v).encode()))
+    {},
+    optional={
+        "_id": st.one_of(st.text(max_size=10), st.integers(), JSON_VALUES),
+        "id": JSON_VALUES,
+        "text": st.one_of(st.text(max_size=60), JSON_VALUES),
+        "title": JSON_VALUES,
+        "metadata": JSON_VALUES,
+        "extra": JSON_VALUES,
+    },
+)
+LINES = st.one_of(
+    RECORDS.map(lambda r: json.dumps(r).encode()),
+    st.binary(max_size=60),
+    JSON_VALUES.map(lambda v: json.dumps(v).encode()),
+)
 
 
 def _items(path: Path, **kwargs: int) -> list[Document | QuarantineRecord]:
@@ -79,5 +92,29 @@ ATHERIS_RUNS = 5_000
 def test_atheris_jsonl_fuzz(tmp_path: Path) -> None:
     pytest.importorskip("atheris")
     fuzz_without_crashes("jsonl", ATHERIS_RUNS, tmp_path)
-    record_figures("fuzz_loaders", {"atheris_runs": ATHERIS_RUNS, "hypothesis_examples": JSONL_EXAMPLES + FILE_EXAMPLES,
-                                    "crashes": 0})
+    record_figures(
+        "fuzz_loaders",
+        {"atheris_runs": ATHERIS_RUNS, "hypothesis_examples": JSONL_EXAMPLES + FILE_EXAMPLES, "crashes": 0},
+    )
+
+
+@pytest.mark.slow
+def test_fuzzing_from_a_large_test_process_stays_inside_the_memory_limit(tmp_path: Path) -> None:
+    """libFuzzer counts peak RSS; a fuzzer started straight from a 2.5 GB process would inherit that peak."""
+    script = (
+        "import sys; from pathlib import Path\n"
+        "big = bytearray(2_600 * 1024 * 1024); big[::4096] = b'x' * len(big[::4096])\n"
+        "from tests.support.fuzz_targets import fuzz_without_crashes\n"
+        "fuzz_without_crashes('jsonl', 500, Path(sys.argv[1]))\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -11,8 +11,12 @@ import pytest
 
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
-from ragline.errors import ConfigError, RaglineError, ValidationFailed
-from ragline.ingest import IngestStats, begin_run, index_group, ingest, namespace_lock
+from ragline.errors import ConfigError, NamespaceBusy, ValidationFailed
+from ragline.indexing.journal import open_run
+from ragline.indexing.locks import namespace_lock
+from ragline.indexing.pipeline import ingest, write_batches
+from ragline.indexing.stats import IngestStats
+from ragline.indexing.steps import DirectSteps
 from ragline.sources import DirectorySource
 from ragline.stores.base import VectorRecord
 
@@ -32,14 +36,17 @@ def write(root: Path, files: dict[str, str]) -> None:
 
 def corpus(tmp_path: Path) -> Path:
     root = tmp_path / "docs"
-    write(root, {
-        "intro.md": "# Intro\n\nragline keeps a vector index fresh.\n\n## Why\n\nStale answers cost trust.\n",
-        "long.md": "# Long\n\n" + PARAGRAPH * 40,
-        "notes/a.txt": "Embeddings are unit-norm vectors compared by cosine similarity.",
-        "notes/b.txt": "Pinecone namespaces partition an index per tenant.",
-        "page.html": "<html><head><title>Page</title></head><body><h1>Page</h1><p>BM25 ranks by term "
-                     "frequency.</p></body></html>",
-    })
+    write(
+        root,
+        {
+            "intro.md": "# Intro\n\nragline keeps a vector index fresh.\n\n## Why\n\nStale answers cost trust.\n",
+            "long.md": "# Long\n\n" + PARAGRAPH * 40,
+            "notes/a.txt": "Embeddings are unit-norm vectors compared by cosine similarity.",
+            "notes/b.txt": "Pinecone namespaces partition an index per tenant.",
+            "page.html": "<html><head><title>Page</title></head><body><h1>Page</h1><p>BM25 ranks by term "
+            "frequency.</p></body></html>",
+        },
+    )
     return root
 
 
@@ -60,7 +67,7 @@ def test_first_run_indexes_everything_and_unchanged_rerun_does_nothing(component
     assert (first.documents_seen, first.documents_new, first.documents_quarantined) == (5, 5, 0)
     assert first.chunks_written > 5  # long.md splits into several chunks
     assert first.embeddings_computed + first.embeddings_cached == first.chunks_written
-    assert components.store.describe_namespace(NS).vector_count == components.records.live_chunk_count(NS)
+    assert components.store.describe_namespace(NS).vector_count == components.records.journal.live_chunk_count(NS)
     before = snapshot(components)
     assert "docs/long.md#0" in before and before["docs/long.md#0"][1]["doc_id"] == "docs/long.md"
 
@@ -99,7 +106,7 @@ def test_removed_document_deleted_only_with_full_cleanup(components: Components,
     removed = run(components, root, cleanup="full").stats
     assert (removed.documents_removed, removed.chunks_deleted) == (1, 1)
     assert "docs/notes/b.txt#0" not in snapshot(components)
-    assert components.records.live_document_count(NS) == 4
+    assert components.records.journal.live_document_count(NS) == 4
 
 
 def test_duplicate_chunk_texts_are_embedded_once(components: Components, tmp_path: Path) -> None:
@@ -134,7 +141,7 @@ def test_failed_validation_rolls_back_and_keeps_previous_index(components: Compo
         run(components, root, on_progress=inject_drift)
     components.store.delete(namespace=NS, ids=["stray#0"])
     assert snapshot(components) == before
-    assert components.records.unfinished_runs(NS) == []
+    assert components.records.journal.unfinished_runs(NS) == []
     assert run(components, root).stats.documents_changed == 1  # the rolled-back change is picked up again
 
 
@@ -144,8 +151,8 @@ def test_crashed_run_is_rolled_back_by_the_next_run(config: RaglineConfig, embed
     run(c, root)
     before = snapshot(c)
     write(root, {"long.md": "# Long\n\nHalf-written change.", "extra.md": "# Extra\n\nOnly in the crashed run."})
-    crashed = begin_run(c, NS, "docs")
-    index_group(c, crashed, NS, list(DirectorySource(root, name="docs").items()))  # then the process "dies"
+    crashed = open_run(c, NS, "docs")
+    write_batches(DirectSteps(c), crashed, DirectorySource(root, name="docs").items(), batch_size=2)  # then it "dies"
     assert "docs/extra.md#0" in snapshot(c)
     c.close()
 
@@ -153,38 +160,46 @@ def test_crashed_run_is_rolled_back_by_the_next_run(config: RaglineConfig, embed
     (root / "extra.md").unlink()
     write(root, {"long.md": "# Long\n\n" + PARAGRAPH * 40})  # the source is back as before the crash
     stats = run(fresh, root).stats
-    assert fresh.records.run_status(crashed) == "rolled_back"
+    assert fresh.records.journal.run_status(crashed.run_id) == "rolled_back"
     assert stats.documents_unchanged == 5 and stats.embeddings_computed == 0
     assert snapshot(fresh) == before
     fresh.close()
 
 
 def test_namespace_keeps_its_embedding_model(components: Components, tmp_path: Path) -> None:
-    components.records.bind_namespace_model(NS, "openai/text-embedding-3-small", 1536)
+    components.records.journal.bind_namespace_model(NS, "openai/text-embedding-3-small", 1536)
     with pytest.raises(ConfigError, match="refusing"):
         run(components, corpus(tmp_path))
     assert components.store.describe_namespace(NS).vector_count == 0
 
 
-def test_second_concurrent_run_on_a_namespace_fails_fast(config: RaglineConfig) -> None:
-    held = threading.Event()
-    release = threading.Event()
+def test_second_run_on_a_namespace_waits_for_the_first(config: RaglineConfig) -> None:
+    events: list[str] = []
+    held, release = threading.Event(), threading.Event()
 
-    def hold() -> None:
+    def first() -> None:
         with namespace_lock(config.home, NS):
+            events.append("first holds")
             held.set()
-            release.wait(10)
+            release.wait(30)
+            events.append("first releases")
 
-    thread = threading.Thread(target=hold)
-    thread.start()
-    held.wait(10)
-    try:
-        with pytest.raises(RaglineError, match="another run"):
-            with namespace_lock(config.home, NS):
-                pass
-    finally:
-        release.set()
-        thread.join()
+    def second() -> None:
+        with namespace_lock(config.home, NS, wait_s=30):
+            events.append("second holds")
+
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    held.wait(30)
+    threads.append(threading.Thread(target=second))
+    threads[1].start()
+    with pytest.raises(NamespaceBusy, match="another run"):  # no wait allowed: busy at once
+        with namespace_lock(config.home, NS, wait_s=0):
+            pass
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    assert events == ["first holds", "first releases", "second holds"]
     with namespace_lock(config.home, NS):
         assert os.path.exists(config.home / "locks" / f"{NS}.lock")
 
@@ -194,11 +209,11 @@ def test_another_model_builds_a_new_index_version_beside_the_live_one(
 ) -> None:
     root = corpus(tmp_path)
     live = build_components(config, embedder=embedder)
-    live.records.bind_namespace_model(NS, "openai/text-embedding-3-small", 1536)  # the live index's model
+    live.records.journal.bind_namespace_model(NS, "openai/text-embedding-3-small", 1536)  # the live index's model
     versioned = build_components(config.model_copy(update={"index_version": "minilm"}), embedder=embedder)
     stats = ingest(versioned, DirectorySource(root, name="docs")).stats
     assert stats.documents_new == 5
-    assert versioned.records.namespace_model("test--minilm") == ("local/all-MiniLM-L6-v2", 384)
+    assert versioned.records.journal.namespace_model("test--minilm") == (embedder.model_id, embedder.dimension)
     assert live.store.describe_namespace(NS).vector_count == 0
     assert live.store.describe_namespace("test--minilm").vector_count == stats.chunks_written
 

@@ -1,4 +1,5 @@
-"""The Prefect ingest flow under a test harness: artifacts, incremental re-runs, and rollback via the transaction."""
+"""The Prefect ingest flow under a test harness: the same driver as the CLI, its stages visible as task runs,
+artifacts, incremental re-runs and rollback."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ragline.components import build_components
+from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
+from ragline.indexing.pipeline import ingest
+from ragline.sources import open_source
 from ragline.stores.base import VectorRecord
+from tests.conftest import SAMPLE
 from tests.test_ingest import NS, corpus, snapshot, write
 
 
@@ -18,7 +22,59 @@ def flow_env(monkeypatch: pytest.MonkeyPatch, models_dir: Path, tmp_path: Path) 
     monkeypatch.setenv("RAGLINE_MODEL_CACHE_DIR", str(models_dir))
     monkeypatch.setenv("RAGLINE_NAMESPACE", NS)
     monkeypatch.setenv("RAGLINE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RAGLINE_EMBEDDER", "hashing")
     return RaglineConfig()
+
+
+def index_records(c: Components, namespace: str) -> dict[str, tuple[list[float], dict[str, object]]]:
+    ids = sorted(c.store.list_ids(namespace=namespace))
+    return {i: (r.values.tolist(), r.metadata) for i, r in c.store.fetch(ids, namespace=namespace).items()}
+
+
+def test_flow_and_direct_paths_build_the_same_index_with_the_same_counts(
+    harness: None, flow_env: RaglineConfig, monkeypatch: pytest.MonkeyPatch, embedder
+) -> None:
+    from ragline.flows.ingest import ingest_flow
+
+    monkeypatch.setenv("RAGLINE_BATCH_SIZE", "8")  # several batches in both paths
+    flow_stats = ingest_flow(str(SAMPLE))
+    direct = build_components(flow_env.model_copy(update={"home": flow_env.home.parent / "direct", "batch_size": 8}))
+    direct_stats = ingest(direct, open_source(SAMPLE)).stats
+    flowed = build_components(flow_env, embedder=embedder)
+    assert {k: v for k, v in flow_stats.items() if k != "seconds"} == direct_stats.counts()
+    assert direct_stats.documents_new == 39 and direct_stats.chunks_written > 39
+    assert index_records(flowed, NS) == index_records(direct, NS)
+    rows = flowed.records.journal.chunk_rows(NS, flowed.records.journal.live_chunk_ids(NS))
+    assert rows == direct.records.journal.chunk_rows(NS, direct.records.journal.live_chunk_ids(NS))
+
+
+def test_every_stage_of_every_batch_is_a_named_task_run_in_order(
+    harness: None, flow_env: RaglineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.objects import StateType
+
+    from ragline.flows.ingest import ingest_flow
+
+    monkeypatch.setenv("RAGLINE_BATCH_SIZE", "16")  # 39 documents: batches 0, 1 and 2
+    state = ingest_flow(str(SAMPLE), return_state=True)
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    started = {r.name: r.start_time for r in runs}
+    ended = {r.name: r.end_time for r in runs}
+    per_batch = ["load", "chunk", "dedupe", "embed", "validate", "upsert"]
+    expected = {"open", "verify", "commit", "keyword-index"} | {f"{s}-{g}" for s in per_batch for g in range(3)}
+    assert set(started) == expected and len(runs) == len(expected)
+    assert all(r.state_type == StateType.COMPLETED for r in runs)
+    for g in range(3):
+        order = [started[f"{stage}-{g}"] for stage in per_batch]
+        assert order == sorted(order), g
+        assert ended[f"embed-{g}"] <= started[f"validate-{g}"]
+    assert started["open"] < started["load-0"]
+    assert max(ended[f"upsert-{g}"] for g in range(3)) <= started["verify"] < started["commit"]
 
 
 def test_flow_ingests_publishes_artifacts_and_reruns_incrementally(
@@ -26,15 +82,16 @@ def test_flow_ingests_publishes_artifacts_and_reruns_incrementally(
 ) -> None:
     from prefect.artifacts import Artifact
 
-    from flows.ingest import ingest_flow
+    from ragline.flows.ingest import ingest_flow
 
     root = corpus(tmp_path)
     first = ingest_flow(str(root))
     assert first["documents_new"] == 5 and first["chunks_written"] > 5
     summary = Artifact.get("ingest-summary")
     assert summary is not None and "Documents new | 5" in summary.data
-    table = Artifact.get("ingest-stats")
-    assert table is not None and "Embeddings computed" in str(table.data)
+    assert "Seconds" not in summary.data  # timings are the stages table, not repeated here
+    table = Artifact.get("ingest-stages")
+    assert table is not None and '"stage": "embed"' in str(table.data) and "Documents" not in str(table.data)
 
     second = ingest_flow(str(root))
     assert (second["documents_unchanged"], second["embeddings_computed"], second["chunks_written"]) == (5, 0, 0)
@@ -46,10 +103,10 @@ def test_flow_ingests_publishes_artifacts_and_reruns_incrementally(
     assert not any(i.startswith("docs/intro.md#") for i in snapshot(c))
 
 
-def test_failed_flow_rolls_back_through_the_transaction(
+def test_failed_flow_rolls_back_and_keeps_the_previous_index(
     harness: None, flow_env: RaglineConfig, tmp_path: Path, embedder
 ) -> None:
-    from flows.ingest import ingest_flow
+    from ragline.flows.ingest import ingest_flow
 
     root = corpus(tmp_path)
     ingest_flow(str(root))
@@ -63,13 +120,13 @@ def test_failed_flow_rolls_back_through_the_transaction(
         ingest_flow(str(root))
     c.store.delete(namespace=NS, ids=["stray#0"])
     assert snapshot(c) == before
-    assert c.records.unfinished_runs(NS) == []
+    assert c.records.journal.unfinished_runs(NS) == []
 
 
 def test_secret_blocks_resolve_into_the_config(harness: None) -> None:
     from prefect.blocks.system import Secret
 
-    from tasks.secrets import resolve_secret_blocks
+    from ragline.tasks.secrets import resolve_secret_blocks
 
     secret = "pc-test-from-a-secret-block"
     Secret(value=secret).save("ragline-pinecone-key", overwrite=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 
 from ragline.errors import StoreError
 from ragline.stores import LanceDBStore, VectorRecord
-from tests.store_contract import StoreContract, record, unit
+from ragline.testing.store_contract import StoreContract, record, unit
 
 
 class TestLanceDBStore(StoreContract):
@@ -76,20 +75,6 @@ def test_query_is_exact(tmp_path: Path) -> None:
     matches = store.query(query, namespace="n", top_k=10, filter={"even": True})
     assert [m.id for m in matches] == expected
     np.testing.assert_allclose([m.score for m in matches], np.sort(scores[even])[::-1][:10], atol=1e-5)
-
-
-def test_upserting_2000_records_of_dim_384_is_fast(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((2000, 384)).astype(np.float32)
-    records = [VectorRecord(f"doc/{i // 10}#{i % 10}", v, {"doc": f"doc/{i // 10}", "n": i}) for i, v in
-               enumerate(vectors)]
-    store = LanceDBStore(tmp_path)
-    store.upsert(records[:1], namespace="n")  # table creation is not what this measures
-    started = time.perf_counter()
-    store.upsert(records, namespace="n")
-    store.upsert(records, namespace="n")
-    assert (time.perf_counter() - started) / 2 < 0.5
-    assert store.describe_namespace("n").vector_count == 2000
 
 
 def test_importing_stores_does_not_import_lancedb() -> None:

@@ -19,6 +19,14 @@ from ragline.embedders.base import Embedder
 from ragline.embedders.local import LocalEmbedder
 from ragline.errors import ConfigError, EmbeddingError
 
+pytestmark = pytest.mark.slow  # the real model
+
+
+@pytest.fixture(scope="session")
+def embedder(local_embedder: LocalEmbedder) -> LocalEmbedder:
+    return local_embedder
+
+
 LONG_TEXT = " ".join(f"the boundary layer of wing section {n} separates near the trailing edge." for n in range(120))
 MIXED_TEXTS = [
     "lift.",

@@ -10,10 +10,11 @@ import pytest
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.errors import ValidationFailed
-from ragline.ingest import IngestResult, IngestStats, ingest
-from ragline.near_duplicates import TAG_KEY, NearDuplicateDetector, shingles
+from ragline.indexing.near_duplicates import TAG_KEY, NearDuplicateDetector, shingles
+from ragline.indexing.pipeline import IngestResult, ingest
+from ragline.indexing.report import summary_markdown
+from ragline.indexing.stats import IngestStats
 from ragline.records import Document
-from ragline.report import summary_markdown
 from ragline.sources import DirectorySource
 from ragline.stores.base import VectorRecord
 
@@ -29,8 +30,12 @@ ORIGINAL = (
     "anywhere, its pending writes are undone and the previous index stays exactly as it was before."
 )
 ONE_WORD_CHANGED = ORIGINAL.replace("small overlap", "short overlap")
-FOUR_WORDS_CHANGED = (ORIGINAL.replace("reads every", "loads every").replace("second run", "later run")
-                      .replace("Batches are", "Groups are").replace("fails anywhere", "breaks anywhere"))
+FOUR_WORDS_CHANGED = (
+    ORIGINAL.replace("reads every", "loads every")
+    .replace("second run", "later run")
+    .replace("Batches are", "Groups are")
+    .replace("fails anywhere", "breaks anywhere")
+)
 DISTINCT = " ".join(f"Wind tunnel run {i} measured the drag of a swept wing at Mach {i / 10:.1f}." for i in range(10))
 RELATED = ORIGINAL[: len(ORIGINAL) // 2] + " " + DISTINCT[: len(DISTINCT) // 2]
 
@@ -72,8 +77,7 @@ def components_with(config: RaglineConfig, embedder):
 
 
 def test_near_identical_document_is_tagged_and_distinct_ones_are_not(components: Components, tmp_path: Path) -> None:
-    root = write(tmp_path / "docs", {"a.txt": ORIGINAL, "b.txt": ONE_WORD_CHANGED, "c.txt": DISTINCT,
-                                     "d.txt": RELATED})
+    root = write(tmp_path / "docs", {"a.txt": ORIGINAL, "b.txt": ONE_WORD_CHANGED, "c.txt": DISTINCT, "d.txt": RELATED})
     result = run(components, root)
     assert result.stats.documents_near_duplicate == 1 and result.stats.documents_new == 4
     [found] = result.near_duplicates
@@ -93,9 +97,7 @@ def test_near_identical_document_is_tagged_and_distinct_ones_are_not(components:
     assert tags(components) == tagged
 
 
-def test_near_duplicate_of_a_document_indexed_in_an_earlier_run_is_detected(
-    components_with, tmp_path: Path
-) -> None:
+def test_near_duplicate_of_a_document_indexed_in_an_earlier_run_is_detected(components_with, tmp_path: Path) -> None:
     root = write(tmp_path / "docs", {"a.txt": ORIGINAL, "c.txt": DISTINCT})
     assert run(components_with(), root).stats.documents_near_duplicate == 0
     write(root, {"b.txt": ONE_WORD_CHANGED})
@@ -113,7 +115,7 @@ def test_skip_leaves_near_duplicates_out_of_the_index_and_reports_them(component
     assert [(n.doc_id, n.action) for n in result.near_duplicates] == [("docs/b.txt", "skipped")]
     assert (result.stats.documents_new, result.stats.documents_near_duplicate) == (2, 1)
     assert doc_ids(tags(c), None) == {"docs/a.txt", "docs/c.txt"}
-    assert c.records.live_documents(NS, ["docs/b.txt"]) == {}
+    assert c.records.journal.live_documents(NS, ["docs/b.txt"]) == {}
     report = summary_markdown(result)
     assert "| Documents near-duplicate | 1 |" in report and "| docs/b.txt | docs/a.txt |" in report
 
@@ -122,21 +124,21 @@ def test_skip_leaves_near_duplicates_out_of_the_index_and_reports_them(component
 
     write(root, {"c.txt": ORIGINAL.replace("reads every", "takes every")})  # indexed, now a near-duplicate
     changed = run(c, root)
-    assert [(n.doc_id, n.action) for n in changed.near_duplicates] == [("docs/b.txt", "skipped"),
-                                                                       ("docs/c.txt", "tagged")]
+    assert [(n.doc_id, n.action) for n in changed.near_duplicates] == [
+        ("docs/b.txt", "skipped"),
+        ("docs/c.txt", "tagged"),
+    ]
     assert doc_ids(tags(c), "docs/a.txt") == {"docs/c.txt"}  # skipping never drops an indexed document
 
 
 @pytest.mark.parametrize("mode", ["tag", "skip"])
-def test_removing_the_original_lets_its_near_duplicate_stand_alone(
-    components_with, tmp_path: Path, mode: str
-) -> None:
+def test_removing_the_original_lets_its_near_duplicate_stand_alone(components_with, tmp_path: Path, mode: str) -> None:
     c = components_with(near_duplicates=mode)
     root = write(tmp_path / "docs", {"a.txt": ORIGINAL, "b.txt": ONE_WORD_CHANGED})
     assert run(c, root).stats.documents_near_duplicate == 1
     (root / "a.txt").unlink()
     assert run(c, root, cleanup="full").stats.documents_removed == 1
-    assert c.records.original_signatures(NS, c.near_duplicates.params, "none") == []
+    assert c.records.near_duplicates.original_signatures(NS, c.near_duplicates.params, "none") == []
     after = run(c, root)
     assert (after.near_duplicates, after.stats.documents_changed + after.stats.documents_new) == ([], 1)
     assert doc_ids(tags(c), None) == {"docs/b.txt"}

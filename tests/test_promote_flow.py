@@ -9,8 +9,20 @@ import pytest
 from ragline.config import RaglineConfig
 from ragline.embedders.local import LocalEmbedder
 from ragline.errors import ValidationFailed
-from ragline.recordstore import open_record_store
+from ragline.recordstore.sqlite import open_sqlite_record_store
 from tests.test_versions import NS, SAMPLE, build_home, small_corpus
+
+pytestmark = pytest.mark.slow  # retrieval quality needs the real model
+
+
+@pytest.fixture(scope="session")
+def embedder(local_embedder):  # type: ignore[no-untyped-def]
+    return local_embedder
+
+
+@pytest.fixture(autouse=True)
+def real_model_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGLINE_EMBEDDER", "local")
 
 
 @pytest.fixture
@@ -29,22 +41,22 @@ def test_flow_refuses_a_worse_version_then_promotes_an_equal_one_with_an_artifac
 ) -> None:
     from prefect.artifacts import Artifact
 
-    from flows.ingest import ingest_flow
-    from flows.promote import promote_flow
+    from ragline.flows.ingest import ingest_flow
+    from ragline.flows.promote import promote_flow
 
-    records = open_record_store(home / "records.sqlite")
+    records = open_sqlite_record_store(home / "records.sqlite")
     with pytest.raises(ValidationFailed, match="promotion refused") as refused:
         promote_flow(NS, "bad", home=str(home), dataset=str(SAMPLE))
     assert "candidate docs--bad nDCG@10" in str(refused.value) and "vs live docs " in str(refused.value)
-    assert records.alias_target(NS) is None and records.alias_history(NS) == []
+    assert records.aliases.target(NS) is None and records.aliases.history(NS) == []
     report = Artifact.get("promotion")
     assert report is not None and "**refused**" in report.data and "| `docs--bad` | candidate |" in report.data
 
     result = promote_flow(NS, "same", home=str(home), dataset=str(SAMPLE))
     assert (result["promoted"], result["previous"], result["forced"]) == ("docs--same", NS, False)
     assert result["candidate_ndcg"] == pytest.approx(result["live_ndcg"]) and result["live_ndcg"] > 0.3
-    assert records.alias_target(NS) == "docs--same"
-    [event] = records.alias_history(NS)
+    assert records.aliases.target(NS) == "docs--same"
+    [event] = records.aliases.history(NS)
     assert event.actor.startswith("flow run ") and event.previous_target == NS
     report = Artifact.get("promotion")
     assert "**promoted**" in report.data and f"{result['candidate_ndcg']:.4f}" in report.data
@@ -53,5 +65,5 @@ def test_flow_refuses_a_worse_version_then_promotes_an_equal_one_with_an_artifac
     new.mkdir(parents=True)
     (new / "tides.md").write_text("# Tides\n\nThe moon's gravity raises two tidal bulges on the oceans each day.\n")
     ingest_flow(str(new), namespace=NS, home=str(home))  # no index version: the flow writes the live version
-    assert "sample/tides.md#0" in records.live_chunk_ids("docs--same")
-    assert "sample/tides.md#0" not in records.live_chunk_ids(NS)
+    assert "sample/tides.md#0" in records.journal.live_chunk_ids("docs--same")
+    assert "sample/tides.md#0" not in records.journal.live_chunk_ids(NS)

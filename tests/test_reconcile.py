@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ragline.components import Components
-from ragline.reconcile import reconcile
+from ragline.indexing.reconcile import reconcile
 from ragline.stores.base import VectorRecord
 from tests.test_ingest import NS, corpus, run, snapshot
 
@@ -22,12 +22,17 @@ def test_drift_is_reported_then_repaired(components: Components, tmp_path: Path)
     orphan = VectorRecord("docs/ghost.md#0", np.eye(1, 384, dtype=np.float32)[0], {"text": "ghost"})
     components.store.upsert([orphan], namespace=NS)  # a vector no record knows
     tampered = components.store.fetch([ids[3]], namespace=NS)[ids[3]]
-    components.store.upsert([VectorRecord(ids[3], tampered.values, {**tampered.metadata, "title": "edited"})],
-                            namespace=NS)
+    components.store.upsert(
+        [VectorRecord(ids[3], tampered.values, {**tampered.metadata, "title": "edited"})], namespace=NS
+    )
 
     found = reconcile(components, NS, repair=False)
-    assert (found.missing, found.orphans, found.different, found.repaired) == (ids[:2], ["docs/ghost.md#0"],
-                                                                             [ids[3]], False)
+    assert (found.missing, found.orphans, found.different, found.repaired) == (
+        ids[:2],
+        ["docs/ghost.md#0"],
+        [ids[3]],
+        False,
+    )
     assert snapshot(components) != clean
 
     fixed = reconcile(components, NS)

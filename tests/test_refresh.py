@@ -20,9 +20,12 @@ from ragline.cli import app
 from ragline.components import Components
 from ragline.config import RaglineConfig
 from ragline.errors import ConfigError, SourceError, ValidationFailed
+from ragline.indexing import stages
+from ragline.indexing.journal import RunRef
+from ragline.indexing.refresh import RefreshReport, RefreshTarget, SourceRefresh, refresh, refresh_targets
+from ragline.indexing.stats import IngestStats
 from ragline.records import Document
-from ragline.recordstore import open_record_store
-from ragline.refresh import RefreshReport, RefreshTarget, SourceRefresh, refresh, refresh_targets, reverify_documents
+from ragline.recordstore.sqlite import open_sqlite_record_store
 from ragline.stores.base import VectorRecord
 from tests.test_ingest import NS, corpus, snapshot, write
 
@@ -38,7 +41,7 @@ def refresh_at(c: Components, root: Path, now: float) -> SourceRefresh:
 
 
 def indexed_at(c: Components) -> dict[str, float]:
-    return {doc_id: row.indexed_at for doc_id, row in c.records.live_documents(NS, DOCS).items()}
+    return {doc_id: row.indexed_at for doc_id, row in c.records.journal.live_documents(NS, DOCS).items()}
 
 
 def spy(monkeypatch: pytest.MonkeyPatch, obj: object, name: str) -> list[int]:
@@ -67,15 +70,21 @@ def test_ttl_expiry_reverifies_unchanged_documents_without_embedding_or_writing(
 
     fresh = refresh_at(components, root, T0 + TTL - 1)
     assert (fresh.freshness.documents_fresh, fresh.freshness.documents_expired, fresh.freshness.chunks_reverified) == (
-        5, 0, 0)
+        5,
+        0,
+        0,
+    )
     assert (fresh.stats.chunks_written, fresh.stats.chunks_deleted, fresh.stats.embeddings_computed) == (0, 0, 0)
     assert indexed_at(components) == dict.fromkeys(DOCS, T0)  # untouched
 
     expired = refresh_at(components, root, T0 + TTL + 1)
     assert (expired.freshness.documents_expired, expired.freshness.documents_fresh) == (5, 0)
-    assert expired.freshness.chunks_reverified == components.records.live_chunk_count(NS) == len(clean)
+    assert expired.freshness.chunks_reverified == components.records.journal.live_chunk_count(NS) == len(clean)
     assert (expired.freshness.chunks_restored, expired.stats.embeddings_computed, expired.stats.chunks_written) == (
-        0, 0, 0)
+        0,
+        0,
+        0,
+    )
     assert indexed_at(components) == dict.fromkeys(DOCS, T0 + TTL + 1)  # re-indexed: the clock is bumped
     assert (embedded, upserted) == ([], [])  # no embedding and no write, for fresh and expired documents alike
     assert snapshot(components) == clean
@@ -93,12 +102,16 @@ def test_reverify_restores_missing_and_differing_chunks_from_the_cache(
     long_ids = sorted(i for i in clean if i.startswith("docs/long.md#"))
     components.store.delete(namespace=NS, ids=[long_ids[0]])
     tampered = components.store.fetch([long_ids[1]], namespace=NS)[long_ids[1]]
-    components.store.upsert([VectorRecord(tampered.id, tampered.values, {**tampered.metadata, "text": "edited"})],
-                            namespace=NS)
+    components.store.upsert(
+        [VectorRecord(tampered.id, tampered.values, {**tampered.metadata, "text": "edited"})], namespace=NS
+    )
     embedded = spy(monkeypatch, components.embedder, "embed")
     long_doc = Document("docs/long.md", "docs", "long.md", "Long", "", "", modified_at=None)
 
-    checked, restored = reverify_documents(components, NS, [long_doc], T0 + 5)
+    row = components.records.journal.live_documents(NS, [long_doc.doc_id])[long_doc.doc_id]
+    plan = stages.Plan([], [(long_doc, row)], exhausted=True, stats=IngestStats())
+    result = stages.reverify(components, RunRef("r", NS, "docs"), plan, stages.Freshness(ttl_s=0, now=T0 + 5))
+    checked, restored = result.counts.chunks_reverified, result.counts.chunks_restored
     assert (checked, restored, embedded) == (len(long_ids), 2, [])
     assert snapshot(components) == clean
     assert indexed_at(components)["docs/long.md"] == T0 + 5
@@ -117,12 +130,15 @@ def test_changed_file_is_reindexed_exactly_and_a_touched_one_only_reverified(
 
     result = refresh_at(components, root, T0 + 60)
     assert (result.stats.documents_changed, result.freshness.documents_touched, result.freshness.documents_fresh) == (
-        1, 1, 3)
+        1,
+        1,
+        3,
+    )
     assert (result.stats.embeddings_computed, result.stats.chunks_written) == (1, 1)
     after = snapshot(components)
     long_now = {i: v for i, v in after.items() if i.startswith("docs/long.md#")}
     assert list(long_now) == ["docs/long.md#0"] and long_now["docs/long.md#0"][1]["text"].endswith("rerankers.")
-    assert components.records.live_chunk_ids(NS, "docs/long.md#") == ["docs/long.md#0"]
+    assert components.records.journal.live_chunk_ids(NS, "docs/long.md#") == ["docs/long.md#0"]
     assert result.stats.chunks_deleted == sum(i.startswith("docs/long.md#") for i in before) - 1
     assert {i: v for i, v in after.items() if not i.startswith(("docs/long.md#", "docs/notes/a.txt#"))} == others
     assert after["docs/notes/a.txt#0"] == before["docs/notes/a.txt#0"]
@@ -142,9 +158,9 @@ def test_deleted_file_is_removed_from_index_and_record_store(components: Compone
     result = refresh_at(components, root, T0 + 1)
     assert (result.stats.documents_removed, result.stats.chunks_deleted) == (1, len(gone))
     assert not any(i.startswith("docs/notes/b.txt#") for i in components.store.list_ids(namespace=NS))
-    assert components.records.live_documents(NS, ["docs/notes/b.txt"]) == {}
-    assert components.records.live_chunk_ids(NS, "docs/notes/b.txt#") == []
-    assert components.store.describe_namespace(NS).vector_count == components.records.live_chunk_count(NS)
+    assert components.records.journal.live_documents(NS, ["docs/notes/b.txt"]) == {}
+    assert components.records.journal.live_chunk_ids(NS, "docs/notes/b.txt#") == []
+    assert components.store.describe_namespace(NS).vector_count == components.records.journal.live_chunk_count(NS)
 
 
 def test_a_vanished_source_path_fails_and_deletes_nothing(components: Components, tmp_path: Path) -> None:
@@ -154,7 +170,7 @@ def test_a_vanished_source_path_fails_and_deletes_nothing(components: Components
     root.rename(tmp_path / "unmounted")
     with pytest.raises(SourceError, match="does not exist"):
         refresh_at(components, root, T0 + TTL + 1)
-    assert snapshot(components) == clean and components.records.live_document_count(NS) == 5
+    assert snapshot(components) == clean and components.records.journal.live_document_count(NS) == 5
 
 
 def test_an_emptied_source_folder_fails_and_deletes_nothing(components: Components, tmp_path: Path) -> None:
@@ -165,8 +181,8 @@ def test_an_emptied_source_folder_fails_and_deletes_nothing(components: Componen
         path.unlink()
     with pytest.raises(SourceError, match="yielded no documents while 5 of its documents are indexed"):
         refresh_at(components, root, T0 + TTL + 1)
-    assert snapshot(components) == clean and components.records.live_document_count(NS) == 5
-    assert components.records.unfinished_runs(NS) == []
+    assert snapshot(components) == clean and components.records.journal.live_document_count(NS) == 5
+    assert components.records.journal.unfinished_runs(NS) == []
 
 
 def test_a_failed_refresh_run_rolls_back_and_keeps_the_previous_index(
@@ -177,17 +193,17 @@ def test_a_failed_refresh_run_rolls_back_and_keeps_the_previous_index(
     before = snapshot(components)
     write(root, {"long.md": "# Long\n\nRewritten in a run that will fail."})
     stray = VectorRecord("stray#0", np.eye(1, 384, dtype=np.float32)[0], {"x": "y"})
-    record_pending = components.records.record_pending
+    record_pending = components.records.journal.record_pending
 
     def record_then_drift(*args: object) -> None:
         record_pending(*args)
         components.store.upsert([stray], namespace=NS)  # drift appearing mid-run: the run's verification must fail
 
-    monkeypatch.setattr(components.records, "record_pending", record_then_drift)
+    monkeypatch.setattr(components.records.journal, "record_pending", record_then_drift)
     with pytest.raises(ValidationFailed, match="holds"):
         refresh_at(components, root, T0 + 1)
     components.store.delete(namespace=NS, ids=["stray#0"])
-    assert snapshot(components) == before and components.records.unfinished_runs(NS) == []
+    assert snapshot(components) == before and components.records.journal.unfinished_runs(NS) == []
 
 
 def test_drift_injected_into_lancedb_is_repaired_by_the_refresh(components: Components, tmp_path: Path) -> None:
@@ -196,17 +212,23 @@ def test_drift_injected_into_lancedb_is_repaired_by_the_refresh(components: Comp
     clean = snapshot(components)
     ids = sorted(clean)
     components.store.delete(namespace=NS, ids=ids[:2])
-    components.store.upsert([VectorRecord("docs/ghost.md#0", np.eye(1, 384, dtype=np.float32)[0], {"text": "boo"})],
-                            namespace=NS)
+    components.store.upsert(
+        [VectorRecord("docs/ghost.md#0", np.eye(1, 384, dtype=np.float32)[0], {"text": "boo"})], namespace=NS
+    )
     tampered = components.store.fetch([ids[3]], namespace=NS)[ids[3]]
-    components.store.upsert([VectorRecord(ids[3], tampered.values, {**tampered.metadata, "title": "edited"})],
-                            namespace=NS)
+    components.store.upsert(
+        [VectorRecord(ids[3], tampered.values, {**tampered.metadata, "title": "edited"})], namespace=NS
+    )
 
     report = refresh(components, [RefreshTarget(root, NS, TTL)], clock=lambda: T0 + 1)
     (ns,) = report.namespaces
     before = ns.reconciled_before
     assert (before.missing, before.orphans, before.different, before.repaired) == (
-        ids[:2], ["docs/ghost.md#0"], [ids[3]], True)
+        ids[:2],
+        ["docs/ghost.md#0"],
+        [ids[3]],
+        True,
+    )
     assert ns.reconciled_after.in_sync and not ns.reconciled_after.repaired
     assert snapshot(components) == clean
 
@@ -221,18 +243,22 @@ def test_targets_come_from_the_config_with_ttls_namespaces_and_overrides(
         '[[refresh_sources]]\npath = "wiki.jsonl"\nnamespace = "wiki"\n'
     )
     config = RaglineConfig()
-    records = open_record_store(tmp_path / "records.sqlite")
+    records = open_sqlite_record_store(tmp_path / "records.sqlite")
     assert refresh_targets(config, records) == [
-        RefreshTarget(Path("corpus"), "docs", 6 * 3600.0), RefreshTarget(Path("wiki.jsonl"), "wiki", 86_400.0)]
+        RefreshTarget(Path("corpus"), "docs", 6 * 3600.0),
+        RefreshTarget(Path("wiki.jsonl"), "wiki", 86_400.0),
+    ]
     assert refresh_targets(config, records, ttl="90m") == [
-        RefreshTarget(Path("corpus"), "docs", 5400.0), RefreshTarget(Path("wiki.jsonl"), "wiki", 5400.0)]
+        RefreshTarget(Path("corpus"), "docs", 5400.0),
+        RefreshTarget(Path("wiki.jsonl"), "wiki", 5400.0),
+    ]
     assert refresh_targets(config, records, ["other"], namespace="x") == [RefreshTarget(Path("other"), "x", 86_400.0)]
     assert refresh_targets(RaglineConfig(index_version="v2"), records, ["p"])[0].namespace == "docs--v2"
 
     for version in ("docs--v2", "wiki--v3"):
-        records.bind_namespace_model(version, "local/model", 384)
-    records.switch_alias("docs", "docs--v2", expected_target="docs", actor="test", detail="promoted")
-    records.switch_alias("wiki", "wiki--v3", expected_target="wiki", actor="test", detail="promoted")
+        records.journal.bind_namespace_model(version, "local/model", 384)
+    records.aliases.switch("docs", "docs--v2", expected_target="docs", actor="test", detail="promoted")
+    records.aliases.switch("wiki", "wiki--v3", expected_target="wiki", actor="test", detail="promoted")
     assert [t.namespace for t in refresh_targets(config, records)] == ["docs--v2", "wiki--v3"]
 
     with pytest.raises(ConfigError, match="nothing to refresh"):
@@ -267,8 +293,11 @@ def test_report_lists_every_source_of_every_namespace(components: Components, tm
     write(first, {"one.md": "# One\n\nFirst source."})
     write(second, {"two.md": "# Two\n\nSecond source."})
     report: RefreshReport = refresh(
-        components, [RefreshTarget(first, NS, TTL), RefreshTarget(second, "other", TTL)], clock=time.time)
+        components, [RefreshTarget(first, NS, TTL), RefreshTarget(second, "other", TTL)], clock=time.time
+    )
     assert [(ns.namespace, [s.source for s in ns.sources]) for ns in report.namespaces] == [
-        (NS, ["docs"]), ("other", ["more"])]
-    assert components.records.live_chunk_ids("other") == ["more/two.md#0"]
-    assert components.records.live_chunk_ids(NS) == ["docs/one.md#0"]
+        (NS, ["docs"]),
+        ("other", ["more"]),
+    ]
+    assert components.records.journal.live_chunk_ids("other") == ["more/two.md#0"]
+    assert components.records.journal.live_chunk_ids(NS) == ["docs/one.md#0"]

@@ -18,7 +18,7 @@ def test_flow_refreshes_the_configured_sources_and_publishes_artifacts(
 ) -> None:
     from prefect.artifacts import Artifact
 
-    from flows.refresh import refresh_flow
+    from ragline.flows.refresh import refresh_flow
 
     root = corpus(tmp_path)
     monkeypatch.setenv("RAGLINE_MODEL_CACHE_DIR", str(models_dir))
@@ -34,7 +34,9 @@ def test_flow_refreshes_the_configured_sources_and_publishes_artifacts(
     (row,) = second["sources"]
     assert (row["expired"], row["removed"], row["embeddings computed"], row["chunks written"]) == (4, 1, 0, 0)
     assert [(r["when"], r["missing"], r["orphans"]) for r in second["reconciled"]] == [
-        ("before", 0, 0), ("after", 0, 0)]
+        ("before", 0, 0),
+        ("after", 0, 0),
+    ]
 
     summary = Artifact.get("refresh-summary")
     assert summary is not None and "| expired | 4 |" in summary.data and "| removed | 1 |" in summary.data

@@ -17,7 +17,7 @@ from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.embedders.local import LocalEmbedder
 from ragline.errors import ConfigError, FilterError
-from ragline.ingest import ingest
+from ragline.indexing.pipeline import ingest
 from ragline.retrieval import MODES, ChatSettings, Hit, Mode, RetrievalSettings, bm25, refresh_bm25, search
 from ragline.retrieval.bm25 import current_index, index_folder
 from ragline.retrieval.expansion import rm3
@@ -27,28 +27,66 @@ from ragline.sources import DirectorySource, JsonlSource
 from ragline.stores.filters import matches
 from ragline.testing.chat_server import LoopbackChat, Message
 
+pytestmark = pytest.mark.slow  # retrieval quality needs the real model
+
 NS = "test"
 PAPERS = [
-    ("flutter", "Supersonic wing flutter", 2018,
-     "Flutter of swept wings at supersonic speeds is analysed with piston theory and wind tunnel tests."),
-    ("transition", "Boundary layer transition", 2019,
-     "Laminar boundary layer transition on a flat plate is measured under adverse pressure gradients."),
-    ("heating", "Hypersonic heat transfer", 2021,
-     "Aerodynamic heating of blunt bodies in hypersonic flow raises the wall temperature near the nose."),
-    ("shocks", "Shock wave interaction", 2022,
-     "A shock wave meeting a turbulent boundary layer separates the flow ahead of the compression ramp."),
-    ("dewey", "Library classification", 2015,
-     "The Dewey decimal classification organises library collections by subject <b>for readers</b>."),
+    (
+        "flutter",
+        "Supersonic wing flutter",
+        2018,
+        "Flutter of swept wings at supersonic speeds is analysed with piston theory and wind tunnel tests.",
+    ),
+    (
+        "transition",
+        "Boundary layer transition",
+        2019,
+        "Laminar boundary layer transition on a flat plate is measured under adverse pressure gradients.",
+    ),
+    (
+        "heating",
+        "Hypersonic heat transfer",
+        2021,
+        "Aerodynamic heating of blunt bodies in hypersonic flow raises the wall temperature near the nose.",
+    ),
+    (
+        "shocks",
+        "Shock wave interaction",
+        2022,
+        "A shock wave meeting a turbulent boundary layer separates the flow ahead of the compression ramp.",
+    ),
+    (
+        "dewey",
+        "Library classification",
+        2015,
+        "The Dewey decimal classification organises library collections by subject <b>for readers</b>.",
+    ),
 ]
 NOTES = [
-    ("bm25", "Keyword ranking", 2020,
-     "BM25 ranks documents by term frequency and inverse document frequency with length normalisation."),
-    ("dense", "Dense retrieval", 2021,
-     "Sentence embeddings map queries and passages into one vector space for nearest neighbour search."),
-    ("rerank", "Reranking", 2023,
-     "A cross-encoder reads the query and a passage together to rescore the top candidates of a search."),
-    ("tunnel", "Wind tunnel notes", 2019,
-     "Notes from the wind tunnel: the wing model showed flutter at high speed during the tests."),
+    (
+        "bm25",
+        "Keyword ranking",
+        2020,
+        "BM25 ranks documents by term frequency and inverse document frequency with length normalisation.",
+    ),
+    (
+        "dense",
+        "Dense retrieval",
+        2021,
+        "Sentence embeddings map queries and passages into one vector space for nearest neighbour search.",
+    ),
+    (
+        "rerank",
+        "Reranking",
+        2023,
+        "A cross-encoder reads the query and a passage together to rescore the top candidates of a search.",
+    ),
+    (
+        "tunnel",
+        "Wind tunnel notes",
+        2019,
+        "Notes from the wind tunnel: the wing model showed flutter at high speed during the tests.",
+    ),
 ]
 
 
@@ -59,10 +97,13 @@ def write_jsonl(path: Path, rows: list[tuple[str, str, int, str]]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def indexed(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, embedder: LocalEmbedder) -> Iterator[Components]:
+def indexed(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path, local_embedder: LocalEmbedder
+) -> Iterator[Components]:
     """Two sources ("papers", "notes") with a ``year`` field, ingested once into namespace ``test``."""
     root = tmp_path_factory.mktemp("retrieval")
-    c = build_components(RaglineConfig(home=root / "home", model_cache_dir=models_dir, namespace=NS), embedder)
+    config = RaglineConfig(home=root / "home", model_cache_dir=models_dir, namespace=NS, embedder="local")
+    c = build_components(config, local_embedder)
     ingest(c, JsonlSource(write_jsonl(root / "papers.jsonl", PAPERS), name="papers"), namespace=NS)
     ingest(c, JsonlSource(write_jsonl(root / "notes.jsonl", NOTES), name="notes"), namespace=NS)
     yield c
@@ -78,8 +119,9 @@ def chat_server() -> Iterator[LoopbackChat]:
 @pytest.fixture
 def chat(chat_server: LoopbackChat) -> ChatSettings:
     chat_server.clear()
-    return ChatSettings(model="loopback-chat", base_url=chat_server.base_url, api_key=chat_server.api_key,
-                        max_retries=1)
+    return ChatSettings(
+        model="loopback-chat", base_url=chat_server.base_url, api_key=chat_server.api_key, max_retries=1
+    )
 
 
 def doc_names(hits: list[Hit]) -> list[str]:
@@ -102,8 +144,9 @@ def test_every_mode_returns_hits_best_first(indexed: Components, mode: Mode) -> 
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("filter", [{"year": {"$gte": 2021}}, {"source": "notes"},
-                                    {"$or": [{"year": 2019}, {"year": {"$lt": 2016}}]}])
+@pytest.mark.parametrize(
+    "filter", [{"year": {"$gte": 2021}}, {"source": "notes"}, {"$or": [{"year": 2019}, {"year": {"$lt": 2016}}]}]
+)
 def test_filters_apply_on_every_mode(indexed: Components, mode: Mode, filter: dict) -> None:
     query = "wing flutter tests in the wind tunnel boundary layer flow"
     result = search(indexed, query, namespace=NS, mode=mode, top_k=20, filter=filter)
@@ -134,7 +177,9 @@ def test_bad_arguments_fail_clearly(indexed: Components) -> None:
 # --- BM25 index upkeep ----------------------------------------------------------------------------------------
 
 
-def test_bm25_index_is_persisted_and_rebuilt_when_the_live_chunks_change(components: Components, tmp_path: Path) -> None:
+def test_bm25_index_is_persisted_and_rebuilt_when_the_live_chunks_change(
+    components: Components, tmp_path: Path
+) -> None:
     root = tmp_path / "docs"
     root.mkdir()
     (root / "a.md").write_text("# Airships\n\nRigid airships carry lifting gas in cells.\n", encoding="utf-8")
@@ -159,8 +204,9 @@ def test_bm25_index_is_persisted_and_rebuilt_when_the_live_chunks_change(compone
     assert all(h.doc_id != "docs/a.md" for h in search(components, "rigid airship", namespace=NS, mode="bm25").hits)
 
 
-def test_a_new_process_loads_the_persisted_index(components: Components, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_process_loads_the_persisted_index(
+    components: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "docs"
     root.mkdir()
     (root / "a.md").write_text("# Kites\n\nBox kites fly in steady wind.\n", encoding="utf-8")
@@ -190,8 +236,9 @@ def test_zmix_mixes_z_scores_and_floors_missing_chunks() -> None:
     sparse = hits(("c#0", 9.0), ("d#0", 1.0))  # z: 1, -1
     fused = {h.chunk_id: h.score for h in zmix(dense, sparse, dense_weight=0.7)}
     z = 1.5**0.5
-    assert fused == pytest.approx({"a#0": 0.7 * z + 0.3 * -1, "b#0": 0.3 * -1, "c#0": 0.7 * -z + 0.3 * 1,
-                                   "d#0": 0.7 * -z + 0.3 * -1})
+    assert fused == pytest.approx(
+        {"a#0": 0.7 * z + 0.3 * -1, "b#0": 0.3 * -1, "c#0": 0.7 * -z + 0.3 * 1, "d#0": 0.7 * -z + 0.3 * -1}
+    )
     assert [h.chunk_id for h in zmix(dense, [], dense_weight=0.5)] == ["a#0", "b#0", "c#0"]
 
 
@@ -215,36 +262,45 @@ def test_feedback_expands_the_bm25_query(indexed: Components) -> None:
 # --- query understanding --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("query", "text", "filter"), [
-    ("shock waves since 2021", "shock waves", {"year": {"$gte": 2021}}),
-    ("shock waves after 2021", "shock waves", {"year": {"$gt": 2021}}),
-    ("heating before 2020?", "heating?", {"year": {"$lt": 2020}}),
-    ("heating until 2020", "heating", {"year": {"$lte": 2020}}),
-    ("flutter in 2019", "flutter", {"year": {"$eq": 2019}}),
-    ("flutter between 2015 and 2018", "flutter", {"year": {"$gte": 2015, "$lte": 2018}}),
-    ("flutter from 2018 to 2015", "flutter", {"year": {"$gte": 2015, "$lte": 2018}}),
-    ("flutter 2015-2018", "flutter", {"year": {"$gte": 2015, "$lte": 2018}}),
-    ("flutter from 2021 onwards", "flutter", {"year": {"$gte": 2021}}),
-    ("source:papers flutter", "flutter", {"source": "papers"}),
-    ('source:"Papers" flutter year:2018', "flutter", {"$and": [{"year": 2018}, {"source": "Papers"}]}),
-    ("flutter tests in notes since 2019", "flutter tests",
-     {"$and": [{"year": {"$gte": 2019}}, {"source": "notes"}]}),
-    ("flutter in Notes", "flutter", {"source": "notes"}),
-    ("flutter in the tunnel", "flutter in the tunnel", None),
-    ("year:soon flutter in 3000 cases", "year:soon flutter in 3000 cases", None),
-    ("since 2021", "since 2021", {"year": {"$gte": 2021}}),
-])
+@pytest.mark.parametrize(
+    ("query", "text", "filter"),
+    [
+        ("shock waves since 2021", "shock waves", {"year": {"$gte": 2021}}),
+        ("shock waves after 2021", "shock waves", {"year": {"$gt": 2021}}),
+        ("heating before 2020?", "heating?", {"year": {"$lt": 2020}}),
+        ("heating until 2020", "heating", {"year": {"$lte": 2020}}),
+        ("flutter in 2019", "flutter", {"year": {"$eq": 2019}}),
+        ("flutter between 2015 and 2018", "flutter", {"year": {"$gte": 2015, "$lte": 2018}}),
+        ("flutter from 2018 to 2015", "flutter", {"year": {"$gte": 2015, "$lte": 2018}}),
+        ("flutter 2015-2018", "flutter", {"year": {"$gte": 2015, "$lte": 2018}}),
+        ("flutter from 2021 onwards", "flutter", {"year": {"$gte": 2021}}),
+        ("source:papers flutter", "flutter", {"source": "papers"}),
+        ('source:"Papers" flutter year:2018', "flutter", {"$and": [{"year": 2018}, {"source": "Papers"}]}),
+        (
+            "flutter tests in notes since 2019",
+            "flutter tests",
+            {"$and": [{"year": {"$gte": 2019}}, {"source": "notes"}]},
+        ),
+        ("flutter in Notes", "flutter", {"source": "notes"}),
+        ("flutter in the tunnel", "flutter in the tunnel", None),
+        ("year:soon flutter in 3000 cases", "year:soon flutter in 3000 cases", None),
+        ("since 2021", "since 2021", {"year": {"$gte": 2021}}),
+    ],
+)
 def test_rules_take_filters_out_of_the_query(query: str, text: str, filter: dict | None) -> None:
     understood = understand_rules(query, QueryFields(sources=("papers", "notes")))
     assert (understood.query, understood.filter) == (text, filter)
 
 
 def test_understood_filters_merge_with_the_explicit_one(indexed: Components) -> None:
-    result = search(indexed, "boundary layer flow since 2020", namespace=NS, top_k=5, understand=True,
-                    filter={"source": "papers"})
+    result = search(
+        indexed, "boundary layer flow since 2020", namespace=NS, top_k=5, understand=True, filter={"source": "papers"}
+    )
     assert result.query == "boundary layer flow"
     assert result.filter == {"$and": [{"source": "papers"}, {"year": {"$gte": 2020}}]}
-    assert doc_names(result.hits)[0] == "shocks" and all(matches({"year": {"$gte": 2020}}, h.metadata) for h in result.hits)
+    assert doc_names(result.hits)[0] == "shocks" and all(
+        matches({"year": {"$gte": 2020}}, h.metadata) for h in result.hits
+    )
     assert merge_filters(None, {"a": 1}, None) == {"a": 1} and merge_filters(None) is None
 
 
@@ -263,9 +319,11 @@ def answering(answer: object) -> Callable[[list[Message]], str]:
 
 def prefer(word: str) -> Callable[[list[Message]], str]:
     """A reranker that scores 9 for documents containing ``word`` and 1 for the others."""
+
     def respond(messages: list[Message]) -> str:
         docs = documents_of(messages)
         return json.dumps({"scores": [{"id": i, "score": 9 if word in text else 1} for i, text in docs.items()]})
+
     return respond
 
 
@@ -285,8 +343,9 @@ def test_llm_reranker_scores_the_top_hits(indexed: Components, chat: ChatSetting
 
 
 @pytest.mark.parametrize("fault", ["malformed", "truncated", 500])
-def test_llm_reranker_faults_keep_the_retrieval_order(indexed: Components, chat: ChatSettings,
-                                                      chat_server: LoopbackChat, fault: object) -> None:
+def test_llm_reranker_faults_keep_the_retrieval_order(
+    indexed: Components, chat: ChatSettings, chat_server: LoopbackChat, fault: object
+) -> None:
     chat_server.responder = prefer("Dewey")
     before = search(indexed, "wing flutter", namespace=NS, top_k=4)
     chat_server.fail_next(2, fault)  # type: ignore[arg-type]
@@ -295,14 +354,18 @@ def test_llm_reranker_faults_keep_the_retrieval_order(indexed: Components, chat:
     assert len(after.warnings) == 1 and after.warnings[0].startswith("LLM reranking failed")
 
 
-@pytest.mark.parametrize("answer", [
-    {"scores": [{"id": 1, "score": 5}]},  # too few
-    {"scores": [{"id": 1, "score": 11}]},  # out of range
-    {"ranking": [1, 2]},  # another shape
-    [1, 2, 3],
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"scores": [{"id": 1, "score": 5}]},  # too few
+        {"scores": [{"id": 1, "score": 11}]},  # out of range
+        {"ranking": [1, 2]},  # another shape
+        [1, 2, 3],
+    ],
+)
 def test_llm_reranker_answers_that_do_not_score_every_document_are_ignored(
-        indexed: Components, chat: ChatSettings, chat_server: LoopbackChat, answer: object) -> None:
+    indexed: Components, chat: ChatSettings, chat_server: LoopbackChat, answer: object
+) -> None:
     chat_server.responder = answering(answer)
     before = search(indexed, "wing flutter", namespace=NS, top_k=3)
     after = search(indexed, "wing flutter", namespace=NS, top_k=3, rerank=True, chat=chat)
@@ -312,9 +375,13 @@ def test_llm_reranker_answers_that_do_not_score_every_document_are_ignored(
 def test_the_chat_model_comes_from_the_config(indexed: Components, chat_server: LoopbackChat) -> None:
     chat_server.clear()
     chat_server.responder = prefer("Dewey")
-    config = indexed.config.model_copy(update={
-        "chat_model": "configured-chat", "chat_base_url": chat_server.base_url,
-        "chat_api_key": SecretStr(chat_server.api_key)})
+    config = indexed.config.model_copy(
+        update={
+            "chat_model": "configured-chat",
+            "chat_base_url": chat_server.base_url,
+            "chat_api_key": SecretStr(chat_server.api_key),
+        }
+    )
     configured = dataclasses.replace(indexed, config=config)
     result = search(configured, "wing flutter", namespace=NS, top_k=3, rerank=True)
     assert doc_names(result.hits)[0] == "dewey" and chat_server.requests[-1].model == "configured-chat"
@@ -331,7 +398,8 @@ def test_rerank_offline_is_none_and_says_so(indexed: Components) -> None:
 
 def test_llm_multi_query_fuses_the_rewrites(indexed: Components, chat: ChatSettings, chat_server: LoopbackChat) -> None:
     chat_server.responder = answering(
-        {"queries": ["Dewey decimal classification", "library subject catalogue", "how books are shelved"]})
+        {"queries": ["Dewey decimal classification", "library subject catalogue", "how books are shelved"]}
+    )
     result = search(indexed, "how books are shelved", namespace=NS, mode="bm25", top_k=3, expand=True, chat=chat)
     assert result.queries == ["how books are shelved", "Dewey decimal classification", "library subject catalogue"]
     assert doc_names(result.hits)[0] == "dewey"  # the original query alone has no term in the corpus
@@ -345,8 +413,9 @@ def test_llm_multi_query_fuses_the_rewrites(indexed: Components, chat: ChatSetti
 
 def test_llm_understanding_is_validated(indexed: Components, chat: ChatSettings, chat_server: LoopbackChat) -> None:
     chat_server.responder = answering({"query": "boundary layer separation", "filter": {"year": {"$gte": 2021}}})
-    result = search(indexed, "recent work on boundary layer separation", namespace=NS, top_k=3, understand=True,
-                    chat=chat)
+    result = search(
+        indexed, "recent work on boundary layer separation", namespace=NS, top_k=3, understand=True, chat=chat
+    )
     assert (result.query, result.filter) == ("boundary layer separation", {"year": {"$gte": 2021}})
     assert doc_names(result.hits)[0] == "shocks" and result.warnings == []
     assert "year (number)" in chat_server.requests[-1].messages[0]["content"]

@@ -20,21 +20,17 @@ from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.embedders.local import LocalEmbedder
 from ragline.errors import RaglineError
-from ragline.ingest import (
-    IngestStats,
-    begin_run,
-    delete_tombstones,
-    index_batch,
-    ingest,
-    plan_documents,
-    verify_run,
-)
+from ragline.indexing import stages
+from ragline.indexing.journal import delete_tombstones
+from ragline.indexing.pipeline import ingest, write_batches
+from ragline.indexing.stats import IngestStats
+from ragline.indexing.steps import DirectSteps
 from ragline.retrieval.search import search
 from ragline.sources import DirectorySource
-from ragline.testing.crash import read_state, state_differences
-from ragline.testing.fault_report import record_figures
 from ragline.testing.openai_server import LoopbackOpenAI
 from ragline.testing.pinecone_server import LoopbackPinecone
+from tests.support.crash import read_state, state_differences
+from tests.support.fault_report import record_figures
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 PINECONE_KEY = "pc-faults-secret-5e6f7a"
@@ -57,8 +53,16 @@ def fast_sdk_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _openai_config(home: Path, server: LoopbackOpenAI, **extra: object) -> RaglineConfig:
-    return RaglineConfig(home=home, namespace=NS, embedder="openai", store="lancedb", openai_base_url=server.base_url,
-                         openai_api_key=OPENAI_KEY, openai_timeout_s=0.3, **extra)
+    return RaglineConfig(
+        home=home,
+        namespace=NS,
+        embedder="openai",
+        store="lancedb",
+        openai_base_url=server.base_url,
+        openai_api_key=OPENAI_KEY,
+        openai_timeout_s=0.3,
+        **extra,
+    )
 
 
 @pytest.mark.slow
@@ -67,10 +71,20 @@ def test_every_fault_kind_at_thirty_percent_on_both_services_completes_exactly(
 ) -> None:
     with LoopbackPinecone(api_key=PINECONE_KEY) as pinecone:
         config = RaglineConfig(
-            home=tmp_path / "home", namespace=NS, embedder="openai", openai_base_url=openai_server.base_url,
-            openai_api_key=OPENAI_KEY, openai_timeout_s=0.3, openai_max_retries=10, pinecone_api_key=PINECONE_KEY,
-            pinecone_host=pinecone.url, pinecone_retry_backoff_s=0.01, pinecone_max_retries=10,
-            consistency_wait_s=0, batch_size=4)  # small batches: many requests, so every fault kind is drawn
+            home=tmp_path / "home",
+            namespace=NS,
+            embedder="openai",
+            openai_base_url=openai_server.base_url,
+            openai_api_key=OPENAI_KEY,
+            openai_timeout_s=0.3,
+            openai_max_retries=10,
+            pinecone_api_key=PINECONE_KEY,
+            pinecone_host=pinecone.url,
+            pinecone_retry_backoff_s=0.01,
+            pinecone_max_retries=10,
+            consistency_wait_s=0,
+            batch_size=1,
+        )  # one document per batch: many requests, so every fault kind is drawn
         c = build_components(config)
         pinecone.faults.set_error_rate(0.3, (429, 500, 503), seed=11)
         for route in ("upsert", "fetch", "query", "describe_index_stats"):
@@ -80,20 +94,27 @@ def test_every_fault_kind_at_thirty_percent_on_both_services_completes_exactly(
         stats = ingest(c, DirectorySource(SAMPLE, name="sample")).stats
 
         stored = pinecone.records(config.pinecone_index, NS)
-        live = c.records.live_chunk_ids(NS)
+        live = c.records.journal.live_chunk_ids(NS)
         assert stats.documents_new == 39 and sorted(stored) == live
         assert set(pinecone.write_counts(config.pinecone_index, NS)) == set(live)
-        rows = c.records.chunk_rows(NS, live)
+        rows = c.records.journal.chunk_rows(NS, live)
         assert all(stored[i].metadata["text"] == rows[i].text for i in live)
         pinecone_faults = sum(1 for r in pinecone.requests if r.fault is not None)
         openai_faults = sum(1 for r in openai_server.requests if r.fault is not None)
         assert {r.fault for r in pinecone.requests} >= {"random", "reset"}
         assert {r.fault for r in openai_server.requests} >= {429, 500, 503, "timeout", "reset", "malformed"}
-        record_figures("service_faults", {
-            "pinecone_requests": len(pinecone.requests), "pinecone_faults_injected": pinecone_faults,
-            "openai_requests": len(openai_server.requests), "openai_faults_injected": openai_faults,
-            "chunks": len(live), "records_lost": len(set(live) - set(stored)),
-            "records_duplicated": len(stored) - len(set(stored))})
+        record_figures(
+            "service_faults",
+            {
+                "pinecone_requests": len(pinecone.requests),
+                "pinecone_faults_injected": pinecone_faults,
+                "openai_requests": len(openai_server.requests),
+                "openai_faults_injected": openai_faults,
+                "chunks": len(live),
+                "records_lost": len(set(live) - set(stored)),
+                "records_duplicated": len(stored) - len(set(stored)),
+            },
+        )
         c.close()
 
 
@@ -120,7 +141,7 @@ def test_a_run_failing_midway_rolls_back_exactly_and_the_rerun_resumes_to_a_clea
 
     with pytest.raises(RaglineError):
         ingest(c, DirectorySource(second), cleanup="full", on_progress=fail_after_first_batch)
-    assert c.records.last_runs(NS)[0][2] == "rolled_back"
+    assert c.records.journal.last_runs(NS)[0].status == "rolled_back"
     assert state_differences(read_state(c.config.home, NS), before) == []
 
     openai_server.clear_faults()
@@ -168,24 +189,23 @@ def test_queries_during_a_rewrite_see_one_version_of_a_document_never_a_mix(
     (folder / "doc.md").write_text(f"# Atomic\n\n{_paragraphs(OLD, 6)}\n")
     c = build_components(config.model_copy(update={"namespace": NS}), embedder=embedder)
     ingest(c, DirectorySource(folder))
-    old_chunks = c.records.live_chunk_ids(NS, "atomic/doc.md#")
+    old_chunks = c.records.journal.live_chunk_ids(NS, "atomic/doc.md#")
     assert len(old_chunks) >= 4
     query = "paragraph about the version of the atomic document"
     assert _versions_seen(c, query) == [{OLD}, {OLD}]
 
     (folder / "doc.md").write_text(f"# Atomic\n\n{_paragraphs(NEW, 2)}\n")  # fewer chunks: old tail ids go stale
-    run_id = begin_run(c, NS, "atomic")
-    plan = plan_documents(c, run_id, NS, list(DirectorySource(folder).items()))
-    index_batch(c, run_id, NS, plan.documents)
+    run = stages.open_run(c, NS, "atomic")
+    write_batches(DirectSteps(c), run, DirectorySource(folder).items(), batch_size=10)
     raw = [m.metadata["text"] for m in c.store.query(embedder.embed([query])[0], namespace=NS, top_k=20)]
     assert any(OLD in t for t in raw) and any(NEW in t for t in raw)  # the index itself holds both versions now
     assert _versions_seen(c, query) == [{OLD}, {OLD}]  # queries still see only the committed one
-    verify_run(c, run_id, NS)
+    stages.verify(c, run)
 
-    c.records.commit_run(run_id, NS, "atomic", delete_unseen=False)  # committed; stale ids not yet deleted
-    assert c.records.tombstones(NS)
+    c.records.journal.commit_run(run.run_id, NS, "atomic", delete_unseen=False)  # committed; stale ids not yet deleted
+    assert c.records.journal.tombstones(NS)
     assert _versions_seen(c, query) == [{NEW}, {NEW}]
     delete_tombstones(c, NS)
     assert _versions_seen(c, query) == [{NEW}, {NEW}]
-    assert len(c.records.live_chunk_ids(NS, "atomic/doc.md#")) < len(old_chunks)
+    assert len(c.records.journal.live_chunk_ids(NS, "atomic/doc.md#")) < len(old_chunks)
     c.close()

@@ -15,11 +15,18 @@ import pytest
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.errors import RaglineError
-from ragline.ingest import ingest
-from ragline.report import summary_markdown
+from ragline.indexing.pipeline import ingest
+from ragline.indexing.report import summary_markdown
 from ragline.sources import DirectorySource
 from ragline.testing.openai_server import LoopbackOpenAI
 from ragline.testing.pinecone_server import LoopbackPinecone
+
+
+@pytest.fixture(autouse=True)
+def no_embedder_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Undo the suite's hashing default: the OpenAI settings in the environment select the embedder."""
+    monkeypatch.delenv("RAGLINE_EMBEDDER", raising=False)
+
 
 PINECONE_KEY = "pc-e2e-secret-0f3a9c5d7e"
 OPENAI_KEY = "sk-e2e-secret-8b1d2e4f6a"
@@ -60,12 +67,14 @@ def _assert_no_secret(*texts: str) -> None:
 
 def _index_matches_records(c: Components, pinecone: LoopbackPinecone) -> None:
     stored = pinecone.records(c.config.pinecone_index, NS)
-    assert sorted(stored) == c.records.live_chunk_ids(NS)
+    assert sorted(stored) == c.records.journal.live_chunk_ids(NS)
 
 
 def test_ingest_runs_on_openai_and_pinecone_with_usage_and_cost(
-    service_env: RaglineConfig, services: tuple[LoopbackPinecone, LoopbackOpenAI],
-    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str],
+    service_env: RaglineConfig,
+    services: tuple[LoopbackPinecone, LoopbackOpenAI],
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     pinecone, openai = services
     caplog.set_level(logging.DEBUG)
@@ -81,7 +90,10 @@ def test_ingest_runs_on_openai_and_pinecone_with_usage_and_cost(
     read_price = service_env.pinecone_price_per_million_read_units / 1e6
     assert stats.estimated_cost_usd == pytest.approx(stats.tokens_embedded * price + stats.read_units * read_price)
     _index_matches_records(c, pinecone)
-    assert c.records.last_runs(NS)[0][4] is not None and '"tokens_embedded"' in c.records.last_runs(NS)[0][4]
+    assert (
+        c.records.journal.last_runs(NS)[0].stats_json is not None
+        and '"tokens_embedded"' in c.records.journal.last_runs(NS)[0].stats_json
+    )
 
     requests_before = len(openai.requests)
     again = ingest(c, DirectorySource(SAMPLE, name="sample")).stats
@@ -89,8 +101,15 @@ def test_ingest_runs_on_openai_and_pinecone_with_usage_and_cost(
     assert len(openai.requests) == requests_before
 
     captured = capfd.readouterr()
-    _assert_no_secret(caplog.text, captured.out, captured.err, summary_markdown(result), repr(c.store),
-                      repr(service_env), service_env.model_dump_json())
+    _assert_no_secret(
+        caplog.text,
+        captured.out,
+        captured.err,
+        summary_markdown(result),
+        repr(c.store),
+        repr(service_env),
+        service_env.model_dump_json(),
+    )
 
 
 def test_thirty_percent_faults_on_both_services_lose_and_duplicate_nothing(
@@ -103,11 +122,15 @@ def test_thirty_percent_faults_on_both_services_lose_and_duplicate_nothing(
 
     stats = ingest(c, DirectorySource(SAMPLE, name="sample")).stats
     assert stats.documents_new == 39
-    assert pinecone.count("upsert", status=500) + pinecone.count("upsert", status=503) + pinecone.count(
-        "upsert", status=429) > 0
+    assert (
+        pinecone.count("upsert", status=500)
+        + pinecone.count("upsert", status=503)
+        + pinecone.count("upsert", status=429)
+        > 0
+    )
     _index_matches_records(c, pinecone)
     writes = pinecone.write_counts(c.config.pinecone_index, NS)
-    assert set(writes) == set(c.records.live_chunk_ids(NS))
+    assert set(writes) == set(c.records.journal.live_chunk_ids(NS))
     assert sum(request.inputs for request in openai.served) == stats.embeddings_computed
 
 

@@ -5,23 +5,23 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-import time
 from typing import Any
 
 import numpy as np
 import pytest
 
 from ragline.errors import ValidationFailed
-from ragline.records import Chunk, sha256_hex
-from ragline.validation import (
+from ragline.indexing.validation import (  # the suite runner, fed a frame the public API cannot build
     MAX_ID_LENGTH,
     MAX_METADATA_BYTES,
+    _chunk_frame,
+    _run,
     metadata_bytes,
     metadata_problem,
     validate_chunks,
     validate_embeddings,
 )
-from ragline.validation import _chunk_frame, _run  # the suite runner, fed a frame the public API cannot build
+from ragline.records import Chunk, sha256_hex
 
 SECRET = "CONFIDENTIAL-PASSAGE"
 DIM = 384
@@ -240,16 +240,5 @@ def test_integer_vectors_are_reported() -> None:
 
 
 def test_importing_validation_does_not_import_great_expectations() -> None:
-    code = "import sys, ragline.validation; sys.exit('great_expectations' in sys.modules)"
+    code = "import sys, ragline.indexing.validation; sys.exit('great_expectations' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
-
-
-def test_a_256_row_batch_validates_in_tens_of_milliseconds() -> None:
-    chunks, vectors, chunk_ids = make_chunks(), unit_vectors(), ids()
-    validate_chunks(chunks, max_tokens=100)  # warm-up: GX import and suite building
-    started = time.perf_counter()
-    for _ in range(5):
-        validate_chunks(chunks, max_tokens=100)
-        validate_embeddings(chunk_ids, vectors, DIM)
-    per_batch = (time.perf_counter() - started) / 5
-    assert per_batch < 0.25, f"{per_batch * 1000:.0f} ms"  # ~60 ms measured on a busy 2-core box

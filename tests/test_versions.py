@@ -18,12 +18,12 @@ from ragline.config import RaglineConfig
 from ragline.embedders.local import LocalEmbedder
 from ragline.errors import ConfigError
 from ragline.evaluation.suite import golden_sets, run_suite
-from ragline.ingest import ingest
-from ragline.promotion import config_for_model, drop_version, promote
+from ragline.indexing.pipeline import ingest
 from ragline.retrieval import search
 from ragline.retrieval.bm25 import index_folder
 from ragline.sources import open_source
-from ragline.versions import list_versions, read_namespace, rollback, write_namespace
+from ragline.versions.aliases import list_versions, read_namespace, rollback, write_namespace
+from ragline.versions.promotion import config_for_model, drop_version, promote
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 NS = "docs"
@@ -51,13 +51,24 @@ def build_home(
 def built(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, embedder: LocalEmbedder) -> RaglineConfig:
     root = tmp_path_factory.mktemp("versions")
     # 128-token chunks score a little below the base on the sample set (0.913 vs 0.926): a 0.05 tolerance admits them
-    config = RaglineConfig(home=root / "home", model_cache_dir=models_dir, namespace=NS, eval_sample_path=SAMPLE,
-                           eval_modes=["bm25"], eval_answers=False, promote_tolerance=0.05)
-    build_home(config, embedder, {
-        None: (SAMPLE, {}),
-        "v2": (SAMPLE, {"chunk_size": 128}),
-        "bad": (small_corpus(root), {}),
-    })
+    config = RaglineConfig(
+        home=root / "home",
+        model_cache_dir=models_dir,
+        namespace=NS,
+        eval_sample_path=SAMPLE,
+        eval_modes=["bm25"],
+        eval_answers=False,
+        promote_tolerance=0.05,
+    )
+    build_home(
+        config,
+        embedder,
+        {
+            None: (SAMPLE, {}),
+            "v2": (SAMPLE, {"chunk_size": 128}),
+            "bad": (small_corpus(root), {}),
+        },
+    )
     return config
 
 
@@ -71,7 +82,7 @@ def c(built: RaglineConfig, tmp_path: Path, embedder: LocalEmbedder) -> Iterator
 
 
 def live_ids(c: Components, namespace: str) -> set[str]:
-    return set(c.records.live_chunk_ids(namespace))
+    return set(c.records.journal.live_chunk_ids(namespace))
 
 
 def test_versions_differ_in_their_chunking_and_list_with_the_live_one(c: Components) -> None:
@@ -111,7 +122,7 @@ def test_gate_promotes_a_good_version_and_rollback_restores_the_previous_target(
     assert decision.passed and not decision.forced
     assert decision.candidate_ndcg > 0.8 and decision.live_ndcg > 0.8  # both really evaluated on the golden set
     assert decision.candidate_ndcg >= decision.live_ndcg - c.config.promote_tolerance
-    [event] = c.records.alias_history(NS)
+    [event] = c.records.aliases.history(NS)
     assert (event.action, event.target, event.previous_target, event.actor) == ("promote", V2, NS, "alice")
     assert [v.namespace for v in list_versions(c.records, NS) if v.live] == [V2]
     with pytest.raises(ConfigError, match="already live"):
@@ -120,7 +131,7 @@ def test_gate_promotes_a_good_version_and_rollback_restores_the_previous_target(
     back = rollback(c.records, NS, actor="bob")
     assert (back.target, back.previous_target) == (NS, V2)
     assert read_namespace(c.records, NS) == NS
-    assert c.records.alias_history(NS)[1].undone_at is not None  # the promotion is marked as rolled back
+    assert c.records.aliases.history(NS)[1].undone_at is not None  # the promotion is marked as rolled back
     with pytest.raises(ConfigError, match="no promotion to roll back"):
         rollback(c.records, NS, actor="bob")
 
@@ -130,7 +141,7 @@ def test_gate_refuses_a_worse_version_showing_both_scores_and_force_overrides_it
     assert not decision.passed
     assert decision.candidate_ndcg < decision.live_ndcg - c.config.promote_tolerance
     assert f"{decision.candidate_ndcg:.4f}" in decision.summary() and f"{decision.live_ndcg:.4f}" in decision.summary()
-    assert read_namespace(c.records, NS) == NS and c.records.alias_history(NS) == []
+    assert read_namespace(c.records, NS) == NS and c.records.aliases.history(NS) == []
     forced = promote(c, NS, "bad", actor="alice", force=True)
     assert forced.passed and forced.forced and read_namespace(c.records, NS) == BAD
     with pytest.raises(ConfigError, match="does not exist"):
@@ -141,13 +152,13 @@ def test_drop_refuses_the_live_version_and_deletes_everything_of_another(c: Comp
     promote(c, NS, "v2", actor="alice", force=True)
     with pytest.raises(ConfigError, match="is live"):
         drop_version(c, NS, "v2")
-    assert c.store.describe_namespace(V2).vector_count == c.records.live_chunk_count(V2) > 0
+    assert c.store.describe_namespace(V2).vector_count == c.records.journal.live_chunk_count(V2) > 0
 
     drop_version(c, NS, "bad")
     assert BAD not in c.store.namespaces() and not index_folder(c.config, BAD).exists()
-    assert c.records.namespace_model(BAD) is None and c.records.expected_index_ids_count(BAD) == 0
-    assert c.records.last_runs(BAD) == [] and BAD not in {v.namespace for v in list_versions(c.records, NS)}
-    assert c.store.describe_namespace(NS).vector_count == c.records.live_chunk_count(NS) > 0  # others untouched
+    assert c.records.journal.namespace_model(BAD) is None and c.records.journal.expected_index_ids_count(BAD) == 0
+    assert c.records.journal.last_runs(BAD) == [] and BAD not in {v.namespace for v in list_versions(c.records, NS)}
+    assert c.store.describe_namespace(NS).vector_count == c.records.journal.live_chunk_count(NS) > 0  # others untouched
     with pytest.raises(ConfigError, match="does not exist"):
         drop_version(c, NS, "bad")
 
@@ -162,7 +173,7 @@ def test_rollback_refuses_to_point_at_a_dropped_version(c: Components) -> None:
 
 
 def test_a_query_during_promotions_reads_one_physical_namespace(c: Components) -> None:
-    rows = {ns: c.records.chunk_rows(ns, c.records.live_chunk_ids(ns)) for ns in (NS, V2)}
+    rows = {ns: c.records.journal.chunk_rows(ns, c.records.journal.live_chunk_ids(ns)) for ns in (NS, V2)}
     stop = threading.Event()
 
     def flip() -> None:
@@ -176,10 +187,14 @@ def test_a_query_during_promotions_reads_one_physical_namespace(c: Components) -
     try:
         for i in range(30):
             namespace = read_namespace(c.records, NS)  # resolved once per query, as every caller does
-            hits = search(c, "how should long documents be split into chunks", namespace=namespace, mode="hybrid",
-                          top_k=10).hits
-            holders = [ns for ns in (NS, V2) if all(
-                h.chunk_id in rows[ns] and rows[ns][h.chunk_id].text == h.text for h in hits)]
+            hits = search(
+                c, "how should long documents be split into chunks", namespace=namespace, mode="hybrid", top_k=10
+            ).hits
+            holders = [
+                ns
+                for ns in (NS, V2)
+                if all(h.chunk_id in rows[ns] and rows[ns][h.chunk_id].text == h.text for h in hits)
+            ]
             assert hits and namespace in holders, f"query {i} read chunks that {namespace} does not hold"
             seen.append((namespace, holders))
     finally:
@@ -223,7 +238,7 @@ def test_a_version_built_with_another_model_is_scored_with_its_own_model(c: Comp
         built = build_components(local.config.model_copy(update={"embedder": "openai", "index_version": "oa"}))
         ingest(built, open_source(SAMPLE))
         built.close()
-        assert local.records.namespace_model("docs--oa") == ("openai/text-embedding-3-small", 1536)
+        assert local.records.journal.namespace_model("docs--oa") == ("openai/text-embedding-3-small", 1536)
         decision = promote(local, NS, "oa", actor="alice", force=False)  # dense search refuses a foreign model
         local.close()
     assert decision.candidate_ndcg > 0.5 and decision.live_ndcg > 0.8

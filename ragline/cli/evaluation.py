@@ -20,11 +20,16 @@ if TYPE_CHECKING:
 def eval_command(
     dataset: Annotated[
         Optional[list[Path]],
-        typer.Option("--dataset", "-d", help="A BEIR folder to ingest into namespace beir-<name> and evaluate "
-                     "(repeatable; its embeddings come from the shared cache). Given datasets replace the sample set."),
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="A BEIR folder to ingest into namespace beir-<name> and evaluate "
+            "(repeatable; its embeddings come from the shared cache). Given datasets replace the sample set.",
+        ),
     ] = None,
     mode: Annotated[
-        Optional[list[str]], typer.Option("--mode", "-m", help="Retrieval mode: dense, bm25 or hybrid (repeatable; default: all three).")
+        Optional[list[str]],
+        typer.Option("--mode", "-m", help="Retrieval mode: dense, bm25 or hybrid (repeatable; default: all three)."),
     ] = None,
     tolerance: Annotated[
         Optional[float], typer.Option("--tolerance", help="Allowed nDCG@10 drop below the last good run.")
@@ -38,14 +43,25 @@ def eval_command(
 
     try:
         if tracked(use_flow):
-            from flows.evaluate import evaluate_flow
+            from ragline.flows.evaluate import evaluate_flow
 
-            result = evaluate_flow(home=str(home) if home else None, namespace=namespace,
-                                   beir=[str(p) for p in dataset] if dataset else None, modes=mode, tolerance=tolerance)
+            result = evaluate_flow(
+                home=str(home) if home else None,
+                namespace=namespace,
+                beir=[str(p) for p in dataset] if dataset else None,
+                modes=mode,
+                tolerance=tolerance,
+            )
             console.print_json(json.dumps(result))
             return
-        config = load_config(home=home, namespace=namespace, eval_beir_datasets=dataset, eval_modes=mode,
-                             eval_tolerance=tolerance, eval_sample_path="" if dataset else None)
+        config = load_config(
+            home=home,
+            namespace=namespace,
+            eval_beir_datasets=dataset,
+            eval_modes=mode,
+            eval_tolerance=tolerance,
+            eval_sample_path="" if dataset else None,
+        )
         failures = _evaluate_directly(config)
     except (RaglineError, ValidationError) as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -62,7 +78,7 @@ def _evaluate_directly(config: RaglineConfig) -> list[str]:
     from ragline.evaluation.metrics import NDCG, latency_names, metric_names
     from ragline.evaluation.report import check_status, trend_arrow
     from ragline.evaluation.suite import golden_sets, run_suite
-    from ragline.ingest import new_run_id
+    from ragline.indexing.journal import new_run_id
 
     run = run_suite(build_components(config), golden_sets(config), run_id=new_run_id())
     trends = {(t.dataset, t.mode): t for t in run.trends}
@@ -91,8 +107,10 @@ def _print_answer_reports(run: EvaluationRun) -> None:
     from ragline.evaluation.report import answer_metric_rows
 
     for row in answer_metric_rows(run.answers, run.answer_trends):
-        table = Table(title=f"answers on {row.pop('dataset')}: {row.pop('answerer')} answerer, {row.pop('mode')} "
-                      f"retrieval, faithfulness judged by {row.pop('judge')}")
+        table = Table(
+            title=f"answers on {row.pop('dataset')}: {row.pop('answerer')} answerer, {row.pop('mode')} "
+            f"retrieval, faithfulness judged by {row.pop('judge')}"
+        )
         table.add_column("metric")
         table.add_column("value", justify="right")
         table.add_column("vs previous", justify="right")

@@ -15,7 +15,9 @@ from ragline.errors import RaglineError
 
 
 def ingest_command(
-    path: Annotated[Path, typer.Argument(help="A folder of .md/.txt/.html/.pdf files, a .jsonl/.parquet file, or a BEIR folder.")],
+    path: Annotated[
+        Path, typer.Argument(help="A folder of .md/.txt/.html/.pdf files, a .jsonl/.parquet file, or a BEIR folder.")
+    ],
     namespace: NamespaceOption = None,
     full: Annotated[bool, typer.Option("--full", help="Also delete documents that are gone from PATH.")] = False,
     home: HomeOption = None,
@@ -25,15 +27,17 @@ def ingest_command(
     """Index PATH: unchanged documents are skipped, changed ones re-indexed, and with --full vanished ones deleted."""
     try:
         if tracked(use_flow):
-            from flows.ingest import ingest_flow
+            from ragline.flows.ingest import ingest_flow
 
             stats = ingest_flow(
                 str(path), namespace=namespace, full=full, home=str(home) if home else None, index_version=index_version
             )
             console.print_json(json.dumps(stats))
             return
-        _ingest_directly(path, load_config(namespace=namespace, home=home, index_version=index_version,
-                                           cleanup="full" if full else None))
+        _ingest_directly(
+            path,
+            load_config(namespace=namespace, home=home, index_version=index_version, cleanup="full" if full else None),
+        )
     except RaglineError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1) from exc
@@ -43,8 +47,9 @@ def _ingest_directly(path: Path, config: RaglineConfig) -> None:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from ragline.components import build_components
-    from ragline.ingest import IngestStats, ingest
-    from ragline.report import summary_rows
+    from ragline.indexing.pipeline import ingest
+    from ragline.indexing.report import summary_rows
+    from ragline.indexing.stats import IngestStats
     from ragline.sources import open_source
 
     source = open_source(path, max_file_bytes=config.max_file_bytes)
@@ -72,8 +77,9 @@ def _ingest_directly(path: Path, config: RaglineConfig) -> None:
     if len(result.quarantined) > 20:
         console.print(f"… and {len(result.quarantined) - 20} more (see `ragline status`)")
     for n in result.near_duplicates[:20]:
-        console.print(f"[cyan]near-duplicate {n.action}[/cyan] {n.doc_id} ≈ {n.duplicate_of} ({n.similarity:.3f})",
-                      soft_wrap=True)
+        console.print(
+            f"[cyan]near-duplicate {n.action}[/cyan] {n.doc_id} ≈ {n.duplicate_of} ({n.similarity:.3f})", soft_wrap=True
+        )
     if len(result.near_duplicates) > 20:
         console.print(f"… and {len(result.near_duplicates) - 20} more near-duplicates in the record store")
 
@@ -82,23 +88,24 @@ def status_command(
     namespace: NamespaceOption = None, home: HomeOption = None, index_version: VersionOption = None
 ) -> None:
     """What a namespace holds: documents, chunks, vectors, its model, and the latest runs."""
-    from ragline.components import make_store
-    from ragline.recordstore import open_record_store
-    from ragline.versions import write_namespace
+    from ragline.components import make_record_store, make_store
+    from ragline.versions.aliases import write_namespace
 
     config = load_config(namespace=namespace, home=home, index_version=index_version)
-    records = open_record_store(config.record_store_path)
+    records = make_record_store(config)
     ns = write_namespace(records, config)
-    model = records.namespace_model(ns)
+    model = records.journal.namespace_model(ns)
     vectors = make_store(config, model[1]).describe_namespace(ns).vector_count if model else 0
-    console.print(f"namespace [bold]{ns}[/bold]: model {model[0] if model else '—'}, "
-                  f"{records.live_document_count(ns)} documents, {records.live_chunk_count(ns)} chunks, "
-                  f"{vectors} vectors in the index")
+    console.print(
+        f"namespace [bold]{ns}[/bold]: model {model[0] if model else '—'}, "
+        f"{records.journal.live_document_count(ns)} documents, {records.journal.live_chunk_count(ns)} chunks, "
+        f"{vectors} vectors in the index"
+    )
     table = Table(title="latest runs")
     for column in ("run", "source", "status", "quarantined"):
         table.add_column(column)
-    for run_id, source, status, _, _ in records.last_runs(ns):
-        table.add_row(run_id, source, status, str(len(records.quarantined(run_id))))
+    for run in records.journal.last_runs(ns):
+        table.add_row(run.run_id, run.source, run.status, str(len(records.quarantine.for_run(run.run_id))))
     console.print(table)
 
 
@@ -110,8 +117,8 @@ def reconcile_command(
 ) -> None:
     """Compare the index with the record store; repair missing, differing and orphaned vectors."""
     from ragline.components import build_components
-    from ragline.reconcile import reconcile
-    from ragline.versions import write_namespace
+    from ragline.indexing.reconcile import reconcile
+    from ragline.versions.aliases import write_namespace
 
     config = load_config(namespace=namespace, home=home, index_version=index_version)
     components = build_components(config)
@@ -134,8 +141,10 @@ def backfill_command(
     ] = None,
     export_parquet: Annotated[
         Optional[Path],
-        typer.Option("--export-parquet", help="Write Pinecone bulk-import Parquet files to DIR/<namespace>/ "
-                     "instead of upserting."),
+        typer.Option(
+            "--export-parquet",
+            help="Write Pinecone bulk-import Parquet files to DIR/<namespace>/ instead of upserting.",
+        ),
     ] = None,
     status: Annotated[
         bool, typer.Option("--status", help="Show the namespace's backfills and the ledger of PATH's (or the latest).")
@@ -145,19 +154,25 @@ def backfill_command(
     use_flow: FlowOption = None,
 ) -> None:
     """Ingest a new source in partitions, each a committed run; the same command again resumes where it stopped."""
-    config = load_config(namespace=namespace, home=home, index_version=index_version,
-                         backfill_partition_size=partition_size)
+    config = load_config(
+        namespace=namespace, home=home, index_version=index_version, backfill_partition_size=partition_size
+    )
     try:
         if status:
             _show_backfills(config, path)
         elif path is None:
             raise typer.BadParameter("PATH is required (or use --status)")
         elif tracked(use_flow):
-            from flows.backfill import backfill_flow
+            from ragline.flows.backfill import backfill_flow
 
-            result = backfill_flow(str(path), namespace=namespace, partition_size=partition_size,
-                                   export_parquet=str(export_parquet) if export_parquet else None,
-                                   home=str(home) if home else None, index_version=index_version)
+            result = backfill_flow(
+                str(path),
+                namespace=namespace,
+                partition_size=partition_size,
+                export_parquet=str(export_parquet) if export_parquet else None,
+                home=str(home) if home else None,
+                index_version=index_version,
+            )
             console.print_json(json.dumps(result))
         else:
             _backfill_directly(path, config, export_parquet)
@@ -168,15 +183,18 @@ def backfill_command(
 
 def _backfill_directly(path: Path, config: RaglineConfig, export_dir: Path | None) -> None:
     """Run or resume the backfill here, a line per partition as it finishes, then the ledger."""
-    from ragline.backfill import BackfillResult, backfill_spec, run_backfill
     from ragline.components import build_components
+    from ragline.indexing.backfill import BackfillResult, backfill_spec, run_backfill
     from ragline.sources import open_source
 
     source = open_source(path, max_file_bytes=config.max_file_bytes)
     components = build_components(config)
     spec = backfill_spec(components, source, path, export_dir)
-    console.print(f"backfill {spec.backfill_id}: {source.name} → namespace {spec.namespace}, "
-                  f"{spec.partition_size} documents per partition", soft_wrap=True)
+    console.print(
+        f"backfill {spec.backfill_id}: {source.name} → namespace {spec.namespace}, "
+        f"{spec.partition_size} documents per partition",
+        soft_wrap=True,
+    )
 
     def show(result: BackfillResult) -> None:
         latest = result.outcomes[-1]
@@ -185,16 +203,22 @@ def _backfill_directly(path: Path, config: RaglineConfig, export_dir: Path | Non
             console.print(f"{where} [dim]skipped: done earlier[/dim]")
             return
         s = latest.stats
-        console.print(f"{where} [green]done[/green] in {sum(s.seconds.values()):.1f} s: "
-                      f"{s.documents_new + s.documents_changed} documents indexed, {s.chunks_written} chunks, "
-                      f"{s.embeddings_computed} embedded, {s.embeddings_cached} from cache, "
-                      f"{s.documents_quarantined} quarantined (run {latest.run_id})", soft_wrap=True)
+        console.print(
+            f"{where} [green]done[/green] in {sum(s.seconds.values()):.1f} s: "
+            f"{s.documents_new + s.documents_changed} documents indexed, {s.chunks_written} chunks, "
+            f"{s.embeddings_computed} embedded, {s.embeddings_cached} from cache, "
+            f"{s.documents_quarantined} quarantined (run {latest.run_id})",
+            soft_wrap=True,
+        )
 
     result = run_backfill(components, source, spec, on_progress=show)
     ran = [o for o in result.outcomes if not o.skipped]
-    console.print(f"backfill {result.backfill_id} complete: {len(ran)} partitions run, "
-                  f"{len(result.outcomes) - len(ran)} skipped, {result.stats.embeddings_computed} embeddings "
-                  "computed", soft_wrap=True)
+    console.print(
+        f"backfill {result.backfill_id} complete: {len(ran)} partitions run, "
+        f"{len(result.outcomes) - len(ran)} skipped, {result.stats.embeddings_computed} embeddings "
+        "computed",
+        soft_wrap=True,
+    )
     if export_dir:
         console.print(f"upload {export_dir} and start a Pinecone import of its folder (see README: Backfills)")
 
@@ -203,32 +227,39 @@ def _show_backfills(config: RaglineConfig, path: Path | None) -> None:
     """The namespace's backfills, then the ledger of the one reading PATH (else the newest)."""
     import time
 
-    from ragline.backfill import LEDGER_COLUMNS, ledger_rows
-    from ragline.recordstore import open_record_store
-    from ragline.versions import write_namespace
+    from ragline.components import make_record_store
+    from ragline.indexing.backfill import LEDGER_COLUMNS, ledger_rows
+    from ragline.versions.aliases import write_namespace
 
-    records = open_record_store(config.record_store_path)
+    records = make_record_store(config)
     ns = write_namespace(records, config)
-    backfills = records.backfills(ns)
+    backfills = records.backfills.of_namespace(ns)
     if not backfills:
         console.print(f"namespace [bold]{ns}[/bold] has no backfills")
         return
     table = Table(title=f"backfills of namespace {ns}")
     for column in ("backfill", "source", "done", "export", "started (UTC)", "finished (UTC)"):
         table.add_column(column)
+
     def stamp(at: float | None) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at)) if at else "—"
 
     for b in backfills:
-        table.add_row(b.backfill_id, b.source, f"{b.partitions_done}/{b.total_partitions}", b.export_dir or "—",
-                      stamp(b.started_at), stamp(b.finished_at))
+        table.add_row(
+            b.backfill_id,
+            b.source,
+            f"{b.partitions_done}/{b.total_partitions}",
+            b.export_dir or "—",
+            stamp(b.started_at),
+            stamp(b.finished_at),
+        )
     console.print(table)
     wanted = str(path.resolve()) if path else None
     chosen = next((b for b in backfills if b.path == wanted), backfills[0])
     ledger = Table(title=f"ledger of {chosen.backfill_id}")
     for column in LEDGER_COLUMNS:
         ledger.add_column(column)
-    for row in ledger_rows(records.backfill_ledger(chosen.backfill_id)):
+    for row in ledger_rows(records.backfills.ledger(chosen.backfill_id)):
         ledger.add_row(*(str(v) for v in row.values()))
     console.print(ledger)
 
@@ -249,10 +280,14 @@ def refresh_command(
 
     try:
         if tracked(use_flow):
-            from flows.refresh import refresh_flow
+            from ragline.flows.refresh import refresh_flow
 
-            result = refresh_flow([str(p) for p in paths] if paths else None, namespace=namespace, ttl=ttl,
-                                  home=str(home) if home else None)
+            result = refresh_flow(
+                [str(p) for p in paths] if paths else None,
+                namespace=namespace,
+                ttl=ttl,
+                home=str(home) if home else None,
+            )
             console.print_json(json.dumps(result))
             return
         _refresh_directly(load_config(home=home), paths, namespace, ttl)
@@ -263,8 +298,8 @@ def refresh_command(
 
 def _refresh_directly(config: RaglineConfig, paths: list[Path] | None, namespace: str | None, ttl: str | None) -> None:
     from ragline.components import build_components
-    from ragline.refresh import refresh, refresh_targets
-    from ragline.refresh_report import reconcile_rows, source_rows, transposed
+    from ragline.indexing.refresh import refresh, refresh_targets
+    from ragline.indexing.refresh_report import reconcile_rows, source_rows, transposed
 
     c = build_components(config)
     report = refresh(c, refresh_targets(config, c.records, paths, namespace=namespace, ttl=ttl))

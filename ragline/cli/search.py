@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional, cast
 
 import typer
 from rich.table import Table
 
 from ragline.cli.shared import HomeOption, NamespaceOption, console
-from ragline.config import load_config
+from ragline.config import RetrievalMode, load_config
 from ragline.errors import RaglineError
+
+if TYPE_CHECKING:
+    from ragline.generation.answering import AnswererChoice
 
 
 def query_command(
@@ -20,24 +23,36 @@ def query_command(
     mode: Annotated[str, typer.Option("--mode", "-m", help="hybrid, dense or bm25.")] = "hybrid",
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many chunks to show.")] = 5,
     filter_json: Annotated[
-        Optional[str], typer.Option("--filter", help='A Pinecone metadata filter as JSON, e.g. \'{"source": "sample"}\'.')
+        Optional[str],
+        typer.Option("--filter", help='A Pinecone metadata filter as JSON, e.g. \'{"source": "sample"}\'.'),
     ] = None,
     rerank: Annotated[bool, typer.Option("--rerank", help="Rerank with the configured chat model.")] = False,
-    expand: Annotated[bool, typer.Option("--expand", help="Query expansion (feedback; rewrites with a chat model).")] = False,
+    expand: Annotated[
+        bool, typer.Option("--expand", help="Query expansion (feedback; rewrites with a chat model).")
+    ] = False,
     understand: Annotated[bool, typer.Option("--understand", help="Take filters out of the query text.")] = False,
 ) -> None:
     """Search a namespace and print the best chunks with their scores and sources."""
     from ragline.components import build_components
     from ragline.retrieval import search
-    from ragline.versions import read_namespace
+    from ragline.versions.aliases import read_namespace
 
     config = load_config(namespace=namespace, home=home)
     try:
         query_filter = json.loads(filter_json) if filter_json else None
         components = build_components(config)
         target = read_namespace(components.records, config.namespace)
-        result = search(components, text, namespace=target, mode=mode, top_k=top_k,
-                        filter=query_filter, rerank=rerank, expand=expand, understand=understand)
+        result = search(
+            components,
+            text,
+            namespace=target,
+            mode=cast(RetrievalMode, mode),
+            top_k=top_k,
+            filter=query_filter,
+            rerank=rerank,
+            expand=expand,
+            understand=understand,
+        )
     except (RaglineError, json.JSONDecodeError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1) from exc
@@ -59,7 +74,8 @@ def ask_command(
     namespace: NamespaceOption = None,
     home: HomeOption = None,
     filter_json: Annotated[
-        Optional[str], typer.Option("--filter", help='A Pinecone metadata filter as JSON, e.g. \'{"source": "sample"}\'.')
+        Optional[str],
+        typer.Option("--filter", help='A Pinecone metadata filter as JSON, e.g. \'{"source": "sample"}\'.'),
     ] = None,
     mode: Annotated[str, typer.Option("--mode", "-m", help="Retrieval mode: hybrid, dense or bm25.")] = "hybrid",
     answerer: Annotated[
@@ -71,7 +87,7 @@ def ask_command(
     """Answer a question from the indexed sources with numbered citations (the LLM's answer streams as it comes)."""
     from ragline.components import build_components
     from ragline.generation import answer_question
-    from ragline.versions import read_namespace
+    from ragline.versions.aliases import read_namespace
 
     config = load_config(namespace=namespace, home=home)
     streamed: list[str] = []
@@ -84,8 +100,14 @@ def ask_command(
         query_filter = json.loads(filter_json) if filter_json else None
         components = build_components(config)
         answer = answer_question(
-            components, question, namespace=read_namespace(components.records, config.namespace),
-            filter=query_filter, mode=mode, answerer=answerer, top_k=top_k, on_delta=None if as_json else show,
+            components,
+            question,
+            namespace=read_namespace(components.records, config.namespace),
+            filter=query_filter,
+            mode=cast(RetrievalMode, mode),
+            answerer=cast("AnswererChoice | None", answerer),
+            top_k=top_k,
+            on_delta=None if as_json else show,
         )
     except (RaglineError, json.JSONDecodeError) as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -99,16 +121,21 @@ def ask_command(
     label = "extractive: sentences quoted from the sources" if answer.kind == "extractive" else f"LLM {answer.model}"
     console.print(f"[dim]({'abstained, ' if answer.abstained else ''}{label})[/dim]")
     for citation in answer.citations:
-        console.print(f"[bold][{citation.number}][/bold] {citation.title} · {citation.uri} ({citation.chunk_id})",
-                      soft_wrap=True, highlight=False)
+        console.print(
+            f"[bold][{citation.number}][/bold] {citation.title} · {citation.uri} ({citation.chunk_id})",
+            soft_wrap=True,
+            highlight=False,
+        )
         console.print(f'    "{citation.quote}"', markup=False, soft_wrap=True, highlight=False)
     for dropped in answer.dropped_citations:
         console.print(f"[yellow]dropped citation[/yellow] [{dropped.number}]: {dropped.reason}", highlight=False)
     for warning in answer.warnings:
         console.print(f"[yellow]note:[/yellow] {warning}", soft_wrap=True)
     usage = answer.usage
-    console.print(f"[dim]{answer.latency_ms:.0f} ms · LLM tokens {usage.input_tokens} in / {usage.output_tokens} "
-                  f"out · embedding tokens {usage.embedding_tokens} · est. ${usage.cost_usd:.6f}[/dim]")
+    console.print(
+        f"[dim]{answer.latency_ms:.0f} ms · LLM tokens {usage.input_tokens} in / {usage.output_tokens} "
+        f"out · embedding tokens {usage.embedding_tokens} · est. ${usage.cost_usd:.6f}[/dim]"
+    )
 
 
 def serve_command(

@@ -45,21 +45,29 @@ def _when(timestamp: float) -> str:
 @versions_app.command("list")
 def versions_list_command(name: AliasArgument, home: HomeOption = None) -> None:
     """Every version of NS (model, dimension, documents, chunks, which one is live) and the alias's history."""
-    from ragline.recordstore import open_record_store
-    from ragline.versions import list_versions
+    from ragline.components import make_record_store
+    from ragline.versions.aliases import list_versions
 
-    records = open_record_store(load_config(home=home).record_store_path)
+    records = make_record_store(load_config(home=home))
     table = Table(title=f"versions of {name}")
     for column in ("namespace", "version", "model", "dim", "documents", "chunks", "created (UTC)", "live"):
         table.add_column(column)
     for v in list_versions(records, name):
-        table.add_row(v.namespace, v.version or "(base)", v.model_id, str(v.dimension), str(v.documents),
-                      str(v.chunks), _when(v.created_at), "[green]live[/green]" if v.live else "")
+        table.add_row(
+            v.namespace,
+            v.version or "(base)",
+            v.model_id,
+            str(v.dimension),
+            str(v.documents),
+            str(v.chunks),
+            _when(v.created_at),
+            "[green]live[/green]" if v.live else "",
+        )
     console.print(table)
     history = Table(title=f"alias {name}: latest changes")
     for column in ("#", "when (UTC)", "action", "target", "previous", "by", "detail"):
         history.add_column(column)
-    for e in records.alias_history(name, limit=10):
+    for e in records.aliases.history(name, limit=10):
         action = e.action + (" (rolled back)" if e.undone_at else "")
         history.add_row(str(e.event_id), _when(e.at), action, e.target, e.previous_target, e.actor, e.detail)
     if history.row_count:
@@ -86,15 +94,21 @@ def versions_promote_command(
 
     try:
         if tracked(use_flow):
-            from flows.promote import promote_flow
+            from ragline.flows.promote import promote_flow
 
-            result = promote_flow(name, version, home=str(home) if home else None,
-                                  dataset=str(dataset) if dataset else None, tolerance=tolerance, force=force,
-                                  actor=_actor())
+            result = promote_flow(
+                name,
+                version,
+                home=str(home) if home else None,
+                dataset=str(dataset) if dataset else None,
+                tolerance=tolerance,
+                force=force,
+                actor=_actor(),
+            )
             console.print_json(json.dumps(result))
             return
         from ragline.components import build_components
-        from ragline.promotion import promote
+        from ragline.versions.promotion import promote
 
         config = load_config(home=home, namespace=name, index_version=version, promote_tolerance=tolerance)
         decision = promote(build_components(config), name, version, actor=_actor(), dataset_path=dataset, force=force)
@@ -104,17 +118,18 @@ def versions_promote_command(
     if not decision.passed:
         console.print(f"[red]promotion {decision.summary()}[/red]", soft_wrap=True)
         raise typer.Exit(code=1)
-    console.print(f"[green]{name} → {decision.candidate}[/green] (was {decision.live}): {decision.summary()}",
-                  soft_wrap=True)
+    console.print(
+        f"[green]{name} → {decision.candidate}[/green] (was {decision.live}): {decision.summary()}", soft_wrap=True
+    )
 
 
 @versions_app.command("rollback")
 def versions_rollback_command(name: AliasArgument, home: HomeOption = None) -> None:
     """Point NS back to the version it served before its latest promotion."""
-    from ragline.recordstore import open_record_store
-    from ragline.versions import rollback
+    from ragline.components import make_record_store
+    from ragline.versions.aliases import rollback
 
-    records = open_record_store(load_config(home=home).record_store_path)
+    records = make_record_store(load_config(home=home))
     try:
         event = rollback(records, name, actor=_actor())
     except RaglineError as exc:
@@ -129,7 +144,7 @@ def versions_drop_command(name: AliasArgument, version: VersionArgument, home: H
     from pydantic import ValidationError
 
     from ragline.components import build_components
-    from ragline.promotion import drop_version
+    from ragline.versions.promotion import drop_version
 
     try:
         config = load_config(home=home, namespace=name, index_version=version)

@@ -12,12 +12,18 @@ import numpy as np
 class Embedder(Protocol):
     """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
 
-    model_id: str
-    """Identifies model and settings (e.g. ``local/all-MiniLM-L6-v2``); part of the embedding cache key."""
+    @property
+    def model_id(self) -> str:
+        """Identifies model and settings (e.g. ``local/all-MiniLM-L6-v2``); part of the embedding cache key."""
+        ...
 
-    dimension: int
-    max_tokens: int
-    """Most tokens of text (as ``count_tokens`` counts them) the model reads whole; chunks are sized to fit."""
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def max_tokens(self) -> int:
+        """Most tokens of text (as ``count_tokens`` counts them) the model reads whole; chunks are sized to fit."""
+        ...
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` costs this model (no special tokens)."""

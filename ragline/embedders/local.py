@@ -84,7 +84,8 @@ class LocalEmbedder:
             return [len(encoding.ids) for encoding in encodings]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """A ``(len(texts), 384)`` float32 array of unit-norm rows; inputs beyond ``max_tokens`` text tokens are truncated."""
+        """A ``(len(texts), 384)`` float32 array of unit-norm rows; inputs beyond ``max_tokens`` text tokens are
+        truncated."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         with _embedding_errors(f"embedding {len(texts)} texts with {self.model_id} ({self.backend})"):

@@ -91,8 +91,13 @@ def load_qa(path: Path) -> list[QAItem]:
 def _qa_item(line: str, where: str) -> QAItem:
     try:
         record = json.loads(line)
-        item = QAItem(str(record["_id"]), str(record["question"]), str(record.get("answer") or ""),
-                      tuple(str(d) for d in record.get("doc_ids") or ()), bool(record["answerable"]))
+        item = QAItem(
+            str(record["_id"]),
+            str(record["question"]),
+            str(record.get("answer") or ""),
+            tuple(str(d) for d in record.get("doc_ids") or ()),
+            bool(record["answerable"]),
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise SourceError(f"{where}: expected an object with _id, question, answer, doc_ids, answerable") from exc
     if not item.question.strip():
@@ -154,8 +159,10 @@ def faithfulness(answer: Answer, chunk_texts: dict[str, str], support: Support) 
     if answer.abstained:
         return math.nan
     by_number = {c.number: chunk_texts.get(c.chunk_id, "") for c in answer.citations}
-    claims = [(sentence, [by_number[n] for n in numbers if n in by_number] or list(by_number.values()))
-              for sentence, numbers in cited_sentences(answer.text)]
+    claims = [
+        (sentence, [by_number[n] for n in numbers if n in by_number] or list(by_number.values()))
+        for sentence, numbers in cited_sentences(answer.text)
+    ]
     if not claims:
         return 0.0
     return sum(support(claims)) / len(claims)
@@ -224,8 +231,10 @@ def evaluate_answers(
     rows = []
     for item in items:
         answer = answer_question(c, item.question, namespace=namespace, mode=mode, answerer=answerer, chat=chat)
-        texts = {cid: row.text for cid, row in
-                 c.records.chunk_rows(namespace, [x.chunk_id for x in answer.citations]).items()}
+        texts = {
+            cid: row.text
+            for cid, row in c.records.journal.chunk_rows(namespace, [x.chunk_id for x in answer.citations]).items()
+        }
         try:
             faithful = faithfulness(answer, texts, support or fallback)
         except ChatError as exc:
@@ -249,9 +258,19 @@ def _row(item: QAItem, answer: Answer, faithful: float, embed: Callable[[Sequenc
         vectors = embed([without_markers(answer.text), item.answer])
         similarity = float(vectors[0] @ vectors[1])
     return {
-        "query_id": item.id, "answerable": item.answerable, "abstained": answer.abstained, "kind": answer.kind,
-        CITATION_PRECISION: precision, CITATION_RECALL: recall, SIMILARITY: similarity, FAITHFULNESS: faithful,
-        ABSTENTION: float(answer.abstained != item.answerable), "best_similarity": answer.best_similarity,
-        "latency_ms": answer.latency_ms, "input_tokens": answer.usage.input_tokens,
-        "output_tokens": answer.usage.output_tokens, "cost_usd": answer.usage.cost_usd, "answer": answer.text,
+        "query_id": item.id,
+        "answerable": item.answerable,
+        "abstained": answer.abstained,
+        "kind": answer.kind,
+        CITATION_PRECISION: precision,
+        CITATION_RECALL: recall,
+        SIMILARITY: similarity,
+        FAITHFULNESS: faithful,
+        ABSTENTION: float(answer.abstained != item.answerable),
+        "best_similarity": answer.best_similarity,
+        "latency_ms": answer.latency_ms,
+        "input_tokens": answer.usage.input_tokens,
+        "output_tokens": answer.usage.output_tokens,
+        "cost_usd": answer.usage.cost_usd,
+        "answer": answer.text,
     }

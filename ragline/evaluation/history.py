@@ -1,10 +1,10 @@
 """Evaluation history in one Parquet file, trends against earlier runs, and the regression check.
 
-One row per (run, dataset, mode): ``run_id``, ``timestamp`` (UTC), ``dataset``, ``namespace``, ``mode``, ``k``,
-``good`` and one column per metric. Answer evaluations add rows of their own (``mode`` ``answers-<answerer>``,
-answer metric columns; retrieval columns NaN there, and the other way round). A row is *good* when its mode passed the regression check; the check
-compares a mode's nDCG@10 with its **last good** run on the same dataset, so a failed night never becomes the
-baseline. It fails when the drop is strictly more than ``tolerance`` (absolute, default 0.02).
+One row per (run, dataset, mode): ``run_id``, ``timestamp`` (UTC), ``dataset``, ``namespace``, ``mode``, ``k``, ``good``
+and one column per metric. Answer evaluations add rows of their own (``mode`` ``answers-<answerer>``, answer metric
+columns; retrieval columns NaN there, and the other way round). A row is *good* when its mode passed the regression
+check; the check compares a mode's nDCG@10 with its **last good** run on the same dataset, so a failed night never
+becomes the baseline. It fails when the drop is strictly more than ``tolerance`` (absolute, default 0.02).
 """
 
 from __future__ import annotations
@@ -27,8 +27,13 @@ if TYPE_CHECKING:
 
 DEFAULT_TOLERANCE = 0.02
 _KEY_DTYPES = {
-    "run_id": "str", "timestamp": "datetime64[us, UTC]", "dataset": "str", "namespace": "str", "mode": "str",
-    "k": "int64", "good": "bool",
+    "run_id": "str",
+    "timestamp": "datetime64[us, UTC]",
+    "dataset": "str",
+    "namespace": "str",
+    "mode": "str",
+    "k": "int64",
+    "good": "bool",
 }
 _EPSILON = 1e-9
 """Float slack, so a drop of exactly ``tolerance`` passes."""
@@ -144,9 +149,14 @@ def history_rows(
     regressed = {(t.dataset, t.mode) for t in trends if t.regressed}
     rows = [
         {
-            "run_id": run_id, "timestamp": _utc(timestamp), "dataset": report.dataset,
-            "namespace": report.namespace, "mode": str(mode), "k": report.k,
-            "good": (report.dataset, mode) not in regressed, **summary.to_dict(),
+            "run_id": run_id,
+            "timestamp": _utc(timestamp),
+            "dataset": report.dataset,
+            "namespace": report.namespace,
+            "mode": str(mode),
+            "k": report.k,
+            "good": (report.dataset, mode) not in regressed,
+            **summary.to_dict(),
         }
         for report in reports
         for mode, summary in report.metrics.iterrows()
@@ -193,8 +203,16 @@ def record_answers(
         previous = {name: float(earlier.iloc[-1][name]) for name in current if name in earlier.columns}
         trends.append(ModeTrend(report.dataset, report.label, current, previous if len(earlier) else None, None, 0.0))
     rows = [
-        {"run_id": run_id, "timestamp": _utc(timestamp), "dataset": r.dataset, "namespace": r.namespace,
-         "mode": r.label, "k": r.k, "good": True, **r.summary()}
+        {
+            "run_id": run_id,
+            "timestamp": _utc(timestamp),
+            "dataset": r.dataset,
+            "namespace": r.namespace,
+            "mode": r.label,
+            "k": r.k,
+            "good": True,
+            **r.summary(),
+        }
         for r in reports
     ]
     history.append(pd.DataFrame(rows).astype({"timestamp": "datetime64[us, UTC]"}))

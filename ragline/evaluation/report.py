@@ -118,9 +118,7 @@ def evaluation_markdown(
     return "\n".join(lines) + "\n"
 
 
-def answer_metric_rows(
-    reports: Sequence[AnswerReport], trends: Sequence[ModeTrend]
-) -> list[dict[str, str | float]]:
+def answer_metric_rows(reports: Sequence[AnswerReport], trends: Sequence[ModeTrend]) -> list[dict[str, str | float]]:
     """One row per answer report: its metrics (4 decimals), latency, tokens and cost, and the change of each quality
     metric vs the previous run."""
     by_key = _trends_by_key(trends)
@@ -128,11 +126,16 @@ def answer_metric_rows(
     for report in reports:
         trend = by_key.get((report.dataset, report.label))
         summary = report.summary()
-        rows.append({
-            "dataset": report.dataset, "answerer": report.answerer, "mode": report.mode, "judge": report.judge,
-            **{name: round(value, 4) for name, value in summary.items()},
-            **{f"Δ {name}": trend_arrow(trend.change(name) if trend else None) for name in QUALITY_METRICS},
-        })
+        rows.append(
+            {
+                "dataset": report.dataset,
+                "answerer": report.answerer,
+                "mode": report.mode,
+                "judge": report.judge,
+                **{name: round(value, 4) for name, value in summary.items()},
+                **{f"Δ {name}": trend_arrow(trend.change(name) if trend else None) for name in QUALITY_METRICS},
+            }
+        )
     return rows
 
 
@@ -144,14 +147,18 @@ def _answers_markdown(reports: Sequence[AnswerReport], trends: Sequence[ModeTren
         summary = report.summary()
         lines += [
             "",
-            (f"## Answers on {report.dataset}: {report.answerer} answerer, {report.mode} retrieval (top {report.k}), "
-             f"{len(report.rows)} questions, faithfulness judged by {report.judge}"),
+            (
+                f"## Answers on {report.dataset}: {report.answerer} answerer, {report.mode} retrieval "
+                f"(top {report.k}), {len(report.rows)} questions, faithfulness judged by {report.judge}"
+            ),
             "",
             "| metric | value | vs previous |",
             "|---|---|---|",
         ]
-        lines += [f"| {name} | {summary[name]:.4f} | {trend_arrow(trend.change(name) if trend else None)} |"
-                  for name in QUALITY_METRICS]
+        lines += [
+            f"| {name} | {summary[name]:.4f} | {trend_arrow(trend.change(name) if trend else None)} |"
+            for name in QUALITY_METRICS
+        ]
         lines += [f"| {name} | {summary[name]:.1f} | |" for name in (*ANSWER_LATENCY, INPUT_TOKENS, OUTPUT_TOKENS)]
         lines.append(f"| {COST} | {summary[COST]:.6f} | |")
     return lines

@@ -97,15 +97,20 @@ def check_modes(modes: Sequence[str]) -> list[Mode]:
 def check_coverage(c: Components, dataset: EvalDataset, namespace: str) -> int:
     """How many judged documents are live in ``namespace``; ``ConfigError`` if none (corpus not ingested there)."""
     judged = sorted(dataset.judged_doc_ids())
-    live = len(c.records.live_documents(namespace, judged))
+    live = len(c.records.journal.live_documents(namespace, judged))
     if not live:
         raise ConfigError(
             f"namespace {namespace!r} holds none of the {len(judged)} documents {dataset.name!r} judges relevant "
             f"(e.g. {judged[0]!r}): ingest its corpus there first"
         )
     if live < len(judged):
-        log.warning("%s: %d of %d judged documents are not in namespace %s", dataset.name, len(judged) - live,
-                    len(judged), namespace)
+        log.warning(
+            "%s: %d of %d judged documents are not in namespace %s",
+            dataset.name,
+            len(judged) - live,
+            len(judged),
+            namespace,
+        )
     return live
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 from ragline.components import Components
 from ragline.config import RaglineConfig
 from ragline.evaluation.answers import QA_FILE, AnswerReport, evaluate_answers, load_qa
-from ragline.evaluation.datasets import load_dataset
+from ragline.evaluation.datasets import EvalDataset, load_dataset
 from ragline.evaluation.history import EvaluationHistory, ModeTrend, history_path, record_answers, record_run
 from ragline.evaluation.report import write_chart
-from ragline.evaluation.runner import EvaluationReport, evaluate
-from ragline.versions import read_namespace
+from ragline.evaluation.runner import EvaluationReport, ModeResult, check_coverage, check_modes, evaluate_mode
+from ragline.indexing.steps import DirectSteps, Steps
+from ragline.versions.aliases import read_namespace
 
 CHART_FILE = "ndcg.png"
 
@@ -64,15 +65,15 @@ class EvaluationRun:
 
 
 def finish_run(
-    config: RaglineConfig,
+    c: Components,
     reports: Sequence[EvaluationReport],
-    *,
     run_id: str,
     timestamp: datetime,
     answers: Sequence[AnswerReport] = (),
 ) -> EvaluationRun:
     """Check against and append to ``<home>/evaluation/history.parquet`` (answer reports too), then draw
     ``<home>/evaluation/ndcg.png``."""
+    config = c.config
     history = EvaluationHistory(history_path(config.home))
     trends = record_run(history, reports, run_id=run_id, timestamp=timestamp, tolerance=config.eval_tolerance)
     answer_trends = record_answers(history, answers, run_id=run_id, timestamp=timestamp)
@@ -91,30 +92,41 @@ def answer_report(c: Components, qa: Path, dataset: str, namespace: str) -> Answ
     return evaluate_answers(c, load_qa(qa), dataset=dataset, namespace=namespace)
 
 
+def score_mode(c: Components, dataset: EvalDataset, namespace: str, mode: str) -> ModeResult:
+    """Every query of the golden set through one retrieval mode, scored and timed."""
+    return evaluate_mode(c, dataset, namespace=namespace, mode=mode, k=c.config.eval_k, depth=c.config.eval_depth)
+
+
 def run_suite(
-    c: Components, sets: Sequence[GoldenSet], *, run_id: str, timestamp: datetime | None = None
+    c: Components,
+    sets: Sequence[GoldenSet],
+    *,
+    run_id: str,
+    timestamp: datetime | None = None,
+    steps: Steps | None = None,
 ) -> EvaluationRun:
-    """Evaluate every golden set in this process (no Prefect) and record the run."""
-    from ragline.ingest import ingest
+    """Evaluate every golden set and record the run: the one evaluation driver.
+
+    ``steps`` runs the stages (default: here, directly; the evaluation flow passes task-backed steps, one task run
+    per golden set and mode, named ``<dataset>-<mode>``).
+    """
+    from ragline.indexing.pipeline import ingest
     from ragline.sources import open_source
 
+    steps = steps or DirectSteps(c)
+    modes = check_modes(c.config.eval_modes)
     reports, answers = [], []
     for golden in sets:
         namespace = read_namespace(c.records, golden.namespace)
         if golden.ingest:
-            ingest(c, open_source(golden.path, max_file_bytes=c.config.max_file_bytes), namespace=namespace)
-        dataset = load_dataset(golden.path)
-        reports.append(
-            evaluate(
-                c,
-                dataset,
-                namespace=namespace,
-                modes=c.config.eval_modes,
-                k=c.config.eval_k,
-                depth=c.config.eval_depth,
+            ingest(
+                c, open_source(golden.path, max_file_bytes=c.config.max_file_bytes), namespace=namespace, steps=steps
             )
-        )
+        dataset = load_dataset(golden.path)
+        steps.run(check_coverage, f"coverage-{dataset.name}", dataset, namespace)
+        results = [steps.run(score_mode, f"{dataset.name}-{mode}", dataset, namespace, mode) for mode in modes]
+        reports.append(EvaluationReport(dataset.name, namespace, c.config.eval_k, tuple(results)))
         qa = qa_set(c.config, golden)
         if qa is not None:
-            answers.append(answer_report(c, qa, dataset.name, namespace))
-    return finish_run(c.config, reports, run_id=run_id, timestamp=timestamp or datetime.now(UTC), answers=answers)
+            answers.append(steps.run(answer_report, f"{dataset.name}-answers", qa, dataset.name, namespace))
+    return steps.run(finish_run, "record", reports, run_id, timestamp or datetime.now(UTC), answers)

@@ -71,8 +71,11 @@ def answer_question(
     if choice == "llm" or (choice == "auto" and chat is not None):
         assert chat is not None
         chosen = LLMAnswerer(
-            chat_client(chat), count_tokens=c.embedder.count_tokens, embed=c.embedder.embed,
-            context_tokens=config.answer_context_tokens, temperature=config.answer_temperature,
+            chat_client(chat),
+            count_tokens=c.embedder.count_tokens,
+            embed=c.embedder.embed,
+            context_tokens=config.answer_context_tokens,
+            temperature=config.answer_temperature,
             max_tokens=config.answer_max_tokens,
         )
     if evidence.best_similarity < config.answer_min_similarity:

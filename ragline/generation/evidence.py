@@ -37,8 +37,14 @@ class Source:
     def citation(self, quote: str) -> Citation:
         """A citation of this source quoting ``quote``."""
         metadata = self.hit.metadata
-        return Citation(self.number, self.hit.chunk_id, self.hit.doc_id, str(metadata.get("uri", "")),
-                        str(metadata.get("title", "")), quote)
+        return Citation(
+            self.number,
+            self.hit.chunk_id,
+            self.hit.doc_id,
+            str(metadata.get("uri", "")),
+            str(metadata.get("title", "")),
+            quote,
+        )
 
     def closest_sentence(self, vector: np.ndarray) -> str:
         """The sentence of this source nearest to ``vector`` (the chunk's start when it has no sentences)."""
@@ -64,8 +70,11 @@ class Evidence:
 
     def ranked_sentences(self) -> list[tuple[float, Source, str]]:
         """Every (cosine to the question, source, sentence), most similar first (ties: better-ranked source)."""
-        scored = [(float(score), source, sentence) for source in self.sources
-                  for sentence, score in zip(source.sentences, source.similarities)]
+        scored = [
+            (float(score), source, sentence)
+            for source in self.sources
+            for sentence, score in zip(source.sentences, source.similarities)
+        ]
         return sorted(scored, key=lambda item: (-item[0], item[1].number))
 
 

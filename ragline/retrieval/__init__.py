@@ -4,8 +4,8 @@
 a commit).
 """
 
-from ragline.retrieval.bm25 import BM25Params, refresh_bm25
 from ragline.errors import ChatError
+from ragline.retrieval.bm25 import BM25Params, refresh_bm25
 from ragline.retrieval.chat import ChatSettings
 from ragline.retrieval.fusion import FusionMethod
 from ragline.retrieval.hits import Hit

@@ -40,7 +40,7 @@ from ragline.components import Components
 from ragline.config import RaglineConfig
 from ragline.errors import ConfigError
 from ragline.records import Metadata
-from ragline.recordstore import ChunkRow, SQLiteRecordStore
+from ragline.recordstore import ChunkRow, RecordStore
 from ragline.retrieval.hits import Hit
 from ragline.stores.base import Filter
 from ragline.stores.filters import matches
@@ -108,7 +108,7 @@ class BM25Index:
 
     def search(
         self,
-        records: SQLiteRecordStore,
+        records: RecordStore,
         namespace: str,
         weights: Mapping[str, float],
         *,
@@ -123,7 +123,7 @@ class BM25Index:
         start, step = 0, max(2 * top_k, 64)
         while start < len(order) and len(hits) < top_k:
             part = order[start : start + step]
-            rows = records.chunk_rows(namespace, [self.chunk_ids[i] for i in part])
+            rows = records.journal.chunk_rows(namespace, [self.chunk_ids[i] for i in part])
             for i in part:
                 row = rows.get(self.chunk_ids[i])  # None: removed since the index was checked
                 # filtered on the metadata the vector index holds (ingest adds the text), as dense search is
@@ -152,10 +152,10 @@ def index_folder(config: RaglineConfig, namespace: str) -> Path:
     return config.home / "bm25" / namespace
 
 
-def live_fingerprint(records: SQLiteRecordStore, namespace: str) -> tuple[str, list[ChunkRow]]:
+def live_fingerprint(records: RecordStore, namespace: str) -> tuple[str, list[ChunkRow]]:
     """SHA-256 over the live chunks' sorted (chunk id, text hash, title), and the rows it was computed from."""
-    ids = records.live_chunk_ids(namespace)
-    by_id = records.chunk_rows(namespace, ids)
+    ids = records.journal.live_chunk_ids(namespace)
+    by_id = records.journal.chunk_rows(namespace, ids)
     rows = [by_id[chunk_id] for chunk_id in ids if chunk_id in by_id]
     digest = hashlib.sha256()
     for row in rows:

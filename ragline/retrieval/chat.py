@@ -93,17 +93,16 @@ class ChatClient:
             return self._streamed(request, on_delta)
         except (openai.OpenAIError, httpx.HTTPError) as exc:
             status = getattr(exc, "status_code", None)
-            raise ChatError(f"chat model {self.settings.model}: {type(exc).__name__}"
-                            + (f" (HTTP {status})" if status else "")) from exc
+            raise ChatError(
+                f"chat model {self.settings.model}: {type(exc).__name__}" + (f" (HTTP {status})" if status else "")
+            ) from exc
         except (IndexError, AttributeError, TypeError, ValueError) as exc:
             raise ChatError(f"chat model {self.settings.model}: unreadable response ({type(exc).__name__})") from exc
 
     def _streamed(self, request: dict[str, Any], on_delta: Callable[[str], None]) -> Completion:
         pieces: list[str] = []
         usage = None
-        stream = self._openai().chat.completions.create(
-            **request, stream=True, stream_options={"include_usage": True}
-        )
+        stream = self._openai().chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
         for chunk in stream:
             usage = chunk.usage or usage
             delta = chunk.choices[0].delta.content if chunk.choices else None

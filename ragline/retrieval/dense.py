@@ -13,20 +13,21 @@ def dense_search(c: Components, query: str, *, namespace: str, top_k: int, filte
     """The ``top_k`` chunks nearest to ``query`` that match ``filter``, best first (score: cosine)."""
     check_namespace_model(c, namespace)
     vector = c.embedder.embed([query])[0]
-    return [_hit(m) for m in committed(c, namespace, c.store.query(vector, namespace=namespace, top_k=top_k,
-                                                                   filter=filter))]
+    return [
+        _hit(m) for m in committed(c, namespace, c.store.query(vector, namespace=namespace, top_k=top_k, filter=filter))
+    ]
 
 
 def committed(c: Components, namespace: str, matches: list[QueryMatch]) -> list[QueryMatch]:
     """The matches whose text is their chunk's committed (live) text: a run's writes stay hidden until its commit,
     and the ids a commit made stale are hidden before they are deleted, so a document never shows two versions."""
-    live = c.records.chunk_rows(namespace, [m.id for m in matches], LIVE)
+    live = c.records.journal.chunk_rows(namespace, [m.id for m in matches], LIVE)
     return [m for m in matches if m.id in live and live[m.id].text == m.metadata.get("text")]
 
 
 def check_namespace_model(c: Components, namespace: str) -> None:
     """Refuse to query a namespace with a model other than the one its vectors were made with."""
-    bound = c.records.namespace_model(namespace)
+    bound = c.records.journal.namespace_model(namespace)
     if bound is not None and bound != (c.embedder.model_id, c.embedder.dimension):
         raise ConfigError(
             f"namespace {namespace!r} holds vectors of {bound[0]} (dimension {bound[1]}); cannot query it with "

@@ -136,8 +136,9 @@ def search(
         with run.timed("rewrite"):
             queries += run.rewrites(run.chat, query)
     depth = max(top_k, run.settings.rerank_depth if rerank else 0)
-    lists = [run.retrieve(q, depth if len(queries) == 1 else max(depth, run.settings.candidates), filter)
-             for q in queries]
+    lists = [
+        run.retrieve(q, depth if len(queries) == 1 else max(depth, run.settings.candidates), filter) for q in queries
+    ]
     if len(lists) > 1:
         with run.timed("fuse"):
             lists = [rrf(lists, k=run.settings.rrf_k)]
@@ -152,8 +153,13 @@ class _Search:
     """One search's stages, with the timings, feedback terms and warnings they collect."""
 
     def __init__(
-        self, c: Components, namespace: str, mode: Mode, settings: RetrievalSettings,
-        chat: ChatSettings | None, feedback: bool,
+        self,
+        c: Components,
+        namespace: str,
+        mode: Mode,
+        settings: RetrievalSettings,
+        chat: ChatSettings | None,
+        feedback: bool,
     ) -> None:
         self.c, self.namespace, self.mode, self.settings, self.feedback = c, namespace, mode, settings, feedback
         self.chat = chat_client(chat) if chat is not None else None
@@ -216,8 +222,12 @@ class _Search:
         if self.feedback:
             feedback = index.search(self.c.records, self.namespace, weights, top_k=s.feedback_docs, filter=filter)
             documents = index.hit_terms(feedback)
-            expanded = rm3(weights, [(terms, hit.score) for terms, hit in zip(documents, feedback)],
-                           terms=s.feedback_terms, original_weight=s.feedback_original_weight)
+            expanded = rm3(
+                weights,
+                [(terms, hit.score) for terms, hit in zip(documents, feedback)],
+                terms=s.feedback_terms,
+                original_weight=s.feedback_original_weight,
+            )
             self.expansion_terms += [t for t in added_terms(weights, expanded) if t not in self.expansion_terms]
             weights = expanded
         return index.search(self.c.records, self.namespace, weights, top_k=depth, filter=filter)

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ragline.errors import FilterError
-from ragline.errors import ChatError
+from ragline.errors import ChatError, FilterError
 from ragline.retrieval.chat import ChatClient, tagged
 from ragline.stores.base import Filter
 from ragline.stores.filters import validate_filter
@@ -29,10 +28,14 @@ _Clause = Callable[[re.Match[str]], "Filter | None"]
 """What a rule's match means as a filter clause (None: not a filter after all; the words stay in the query)."""
 _YEAR = r"(1[5-9]\d\d|2\d\d\d)"
 _YEAR_RULES: list[tuple[re.Pattern[str], Callable[[list[int]], dict[str, int]]]] = [
-    (re.compile(rf"\b(?:between|from)\s+{_YEAR}\s+(?:and|to|until|through)\s+{_YEAR}\b", re.IGNORECASE),
-     lambda y: {"$gte": min(y), "$lte": max(y)}),
-    (re.compile(rf"(?:\b(?:in|during)\s+)?\b{_YEAR}\s*[-–]\s*{_YEAR}\b", re.IGNORECASE),
-     lambda y: {"$gte": min(y), "$lte": max(y)}),
+    (
+        re.compile(rf"\b(?:between|from)\s+{_YEAR}\s+(?:and|to|until|through)\s+{_YEAR}\b", re.IGNORECASE),
+        lambda y: {"$gte": min(y), "$lte": max(y)},
+    ),
+    (
+        re.compile(rf"(?:\b(?:in|during)\s+)?\b{_YEAR}\s*[-–]\s*{_YEAR}\b", re.IGNORECASE),
+        lambda y: {"$gte": min(y), "$lte": max(y)},
+    ),
     (re.compile(rf"\b(?:since\s+{_YEAR}|from\s+{_YEAR}\s+on(?:wards?)?)\b", re.IGNORECASE), lambda y: {"$gte": y[0]}),
     (re.compile(rf"\bafter\s+{_YEAR}\b", re.IGNORECASE), lambda y: {"$gt": y[0]}),
     (re.compile(rf"\b(?:before|prior\s+to)\s+{_YEAR}\b", re.IGNORECASE), lambda y: {"$lt": y[0]}),

@@ -25,7 +25,7 @@ from ragline.service.metrics import ServiceMetrics
 from ragline.service.middleware import BodyLimit, ObserveRequests
 from ragline.service.ratelimit import RateLimiter
 from ragline.service.schemas import Citation, Health, QueryRequest, QueryResponse, QueryResult, Usage
-from ragline.versions import read_namespace
+from ragline.versions.aliases import read_namespace
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "The API key may not read this namespace."},
     404: {"description": "The namespace holds no index."},
     413: {"description": "Request body over `service_max_body_bytes`."},
-    422: {"description": "Invalid request: bad filter (with the reason), top_k out of range, unknown mode, "
-                         "query empty or over `service_max_query_chars`."},
+    422: {
+        "description": "Invalid request: bad filter (with the reason), top_k out of range, unknown mode, "
+        "query empty or over `service_max_query_chars`."
+    },
     429: {"description": "Rate limit of the API key exceeded; see the Retry-After header."},
 }
 
@@ -59,8 +61,12 @@ def create_app(config: RaglineConfig, components: Components | None = None) -> F
         if owned:
             parts.close()
 
-    app = FastAPI(title="ragline query service", version="1", lifespan=lifespan,
-                  description="Search the namespaces your API key may read: dense, BM25 or hybrid.")
+    app = FastAPI(
+        title="ragline query service",
+        version="1",
+        lifespan=lifespan,
+        description="Search the namespaces your API key may read: dense, BM25 or hybrid.",
+    )
     app.add_middleware(BodyLimit, max_bytes=config.service_max_body_bytes)
     app.add_middleware(ObserveRequests, metrics=metrics)
 
@@ -70,14 +76,18 @@ def create_app(config: RaglineConfig, components: Components | None = None) -> F
         """The authenticated caller, after taking one token from its rate limit."""
         principal = keys.authenticate(key)
         if principal is None:
-            raise HTTPException(401, f"missing or invalid API key (header {API_KEY_HEADER})",
-                                headers={"WWW-Authenticate": "ApiKey"})
+            raise HTTPException(
+                401, f"missing or invalid API key (header {API_KEY_HEADER})", headers={"WWW-Authenticate": "ApiKey"}
+            )
         request.state.key_id = principal.key_id
         wait_s = limiter.acquire(principal.key_id)
         if wait_s > 0:
-            raise HTTPException(429, f"rate limit of {limiter.rate_per_s:g} requests/s (burst {limiter.burst}) "
-                                     f"exceeded; retry in {wait_s:.2f} s",
-                                headers={"Retry-After": str(math.ceil(wait_s))})
+            raise HTTPException(
+                429,
+                f"rate limit of {limiter.rate_per_s:g} requests/s (burst {limiter.burst}) "
+                f"exceeded; retry in {wait_s:.2f} s",
+                headers={"Retry-After": str(math.ceil(wait_s))},
+            )
         return principal
 
     @app.post("/query", response_model=QueryResponse, responses=_ERRORS, summary="Search one namespace")
@@ -85,15 +95,16 @@ def create_app(config: RaglineConfig, components: Components | None = None) -> F
         """The ``top_k`` chunks of ``namespace`` that best answer ``query`` and match ``filter``, best first."""
         started = time.perf_counter()
         if len(body.query) > config.service_max_query_chars:
-            raise HTTPException(422, f"query is {len(body.query)} characters; at most "
-                                     f"{config.service_max_query_chars} are allowed")
+            raise HTTPException(
+                422, f"query is {len(body.query)} characters; at most {config.service_max_query_chars} are allowed"
+            )
         if body.namespace not in principal.namespaces:
             raise HTTPException(403, f"this API key may not read namespace {body.namespace!r}")
         request.state.namespace = body.namespace
         physical = read_namespace(parts.records, body.namespace)
-        if parts.records.namespace_model(physical) is None:
+        if parts.records.journal.namespace_model(physical) is None:
             raise HTTPException(404, f"namespace {body.namespace!r} holds no index")
-        generation = parts.records.read_generation(physical)
+        generation = parts.records.journal.read_generation(physical)
         key = cache_key(physical, generation, body) if generation is not None else None
         hit = cache.get(key) if key is not None else None
         request.state.cache = "bypass" if key is None else "hit" if hit is not None else "miss"
@@ -102,15 +113,20 @@ def create_app(config: RaglineConfig, components: Components | None = None) -> F
         if key is not None and hit is None:
             cache.put(key, response)
         request.state.results = len(response.results)
-        return response.model_copy(update={"latency_ms": (time.perf_counter() - started) * 1000,
-                                           "cached": hit is not None})
+        return response.model_copy(
+            update={"latency_ms": (time.perf_counter() - started) * 1000, "cached": hit is not None}
+        )
 
     @app.get("/healthz", response_model=Health, summary="Liveness")
     def healthz() -> Health:
         return Health()
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
-             responses={200: {"content": {metrics.content_type: {}}}})
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {metrics.content_type: {}}}},
+    )
     def prometheus_metrics() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
@@ -128,16 +144,26 @@ def _search(parts: Components, body: QueryRequest, physical: str) -> QueryRespon
     except RaglineError as exc:
         log.error("search in %s failed: %s", physical, type(exc).__name__)
         raise HTTPException(500, f"search failed ({type(exc).__name__})") from exc
-    results = [QueryResult(chunk_id=h.chunk_id, doc_id=h.doc_id, score=h.score, text=h.text, metadata=h.metadata)
-               for h in result.hits]
-    return QueryResponse(namespace=body.namespace, mode=body.mode, results=results, latency_ms=0.0, cached=False,
-                         warnings=result.warnings, **answered)
+    results = [
+        QueryResult(chunk_id=h.chunk_id, doc_id=h.doc_id, score=h.score, text=h.text, metadata=h.metadata)
+        for h in result.hits
+    ]
+    return QueryResponse(
+        namespace=body.namespace,
+        mode=body.mode,
+        results=results,
+        latency_ms=0.0,
+        cached=False,
+        warnings=result.warnings,
+        **answered,
+    )
 
 
 def _answer(parts: Components, body: QueryRequest, physical: str, retrieved: SearchResult) -> dict[str, Any]:
     """The grounded answer's fields of the response, answered from the chunks the query already retrieved."""
-    answer = answer_question(parts, body.query, namespace=physical, filter=body.filter, mode=body.mode,
-                             retrieved=retrieved)
+    answer = answer_question(
+        parts, body.query, namespace=physical, filter=body.filter, mode=body.mode, retrieved=retrieved
+    )
     return {
         "answer": answer.text,
         "answer_kind": answer.kind,

@@ -34,8 +34,10 @@ class ApiKeys:
 
     def __init__(self, keys: Mapping[SecretStr, Sequence[str]]) -> None:
         if not keys:
-            raise ConfigError("the query service needs API keys: set service_api_keys (key → namespaces), "
-                              "e.g. RAGLINE_SERVICE_API_KEYS='{\"<key>\": [\"default\"]}'")
+            raise ConfigError(
+                "the query service needs API keys: set service_api_keys (key → namespaces), "
+                'e.g. RAGLINE_SERVICE_API_KEYS=\'{"<key>": ["default"]}\''
+            )
         self._entries: list[tuple[bytes, Principal]] = []
         for number, (key, namespaces) in enumerate(keys.items(), start=1):
             digest = _stored_digest(key.get_secret_value(), number)

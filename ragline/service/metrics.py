@@ -17,12 +17,22 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("ragline_requests", "HTTP requests served.", ["endpoint", "status", "namespace"],
-                                registry=self.registry)
-        self.latency = Histogram("ragline_request_latency_seconds", "Time to serve a request.", ["endpoint"],
-                                 buckets=LATENCY_BUCKETS_S, registry=self.registry)
-        self.cache = Counter("ragline_cache_lookups", "Result cache lookups: hit, miss, or bypass (index in flux).",
-                             ["namespace", "outcome"], registry=self.registry)
+        self.requests = Counter(
+            "ragline_requests", "HTTP requests served.", ["endpoint", "status", "namespace"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "ragline_request_latency_seconds",
+            "Time to serve a request.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.cache = Counter(
+            "ragline_cache_lookups",
+            "Result cache lookups: hit, miss, or bypass (index in flux).",
+            ["namespace", "outcome"],
+            registry=self.registry,
+        )
 
     def observe(self, endpoint: str, status: int, namespace: str, seconds: float) -> None:
         self.requests.labels(endpoint=endpoint, status=str(status), namespace=namespace).inc()

@@ -54,8 +54,13 @@ class BodyLimit:
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps({"detail": f"request body over {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -101,8 +106,19 @@ class ObserveRequests:
             endpoint = getattr(scope.get("route"), "path", "unmatched")
             namespace = state.get("namespace", NO_NAMESPACE)
             self.metrics.observe(endpoint, status, namespace, seconds)
-            access_log.info(json.dumps({
-                "time": round(time.time(), 3), "event": "request", "method": scope["method"], "endpoint": endpoint,
-                "status": status, "latency_ms": round(seconds * 1000, 3), "namespace": namespace,
-                "key_id": state.get("key_id"), "cache": state.get("cache"), "results": state.get("results"),
-            }))
+            access_log.info(
+                json.dumps(
+                    {
+                        "time": round(time.time(), 3),
+                        "event": "request",
+                        "method": scope["method"],
+                        "endpoint": endpoint,
+                        "status": status,
+                        "latency_ms": round(seconds * 1000, 3),
+                        "namespace": namespace,
+                        "key_id": state.get("key_id"),
+                        "cache": state.get("cache"),
+                        "results": state.get("results"),
+                    }
+                )
+            )

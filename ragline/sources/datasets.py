@@ -196,7 +196,8 @@ class _RecordConverter:
 
 
 def metadata_value(value: Any) -> MetadataValue | None:
-    """A Pinecone-compatible value: scalars and lists of strings kept, None/NaN dropped, dates as ISO text, else JSON."""
+    """A Pinecone-compatible value: scalars and lists of strings kept, None/NaN dropped, dates as ISO text, else
+    JSON."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
     if isinstance(value, (str, bool, int, float)):

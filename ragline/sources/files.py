@@ -253,7 +253,7 @@ def _html_title(soup: BeautifulSoup) -> str | None:
 
 def _collapse_source_whitespace(soup: BeautifulSoup) -> None:
     """Line breaks in HTML source are just spaces (outside ``<pre>``): only tags start new lines."""
-    from bs4 import NavigableString
+    from bs4.element import NavigableString
 
     for string in soup.find_all(string=True):
         if type(string) is NavigableString and string.find_parent("pre") is None:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from ragline.errors import StoreError
 from ragline.limits import MAX_TOP_K
 from ragline.records import Metadata
+from ragline.stores.filters import Filter, validate_filter
 
-Filter = dict[str, Any]
-"""A metadata filter in Pinecone's language: $eq $ne $gt $gte $lt $lte $in $nin $exists $and $or."""
+__all__ = ["Filter", "NamespaceStats", "QueryMatch", "VectorRecord", "VectorStore"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class NamespaceStats:
 
 @runtime_checkable
 class VectorStore(Protocol):
-    """A vector index with Pinecone semantics. Every implementation passes tests/store_contract.py."""
+    """A vector index with Pinecone semantics. Every implementation passes ``ragline.testing.store_contract``."""
 
     def upsert(self, records: Sequence[VectorRecord], *, namespace: str) -> int:
         """Insert or overwrite records by id; returns how many were written."""
@@ -93,8 +93,6 @@ class VectorStore(Protocol):
 
 def check_delete_arguments(ids: Sequence[str] | None, filter: Filter | None, delete_all: bool) -> None:
     """Refuse a delete that does not name exactly one of ids, a (valid) filter, or the whole namespace."""
-    from ragline.stores.filters import validate_filter  # filters imports this module
-
     if (ids is not None) + (filter is not None) + delete_all != 1:
         raise StoreError("delete takes exactly one of ids=, filter= or delete_all=True")
     if filter is not None:
@@ -103,8 +101,6 @@ def check_delete_arguments(ids: Sequence[str] | None, filter: Filter | None, del
 
 def check_query_arguments(top_k: int, filter: Filter | None) -> None:
     """Refuse a query whose ``top_k`` is outside 1..10,000 or whose filter is not Pinecone's language."""
-    from ragline.stores.filters import validate_filter  # filters imports this module
-
     if not 1 <= top_k <= MAX_TOP_K:
         raise StoreError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
     if filter is not None:

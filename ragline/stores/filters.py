@@ -17,11 +17,13 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Collection
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from ragline.errors import FilterError
 from ragline.records import Metadata, MetadataValue
-from ragline.stores.base import Filter
+
+Filter = dict[str, Any]
+"""A metadata filter in Pinecone's language: $eq $ne $gt $gte $lt $lte $in $nin $exists $and $or."""
 
 Scalar = str | int | float | bool
 ColumnKind = Literal["s", "n", "b", "l"]
@@ -101,7 +103,7 @@ def _check_scalar(value: Any, path: str) -> None:
         raise FilterError(f"{path}: numbers must be finite float64 values, got {value!r}")
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

@@ -106,7 +106,7 @@ class LanceDBStore:
         with _vendor_errors(f"query of namespace {namespace!r}"):
             search = (
                 table.search(query_vector, vector_column_name="vector")
-                .distance_type("cosine")
+                .distance_type("cosine")  # type: ignore[attr-defined]  # on the vector query builder
                 .bypass_vector_index()
                 .select(columns)
                 .limit(top_k)
@@ -150,7 +150,7 @@ class LanceDBStore:
             elif filter is not None:
                 table.delete(to_lance_where(filter, table.schema.names))
             if delete_all or table.count_rows() == 0:
-                self._db.drop_table(name, ignore_missing=True)
+                self._db.drop_table(name, ignore_missing=True)  # type: ignore[call-arg]  # lancedb 0.40 takes it
 
     def list_ids(self, *, namespace: str, prefix: str = "") -> Iterator[str]:
         """Ids starting with ``prefix``, in lexicographic (code point) order; reads the id column only."""

@@ -68,6 +68,7 @@ from ragline.stores.filters import column_cell
 
 if TYPE_CHECKING:
     from pinecone import Pinecone
+    from pinecone.grpc import GrpcIndex
     from pinecone.index import Index
     from pinecone.models.indexes.index import IndexModel
     from pinecone.models.vectors.responses import DescribeIndexStatsResponse
@@ -126,8 +127,11 @@ class _Outgoing:
         orjson writes a float64 array exactly as it writes the list of Python floats ``values.tolist()`` gives,
         so the measure is exact without building that list (tests check it against the bytes the server receives).
         """
-        size = (len(b'{"id":,"values":}') + len(orjson.dumps(self.id))
-                + len(orjson.dumps(self.values.astype(np.float64), option=orjson.OPT_SERIALIZE_NUMPY)))
+        size = (
+            len(b'{"id":,"values":}')
+            + len(orjson.dumps(self.id))
+            + len(orjson.dumps(self.values.astype(np.float64), option=orjson.OPT_SERIALIZE_NUMPY))
+        )
         if self.metadata:
             size += len(b',"metadata":') + len(orjson.dumps(self.metadata))
         return size
@@ -185,15 +189,17 @@ class PineconeStore:
         self._use_grpc = use_grpc
         self._setup_lock = threading.Lock()
         self._client: Pinecone | None = None
-        self._index: Index | None = None
+        self._index: Index | GrpcIndex | None = None
         self._counter_lock = threading.Lock()
         self._read_units = self._requests_sent = self._retries = 0
         self._rng = random.Random()
 
     def __repr__(self) -> str:
         host = self._host or "https://api.pinecone.io"
-        return (f"PineconeStore(index_name={self.index_name!r}, dimension={self.dimension}, metric={self.metric!r}, "
-                f"host={host!r}, use_grpc={self._use_grpc})")
+        return (
+            f"PineconeStore(index_name={self.index_name!r}, dimension={self.dimension}, metric={self.metric!r}, "
+            f"host={host!r}, use_grpc={self._use_grpc})"
+        )
 
     # --- cost counters --------------------------------------------------------------------------------------
 
@@ -229,9 +235,14 @@ class PineconeStore:
         if not records:
             return 0
         outgoing = self._outgoing(records)
-        batches = _groups(outgoing, max_items=MAX_RECORDS_PER_UPSERT, max_bytes=MAX_UPSERT_BYTES,
-                          size=lambda r: r.size, overhead=_UPSERT_ENVELOPE + len(orjson.dumps(namespace)),
-                          separator=1)
+        batches = _groups(
+            outgoing,
+            max_items=MAX_RECORDS_PER_UPSERT,
+            max_bytes=MAX_UPSERT_BYTES,
+            size=lambda r: r.size,
+            overhead=_UPSERT_ENVELOPE + len(orjson.dumps(namespace)),
+            separator=1,
+        )
         failed = self._deliver_all(self._data_plane(), batches, namespace)
         if failed:
             logger.warning("%d of %d records did not land in namespace %r", len(failed), len(outgoing), namespace)
@@ -258,13 +269,24 @@ class PineconeStore:
         index = self._data_plane()
         response = self._call(
             f"query of namespace {namespace!r}",
-            partial(index.query, vector=query_vector.tolist(), top_k=top_k, namespace=namespace, filter=filter,
-                    include_values=include_values, include_metadata=True),
+            partial(
+                index.query,
+                vector=query_vector.tolist(),
+                top_k=top_k,
+                namespace=namespace,
+                filter=filter,
+                include_values=include_values,
+                include_metadata=True,
+            ),
         )
         self._count(read_units=_read_units(response))
         return [
-            QueryMatch(id=m.id, score=float(m.score), metadata=dict(m.metadata or {}),
-                       values=np.asarray(m.values, dtype=np.float32) if include_values else None)
+            QueryMatch(
+                id=m.id,
+                score=float(m.score),
+                metadata=dict(m.metadata or {}),
+                values=np.asarray(m.values, dtype=np.float32) if include_values else None,
+            )
             for m in response.matches
         ]
 
@@ -276,14 +298,21 @@ class PineconeStore:
             return {}
         index = self._data_plane()
         found: dict[str, VectorRecord] = {}
-        for chunk in _groups(wanted, max_items=MAX_IDS_PER_REQUEST, max_bytes=MAX_FETCH_QUERY_BYTES,
-                             size=lambda i: len(quote(i, safe="")) + len("ids=&")):
-            response = self._call(f"fetch of {len(chunk)} ids from namespace {namespace!r}",
-                                  partial(index.fetch, ids=chunk, namespace=namespace))
+        for chunk in _groups(
+            wanted,
+            max_items=MAX_IDS_PER_REQUEST,
+            max_bytes=MAX_FETCH_QUERY_BYTES,
+            size=lambda i: len(quote(i, safe="")) + len("ids=&"),
+        ):
+            response = self._call(
+                f"fetch of {len(chunk)} ids from namespace {namespace!r}",
+                partial(index.fetch, ids=chunk, namespace=namespace),
+            )
             self._count(read_units=_read_units(response))
             for record_id, vector in response.vectors.items():
-                found[record_id] = VectorRecord(record_id, np.asarray(vector.values, dtype=np.float32),
-                                                dict(vector.metadata or {}))
+                found[record_id] = VectorRecord(
+                    record_id, np.asarray(vector.values, dtype=np.float32), dict(vector.metadata or {})
+                )
         return {i: found[i] for i in ids if i in found}
 
     def delete(
@@ -343,7 +372,7 @@ class PineconeStore:
                     resource.close()
             self._index = self._client = None
 
-    def _data_plane(self) -> Index:
+    def _data_plane(self) -> Index | GrpcIndex:
         from pinecone import PineconeError
 
         with self._setup_lock:
@@ -399,8 +428,10 @@ class PineconeStore:
         deadline = time.monotonic() + self._index_ready_timeout_s
         while not model.status.ready:
             if time.monotonic() > deadline:
-                raise StoreError(f"Pinecone index {self.index_name!r} is still {model.status.state} after "
-                                 f"{self._index_ready_timeout_s:g} s")
+                raise StoreError(
+                    f"Pinecone index {self.index_name!r} is still {model.status.state} after "
+                    f"{self._index_ready_timeout_s:g} s"
+                )
             model = self._call(f"describe of index {self.index_name!r}", describe)
             if not model.status.ready:
                 time.sleep(_READY_POLL_S)
@@ -408,13 +439,20 @@ class PineconeStore:
         return model
 
     def _create_index(self, client: Pinecone) -> IndexModel:
-        logger.info("creating Pinecone serverless index %r (%d-d, %s) in %s %s",
-                    self.index_name, self.dimension, self.metric, self._cloud, self._region)
+        logger.info(
+            "creating Pinecone serverless index %r (%d-d, %s) in %s %s",
+            self.index_name,
+            self.dimension,
+            self.metric,
+            self._cloud,
+            self._region,
+        )
         create = partial(
             client.indexes.create,
             name=self.index_name,
-            schema={"fields": {VECTOR_FIELD: {"type": "dense_vector", "dimension": self.dimension,
-                                              "metric": self.metric}}},
+            schema={
+                "fields": {VECTOR_FIELD: {"type": "dense_vector", "dimension": self.dimension, "metric": self.metric}}
+            },
             deployment={"deployment_type": "managed", "cloud": self._cloud, "region": self._region},
             timeout=-1,  # the store polls itself, once a second rather than the SDK's five
         )
@@ -424,8 +462,9 @@ class PineconeStore:
             if exc.status != 409:
                 raise
             logger.info("Pinecone index %r was created concurrently; using it", self.index_name)
-            return self._call(f"describe of index {self.index_name!r}",
-                              partial(client.indexes.describe, self.index_name))
+            return self._call(
+                f"describe of index {self.index_name!r}", partial(client.indexes.describe, self.index_name)
+            )
 
     def _check_schema(self, model: IndexModel) -> None:
         """ConfigError unless the index is a vectors-API index of this store's dimension and metric."""
@@ -463,8 +502,14 @@ class PineconeStore:
                 delay = self._backoff(attempt, exc)
                 attempt += 1
                 self._count(retries=1)
-                logger.info("Pinecone %s failed (%s); retry %d of %d in %.2f s",
-                            action, _kind(exc), attempt, self._max_retries, delay)
+                logger.info(
+                    "Pinecone %s failed (%s); retry %d of %d in %.2f s",
+                    action,
+                    _kind(exc),
+                    attempt,
+                    self._max_retries,
+                    delay,
+                )
                 time.sleep(delay)
 
     def _failure(self, action: str, exc: Exception, retries: int, transient: bool) -> _RequestFailed:
@@ -472,8 +517,9 @@ class PineconeStore:
         status = _status(exc)
         hint = " (check the Pinecone API key)" if status in (401, 403) else ""
         after = f" after {retries} retries" if retries else ""
-        return _RequestFailed(f"Pinecone {action} failed{after}: {detail}{hint}",
-                              status=status, transient=transient, detail=detail)
+        return _RequestFailed(
+            f"Pinecone {action} failed{after}: {detail}{hint}", status=status, transient=transient, detail=detail
+        )
 
     def _backoff(self, attempt: int, exc: Exception) -> float:
         """Full jitter: uniform in [0, base · 2^attempt], capped; at least the server's Retry-After, if any."""
@@ -493,8 +539,9 @@ class PineconeStore:
         outgoing: list[_Outgoing] = []
         for record in latest:
             vector = _float32(record.values)
-            problem = (_id_problem(record.id) or _vector_problem(vector, self.dimension)
-                       or _metadata_problem(record.metadata))
+            problem = (
+                _id_problem(record.id) or _vector_problem(vector, self.dimension) or _metadata_problem(record.metadata)
+            )
             if problem or vector is None:
                 problems[str(record.id)] = str(problem)
             elif not problems:
@@ -503,7 +550,9 @@ class PineconeStore:
             raise UpsertError(_refusal_message(problems, len(latest)), failed_ids=list(problems))
         return outgoing
 
-    def _deliver_all(self, index: Index, batches: Iterator[list[_Outgoing]], namespace: str) -> dict[str, str]:
+    def _deliver_all(
+        self, index: Index | GrpcIndex, batches: Iterator[list[_Outgoing]], namespace: str
+    ) -> dict[str, str]:
         """Send every batch, ``upsert_concurrency`` at a time, each as soon as it is packed (so measuring the next
         overlaps with sending); the ids that did not land, with why."""
         gave_up = threading.Event()
@@ -519,19 +568,22 @@ class PineconeStore:
         return failed
 
     def _deliver(
-        self, index: Index, batch: list[_Outgoing], namespace: str, gave_up: threading.Event
+        self, index: Index | GrpcIndex, batch: list[_Outgoing], namespace: str, gave_up: threading.Event
     ) -> dict[str, str]:
         """Send one batch; a refused batch is split until its bad records are alone. Returns what did not land."""
         if gave_up.is_set():
             return dict.fromkeys((r.id for r in batch), "not sent: an earlier batch failed after every retry")
         try:
-            self._call(f"upsert of {len(batch)} records into namespace {namespace!r}",
-                       partial(index.upsert, vectors=[r.wire() for r in batch], namespace=namespace))
+            self._call(
+                f"upsert of {len(batch)} records into namespace {namespace!r}",
+                partial(index.upsert, vectors=[r.wire() for r in batch], namespace=namespace),
+            )
         except _RequestFailed as exc:
             if exc.refused and len(batch) > 1:
                 middle = len(batch) // 2
-                return (self._deliver(index, batch[:middle], namespace, gave_up)
-                        | self._deliver(index, batch[middle:], namespace, gave_up))
+                return self._deliver(index, batch[:middle], namespace, gave_up) | self._deliver(
+                    index, batch[middle:], namespace, gave_up
+                )
             if not (exc.refused or exc.transient):
                 raise
             if exc.transient:
@@ -539,7 +591,7 @@ class PineconeStore:
             return dict.fromkeys((r.id for r in batch), exc.detail)
         return {}
 
-    def _delete(self, index: Index, namespace: str, **selector: Any) -> None:
+    def _delete(self, index: Index | GrpcIndex, namespace: str, **selector: Any) -> None:
         try:
             self._call(f"delete from namespace {namespace!r}", partial(index.delete, namespace=namespace, **selector))
         except _RequestFailed as exc:
@@ -550,9 +602,16 @@ class PineconeStore:
         index = self._data_plane()
         token: str | None = None
         while True:
-            page = self._call(f"listing of namespace {namespace!r}",
-                              partial(index.list_paginated, prefix=prefix or None, limit=LIST_PAGE_SIZE,
-                                      pagination_token=token, namespace=namespace))
+            page = self._call(
+                f"listing of namespace {namespace!r}",
+                partial(
+                    index.list_paginated,
+                    prefix=prefix or None,
+                    limit=LIST_PAGE_SIZE,
+                    pagination_token=token,
+                    namespace=namespace,
+                ),
+            )
             self._count(read_units=_read_units(page))
             yield from (item.id for item in page.vectors if item.id is not None)
             token = page.pagination.next if page.pagination is not None else None
@@ -566,8 +625,11 @@ class PineconeStore:
 
 def _checked_namespace(namespace: Any) -> str:
     """A namespace ragline may address: 1-512 printable ASCII characters (Pinecone's empty default is not used)."""
-    if (not isinstance(namespace, str) or not 1 <= len(namespace) <= MAX_NAMESPACE_LENGTH
-            or not (namespace.isascii() and namespace.isprintable())):
+    if (
+        not isinstance(namespace, str)
+        or not 1 <= len(namespace) <= MAX_NAMESPACE_LENGTH
+        or not (namespace.isascii() and namespace.isprintable())
+    ):
         raise StoreError(f"invalid namespace {namespace!r}: use 1-{MAX_NAMESPACE_LENGTH} printable ASCII characters")
     return namespace
 
@@ -615,8 +677,10 @@ def _metadata_problem(metadata: Any) -> str | None:
         return f"metadata must be a dict, not {type(metadata).__name__}"
     for key, value in metadata.items():
         if not isinstance(key, str) or column_cell(value) is None:
-            return (f"metadata {_short(key)} holds a {type(value).__name__} Pinecone refuses; values are strings, "
-                    "finite numbers, booleans or lists of strings")
+            return (
+                f"metadata {_short(key)} holds a {type(value).__name__} Pinecone refuses; values are strings, "
+                "finite numbers, booleans or lists of strings"
+            )
     size = len(orjson.dumps(metadata))
     if size > MAX_METADATA_BYTES:
         return f"metadata is {size:,} bytes as compact JSON, over Pinecone's {MAX_METADATA_BYTES:,}"
@@ -690,7 +754,10 @@ def _failure_message(failed: dict[str, str], total: int, namespace: str) -> str:
     for record_id, reason in failed.items():
         by_reason.setdefault(reason, []).append(record_id)
     groups = sorted(by_reason.items(), key=lambda group: -len(group[1]))
-    reasons = "; ".join(f"{reason} ({len(ids)} records, e.g. {', '.join(_short(i) for i in ids[:3])})"
-                        for reason, ids in groups)
-    return (f"{len(failed)} of {total} records were not written to namespace {namespace!r} "
-            f"(the other {total - len(failed)} were): {reasons}")
+    reasons = "; ".join(
+        f"{reason} ({len(ids)} records, e.g. {', '.join(_short(i) for i in ids[:3])})" for reason, ids in groups
+    )
+    return (
+        f"{len(failed)} of {total} records were not written to namespace {namespace!r} "
+        f"(the other {total - len(failed)} were): {reasons}"
+    )

@@ -55,7 +55,9 @@ class LoopbackChat:
     """A threaded OpenAI-compatible chat completions server on 127.0.0.1; use as a context manager."""
 
     def __init__(
-        self, responder: Responder = lambda messages: "{}", api_key: str = "sk-loopback-chat",
+        self,
+        responder: Responder = lambda messages: "{}",
+        api_key: str = "sk-loopback-chat",
         timeout_delay_s: float = 2.0,
     ) -> None:
         self.responder = responder
@@ -140,7 +142,9 @@ class LoopbackChat:
 
     def _answer(self, model: str, messages: list[Message], fault: ChatFault | None) -> tuple[int, dict[str, Any]]:
         if isinstance(fault, int):
-            return fault, _error(f"Injected fault: HTTP {fault}.", "server_error" if fault >= 500 else "invalid_request_error")
+            return fault, _error(
+                f"Injected fault: HTTP {fault}.", "server_error" if fault >= 500 else "invalid_request_error"
+            )
         content = MALFORMED_CONTENT if fault == "malformed" else self.responder(messages)
         prompt_tokens = sum(_tokens(str(m.get("content", ""))) for m in messages)
         completion_tokens = _tokens(content)
@@ -149,9 +153,7 @@ class LoopbackChat:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-            ],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,

@@ -77,6 +77,8 @@ class LoggedRequest:
     fault: Fault | None
     received_at: float
     """``time.monotonic()`` on arrival."""
+    answered_at: float
+    """``time.monotonic()`` when the reply was decided (after any injected latency)."""
 
     @property
     def tokens(self) -> int:
@@ -354,6 +356,7 @@ class LoopbackOpenAI:
             status=reply.status if reply.action == "answer" else None,
             fault=fault,
             received_at=received_at,
+            answered_at=time.monotonic(),
         )
         with self._lock:
             self._log.append(entry)

@@ -48,8 +48,15 @@ from ragline.errors import FilterError
 from ragline.limits import MAX_ID_LENGTH, MAX_METADATA_BYTES
 from ragline.stores.filters import matches, validate_filter
 
-__all__ = ["CONTROL_ROUTES", "DATA_ROUTES", "FaultPlan", "IndexSpec", "LoggedRequest", "LoopbackPinecone",
-           "StoredRecord"]
+__all__ = [
+    "CONTROL_ROUTES",
+    "DATA_ROUTES",
+    "FaultPlan",
+    "IndexSpec",
+    "LoggedRequest",
+    "LoopbackPinecone",
+    "StoredRecord",
+]
 
 CONTROL_ROUTES = ("create_index", "list_indexes", "describe_index", "delete_index")
 DATA_ROUTES = ("upsert", "query", "fetch", "delete", "describe_index_stats", "list")
@@ -66,10 +73,20 @@ DEFAULT_NAMESPACE = "__default__"
 _INDEX_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,43}[a-z0-9])?")
 _METRICS = ("cosine", "dotproduct", "euclidean")
 _GRPC_CODES = {400: 3, 401: 16, 404: 5, 409: 6, 429: 8, 500: 13, 503: 14}
-_CONTROL_CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS",
-                  429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
-_INJECTED_MESSAGES = {429: "Too many requests. Request rate limit exceeded for this namespace.",
-                      500: "Internal error", 503: "Service unavailable, try again later"}
+_CONTROL_CODES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+_INJECTED_MESSAGES = {
+    429: "Too many requests. Request rate limit exceeded for this namespace.",
+    500: "Internal error",
+    503: "Service unavailable, try again later",
+}
 
 
 @dataclass(frozen=True)
@@ -201,8 +218,9 @@ class FaultPlan:
                 status, retry_after = self._failures[route].popleft()
                 return _Fault("fail", status=status, retry_after=retry_after)
             if route in self._error_routes and self._rng.random() < self._error_rate:
-                return _Fault("random", status=self._rng.choice(self._error_statuses),
-                              retry_after=self._error_retry_after)
+                return _Fault(
+                    "random", status=self._rng.choice(self._error_statuses), retry_after=self._error_retry_after
+                )
             if self._slowdowns.get(route):
                 return _Fault("slow", seconds=self._slowdowns[route].popleft())
             return None
@@ -298,8 +316,9 @@ class LoopbackPinecone:
 
     def start(self) -> LoopbackPinecone:
         self._httpd = _HttpServer(self)
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                         name="loopback-pinecone", daemon=True).start()
+        threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="loopback-pinecone", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -389,8 +408,17 @@ class LoopbackPinecone:
             self._peak_in_flight[route] = max(self._peak_in_flight[route], self._in_flight[route])
 
     def _leave(self, exchange: _Exchange, status: int, started: float) -> None:
-        entry = LoggedRequest(exchange.route, exchange.method, status, len(exchange.body), exchange.items,
-                              exchange.namespace, exchange.fault, started, time.monotonic())
+        entry = LoggedRequest(
+            exchange.route,
+            exchange.method,
+            status,
+            len(exchange.body),
+            exchange.items,
+            exchange.namespace,
+            exchange.fault,
+            started,
+            time.monotonic(),
+        )
         with self._lock:
             self._in_flight[exchange.route] -= 1
             self._log.append(entry)
@@ -428,8 +456,11 @@ class LoopbackPinecone:
         request = exchange.json()
         name = request.get("name")
         if not isinstance(name, str) or not _INDEX_NAME.fullmatch(name):
-            raise _HttpError(400, "Name must be 1-45 characters of lower case letters, digits or '-', "
-                                  "starting and ending with a letter or digit")
+            raise _HttpError(
+                400,
+                "Name must be 1-45 characters of lower case letters, digits or '-', "
+                "starting and ending with a letter or digit",
+            )
         field_name, dimension, metric = _dense_field(request.get("schema"))
         deployment = request.get("deployment") or {"deployment_type": "managed", "cloud": "aws", "region": "us-east-1"}
         if deployment.get("deployment_type") != "managed":
@@ -466,10 +497,22 @@ class LoopbackPinecone:
             "name": index.name,
             "host": f"{self.url}/data/{index.name}",
             "status": {"ready": ready, "state": "Ready" if ready else "Initializing"},
-            "schema": {"fields": {index.field_name: {"type": "dense_vector", "dimension": spec.dimension,
-                                                     "metric": spec.metric, "description": None}}},
-            "deployment": {"deployment_type": "managed", "cloud": spec.cloud, "region": spec.region,
-                           "environment": f"{spec.region}-{spec.cloud}"},
+            "schema": {
+                "fields": {
+                    index.field_name: {
+                        "type": "dense_vector",
+                        "dimension": spec.dimension,
+                        "metric": spec.metric,
+                        "description": None,
+                    }
+                }
+            },
+            "deployment": {
+                "deployment_type": "managed",
+                "cloud": spec.cloud,
+                "region": spec.region,
+                "environment": f"{spec.region}-{spec.cloud}",
+            },
             "deletion_protection": "disabled",
             "tags": None,
         }
@@ -478,8 +521,9 @@ class LoopbackPinecone:
 
     def _upsert(self, exchange: _Exchange) -> tuple[int, dict[str, Any]]:
         if len(exchange.body) > MAX_REQUEST_BYTES:
-            raise _HttpError(400, f"Request size {len(exchange.body) / 1e6:.1f}MB exceeds the maximum supported "
-                                  "size of 2MB")
+            raise _HttpError(
+                400, f"Request size {len(exchange.body) / 1e6:.1f}MB exceeds the maximum supported size of 2MB"
+            )
         request = exchange.json()
         vectors = request.get("vectors")
         exchange.namespace = namespace = _namespace(request.get("namespace"))
@@ -487,8 +531,9 @@ class LoopbackPinecone:
             raise _HttpError(400, "vectors must be a non-empty list")
         exchange.items = len(vectors)
         if len(vectors) > MAX_UPSERT_RECORDS:
-            raise _HttpError(400, f"Upsert of {len(vectors)} vectors exceeds the maximum of "
-                                  f"{MAX_UPSERT_RECORDS} vectors per request")
+            raise _HttpError(
+                400, f"Upsert of {len(vectors)} vectors exceeds the maximum of {MAX_UPSERT_RECORDS} vectors per request"
+            )
         with self._lock:
             index = self._index(exchange)
         records = [_stored_record(vector, index.spec) for vector in vectors]
@@ -519,8 +564,9 @@ class LoopbackPinecone:
             candidates = [r for r in candidates if matches(filter_, r.metadata)]
         found = [_match_json(r, score, request) for r, score in _nearest(candidates, vector, index.spec.metric, top_k)]
         if len(orjson.dumps(found)) > MAX_QUERY_RESULT_BYTES:
-            raise _HttpError(400, "The query result exceeds the maximum size of 4MB; lower topK or leave out "
-                                  "values and metadata")
+            raise _HttpError(
+                400, "The query result exceeds the maximum size of 4MB; lower topK or leave out values and metadata"
+            )
         return 200, {"matches": found, "namespace": namespace, "usage": {"readUnits": 1}}
 
     def _fetch(self, exchange: _Exchange) -> tuple[int, dict[str, Any]]:
@@ -566,8 +612,10 @@ class LoopbackPinecone:
         filter_ = _checked_filter(exchange.json().get("filter"))
         with self._lock:
             index = self._index(exchange)
-            counts = {ns: sum(1 for r in stored.values() if filter_ is None or matches(filter_, r.metadata))
-                      for ns, stored in index.namespaces.items()}
+            counts = {
+                ns: sum(1 for r in stored.values() if filter_ is None or matches(filter_, r.metadata))
+                for ns, stored in index.namespaces.items()
+            }
         return 200, {
             "namespaces": {ns: {"vectorCount": n} for ns, n in counts.items()},
             "dimension": index.spec.dimension,
@@ -586,8 +634,11 @@ class LoopbackPinecone:
             stored = self._index(exchange).namespaces.get(namespace, {})
             ids = sorted(i for i in stored if i.startswith(prefix) and i > after)
         page = ids[:limit]
-        payload: dict[str, Any] = {"vectors": [{"id": i} for i in page], "namespace": namespace,
-                                   "usage": {"readUnits": 1}}
+        payload: dict[str, Any] = {
+            "vectors": [{"id": i} for i in page],
+            "namespace": namespace,
+            "usage": {"readUnits": 1},
+        }
         if len(ids) > limit:
             payload["pagination"] = {"next": base64.urlsafe_b64encode(page[-1].encode()).decode()}
         return 200, payload
@@ -604,8 +655,12 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, _Handler]] = [
         ("POST", _DATA_PREFIX + r"/query", "query", LoopbackPinecone._query),
         ("GET", _DATA_PREFIX + r"/vectors/fetch", "fetch", LoopbackPinecone._fetch),
         ("POST", _DATA_PREFIX + r"/vectors/delete", "delete", LoopbackPinecone._delete),
-        ("POST", _DATA_PREFIX + r"/describe_index_stats", "describe_index_stats",
-         LoopbackPinecone._describe_index_stats),
+        (
+            "POST",
+            _DATA_PREFIX + r"/describe_index_stats",
+            "describe_index_stats",
+            LoopbackPinecone._describe_index_stats,
+        ),
         ("GET", _DATA_PREFIX + r"/vectors/list", "list", LoopbackPinecone._list),
     ]
 ]
@@ -669,8 +724,9 @@ def _dense_values(raw: Any, spec: IndexSpec) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise _HttpError(400, "Vector values must be a list of numbers") from exc
     if values.ndim != 1 or len(values) != spec.dimension:
-        raise _HttpError(400, f"Vector dimension {values.size} does not match the dimension of the index "
-                              f"{spec.dimension}")
+        raise _HttpError(
+            400, f"Vector dimension {values.size} does not match the dimension of the index {spec.dimension}"
+        )
     if not np.isfinite(values).all():
         raise _HttpError(400, "Vector values must be finite")
     if spec.metric == "cosine" and not values.any():
@@ -686,8 +742,9 @@ def _stored_metadata(raw: Any) -> dict[str, Any]:
         raise _HttpError(400, "Metadata must be an object")
     size = len(orjson.dumps(raw))
     if size > MAX_METADATA_BYTES:
-        raise _HttpError(400, f"Metadata size is {size} bytes, which exceeds the limit of {MAX_METADATA_BYTES} "
-                              "bytes per vector")
+        raise _HttpError(
+            400, f"Metadata size is {size} bytes, which exceeds the limit of {MAX_METADATA_BYTES} bytes per vector"
+        )
     stored: dict[str, Any] = {}
     for key, value in raw.items():
         if value is None:
@@ -697,8 +754,11 @@ def _stored_metadata(raw: Any) -> dict[str, Any]:
         elif isinstance(value, int | float) and math.isfinite(value):
             stored[key] = float(value)
         else:
-            raise _HttpError(400, f"Metadata value must be a string, number, boolean or list of strings, "
-                                  f"got {orjson.dumps(value)[:16].decode(errors='ignore')!r} for field {key!r}")
+            raise _HttpError(
+                400,
+                f"Metadata value must be a string, number, boolean or list of strings, "
+                f"got {orjson.dumps(value)[:16].decode(errors='ignore')!r} for field {key!r}",
+            )
     return stored
 
 
@@ -737,8 +797,11 @@ def _vector_json(record: StoredRecord) -> dict[str, Any]:
 
 
 def _match_json(record: StoredRecord, score: float, request: dict[str, Any]) -> dict[str, Any]:
-    found: dict[str, Any] = {"id": record.id, "score": score,
-                             "values": record.values.tolist() if request.get("includeValues") else []}
+    found: dict[str, Any] = {
+        "id": record.id,
+        "score": score,
+        "values": record.values.tolist() if request.get("includeValues") else [],
+    }
     if request.get("includeMetadata"):
         found["metadata"] = record.metadata
     return found

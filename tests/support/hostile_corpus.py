@@ -42,8 +42,10 @@ REASON_METADATA_TOO_LARGE = "over the index's"
 HUGE_FILE_BYTES = 200 * 1024 * 1024
 HOSTILE_KEYS = ("it's", 'say "hi"', "a`b", "x; DROP TABLE t; --", "nul\x00key", "ünï 🦆", "$and", "")
 
-_PROSE = ("Hostile inputs must never stop a run. The pipeline quarantines what it cannot use, says why, and "
-          "indexes everything else. ")
+_PROSE = (
+    "Hostile inputs must never stop a run. The pipeline quarantines what it cannot use, says why, and "
+    "indexes everything else. "
+)
 
 
 @dataclass(frozen=True)
@@ -79,17 +81,23 @@ def write_hostile_tree(parent: Path, source: str = "hostile") -> HostileTree:
 
     put("good.md", f"# Good\n\n{_PROSE}".encode(), None)
     put("café ünï.md", f"# Unicode name\n\n{_PROSE}".encode(), None)
-    put("quote's \"name\"; DROP.md", f"# Quoted name\n\n{_PROSE}".encode(), None)
+    put('quote\'s "name"; DROP.md', f"# Quoted name\n\n{_PROSE}".encode(), None)
     put("controls.txt", f"bidi \u202e override, zero width \u200b, bell \a, escape \x1b[31m. {_PROSE}".encode(), None)
     put("giant-line.txt", ("word " * 4000).encode(), None)
     put("binary.txt", b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4, REASON_BINARY)
     put("zero.md", b"", REASON_EMPTY)
     put("blank.txt", b" \n\t\r\n  ", REASON_EMPTY)
     put("latin1.txt", "naïve café".encode("latin-1"), REASON_UNDECODABLE)
-    put("deep.html", b"<html><body>" + b"<div>" * 100_000 + b"deep" + b"</div>" * 100_000 + b"</body></html>",
-        REASON_HTML_TOO_DEEP)
-    put("nested-ok.html", b"<div>" * (MAX_HTML_DEPTH - 10) + b"<p>shallow enough</p>" + b"</div>" * (MAX_HTML_DEPTH - 10),
-        None)
+    put(
+        "deep.html",
+        b"<html><body>" + b"<div>" * 100_000 + b"deep" + b"</div>" * 100_000 + b"</body></html>",
+        REASON_HTML_TOO_DEEP,
+    )
+    put(
+        "nested-ok.html",
+        b"<div>" * (MAX_HTML_DEPTH - 10) + b"<p>shallow enough</p>" + b"</div>" * (MAX_HTML_DEPTH - 10),
+        None,
+    )
     put("broken.pdf", b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\nthis is not a pdf", REASON_PDF_UNPARSEABLE)
     with open(root / "huge.txt", "wb") as huge:
         huge.truncate(HUGE_FILE_BYTES)
@@ -131,12 +139,27 @@ def write_hostile_jsonl(path: Path, max_record_bytes: int = 100_000) -> HostileJ
         (b'{"_id": "deep", "text": "x", "m": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", REASON_MALFORMED_JSON),
         (_json({"_id": "too-long", "text": "y" * (MAX_LINE_FACTOR * max_record_bytes)}), REASON_RECORD_TOO_LARGE),
         (_json({"_id": "big-text", "text": "z " * max_record_bytes}), REASON_RECORD_TOO_LARGE),
-        (_json({"_id": "nulls", "text": _PROSE, "metadata": {"gone": None, "kept": 1, "nan": float("nan"),
-                                                              "nested": {"a": [1, {"b": None}]},
-                                                              "mixed": ["a", 1]}}), None),
+        (
+            _json(
+                {
+                    "_id": "nulls",
+                    "text": _PROSE,
+                    "metadata": {
+                        "gone": None,
+                        "kept": 1,
+                        "nan": float("nan"),
+                        "nested": {"a": [1, {"b": None}]},
+                        "mixed": ["a", 1],
+                    },
+                }
+            ),
+            None,
+        ),
         (_json({"_id": "keys", "text": _PROSE, "metadata": {k: f"value of {k!r}" for k in HOSTILE_KEYS}}), None),
-        (_json({"_id": "huge-metadata", "text": _PROSE, "metadata": {"blob": "m" * (MAX_METADATA_BYTES + 10)}}),
-         REASON_METADATA_TOO_LARGE),
+        (
+            _json({"_id": "huge-metadata", "text": _PROSE, "metadata": {"blob": "m" * (MAX_METADATA_BYTES + 10)}}),
+            REASON_METADATA_TOO_LARGE,
+        ),
         (_json({"_id": "../../etc/passwd", "text": _PROSE}), None),
         (_json({"_id": "x' OR '1'='1", "text": _PROSE}), None),
     ]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from ragline.components import Components
 from ragline.batching import batched
-from ragline.ingest import STORE_BATCH, fetch_back_problems, recover, upsert_rows
+from ragline.components import Components
+from ragline.indexing.journal import STORE_BATCH, fetch_back_problems, recover, upsert_rows
 
 
 @dataclass
@@ -35,11 +35,11 @@ class ReconcileReport:
 def reconcile(c: Components, namespace: str, *, repair: bool = True, sample_size: int = 64) -> ReconcileReport:
     """Compare every id, and the vectors and metadata of a sample; with ``repair`` make the index match."""
     rolled_back = recover(c, namespace) if repair else []
-    expected = set(c.records.live_chunk_ids(namespace))
+    expected = set(c.records.journal.live_chunk_ids(namespace))
     indexed = set(c.store.list_ids(namespace=namespace))
     present = sorted(expected & indexed)
     sample = sorted(random.Random(namespace).sample(present, min(sample_size, len(present))))
-    sample_rows = c.records.chunk_rows(namespace, sample)
+    sample_rows = c.records.journal.chunk_rows(namespace, sample)
     different = sorted(fetch_back_problems(c, namespace, list(sample_rows.values())))
     report = ReconcileReport(
         namespace=namespace,
@@ -51,7 +51,7 @@ def reconcile(c: Components, namespace: str, *, repair: bool = True, sample_size
         runs_rolled_back=rolled_back,
     )
     if repair and not report.in_sync:
-        rows = c.records.chunk_rows(namespace, report.missing + report.different)
+        rows = c.records.journal.chunk_rows(namespace, report.missing + report.different)
         upsert_rows(c, namespace, list(rows.values()))
         for part in batched(report.orphans, STORE_BATCH):
             c.store.delete(namespace=namespace, ids=part)

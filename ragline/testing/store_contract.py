@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ragline.errors import FilterError, StoreError
+from ragline.records import Metadata
 from ragline.stores import Filter, NamespaceStats, VectorRecord, VectorStore
 
 DIM = 4
@@ -77,8 +78,10 @@ FILTER_CASES: list[tuple[Filter, set[str]]] = [
     ({"genre": "drama", "year": {"$gt": 2000}}, {"drama-2020"}),
     ({"$and": [{"genre": "drama"}, {"tags": "classic"}]}, {"drama-1999"}),
     ({"$or": [{"genre": "comedy"}, {"rating": {"$gte": 8}}]}, {"comedy-2005", "doc-2020"}),
-    ({"$or": [{"year": {"$lt": 2000}}, {"$and": [{"genre": "drama"}, {"tags": {"$exists": True}}]}]},
-     {"drama-1999", "drama-2020"}),
+    (
+        {"$or": [{"year": {"$lt": 2000}}, {"$and": [{"genre": "drama"}, {"tags": {"$exists": True}}]}]},
+        {"drama-1999", "drama-2020"},
+    ),
     ({"ghost": {"$ne": "x"}}, set()),
     ({"ghost": {"$exists": False}}, {r.id for r in FILTER_RECORDS}),
 ]
@@ -147,8 +150,16 @@ class StoreContract:
     def test_metadata_round_trips(self, store: VectorStore, namespace: str) -> None:
         """Strings, booleans and lists come back exactly; numbers equal as float64, which is how Pinecone stores
         them (it returns 3 as 3.0 and 2**53 + 1 as 2**53), so a store may return either int or float."""
-        metadata = {"s": "héllo 'quoted' \"x\" 🙂", "i": 3, "f": 0.1, "big": 2**53 + 1, "t": True,
-                    "tags": ["a", "b c"], "empty": [], "zero": 0.0}
+        metadata: Metadata = {
+            "s": "héllo 'quoted' \"x\" 🙂",
+            "i": 3,
+            "f": 0.1,
+            "big": 2**53 + 1,
+            "t": True,
+            "tags": ["a", "b c"],
+            "empty": [],
+            "zero": 0.0,
+        }
         store.upsert([VectorRecord("m", unit(1), metadata)], namespace=namespace)
         fetched = store.fetch(["m"], namespace=namespace)["m"].metadata
         assert as_float64(fetched) == as_float64(metadata)
@@ -209,6 +220,7 @@ class StoreContract:
         store.upsert([record("a", unit(1, 2))], namespace=namespace)
         assert store.query(unit(1), namespace=namespace)[0].values is None
         [match] = store.query(unit(1), namespace=namespace, include_values=True)
+        assert match.values is not None
         np.testing.assert_allclose(match.values, unit(1, 2), atol=1e-6)
 
     def test_query_of_missing_namespace_is_empty(self, store: VectorStore, namespace: str) -> None:
@@ -277,9 +289,7 @@ class StoreContract:
         assert namespace not in store.namespaces()
         assert store.describe_namespace(namespace).vector_count == 0
 
-    @pytest.mark.parametrize(
-        "kwargs", [{}, {"ids": ["a"], "delete_all": True}, {"ids": ["a"], "filter": {"k": "v"}}]
-    )
+    @pytest.mark.parametrize("kwargs", [{}, {"ids": ["a"], "delete_all": True}, {"ids": ["a"], "filter": {"k": "v"}}])
     def test_delete_takes_exactly_one_selector(
         self, store: VectorStore, namespace: str, kwargs: dict[str, Any]
     ) -> None:

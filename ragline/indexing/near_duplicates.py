@@ -26,7 +26,7 @@ import numpy as np
 
 from ragline.config import NearDuplicateMode, RaglineConfig
 from ragline.records import Document, NearDuplicate
-from ragline.recordstore import DocumentRow, SQLiteRecordStore
+from ragline.recordstore import DocumentRow, RecordStore
 
 if TYPE_CHECKING:
     from datasketch import MinHash, MinHashLSH
@@ -94,9 +94,7 @@ class NearDuplicateDetector:
     (Dask workers) each compare with the originals stored when they first compare in a run, plus their own.
     """
 
-    def __init__(
-        self, mode: NearDuplicateMode, threshold: float, num_perm: int, shingle_words: int
-    ) -> None:
+    def __init__(self, mode: NearDuplicateMode, threshold: float, num_perm: int, shingle_words: int) -> None:
         self.mode = mode
         self.threshold = threshold
         self.num_perm = num_perm
@@ -148,7 +146,11 @@ class NearDuplicateDetector:
         return self._run
 
     def unchanged_to_replan(
-        self, records: SQLiteRecordStore, run_id: str, namespace: str, documents: Sequence[Document],
+        self,
+        records: RecordStore,
+        run_id: str,
+        namespace: str,
+        documents: Sequence[Document],
         live: Mapping[str, DocumentRow],
     ) -> set[str]:
         """Unchanged documents whose near-duplicate flag no longer holds; signs unchanged originals lacking one."""
@@ -156,22 +158,28 @@ class NearDuplicateDetector:
         same = [d for d in documents if d.doc_id in live and live[d.doc_id].content_hash == d.content_hash]
         if not same:
             return set()
-        flags = records.live_near_duplicates(namespace, [d.doc_id for d in same])
-        originals = records.original_hashes(namespace, sorted({f.duplicate_of for f in flags.values()}))
+        flags = records.near_duplicates.live_flags(namespace, [d.doc_id for d in same])
+        originals = records.near_duplicates.original_hashes(namespace, sorted({f.duplicate_of for f in flags.values()}))
         stale = {
-            f.doc_id for f in flags.values()
-            if f.similarity < self.threshold or f.duplicate_of in run.touched
+            f.doc_id
+            for f in flags.values()
+            if f.similarity < self.threshold
+            or f.duplicate_of in run.touched
             or originals.get(f.duplicate_of) != f.duplicate_of_hash
         }
-        signed = records.signature_hashes(namespace, self.params, [d.doc_id for d in same])
+        signed = records.near_duplicates.signature_hashes(namespace, self.params, [d.doc_id for d in same])
         for doc in same:
-            if doc.doc_id not in flags and doc.doc_id not in run.touched and (doc.doc_id, doc.content_hash) not in signed:
+            if (
+                doc.doc_id not in flags
+                and doc.doc_id not in run.touched
+                and (doc.doc_id, doc.content_hash) not in signed
+            ):
                 signature = self.signature(doc)
                 if signature is not None:
                     self._add_original(run, doc, signature)
         return stale
 
-    def check(self, records: SQLiteRecordStore, run_id: str, namespace: str, doc: Document, *, indexed: bool) -> Verdict:
+    def check(self, records: RecordStore, run_id: str, namespace: str, doc: Document, *, indexed: bool) -> Verdict:
         """Compare a new or changed document with the originals; a near-duplicate comes back tagged or to skip.
 
         ``indexed``: a version of the document is live (it is then tagged, never skipped). Call ``accept`` once the
@@ -205,24 +213,26 @@ class NearDuplicateDetector:
         elif verdict.signature is not None:
             self._add_original(run, verdict.document, verdict.signature)
 
-    def flush(self, records: SQLiteRecordStore, run_id: str, namespace: str) -> int:
+    def flush(self, records: RecordStore, run_id: str, namespace: str) -> int:
         """Write what this run found since the last flush; returns how many documents it flagged."""
         run = self._index(namespace, run_id)
         if run.unsaved_signatures:
-            records.save_signatures(namespace, self.params, run_id, run.unsaved_signatures)
+            records.near_duplicates.save_signatures(namespace, self.params, run_id, run.unsaved_signatures)
         if run.unsaved_flags:
-            records.record_near_duplicates(run_id, namespace, run.unsaved_flags)
+            records.near_duplicates.record(run_id, namespace, run.unsaved_flags)
         flagged = len(run.unsaved_flags)
         run.unsaved_signatures, run.unsaved_flags = [], []
         return flagged
 
-    def _lsh(self, records: SQLiteRecordStore, run: _RunIndex) -> MinHashLSH:
+    def _lsh(self, records: RecordStore, run: _RunIndex) -> MinHashLSH:
         """The run's LSH, built on first use from the stored originals and those added in this run."""
         from datasketch import MinHashLSH
 
         if run.lsh is None:
-            records.prune_signatures(run.namespace, self.params, run.run_id)
-            for doc_id, content_hash, blob in records.original_signatures(run.namespace, self.params, run.run_id):
+            records.near_duplicates.prune_signatures(run.namespace, self.params, run.run_id)
+            for doc_id, content_hash, blob in records.near_duplicates.original_signatures(
+                run.namespace, self.params, run.run_id
+            ):
                 if doc_id not in run.touched and doc_id not in run.originals:
                     run.originals[doc_id] = (content_hash, self._from_blob(blob))
             run.lsh = MinHashLSH(num_perm=self.num_perm, params=lsh_bands(self.threshold, self.num_perm))

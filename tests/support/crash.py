@@ -58,17 +58,28 @@ def read_state(home: Path, namespace: str) -> IndexState:
     fetched = store.fetch(list(store.list_ids(namespace=namespace)), namespace=namespace)
     db = sqlite3.connect(home / "records.sqlite")
     try:
+
         def rows(sql: str) -> list[tuple[object, ...]]:
             return db.execute(sql, (namespace,)).fetchall()
 
-        documents = {r[0]: r[1:] for r in rows(
-            "SELECT doc_id, source, uri, title, content_hash, config_hash, model_id, chunk_count FROM documents "
-            "WHERE namespace = ? AND state = 'live'")}
-        chunks = {r[0]: (*r[1:6], json.loads(str(r[6]))) for r in rows(
-            "SELECT chunk_id, doc_id, position, text_hash, token_count, text, metadata_json FROM chunks "
-            "WHERE namespace = ? AND state = 'live'")}
-        pending = rows("SELECT (SELECT COUNT(*) FROM chunks WHERE namespace = ?1 AND state = 'pending') + "
-                       "(SELECT COUNT(*) FROM documents WHERE namespace = ?1 AND state = 'pending')")[0][0]
+        documents = {
+            r[0]: r[1:]
+            for r in rows(
+                "SELECT doc_id, source, uri, title, content_hash, config_hash, model_id, chunk_count FROM documents "
+                "WHERE namespace = ? AND state = 'live'"
+            )
+        }
+        chunks = {
+            r[0]: (*r[1:6], json.loads(str(r[6])))
+            for r in rows(
+                "SELECT chunk_id, doc_id, position, text_hash, token_count, text, metadata_json FROM chunks "
+                "WHERE namespace = ? AND state = 'live'"
+            )
+        }
+        pending = rows(
+            "SELECT (SELECT COUNT(*) FROM chunks WHERE namespace = ?1 AND state = 'pending') + "
+            "(SELECT COUNT(*) FROM documents WHERE namespace = ?1 AND state = 'pending')"
+        )[0][0]
         tombstones = rows("SELECT COUNT(*) FROM tombstones WHERE namespace = ?")[0][0]
         open_runs = rows("SELECT COUNT(*) FROM runs WHERE namespace = ? AND status = 'running'")[0][0]
     finally:
@@ -88,9 +99,11 @@ def state_differences(actual: IndexState, expected: IndexState, atol: float = 1e
     """Every way ``actual`` differs from ``expected`` (empty when equal): ids, vectors (allclose), metadata,
     live documents and chunks, and any pending rows, tombstones or open runs left behind."""
     problems: list[str] = []
-    for what, got, want in (("index ids", actual.vectors, expected.vectors),
-                            ("live documents", actual.documents, expected.documents),
-                            ("live chunks", actual.chunks, expected.chunks)):
+    for what, got, want in (
+        ("index ids", actual.vectors, expected.vectors),
+        ("live documents", actual.documents, expected.documents),
+        ("live chunks", actual.chunks, expected.chunks),
+    ):
         if missing := sorted(set(want) - set(got)):
             problems.append(f"{what} missing: {missing[:5]} ({len(missing)})")
         if extra := sorted(set(got) - set(want)):
@@ -100,12 +113,17 @@ def state_differences(actual: IndexState, expected: IndexState, atol: float = 1e
         problems.append(f"vectors differ: {bad[:5]} ({len(bad)})")
     if bad := [i for i in common if actual.metadata[i] != expected.metadata[i]]:
         problems.append(f"index metadata differs: {bad[:5]} ({len(bad)})")
-    for what, got_rows, want_rows in (("documents", actual.documents, expected.documents),
-                                      ("chunks", actual.chunks, expected.chunks)):
+    for what, got_rows, want_rows in (
+        ("documents", actual.documents, expected.documents),
+        ("chunks", actual.chunks, expected.chunks),
+    ):
         if bad := sorted(k for k in set(got_rows) & set(want_rows) if got_rows[k] != want_rows[k]):
             problems.append(f"live {what} differ: {bad[:5]} ({len(bad)})")
-    for what, count in (("pending rows", actual.pending_rows), ("tombstones", actual.tombstones),
-                        ("open runs", actual.open_runs)):
+    for what, count in (
+        ("pending rows", actual.pending_rows),
+        ("tombstones", actual.tombstones),
+        ("open runs", actual.open_runs),
+    ):
         if count:
             problems.append(f"{count} {what} left")
     return problems
@@ -119,16 +137,18 @@ def kill_stage(home: Path, namespace: str, runs_before: int) -> str:
     db = sqlite3.connect(path)
     try:
         try:
-            runs = db.execute("SELECT run_id, status FROM runs WHERE namespace = ? ORDER BY started_at",
-                              (namespace,)).fetchall()
+            runs = db.execute(
+                "SELECT run_id, status FROM runs WHERE namespace = ? ORDER BY started_at", (namespace,)
+            ).fetchall()
         except sqlite3.OperationalError:  # killed before the schema was created
             return STAGE_BEFORE_RUN
         if len(runs) <= runs_before:
             return STAGE_BEFORE_RUN
         run_id, status = runs[-1]
         if status == "running":
-            pending = db.execute("SELECT COUNT(*) FROM documents WHERE run_id = ? AND state = 'pending'",
-                                 (run_id,)).fetchone()[0]
+            pending = db.execute(
+                "SELECT COUNT(*) FROM documents WHERE run_id = ? AND state = 'pending'", (run_id,)
+            ).fetchone()[0]
             return STAGE_PENDING if pending else STAGE_OPEN_NOTHING_RECORDED
         tombstones = db.execute("SELECT COUNT(*) FROM tombstones WHERE namespace = ?", (namespace,)).fetchone()[0]
         return STAGE_COMMITTED_TOMBSTONES if tombstones else STAGE_AFTER_COMMIT
@@ -161,8 +181,9 @@ def ragline_command(*args: str) -> list[str]:
 def run_to_completion(command: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout: float = 600) -> float:
     """Run ``command``; its wall time in seconds. Raises ``CrashHarnessError`` with its output's tail on failure."""
     start = time.perf_counter()
-    done = subprocess.run(list(command), env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    done = subprocess.run(
+        list(command), env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if done.returncode != 0:
         tail = (done.stdout + done.stderr)[-2000:]
         raise CrashHarnessError(f"{' '.join(command)} exited with {done.returncode}:\n{tail}")
@@ -171,8 +192,9 @@ def run_to_completion(command: Sequence[str], *, env: Mapping[str, str], cwd: Pa
 
 def run_and_kill(command: Sequence[str], delay_s: float, *, env: Mapping[str, str], cwd: Path) -> bool:
     """Start ``command`` and SIGKILL it after ``delay_s`` seconds; False if it had finished by then."""
-    process = subprocess.Popen(list(command), env=dict(env), cwd=cwd, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        list(command), env=dict(env), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         process.wait(timeout=delay_s)
         return False

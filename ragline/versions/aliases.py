@@ -8,34 +8,26 @@ query never mixes two versions. Writers use ``write_namespace``: the version ask
 routine ingests keep the live version fresh after a promotion.
 
 The record store keeps the alias and a history of every change (who, when, previous target); a promotion or a
-rollback is one SQLite transaction. Promotion gated by evaluation and dropping old versions live in
-``ragline.promotion``.
+rollback is one transaction. Promotion gated by evaluation and dropping old versions live in
+``ragline.versions.promotion``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from ragline.recordstore import AliasEvent, SQLiteRecordStore
-
-if TYPE_CHECKING:
-    from ragline.config import RaglineConfig
-
-VERSION_SEPARATOR = "--"
+from ragline.config import RaglineConfig
+from ragline.names import VERSION_SEPARATOR
+from ragline.recordstore import RecordStore
+from ragline.recordstore.rows import AliasEvent
 
 
-def version_namespace(name: str, version: str) -> str:
-    """The physical namespace of ``version`` of ``name``: ``<name>--<version>``."""
-    return f"{name}{VERSION_SEPARATOR}{version}"
-
-
-def read_namespace(records: SQLiteRecordStore, name: str) -> str:
+def read_namespace(records: RecordStore, name: str) -> str:
     """The physical namespace to read for ``name``: its alias target, or ``name`` itself when it has no alias."""
-    return records.alias_target(name) or name
+    return records.aliases.target(name) or name
 
 
-def write_namespace(records: SQLiteRecordStore, config: RaglineConfig) -> str:
+def write_namespace(records: RecordStore, config: RaglineConfig) -> str:
     """The physical namespace a run writes: the configured version's, else wherever the alias points (live)."""
     return config.target_namespace if config.index_version else read_namespace(records, config.namespace)
 
@@ -55,25 +47,25 @@ class VersionInfo:
     live: bool
 
 
-def list_versions(records: SQLiteRecordStore, name: str) -> list[VersionInfo]:
+def list_versions(records: RecordStore, name: str) -> list[VersionInfo]:
     """Every physical namespace of ``name`` (the base and each ``<name>--<version>``), oldest first."""
     live = read_namespace(records, name)
     prefix = name + VERSION_SEPARATOR
     return [
         VersionInfo(
-            namespace=namespace,
-            version=namespace[len(prefix):] if namespace.startswith(prefix) else None,
-            model_id=model_id,
-            dimension=dimension,
-            documents=records.live_document_count(namespace),
-            chunks=records.live_chunk_count(namespace),
-            created_at=created_at,
-            live=namespace == live,
+            namespace=row.namespace,
+            version=row.namespace[len(prefix) :] if row.namespace.startswith(prefix) else None,
+            model_id=row.model_id,
+            dimension=row.dimension,
+            documents=records.journal.live_document_count(row.namespace),
+            chunks=records.journal.live_chunk_count(row.namespace),
+            created_at=row.created_at,
+            live=row.namespace == live,
         )
-        for namespace, model_id, dimension, created_at in records.namespace_rows(name, prefix)
+        for row in records.journal.namespaces(name, prefix)
     ]
 
 
-def rollback(records: SQLiteRecordStore, name: str, *, actor: str) -> AliasEvent:
+def rollback(records: RecordStore, name: str, *, actor: str) -> AliasEvent:
     """Point ``name`` back to the target it had before its latest promotion that is not yet undone."""
-    return records.roll_back_alias(name, actor=actor)
+    return records.aliases.roll_back(name, actor=actor)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from ragline.refresh import RefreshReport
-from ragline.report import markdown_cell
+from ragline.indexing.refresh import RefreshReport
+from ragline.indexing.report import markdown_cell
 
 Row = dict[str, str | int | float]
 
@@ -23,34 +23,39 @@ def source_rows(report: RefreshReport) -> list[Row]:
     rows: list[Row] = []
     for s in report.sources:
         stats, fresh = s.stats, s.freshness
-        rows.append({
-            "source": s.source,
-            "namespace": s.target.namespace,
-            "ttl": format_ttl(s.target.ttl_s),
-            "run": s.run_id,
-            "new": stats.documents_new,
-            "changed": stats.documents_changed,
-            "expired": fresh.documents_expired,
-            "touched": fresh.documents_touched,
-            "unchanged fresh": fresh.documents_fresh,
-            "removed": stats.documents_removed,
-            "quarantined": stats.documents_quarantined,
-            "chunks re-verified": fresh.chunks_reverified,
-            "chunks restored": fresh.chunks_restored,
-            "embeddings computed": stats.embeddings_computed,
-            "chunks written": stats.chunks_written,
-            "chunks deleted": stats.chunks_deleted,
-            "seconds": round(sum(stats.seconds.values()), 3),
-        })
+        rows.append(
+            {
+                "source": s.source,
+                "namespace": s.target.namespace,
+                "ttl": format_ttl(s.target.ttl_s),
+                "run": s.run_id,
+                "new": stats.documents_new,
+                "changed": stats.documents_changed,
+                "expired": fresh.documents_expired,
+                "touched": fresh.documents_touched,
+                "unchanged fresh": fresh.documents_fresh,
+                "removed": stats.documents_removed,
+                "quarantined": stats.documents_quarantined,
+                "chunks re-verified": fresh.chunks_reverified,
+                "chunks restored": fresh.chunks_restored,
+                "embeddings computed": stats.embeddings_computed,
+                "chunks written": stats.chunks_written,
+                "chunks deleted": stats.chunks_deleted,
+                "seconds": round(sum(stats.seconds.values()), 3),
+            }
+        )
     return rows
 
 
 def reconcile_rows(report: RefreshReport) -> list[Row]:
     """Two rows per namespace: what reconciliation found (and repaired) before its runs, and after them.
 
-    ``differing`` counts the sampled chunks whose vector or metadata differed (see ``ragline.reconcile``)."""
-    runs = [(when, r) for ns in report.namespaces
-            for when, r in (("before", ns.reconciled_before), ("after", ns.reconciled_after))]
+    ``differing`` counts the sampled chunks whose vector or metadata differed (see ``ragline.indexing.reconcile``)."""
+    runs = [
+        (when, r)
+        for ns in report.namespaces
+        for when, r in (("before", ns.reconciled_before), ("after", ns.reconciled_after))
+    ]
     return [
         {
             "namespace": r.namespace,

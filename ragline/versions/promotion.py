@@ -19,14 +19,17 @@ from pathlib import Path
 
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
+from ragline.embedders.hashing import HashingEmbedder
 from ragline.errors import ConfigError
 from ragline.evaluation.datasets import EvalDataset, load_dataset
 from ragline.evaluation.metrics import NDCG
 from ragline.evaluation.runner import evaluate_mode
-from ragline.ingest import namespace_lock
-from ragline.recordstore import AliasEvent, SQLiteRecordStore
+from ragline.indexing.locks import namespace_lock
+from ragline.names import version_namespace
+from ragline.recordstore import RecordStore
+from ragline.recordstore.rows import AliasEvent
 from ragline.retrieval.bm25 import index_folder
-from ragline.versions import read_namespace, version_namespace
+from ragline.versions.aliases import read_namespace
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +53,16 @@ class PromotionDecision:
     ) -> PromotionDecision:
         """The decision for (candidate, live) nDCG@10 ``scores`` under the config's gate; None means forced."""
         candidate_ndcg, live_ndcg = scores or (None, None)
-        return cls(alias, candidate, live, config.promote_mode, config.promote_tolerance, candidate_ndcg, live_ndcg,
-                   forced=scores is None)
+        return cls(
+            alias,
+            candidate,
+            live,
+            config.promote_mode,
+            config.promote_tolerance,
+            candidate_ndcg,
+            live_ndcg,
+            forced=scores is None,
+        )
 
     @property
     def passed(self) -> bool:
@@ -65,33 +76,47 @@ class PromotionDecision:
         if self.candidate_ndcg is None or self.live_ndcg is None:
             return f"{self.candidate} forced over {self.live} without evaluation"
         verdict = "passes" if self.passed else "refused"
-        return (f"{verdict}: candidate {self.candidate} nDCG@10 {self.candidate_ndcg:.4f} vs live {self.live} "
-                f"{self.live_ndcg:.4f} ({self.mode}, tolerance {self.tolerance:.4f})")
+        return (
+            f"{verdict}: candidate {self.candidate} nDCG@10 {self.candidate_ndcg:.4f} vs live {self.live} "
+            f"{self.live_ndcg:.4f} ({self.mode}, tolerance {self.tolerance:.4f})"
+        )
 
     def markdown(self) -> str:
         """The decision as a Markdown report (the promote flow's artifact)."""
-        lines = [f"# Promotion of `{self.candidate}` for alias `{self.alias}`", "",
-                 f"**{'promoted' if self.passed else 'refused'}**: {self.summary()}", ""]
+        lines = [
+            f"# Promotion of `{self.candidate}` for alias `{self.alias}`",
+            "",
+            f"**{'promoted' if self.passed else 'refused'}**: {self.summary()}",
+            "",
+        ]
         if self.candidate_ndcg is not None and self.live_ndcg is not None:
-            lines += ["| namespace | role | nDCG@10 |", "|---|---|---|",
-                      f"| `{self.candidate}` | candidate | {self.candidate_ndcg:.4f} |",
-                      f"| `{self.live}` | live | {self.live_ndcg:.4f} |", "",
-                      f"Gate: candidate ≥ live − {self.tolerance:.4f} (mode {self.mode})."]
+            lines += [
+                "| namespace | role | nDCG@10 |",
+                "|---|---|---|",
+                f"| `{self.candidate}` | candidate | {self.candidate_ndcg:.4f} |",
+                f"| `{self.live}` | live | {self.live_ndcg:.4f} |",
+                "",
+                f"Gate: candidate ≥ live − {self.tolerance:.4f} (mode {self.mode}).",
+            ]
         return "\n".join(lines) + "\n"
 
 
-def promotion_targets(records: SQLiteRecordStore, alias: str, version: str) -> tuple[str, str]:
+def promotion_targets(records: RecordStore, alias: str, version: str) -> tuple[str, str]:
     """(candidate, live) physical namespaces; refuses a version that does not exist, is live, or has a run open."""
     candidate = version_namespace(alias, version)
-    if records.namespace_model(candidate) is None:
-        raise ConfigError(f"version {version!r} of {alias!r} does not exist: build it first with "
-                          f"`ragline ingest PATH -n {alias} --index-version {version}`")
+    if records.journal.namespace_model(candidate) is None:
+        raise ConfigError(
+            f"version {version!r} of {alias!r} does not exist: build it first with "
+            f"`ragline ingest PATH -n {alias} --index-version {version}`"
+        )
     live = read_namespace(records, alias)
     if candidate == live:
         raise ConfigError(f"version {version!r} is already live for {alias!r}")
-    if records.unfinished_runs(candidate):
-        raise ConfigError(f"namespace {candidate!r} has an unfinished run: run "
-                          f"`ragline reconcile -n {alias} --index-version {version}` first")
+    if records.journal.unfinished_runs(candidate):
+        raise ConfigError(
+            f"namespace {candidate!r} has an unfinished run: run "
+            f"`ragline reconcile -n {alias} --index-version {version}` first"
+        )
     return candidate, live
 
 
@@ -106,17 +131,19 @@ def golden_set(config: RaglineConfig, path: Path | None = None) -> EvalDataset:
 def score_namespace(c: Components, dataset: EvalDataset, namespace: str) -> float:
     """nDCG@10 of ``config.promote_mode`` on ``dataset`` against ``namespace``, queried with its own model."""
     with components_for_namespace(c, namespace) as nc:
-        result = evaluate_mode(nc, dataset, namespace=namespace, mode=c.config.promote_mode, k=c.config.eval_k,
-                               depth=c.config.eval_depth)
+        result = evaluate_mode(
+            nc, dataset, namespace=namespace, mode=c.config.promote_mode, k=c.config.eval_k, depth=c.config.eval_depth
+        )
     return float(result.summary()[NDCG])
 
 
-def switch_to_candidate(records: SQLiteRecordStore, decision: PromotionDecision, *, actor: str) -> AliasEvent:
+def switch_to_candidate(records: RecordStore, decision: PromotionDecision, *, actor: str) -> AliasEvent:
     """Switch the alias to the candidate (one transaction); refuses a decision that did not pass."""
     if not decision.passed:
         raise ConfigError(f"promotion {decision.summary()}")
-    return records.switch_alias(decision.alias, decision.candidate, expected_target=decision.live, actor=actor,
-                                detail=decision.summary())
+    return records.aliases.switch(
+        decision.alias, decision.candidate, expected_target=decision.live, actor=actor, detail=decision.summary()
+    )
 
 
 def promote(
@@ -124,7 +151,7 @@ def promote(
 ) -> PromotionDecision:
     """Judge ``version`` of ``alias`` against the live target and switch the alias if it passes (or ``force``)."""
     candidate = version_namespace(alias, version)
-    with namespace_lock(c.config.home, candidate):
+    with namespace_lock(c.config.home, candidate, wait_s=c.config.lock_wait_s):
         candidate, live = promotion_targets(c.records, alias, version)
         scores = None
         if not force:
@@ -140,13 +167,17 @@ def promote(
 def drop_version(c: Components, alias: str, version: str) -> None:
     """Delete a version that is not live: its record rows, its vectors and its BM25 index folder."""
     namespace = version_namespace(alias, version)
-    with namespace_lock(c.config.home, namespace):
+    with namespace_lock(c.config.home, namespace, wait_s=c.config.lock_wait_s):
         if read_namespace(c.records, alias) == namespace:
-            raise ConfigError(f"version {version!r} is live for {alias!r}: promote another version or roll back "
-                              f"before dropping it")
+            raise ConfigError(
+                f"version {version!r} is live for {alias!r}: promote another version or roll back before dropping it"
+            )
         vectors = c.store.describe_namespace(namespace).vector_count
-        if c.records.namespace_model(namespace) is None and not c.records.expected_index_ids_count(namespace) \
-                and not vectors:
+        if (
+            c.records.journal.namespace_model(namespace) is None
+            and not c.records.journal.expected_index_ids_count(namespace)
+            and not vectors
+        ):
             raise ConfigError(f"version {version!r} of {alias!r} does not exist")
         c.records.drop_namespace(namespace)  # first: a rollback can no longer point at it
         if vectors:
@@ -158,7 +189,7 @@ def drop_version(c: Components, alias: str, version: str) -> None:
 @contextmanager
 def components_for_namespace(c: Components, namespace: str) -> Iterator[Components]:
     """``c``, or components configured for the model ``namespace`` was built with when that is another one."""
-    bound = c.records.namespace_model(namespace)
+    bound = c.records.journal.namespace_model(namespace)
     if bound is None or bound[0] == c.embedder.model_id:
         yield c
         return
@@ -171,12 +202,19 @@ def components_for_namespace(c: Components, namespace: str) -> Iterator[Componen
 
 def config_for_model(config: RaglineConfig, model_id: str) -> RaglineConfig:
     """``config`` with its embedder settings changed to produce ``model_id`` (``local/<name>``,
-    ``openai/<model>[@<dimensions>]``)."""
+    ``openai/<model>[@<dimensions>]``, ``hashing/384``)."""
     kind, _, name = model_id.partition("/")
+    if model_id == HashingEmbedder().model_id:
+        return config.model_copy(update={"embedder": "hashing"})
     if kind == "local" and name:
         return config.model_copy(update={"embedder": "local", "local_model": name})
     if kind == "openai" and name:
         model, _, dimensions = name.partition("@")
-        return config.model_copy(update={"embedder": "openai", "openai_model": model,
-                                         "openai_dimensions": int(dimensions) if dimensions else None})
+        return config.model_copy(
+            update={
+                "embedder": "openai",
+                "openai_model": model,
+                "openai_dimensions": int(dimensions) if dimensions else None,
+            }
+        )
     raise ConfigError(f"cannot build an embedder for model {model_id!r}")

@@ -17,23 +17,20 @@ from functools import partial
 from pathlib import Path
 
 from ragline.batching import batched
-from ragline.bulk_import import parquet_part, part_path
 from ragline.components import Components
 from ragline.errors import ConfigError
-from ragline.ingest import (
-    DOCUMENT_GROUP,
-    IngestStats,
-    begin_run,
-    index_group,
-    ingest,
-    namespace_lock,
-    rollback_on_failure,
-)
+from ragline.indexing import stages
+from ragline.indexing.bulk_import import parquet_part, part_path
+from ragline.indexing.journal import rollback_on_failure
+from ragline.indexing.locks import namespace_lock
+from ragline.indexing.pipeline import ingest, run_stages
+from ragline.indexing.stats import IngestStats
+from ragline.indexing.steps import DirectSteps
 from ragline.records import Document, sha256_hex, stable_json
-from ragline.recordstore import PartitionRow
+from ragline.recordstore.rows import PartitionRow
 from ragline.retrieval.bm25 import refresh_bm25
 from ragline.sources.base import Source, SourceItem
-from ragline.versions import write_namespace
+from ragline.versions.aliases import write_namespace
 
 
 @dataclass(frozen=True)
@@ -143,8 +140,13 @@ def index_partition(c: Components, spec: BackfillSpec, partition: Partition) -> 
     """One partition as its own committed incremental run (or exported, with ``spec.export_dir``)."""
     if spec.export_dir:
         return export_partition(c, spec, partition, Path(spec.export_dir))
-    result = ingest(c, PartitionSource(spec.source_name, partition), namespace=spec.namespace,
-                    cleanup="incremental", refresh_keyword_index=False)
+    result = ingest(
+        c,
+        PartitionSource(spec.source_name, partition),
+        namespace=spec.namespace,
+        cleanup="incremental",
+        refresh_keyword_index=False,
+    )
     return result.run_id, result.stats
 
 
@@ -157,17 +159,16 @@ def export_partition(
     (``ragline reconcile --dry-run`` checks it) and later ingests skip unchanged documents.
     """
     namespace = spec.namespace
-    with namespace_lock(c.config.home, namespace):
-        run_id = begin_run(c, namespace, spec.source_name)
-        stats = IngestStats()
-        with rollback_on_failure(c, run_id, namespace):
+    steps = DirectSteps(c)
+    with namespace_lock(c.config.home, namespace, wait_s=c.config.lock_wait_s):
+        run = stages.open_run(c, namespace, spec.source_name)
+        with rollback_on_failure(c, run):
             with parquet_part(part_path(export_dir, namespace, partition.index)) as part:
-                for group in batched(partition.items, DOCUMENT_GROUP):
-                    stats.add(index_group(c, run_id, namespace, group, write=part.write))
-            with stats.timed("commit"):
-                c.records.commit_run(run_id, namespace, spec.source_name, delete_unseen=False)
-        c.records.save_run_stats(run_id, stats.as_dict())
-        return run_id, stats
+                outcome = run_stages(
+                    steps, run, partition.items, batch_size=c.config.batch_size, cleanup="incremental", write=part.write
+                )
+        c.records.journal.save_run_stats(run.run_id, outcome.stats.as_dict())
+        return run.run_id, outcome.stats
 
 
 def run_backfill(
@@ -184,13 +185,14 @@ def run_backfill(
     """
     run = run_partition or partial(index_partition, c)
     backfill_id = spec.backfill_id
-    with namespace_lock(c.config.home, f"backfill-{backfill_id}"):
+    with namespace_lock(c.config.home, f"backfill-{backfill_id}", wait_s=c.config.lock_wait_s):
         total = sum(1 for _ in partitions(source, spec.partition_size))
-        ledger = c.records.backfill_ledger(backfill_id)
+        ledger = c.records.backfills.ledger(backfill_id)
         if spec.export_dir and not ledger:
             _check_new_namespace(c, spec.namespace)
-        c.records.open_backfill(backfill_id, spec.namespace, spec.source_name, spec.path, spec.partition_size,
-                                spec.export_dir, total)
+        c.records.backfills.open(
+            backfill_id, spec.namespace, spec.source_name, spec.path, spec.partition_size, spec.export_dir, total
+        )
         done = {row.partition_index: row.fingerprint for row in ledger if row.status == "done"}
         result = BackfillResult(backfill_id, spec.namespace, spec.source_name, total)
         for partition in partitions(source, spec.partition_size):
@@ -203,32 +205,37 @@ def run_backfill(
                 on_progress(result)
         if not spec.export_dir and (result.stats.chunks_written or result.stats.chunks_deleted):
             refresh_bm25(c, spec.namespace)
-        c.records.finish_backfill(backfill_id)
+        c.records.backfills.finish(backfill_id)
     return result
 
 
 def _run_partition(c: Components, run: PartitionRunner, spec: BackfillSpec, partition: Partition) -> PartitionOutcome:
     """Run one partition between its ledger marks; a failure is recorded on the ledger and re-raised."""
     backfill_id = spec.backfill_id
-    c.records.start_partition(backfill_id, partition.index, partition.fingerprint, len(partition.items))
+    c.records.backfills.start_partition(backfill_id, partition.index, partition.fingerprint, len(partition.items))
     try:
         run_id, stats = run(spec, partition)
     except BaseException as exc:
-        c.records.fail_partition(backfill_id, partition.index, f"{type(exc).__name__}: {exc}")
+        c.records.backfills.fail_partition(backfill_id, partition.index, f"{type(exc).__name__}: {exc}")
         raise
-    c.records.finish_partition(backfill_id, partition.index, run_id, {
-        "documents_indexed": stats.documents_new + stats.documents_changed,
-        "chunks_written": stats.chunks_written,
-        "embeddings_computed": stats.embeddings_computed,
-        "embeddings_cached": stats.embeddings_cached,
-        "quarantined": stats.documents_quarantined,
-    })
+    c.records.backfills.finish_partition(
+        backfill_id,
+        partition.index,
+        run_id,
+        {
+            "documents_indexed": stats.documents_new + stats.documents_changed,
+            "chunks_written": stats.chunks_written,
+            "embeddings_computed": stats.embeddings_computed,
+            "embeddings_cached": stats.embeddings_cached,
+            "quarantined": stats.documents_quarantined,
+        },
+    )
     return PartitionOutcome(partition.index, False, run_id, stats)
 
 
 def _check_new_namespace(c: Components, namespace: str) -> None:
     """Pinecone imports only into namespaces that do not exist yet: refuse one that holds anything."""
-    documents = c.records.live_document_count(namespace)
+    documents = c.records.journal.live_document_count(namespace)
     vectors = c.store.describe_namespace(namespace).vector_count
     if documents or vectors:
         raise ConfigError(
@@ -237,17 +244,40 @@ def _check_new_namespace(c: Components, namespace: str) -> None:
         )
 
 
-LEDGER_COLUMNS = ("partition", "status", "items", "indexed", "chunks", "embedded", "cached", "quarantined",
-                  "seconds", "run")
+LEDGER_COLUMNS = (
+    "partition",
+    "status",
+    "items",
+    "indexed",
+    "chunks",
+    "embedded",
+    "cached",
+    "quarantined",
+    "seconds",
+    "run",
+)
 
 
 def ledger_rows(rows: list[PartitionRow]) -> list[dict[str, object]]:
     """The ledger as table rows (CLI and the flow's table artifact)."""
     return [
-        dict(zip(LEDGER_COLUMNS, (
-            r.partition_index, r.status, r.items, r.documents_indexed, r.chunks_written, r.embeddings_computed,
-            r.embeddings_cached, r.quarantined, round(r.seconds, 2) if r.seconds is not None else "", r.run_id or "",
-        )))
+        dict(
+            zip(
+                LEDGER_COLUMNS,
+                (
+                    r.partition_index,
+                    r.status,
+                    r.items,
+                    r.documents_indexed,
+                    r.chunks_written,
+                    r.embeddings_computed,
+                    r.embeddings_cached,
+                    r.quarantined,
+                    round(r.seconds, 2) if r.seconds is not None else "",
+                    r.run_id or "",
+                ),
+            )
+        )
         for r in rows
     ]
 
@@ -260,12 +290,17 @@ def summary_markdown(result: BackfillResult, rows: list[PartitionRow]) -> str:
     lines = [
         f"# Backfill `{result.backfill_id}`",
         "",
-        (f"Source **{result.source}** into namespace **{result.namespace}**: {done} of {result.total_partitions} "
-         f"partitions done; this run ran {len(run)} and skipped {len(result.outcomes) - len(run)} done earlier."),
+        (
+            f"Source **{result.source}** into namespace **{result.namespace}**: {done} of {result.total_partitions} "
+            f"partitions done; this run ran {len(run)} and skipped {len(result.outcomes) - len(run)} done earlier."
+        ),
         "",
-        (f"Documents indexed {stats.documents_new + stats.documents_changed}, chunks written {stats.chunks_written}, "
-         f"embeddings computed {stats.embeddings_computed} (cached {stats.embeddings_cached}), "
-         f"quarantined {stats.documents_quarantined}."),
+        (
+            f"Documents indexed {stats.documents_new + stats.documents_changed}, "
+            f"chunks written {stats.chunks_written}, "
+            f"embeddings computed {stats.embeddings_computed} (cached {stats.embeddings_cached}), "
+            f"quarantined {stats.documents_quarantined}."
+        ),
         "",
         "| " + " | ".join(LEDGER_COLUMNS) + " |",
         "|" + "---|" * len(LEDGER_COLUMNS),

@@ -1,0 +1,42 @@
+"""A deterministic embedder with no model: word features hashed into a fixed dimension.
+
+It knows nothing of meaning, only of shared words, so it is useless for retrieval quality and exactly right where
+the pipeline around the embedder is under test or measured: the same text always gives the same unit vector, on
+every machine and process, at a few microseconds per word. ``embedder = "hashing"`` selects it.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+_WORDS = re.compile(r"\w+|[^\w\s]")
+
+
+class HashingEmbedder:
+    """Signed feature hashing of lower-cased words and word pairs (CRC-32), L2-normalised."""
+
+    max_tokens = 256
+
+    def __init__(self, dimension: int = 384) -> None:
+        self.dimension = dimension
+        self.model_id = f"hashing/{dimension}"
+
+    def count_tokens(self, text: str) -> int:
+        """Words and punctuation marks."""
+        return len(_WORDS.findall(text))
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for row, text in enumerate(texts):
+            words = _WORDS.findall(text.lower())[: self.max_tokens]
+            features = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+            codes = np.fromiter((zlib.crc32(f.encode()) for f in features), dtype=np.uint32, count=len(features))
+            signs = np.where(codes & 1, 1.0, -1.0).astype(np.float32)
+            np.add.at(vectors[row], (codes >> 1) % self.dimension, signs)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors[:, 0] += norms[:, 0] == 0  # a text without words still gets a unit vector
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -1,0 +1,146 @@
+"""A run against the record store's run journal: open it, undo it, and check the index against it.
+
+Protocol (see docs/architecture.md): a run's new and changed chunks are recorded *pending* before they are upserted;
+commit turns them *live* in one transaction and queues the ids they make stale as tombstones, deleted from the
+index right after (a later run finishes them if this one died). Rollback restores every id the run overwrote from
+its live row (vectors from the embedding cache) and deletes every id it created.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from ragline.batching import batched
+from ragline.components import Components
+from ragline.embedders.cache import embed_with_cache
+from ragline.records import Metadata
+from ragline.recordstore import LIVE, ChunkRow
+from ragline.stores.base import VectorRecord
+
+log = logging.getLogger(__name__)
+
+STORE_BATCH = 1000
+"""Ids per store fetch/delete call (Pinecone's limit)."""
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """An open run: its id, the physical namespace it writes and the source it reads."""
+
+    run_id: str
+    namespace: str
+    source: str
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id."""
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+
+
+def index_metadata(text: str, metadata: Metadata) -> Metadata:
+    """The metadata a chunk carries in the index: its own metadata plus its text (for retrieval)."""
+    return {**metadata, "text": text}
+
+
+def open_run(c: Components, namespace: str, source: str) -> RunRef:
+    """Finish what crashed runs left, check the namespace's model, and open a run."""
+    recover(c, namespace)
+    c.records.journal.bind_namespace_model(namespace, c.embedder.model_id, c.embedder.dimension)
+    run = RunRef(new_run_id(), namespace, source)
+    c.records.journal.begin_run(run.run_id, namespace, source)
+    log.info("run %s opened on namespace %s for source %s", run.run_id, namespace, source)
+    return run
+
+
+def recover(c: Components, namespace: str) -> list[str]:
+    """Undo the runs a crash left open and delete tombstoned ids; returns the run ids undone."""
+    undone = c.records.journal.unfinished_runs(namespace)
+    for run_id in undone:
+        log.warning("rolling back unfinished run %s", run_id)
+        rollback_run(c, run_id, namespace)
+    delete_tombstones(c, namespace)
+    return undone
+
+
+def rollback_run(c: Components, run_id: str, namespace: str) -> None:
+    """Undo a run: restore every id it overwrote from its live row, delete every id it created."""
+    pending = c.records.journal.pending_chunk_ids(run_id)
+    live = c.records.journal.chunk_rows(namespace, pending, LIVE)
+    restore = [live[cid] for cid in pending if cid in live]
+    upsert_rows(c, namespace, restore)
+    for part in batched([cid for cid in pending if cid not in live], STORE_BATCH):
+        c.store.delete(namespace=namespace, ids=part)
+    c.records.journal.discard_pending(run_id)
+    log.info("run %s rolled back: %d ids restored, %d removed", run_id, len(restore), len(pending) - len(restore))
+
+
+@contextmanager
+def rollback_on_failure(c: Components, run: RunRef) -> Iterator[None]:
+    """Roll the run back if the block raises before the run committed, then re-raise."""
+    try:
+        yield
+    except BaseException:
+        if c.records.journal.run_status(run.run_id) == "running":
+            rollback_run(c, run.run_id, run.namespace)
+        raise
+
+
+def delete_tombstones(c: Components, namespace: str) -> int:
+    """Delete queued stale ids from the index, then forget them; returns how many."""
+    ids = c.records.journal.tombstones(namespace)
+    for part in batched(ids, STORE_BATCH):
+        c.store.delete(namespace=namespace, ids=part)
+    c.records.journal.clear_tombstones(namespace, ids)
+    return len(ids)
+
+
+def vectors_for(c: Components, rows: Sequence[ChunkRow]) -> np.ndarray:
+    """Vectors of recorded chunks, from the embedding cache (embedding only if the cache lost them)."""
+    vectors, _, _ = embed_with_cache(c.embedder, c.cache, [r.text for r in rows])
+    return vectors
+
+
+def upsert_rows(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> None:
+    """Write recorded chunks to the index again, in store-sized batches."""
+    for part in batched(rows, STORE_BATCH):
+        records = [
+            VectorRecord(r.chunk_id, v, index_metadata(r.text, r.metadata)) for r, v in zip(part, vectors_for(c, part))
+        ]
+        c.store.upsert(records, namespace=namespace)
+
+
+def fetch_back_problems(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> dict[str, str]:
+    """Recorded chunks whose index copy is missing or differs (vector or metadata), with what is wrong."""
+    fetched = c.store.fetch([r.chunk_id for r in rows], namespace=namespace)
+    problems: dict[str, str] = {}
+    for row, vector in zip(rows, vectors_for(c, rows)):
+        got = fetched.get(row.chunk_id)
+        if got is None:
+            problems[row.chunk_id] = "is missing from the index"
+        elif not np.allclose(got.values, vector, atol=1e-5):
+            problems[row.chunk_id] = "has a different vector in the index"
+        elif got.metadata != index_metadata(row.text, row.metadata):
+            problems[row.chunk_id] = "has different metadata in the index"
+    return problems
+
+
+def settled_count(c: Components, namespace: str, expected: int) -> int:
+    """The namespace's vector count, polled for up to ``config.consistency_wait`` until it equals ``expected``.
+
+    Pinecone's stats are eventually consistent; LanceDB's are exact at once.
+    """
+    deadline = time.monotonic() + c.config.consistency_wait
+    delay = 0.25
+    while True:
+        count = c.store.describe_namespace(namespace).vector_count
+        if count == expected or time.monotonic() >= deadline:
+            return count
+        time.sleep(delay)
+        delay = min(delay * 2, 4.0)

@@ -1,0 +1,177 @@
+"""The one ingest driver: every stage of ``ragline.indexing.stages`` over a source, batch by batch, then commit.
+
+The CLI and the benchmarks call ``ingest`` with the components (stages run here, embedding of one batch overlapping
+the loading and chunking of the next); the ingest flow calls the same ``ingest`` with task-backed ``steps``, so the
+Prefect UI shows each stage of each batch as a task run. Any failure rolls the run back and re-raises, leaving the
+previous index intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ragline.components import Components
+from ragline.config import CleanupMode
+from ragline.indexing import stages
+from ragline.indexing.journal import RunRef, rollback_on_failure
+from ragline.indexing.locks import namespace_lock
+from ragline.indexing.stats import FreshnessCounts, IngestStats
+from ragline.indexing.steps import DirectSteps, Pending, Steps
+from ragline.indexing.validation import warm_up
+from ragline.records import NearDuplicate, QuarantineRecord
+from ragline.retrieval.bm25 import refresh_bm25
+from ragline.sources.base import Source, SourceItem
+from ragline.versions.aliases import write_namespace
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[IngestStats], None]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """The outcome of a committed run."""
+
+    run_id: str
+    namespace: str
+    source: str
+    stats: IngestStats
+    quarantined: list[QuarantineRecord]
+    near_duplicates: list[NearDuplicate] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StagesOutcome:
+    """What the stages of one run did: its counts, and (in a refresh) how the unchanged documents fared."""
+
+    stats: IngestStats
+    freshness: FreshnessCounts
+
+
+def run_stages(
+    steps: Steps,
+    run: RunRef,
+    items: Iterable[SourceItem],
+    *,
+    batch_size: int,
+    cleanup: CleanupMode,
+    freshness: stages.Freshness | None = None,
+    write: stages.RecordWriter | None = None,
+    on_progress: Progress | None = None,
+) -> StagesOutcome:
+    """Every batch's stages (``write_batches``), then verify and commit.
+
+    ``freshness`` re-verifies due unchanged documents (a refresh) and refuses to commit an emptied source;
+    ``write`` sends records to a bulk-import file instead of the index (no verification against the index).
+    """
+    outcome = write_batches(
+        steps, run, items, batch_size=batch_size, freshness=freshness, write=write, on_progress=on_progress
+    )
+    stats = outcome.stats
+    if freshness is not None:
+        steps.run(stages.guard_source, "guard-source", run, stats.documents_seen)
+    if write is None:
+        stats.add(steps.run(stages.verify, "verify", run))
+    stats.add(steps.run(stages.commit, "commit", run, cleanup, write is not None))
+    return outcome
+
+
+def write_batches(
+    steps: Steps,
+    run: RunRef,
+    items: Iterable[SourceItem],
+    *,
+    batch_size: int,
+    freshness: stages.Freshness | None = None,
+    write: stages.RecordWriter | None = None,
+    on_progress: Progress | None = None,
+) -> StagesOutcome:
+    """load → (reverify) → chunk → dedupe → embed → validate → upsert for each batch of ``batch_size`` items; up to
+    ``steps.window`` batches embed while the next one loads. The run's writes are pending until ``commit``."""
+    stats, counts = IngestStats(), FreshnessCounts()
+    source = iter(items)
+    embedding: deque[tuple[int, Pending[stages.EmbeddedBatch]]] = deque()
+
+    def write_oldest() -> None:
+        group, pending = embedding.popleft()
+        batch = pending.result()
+        stats.add(batch.stats)
+        stats.add(steps.run(stages.validate, f"validate-{group}", run, batch))
+        stats.add(steps.run(stages.upsert, f"upsert-{group}", run, batch, write))
+
+    with steps.session():
+        group = 0
+        while True:
+            plan = steps.run(stages.load, f"load-{group}", run, source, batch_size)
+            stats.add(plan.stats)
+            if freshness is not None and plan.unchanged:
+                reverified = steps.run(stages.reverify, f"reverify-{group}", run, plan, freshness)
+                stats.add(reverified.stats)
+                counts.add(reverified.counts)
+            if plan.documents:
+                chunked = steps.run(stages.chunk, f"chunk-{group}", run, plan)
+                stats.add(chunked.stats)
+                deduped = steps.run(stages.dedupe, f"dedupe-{group}", run, chunked)
+                stats.add(deduped.stats)
+                if deduped.documents:
+                    embedding.append((group, steps.submit(stages.embed, f"embed-{group}", run, deduped)))
+            while len(embedding) > (0 if plan.exhausted else steps.window):
+                write_oldest()
+            if on_progress:
+                on_progress(stats)
+            if plan.exhausted:
+                return StagesOutcome(stats, counts)
+            group += 1
+
+
+def ingest(
+    c: Components,
+    source: Source,
+    *,
+    namespace: str | None = None,
+    cleanup: CleanupMode | None = None,
+    steps: Steps | None = None,
+    on_progress: Progress | None = None,
+    refresh_keyword_index: bool = True,
+) -> IngestResult:
+    """Index ``source`` into ``namespace`` (default: where runs write, alias resolved) as one committed run.
+
+    ``steps`` runs the stages (default: here, directly). ``refresh_keyword_index=False`` leaves the BM25 rebuild to
+    the caller (a backfill rebuilds it once, not after every partition).
+    """
+    namespace = namespace or write_namespace(c.records, c.config)
+    cleanup = cleanup or c.config.cleanup
+    steps = steps or DirectSteps(c)
+    with namespace_lock(c.config.home, namespace, wait_s=c.config.lock_wait_s):
+        run = steps.run(stages.open_run, "open", namespace, source.name)
+        with rollback_on_failure(c, run):
+            threading.Thread(target=warm_up, name="ragline-gx-warm-up", daemon=True).start()
+            outcome = run_stages(
+                steps, run, source.items(), batch_size=c.config.batch_size, cleanup=cleanup, on_progress=on_progress
+            )
+        stats = outcome.stats
+        if refresh_keyword_index and (stats.chunks_written or stats.chunks_deleted):
+            stats.add(steps.run(refresh_keywords, "keyword-index", run))
+        c.records.journal.save_run_stats(run.run_id, stats.as_dict())
+    if on_progress:
+        on_progress(stats)
+    return IngestResult(
+        run.run_id,
+        namespace,
+        source.name,
+        stats,
+        c.records.quarantine.for_run(run.run_id),
+        c.records.near_duplicates.for_run(run.run_id),
+    )
+
+
+def refresh_keywords(c: Components, run: RunRef) -> IngestStats:
+    """Rebuild the namespace's keyword (BM25) index after a run changed its chunks."""
+    stats = IngestStats()
+    with stats.timed("bm25"):
+        refresh_bm25(c, run.namespace)
+    return stats

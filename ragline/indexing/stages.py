@@ -1,0 +1,411 @@
+"""The ingest stages, each a plain function over one batch: what a Prefect task wraps, and what the driver calls.
+
+Per batch: ``load`` (read the next documents and skip the unchanged ones) → ``chunk`` → ``dedupe`` (near-duplicate
+documents, exact duplicate texts, embedding-cache lookup) → ``embed`` → ``validate`` → ``upsert`` (recorded as
+pending first). Per run: ``open_run``, then ``verify`` and ``commit``; a refresh adds ``reverify`` per batch.
+Every stage takes the components first and the open run second, and returns what the next one needs with its
+counts, so the driver (``ragline.indexing.pipeline``) only adds them up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import islice
+
+import numpy as np
+
+from ragline.components import Components
+from ragline.config import CleanupMode
+from ragline.costs import usage_now
+from ragline.embedders.cache import CacheLookup, complete, look_up
+from ragline.errors import ChunkingError, SourceError, ValidationFailed
+from ragline.indexing.journal import (
+    RunRef,
+    delete_tombstones,
+    fetch_back_problems,
+    index_metadata,
+    open_run,
+    settled_count,
+    upsert_rows,
+    vectors_for,
+)
+from ragline.indexing.near_duplicates import TAG_KEY
+from ragline.indexing.stats import FreshnessCounts, IngestStats
+from ragline.indexing.validation import validate_chunks, validate_embeddings
+from ragline.limits import MAX_METADATA_BYTES
+from ragline.records import Chunk, Document, QuarantineRecord
+from ragline.recordstore import LIVE, PENDING, ChunkRow, DocumentRow
+from ragline.sources.base import SourceItem
+from ragline.stores.base import VectorRecord
+
+__all__ = [
+    "Chunked",
+    "Deduped",
+    "EmbeddedBatch",
+    "Freshness",
+    "Plan",
+    "PlannedDocument",
+    "RecordWriter",
+    "chunk",
+    "commit",
+    "dedupe",
+    "embed",
+    "guard_source",
+    "load",
+    "open_run",
+    "reverify",
+    "upsert",
+    "validate",
+    "verify",
+]
+
+log = logging.getLogger(__name__)
+
+RecordWriter = Callable[[Sequence[VectorRecord]], int]
+"""Where a batch's records go instead of the namespace's index (a bulk-import export); returns how many it wrote."""
+
+
+@dataclass(frozen=True)
+class PlannedDocument:
+    """A new or changed document, with its chunks once chunked."""
+
+    document: Document
+    is_new: bool
+    chunks: tuple[Chunk, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One batch of source items, planned: what to (re)index, what is unchanged, whether the source ended."""
+
+    documents: list[PlannedDocument]
+    unchanged: list[tuple[Document, DocumentRow]]
+    exhausted: bool
+    stats: IngestStats
+
+
+@dataclass(frozen=True)
+class Chunked:
+    """The batch's new and changed documents with their chunks (documents that cannot be chunked are quarantined)."""
+
+    documents: list[PlannedDocument]
+    stats: IngestStats
+
+
+@dataclass(frozen=True)
+class Deduped:
+    """The documents to index (near-duplicates tagged or left out) and what the embedding cache has for them."""
+
+    documents: list[PlannedDocument]
+    lookup: CacheLookup
+    stats: IngestStats
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        return [c for p in self.documents for c in p.chunks]
+
+
+@dataclass(frozen=True)
+class EmbeddedBatch:
+    """Documents with their chunks' vectors, in chunk order."""
+
+    documents: list[PlannedDocument]
+    vectors: np.ndarray
+    stats: IngestStats
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        return [c for p in self.documents for c in p.chunks]
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """A refresh's rule for unchanged documents: re-verify those older than ``ttl_s`` at ``now`` (or touched)."""
+
+    ttl_s: float
+    now: float
+
+
+@dataclass(frozen=True)
+class Reverified:
+    """What re-verifying a batch's due documents found."""
+
+    counts: FreshnessCounts
+    stats: IngestStats = field(default_factory=IngestStats)
+
+
+# --- per batch ---------------------------------------------------------------------------------------------------
+
+
+def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int) -> Plan:
+    """Read up to ``size`` items from the source and plan them: unchanged documents (same content, chunker and
+    model) are skipped before anything is chunked; inputs the source could not read are quarantined."""
+    stats = IngestStats()
+    with stats.timed("load"):
+        batch = list(islice(items, size))
+    documents = [i for i in batch if isinstance(i, Document)]
+    quarantined = [i for i in batch if isinstance(i, QuarantineRecord)]
+    planned: list[PlannedDocument] = []
+    unchanged: list[tuple[Document, DocumentRow]] = []
+    with stats.timed("plan"):
+        live = c.records.journal.live_documents(run.namespace, [d.doc_id for d in documents])
+        near = c.near_duplicates
+        replan = near.unchanged_to_replan(c.records, run.run_id, run.namespace, documents, live) if near else set()
+        wanted = (c.chunker.config_hash, c.embedder.model_id)
+        for doc in documents:
+            row = live.get(doc.doc_id)
+            same = row is not None and (row.content_hash, row.config_hash, row.model_id) == (doc.content_hash, *wanted)
+            if row is not None and same and doc.doc_id not in replan:
+                unchanged.append((doc, row))
+            else:
+                planned.append(PlannedDocument(doc, is_new=row is None))
+    stats.documents_seen = len(batch)
+    stats.documents_unchanged = len(unchanged)
+    stats.documents_quarantined = len(quarantined)
+    with stats.timed("record"):
+        c.records.journal.mark_seen(
+            run.run_id, [d.doc_id for d in documents] + [q.doc_id for q in quarantined if q.doc_id]
+        )
+        if quarantined:
+            c.records.quarantine.add(run.run_id, run.namespace, quarantined)
+    return Plan(planned, unchanged, exhausted=len(batch) < size, stats=stats)
+
+
+def chunk(c: Components, run: RunRef, plan: Plan) -> Chunked:
+    """Split the plan's documents into chunks; a document that cannot be chunked or indexed is quarantined."""
+    stats = IngestStats()
+    chunked: list[PlannedDocument] = []
+    problems: list[QuarantineRecord] = []
+    with stats.timed("chunk"):
+        for planned in plan.documents:
+            doc = planned.document
+            chunks, problem = _chunk_or_reason(c, doc)
+            if problem is None:
+                chunked.append(replace(planned, chunks=tuple(chunks)))
+            else:
+                problems.append(QuarantineRecord(doc.source, doc.uri, problem, doc_id=doc.doc_id))
+    if problems:
+        stats.documents_quarantined = len(problems)
+        with stats.timed("record"):
+            c.records.quarantine.add(run.run_id, run.namespace, problems)
+    return Chunked(chunked, stats)
+
+
+def dedupe(c: Components, run: RunRef, chunked: Chunked) -> Deduped:
+    """Flag near-duplicate documents (tagged, or left out under ``skip``), then look every chunk text up in the
+    embedding cache: exact duplicates and cached texts are not embedded again."""
+    stats = IngestStats()
+    near = c.near_duplicates
+    documents: list[PlannedDocument] = []
+    problems: list[QuarantineRecord] = []
+    with stats.timed("dedupe"):
+        for planned in chunked.documents:
+            if near is None:
+                documents.append(planned)
+                continue
+            verdict = near.check(c.records, run.run_id, run.namespace, planned.document, indexed=not planned.is_new)
+            if verdict.skipped:
+                near.accept(run.run_id, run.namespace, verdict)
+                continue
+            if verdict.flag is not None:
+                tag = {TAG_KEY: verdict.flag.duplicate_of}
+                planned = replace(
+                    planned, chunks=tuple(replace(ch, metadata={**ch.metadata, **tag}) for ch in planned.chunks)
+                )
+                if problem := _oversized(planned.chunks):
+                    doc = planned.document
+                    problems.append(QuarantineRecord(doc.source, doc.uri, problem, doc_id=doc.doc_id))
+                    continue
+            near.accept(run.run_id, run.namespace, verdict)
+            documents.append(planned)
+    with stats.timed("record"):
+        if problems:
+            c.records.quarantine.add(run.run_id, run.namespace, problems)
+        if near is not None:
+            stats.documents_near_duplicate = near.flush(c.records, run.run_id, run.namespace)
+    stats.documents_quarantined = len(problems)
+    stats.documents_new = sum(p.is_new for p in documents)
+    stats.documents_changed = len(documents) - stats.documents_new
+    with stats.timed("cache"):
+        lookup = look_up(c.embedder.model_id, c.cache, [ch.text for p in documents for ch in p.chunks])
+    stats.embeddings_computed = len(lookup.missing)
+    stats.embeddings_cached = len(lookup.hashes) - len(lookup.missing)
+    return Deduped(documents, lookup, stats)
+
+
+def embed(c: Components, run: RunRef, deduped: Deduped) -> EmbeddedBatch:
+    """Embed the texts the cache lacks (each distinct text once) and store them in the cache."""
+    stats = IngestStats()
+    before = usage_now(c.embedder, c.store)
+    with stats.timed("embed"):
+        vectors = complete(c.embedder, c.cache, deduped.lookup)
+    stats.add_usage(c, before)
+    return EmbeddedBatch(deduped.documents, vectors, stats)
+
+
+def validate(c: Components, run: RunRef, batch: EmbeddedBatch) -> IngestStats:
+    """Check the batch's chunks and vectors (Great Expectations) before anything is written."""
+    stats = IngestStats()
+    with stats.timed("validate"):
+        chunks = batch.chunks
+        validate_chunks(chunks, max_tokens=c.chunker.chunk_size)
+        validate_embeddings([ch.chunk_id for ch in chunks], batch.vectors, c.embedder.dimension)
+    return stats
+
+
+def upsert(c: Components, run: RunRef, batch: EmbeddedBatch, write: RecordWriter | None = None) -> IngestStats:
+    """Record the batch as pending, then upsert it (or hand it to ``write``, a bulk-import export)."""
+    stats = IngestStats()
+    chunks = batch.chunks
+    if not chunks:
+        return stats
+    before = usage_now(c.embedder, c.store)
+    with stats.timed("record"):
+        pending = [(p.document, p.chunks, c.chunker.config_hash, c.embedder.model_id) for p in batch.documents]
+        c.records.journal.record_pending(run.run_id, run.namespace, pending)
+    with stats.timed("upsert"):
+        records = [
+            VectorRecord(ch.chunk_id, v, index_metadata(ch.text, ch.metadata)) for ch, v in zip(chunks, batch.vectors)
+        ]
+        stats.chunks_written = write(records) if write else c.store.upsert(records, namespace=run.namespace)
+    stats.add_usage(c, before)
+    return stats
+
+
+def reverify(c: Components, run: RunRef, plan: Plan, freshness: Freshness) -> Reverified:
+    """Re-verify the plan's unchanged documents that are due (older than the TTL, or their file was touched):
+    fetch their chunks back, re-upsert the missing or differing ones from the cache, mark them verified."""
+    counts, stats = FreshnessCounts(), IngestStats()
+    due: list[Document] = []
+    for doc, row in plan.unchanged:
+        if freshness.now - row.indexed_at >= freshness.ttl_s:
+            counts.documents_expired += 1
+            due.append(doc)
+        elif doc.modified_at is not None and doc.modified_at != row.modified_at:
+            counts.documents_touched += 1
+            due.append(doc)
+        else:
+            counts.documents_fresh += 1
+    if not due:
+        return Reverified(counts, stats)
+    before = usage_now(c.embedder, c.store)
+    with stats.timed("reverify"):
+        rows = c.records.journal.live_chunks_of_documents(run.namespace, [d.doc_id for d in due])
+        problems = fetch_back_problems(c, run.namespace, rows)
+        if problems:
+            log.warning(
+                "re-verify in %s: %d of %d chunks missing or different; restoring them",
+                run.namespace,
+                len(problems),
+                len(rows),
+            )
+            upsert_rows(c, run.namespace, [r for r in rows if r.chunk_id in problems])
+        c.records.journal.mark_verified(run.namespace, [(d.doc_id, d.modified_at) for d in due], freshness.now)
+    counts.chunks_reverified, counts.chunks_restored = len(rows), len(problems)
+    stats.add_usage(c, before)
+    return Reverified(counts, stats)
+
+
+# --- per run -----------------------------------------------------------------------------------------------------
+
+
+def verify(c: Components, run: RunRef) -> IngestStats:
+    """Reconcile index and record store before commit; raise ``ValidationFailed`` on any disagreement.
+
+    Checks: the namespace's vector count equals the record store's distinct ids; sampled chunks of this run (or,
+    if it wrote none, live ones) fetch back with equal vector and metadata; a sampled chunk's own vector finds it.
+    """
+    stats = IngestStats()
+    before = usage_now(c.embedder, c.store)
+    with stats.timed("verify"):
+        failures: list[str] = []
+        expected = c.records.journal.expected_index_ids_count(run.namespace)
+        actual = settled_count(c, run.namespace, expected)
+        if expected != actual:
+            failures.append(f"namespace {run.namespace!r} holds {actual} vectors; the record store expects {expected}")
+        k = c.config.validation_sample_size
+        sample = c.records.journal.sample_chunk_ids(run.namespace, k, run_id=run.run_id)
+        state = PENDING
+        if not sample:
+            sample, state = c.records.journal.sample_chunk_ids(run.namespace, k), LIVE
+        failures += _check_fetch_back(c, run.namespace, c.records.journal.chunk_rows(run.namespace, sample, state))
+        if failures:
+            raise ValidationFailed(f"reconciliation of run {run.run_id} failed", failures)
+    stats.add_usage(c, before)
+    return stats
+
+
+def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = False) -> IngestStats:
+    """Make the run live, then delete the ids it made stale (changed documents' leftovers, removed documents).
+
+    ``exported``: the run's records went to a bulk-import file, not the index: only the record store commits.
+    """
+    stats = IngestStats()
+    with stats.timed("commit"):
+        result = c.records.journal.commit_run(run.run_id, run.namespace, run.source, delete_unseen=cleanup == "full")
+        stats.documents_removed = result.documents_removed
+        if exported:
+            return stats
+        stats.chunks_deleted = delete_tombstones(c, run.namespace)
+        live = c.records.journal.live_chunk_count(run.namespace)
+        indexed = settled_count(c, run.namespace, live)
+        if live != indexed:
+            raise ValidationFailed(
+                f"run {run.run_id} committed but the index drifted",
+                [f"namespace {run.namespace!r} holds {indexed} vectors; the record store has {live} live chunks"],
+            )
+    return stats
+
+
+# --- helpers -----------------------------------------------------------------------------------------------------
+
+
+def _chunk_or_reason(c: Components, doc: Document) -> tuple[list[Chunk], str | None]:
+    """The document's chunks, or why it cannot be indexed."""
+    try:
+        chunks = c.chunker.split(doc)
+    except ChunkingError as exc:
+        return [], f"chunking failed: {exc}"
+    if not chunks:
+        return [], "no text to index after chunking"
+    return chunks, _oversized(chunks)
+
+
+def _oversized(chunks: Sequence[Chunk]) -> str | None:
+    """Why a chunk's index metadata is too large for the index, or None."""
+    for ch in chunks:
+        size = len(json.dumps(index_metadata(ch.text, ch.metadata), ensure_ascii=False).encode("utf-8"))
+        if size > MAX_METADATA_BYTES:
+            return f"chunk metadata is {size} bytes, over the index's {MAX_METADATA_BYTES}-byte limit"
+    return None
+
+
+def _check_fetch_back(c: Components, namespace: str, rows: dict[str, ChunkRow]) -> list[str]:
+    if not rows:
+        return []
+    problems = fetch_back_problems(c, namespace, list(rows.values()))
+    failures = [f"{chunk_id} {problem}" for chunk_id, problem in problems.items()]
+    probe = next(iter(rows.values()))
+    matches = c.store.query(vectors_for(c, [probe])[0], namespace=namespace, top_k=5)
+    top = matches[0].score if matches else None
+    found = top is not None and any(m.id == probe.chunk_id and abs(m.score - top) < 1e-5 for m in matches)
+    # chunks with the same text share one vector: more than top_k of them tie, and any of them may come first
+    tied_duplicate = top is not None and top >= 1 - 1e-5 and probe.chunk_id not in problems
+    if not (found or tied_duplicate):
+        failures.append(f"{probe.chunk_id}'s own vector does not find it first")
+    return failures
+
+
+def guard_source(c: Components, run: RunRef, documents_seen: int) -> None:
+    """Raise before commit when a source that has indexed documents yielded none: an unmounted or emptied folder
+    must not delete a whole source every hour. ``ragline ingest PATH --full`` deletes them when that is meant."""
+    indexed = c.records.journal.live_document_count(run.namespace, run.source)
+    if documents_seen == 0 and indexed:
+        raise SourceError(
+            f"source {run.source!r} yielded no documents while {indexed} of its documents are indexed in "
+            f"{run.namespace!r}; refusing to delete them all (an unmounted or emptied folder?). If that is meant, "
+            f"run `ragline ingest PATH --full` on it."
+        )

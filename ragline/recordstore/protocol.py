@@ -1,0 +1,274 @@
+"""The record store: what is indexed, per namespace, and the state every host of a deployment shares.
+
+It is split by concern; each part owns its tables and is a small protocol a backend implements:
+
+- ``RunJournal``: namespaces and their models, runs, pending and live document and chunk rows, tombstones. The
+  journal keeps the index and the record store consistent (see ``ragline.indexing.journal``): a run's new and
+  changed chunks are recorded *pending* before they are upserted; commit turns them *live* in one transaction and
+  queues the ids they make stale as tombstones; rollback restores every overwritten id from its live row.
+- ``QuarantineLog``: inputs a run could not index, with the reason.
+- ``AliasRegistry``: blue/green aliases (alias → physical namespace) and the history of every change.
+- ``BackfillLedger``: backfills and their partitions.
+- ``NearDuplicateLog``: MinHash signatures of originals and the documents flagged as near-duplicates.
+
+Every backend passes the contract suite in ``ragline.testing.recordstore_contract``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from ragline.records import Chunk, Document, NearDuplicate, QuarantineRecord
+from ragline.recordstore.rows import (
+    AliasEvent,
+    BackfillRow,
+    ChunkRow,
+    CommitResult,
+    DocumentRow,
+    NamespaceRow,
+    PartitionRow,
+    RowState,
+    RunRow,
+    RunStatus,
+)
+
+PendingDocument = tuple[Document, Sequence[Chunk], str, str]
+"""A document to record as pending: with its chunks, chunker config hash and embedding model id."""
+
+
+class RunJournal(Protocol):
+    """Namespaces, runs, and the pending/live rows of documents and chunks."""
+
+    def bind_namespace_model(self, namespace: str, model_id: str, dimension: int) -> None:
+        """Record the namespace's embedding model on first use; raise ``ConfigError`` for a different one later."""
+        ...
+
+    def namespace_model(self, namespace: str) -> tuple[str, int] | None:
+        """(model id, dimension) bound to the namespace, or None before its first run."""
+        ...
+
+    def namespaces(self, name: str, prefix: str) -> list[NamespaceRow]:
+        """``name`` and every namespace starting with ``prefix``, oldest first."""
+        ...
+
+    def begin_run(self, run_id: str, namespace: str, source: str) -> None: ...
+
+    def unfinished_runs(self, namespace: str) -> list[str]:
+        """Runs that started and neither committed nor rolled back, oldest first."""
+        ...
+
+    def run_status(self, run_id: str) -> RunStatus | None: ...
+
+    def save_run_stats(self, run_id: str, stats: dict[str, object]) -> None:
+        """Store the run's counts (JSON) and its finish time."""
+        ...
+
+    def last_runs(self, namespace: str, limit: int = 5) -> list[RunRow]:
+        """The newest runs, newest first."""
+        ...
+
+    def mark_seen(self, run_id: str, doc_ids: Iterable[str]) -> None:
+        """Remember which documents the run's source still has (a full cleanup deletes the others)."""
+        ...
+
+    def live_documents(self, namespace: str, doc_ids: Sequence[str]) -> dict[str, DocumentRow]:
+        """Live rows of these documents, by doc_id."""
+        ...
+
+    def record_pending(self, run_id: str, namespace: str, documents: Sequence[PendingDocument]) -> None:
+        """Record documents and their chunks as pending for this run (replacing the run's earlier pending rows)."""
+        ...
+
+    def pending_chunk_ids(self, run_id: str) -> list[str]:
+        """The run's pending chunk ids, sorted."""
+        ...
+
+    def chunk_rows(self, namespace: str, chunk_ids: Sequence[str], state: RowState = "live") -> dict[str, ChunkRow]:
+        """Chunk rows in ``state`` for these ids, by chunk id."""
+        ...
+
+    def live_chunks_of_documents(self, namespace: str, doc_ids: Sequence[str]) -> list[ChunkRow]:
+        """Live chunk rows of these documents, in chunk id order."""
+        ...
+
+    def expected_index_ids_count(self, namespace: str) -> int:
+        """Distinct chunk ids the index should hold while a run is open: live and pending ones."""
+        ...
+
+    def live_chunk_count(self, namespace: str) -> int: ...
+
+    def live_document_count(self, namespace: str, source: str | None = None) -> int:
+        """Live documents of the namespace (of one source only, when ``source`` is given)."""
+        ...
+
+    def sample_chunk_ids(self, namespace: str, k: int, run_id: str | None = None) -> list[str]:
+        """Up to ``k`` random chunk ids, sorted: the run's pending ones if ``run_id`` is given, else live ones."""
+        ...
+
+    def live_chunk_ids(self, namespace: str, prefix: str = "") -> list[str]:
+        """Live chunk ids starting with ``prefix``, sorted."""
+        ...
+
+    def commit_run(self, run_id: str, namespace: str, source: str, delete_unseen: bool) -> CommitResult:
+        """Make the run's pending rows live in one transaction; queue the ids they make stale as tombstones.
+
+        ``delete_unseen`` also removes the source's live documents the run did not see (a full cleanup).
+        """
+        ...
+
+    def tombstones(self, namespace: str) -> list[str]:
+        """Stale chunk ids queued for deletion from the index, sorted."""
+        ...
+
+    def clear_tombstones(self, namespace: str, chunk_ids: Sequence[str]) -> None: ...
+
+    def discard_pending(self, run_id: str) -> None:
+        """Forget a rolled-back run's pending rows and mark it rolled back."""
+        ...
+
+    def mark_verified(self, namespace: str, documents: Sequence[tuple[str, float | None]], at: float) -> None:
+        """Set ``indexed_at`` of live documents to ``at`` and their ``modified_at`` to the given (doc_id, mtime)."""
+        ...
+
+    def stamp_run_documents(self, run_id: str, at: float) -> None:
+        """Set ``indexed_at`` of the live documents a committed run wrote to ``at``."""
+        ...
+
+    def read_generation(self, namespace: str) -> str | None:
+        """The namespace's latest committed run id; None before the first commit and while the index is in flux
+        (a run is open, or a commit's stale ids are not deleted yet), when nothing read should be cached."""
+        ...
+
+
+class QuarantineLog(Protocol):
+    """Inputs a run could not index."""
+
+    def add(self, run_id: str, namespace: str, records: Sequence[QuarantineRecord]) -> None: ...
+
+    def for_run(self, run_id: str) -> list[QuarantineRecord]:
+        """What ``run_id`` quarantined, in order."""
+        ...
+
+
+class AliasRegistry(Protocol):
+    """Blue/green aliases: alias → physical namespace, with a history of every change."""
+
+    def target(self, alias: str) -> str | None:
+        """The physical namespace ``alias`` points at, or None when it has no alias row."""
+        ...
+
+    def switch(self, alias: str, target: str, *, expected_target: str, actor: str, detail: str) -> AliasEvent:
+        """Point ``alias`` at ``target`` and record the promotion, in one transaction.
+
+        Raise ``ConfigError`` when the alias no longer resolves to ``expected_target`` or ``target`` holds no index.
+        """
+        ...
+
+    def roll_back(self, alias: str, *, actor: str) -> AliasEvent:
+        """Point ``alias`` back to its target before its latest promotion not yet undone, in one transaction."""
+        ...
+
+    def history(self, alias: str, limit: int = 20) -> list[AliasEvent]:
+        """The alias's latest changes, newest first."""
+        ...
+
+
+class BackfillLedger(Protocol):
+    """Backfills and the ledger of their partitions (each partition one committed run)."""
+
+    def open(
+        self,
+        backfill_id: str,
+        namespace: str,
+        source: str,
+        path: str,
+        partition_size: int,
+        export_dir: str | None,
+        total_partitions: int,
+    ) -> None:
+        """Register a backfill (or resume it: only its partition count is refreshed)."""
+        ...
+
+    def finish(self, backfill_id: str) -> None: ...
+
+    def of_namespace(self, namespace: str, limit: int = 10) -> list[BackfillRow]:
+        """The namespace's backfills, newest first, with how many partitions are done."""
+        ...
+
+    def start_partition(self, backfill_id: str, index: int, fingerprint: str, items: int) -> None:
+        """Mark a partition running (again): its counts restart from zero."""
+        ...
+
+    def finish_partition(self, backfill_id: str, index: int, run_id: str, counts: dict[str, int]) -> None:
+        """Mark a partition done with its run and counts (``rows.PARTITION_COUNTS``)."""
+        ...
+
+    def fail_partition(self, backfill_id: str, index: int, error: str) -> None: ...
+
+    def ledger(self, backfill_id: str) -> list[PartitionRow]:
+        """The backfill's partitions in order."""
+        ...
+
+
+class NearDuplicateLog(Protocol):
+    """MinHash signatures of original documents, and the documents flagged as near-duplicates.
+
+    An original is a live document its indexing run did not flag; a signature counts only with the live content
+    hash, so commit, rollback and removal keep this state in sync without a step of their own.
+    """
+
+    def original_signatures(self, namespace: str, params: str, run_id: str) -> list[tuple[str, str, bytes]]:
+        """(doc_id, content_hash, signature) of the namespace's originals, and of those ``run_id`` recorded."""
+        ...
+
+    def signature_hashes(self, namespace: str, params: str, doc_ids: Sequence[str]) -> set[tuple[str, str]]:
+        """(doc_id, content_hash) pairs of these documents that have a stored signature."""
+        ...
+
+    def save_signatures(self, namespace: str, params: str, run_id: str, rows: Sequence[tuple[str, str, bytes]]) -> None:
+        """Store (doc_id, content_hash, signature) rows of documents accepted as originals."""
+        ...
+
+    def prune_signatures(self, namespace: str, params: str, run_id: str) -> int:
+        """Forget signatures, except ``run_id``'s, that no longer count (other parameters, or no live original)."""
+        ...
+
+    def record(self, run_id: str, namespace: str, flags: Sequence[NearDuplicate]) -> None: ...
+
+    def for_run(self, run_id: str) -> list[NearDuplicate]:
+        """The documents ``run_id`` flagged, in the order it found them."""
+        ...
+
+    def live_flags(self, namespace: str, doc_ids: Sequence[str]) -> dict[str, NearDuplicate]:
+        """The flags the live versions of these documents were indexed with, by doc_id."""
+        ...
+
+    def original_hashes(self, namespace: str, doc_ids: Sequence[str]) -> dict[str, str]:
+        """Live content hashes of those of these documents that are originals, by doc_id."""
+        ...
+
+
+class RecordStore(Protocol):
+    """Every part of the record store, on one database."""
+
+    @property
+    def journal(self) -> RunJournal: ...
+
+    @property
+    def quarantine(self) -> QuarantineLog: ...
+
+    @property
+    def aliases(self) -> AliasRegistry: ...
+
+    @property
+    def backfills(self) -> BackfillLedger: ...
+
+    @property
+    def near_duplicates(self) -> NearDuplicateLog: ...
+
+    def drop_namespace(self, namespace: str) -> None:
+        """Delete the namespace's rows from every part, in one transaction; refuse while an alias points at it."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,126 @@
+"""What the record store hands back: rows of documents, chunks, aliases and backfill ledgers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ragline.records import Metadata
+
+RowState = Literal["live", "pending"]
+LIVE: RowState = "live"
+PENDING: RowState = "pending"
+
+RunStatus = Literal["running", "committed", "rolled_back"]
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    """What the record store knows of one indexed document."""
+
+    doc_id: str
+    content_hash: str
+    config_hash: str
+    model_id: str
+    chunk_count: int
+    indexed_at: float
+    run_id: str
+    modified_at: float | None = None
+    """The source's modification time when last indexed or re-verified (None if the source has none)."""
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """A chunk as recorded: enough to re-upsert it (its vector comes from the embedding cache by text_hash)."""
+
+    chunk_id: str
+    doc_id: str
+    position: int
+    text_hash: str
+    token_count: int
+    text: str
+    metadata: Metadata
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What a commit changed: documents removed from the source, and stale chunk ids now to delete."""
+
+    documents_removed: int
+    stale_chunk_ids: list[str]
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run of the journal."""
+
+    run_id: str
+    source: str
+    status: RunStatus
+    started_at: float
+    stats_json: str | None
+
+
+@dataclass(frozen=True)
+class NamespaceRow:
+    """A namespace the record store knows, with the embedding model bound to it."""
+
+    namespace: str
+    model_id: str
+    dimension: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    """One change of an alias: a promotion (``undone_at`` set once rolled back) or a rollback."""
+
+    event_id: int
+    alias: str
+    action: str
+    target: str
+    previous_target: str
+    actor: str
+    at: float
+    detail: str
+    undone_at: float | None
+
+
+@dataclass(frozen=True)
+class BackfillRow:
+    """One backfill: what it reads, where it writes, and how far it is."""
+
+    backfill_id: str
+    namespace: str
+    source: str
+    path: str
+    partition_size: int
+    export_dir: str | None
+    total_partitions: int | None
+    started_at: float
+    finished_at: float | None
+    partitions_done: int
+
+
+@dataclass(frozen=True)
+class PartitionRow:
+    """One partition in a backfill's ledger. ``status``: running (or killed while running), done, failed."""
+
+    partition_index: int
+    status: str
+    fingerprint: str
+    items: int
+    run_id: str | None
+    documents_indexed: int
+    chunks_written: int
+    embeddings_computed: int
+    embeddings_cached: int
+    quarantined: int
+    started_at: float
+    finished_at: float | None
+    seconds: float | None
+    error: str | None
+
+
+PARTITION_COUNTS = ("documents_indexed", "chunks_written", "embeddings_computed", "embeddings_cached", "quarantined")
+"""The counts ``BackfillLedger.finish_partition`` records."""
