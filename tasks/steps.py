@@ -15,11 +15,19 @@ from typing import Any, TypeVar
 from prefect import Task
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner
+from prefect.utilities.annotations import quote
 
 from ragline.config import RaglineConfig
 from ragline.tasks.runners import group_runner, groups_in_flight
 
 T = TypeVar("T")
+
+
+def _quoted(*args: Any) -> list[Any]:
+    """Arguments Prefect hands to the task as they are, without walking them: a batch holds thousands of chunks and
+    their vectors, and introspecting each parameter would cost more than the stage."""
+    return [quote(a) for a in args]
+
 
 TaskRegistry = Mapping[Callable[..., Any], Task[..., Any]]
 """Core stage → the Prefect task that runs it (same arguments, the config in place of the components)."""
@@ -41,13 +49,15 @@ class TaskSteps:
             raise LookupError(f"no Prefect task is registered for stage {stage.__qualname__}") from None
 
     def run(self, stage: Callable[..., T], label: str, *args: Any) -> T:
-        return self._task(stage, label)(self.config, *args)
+        return self._task(stage, label)(*_quoted(self.config, *args))
 
     def submit(self, stage: Callable[..., T], label: str, *args: Any) -> PrefectFuture[T]:
         if self._runner is None:
             raise RuntimeError("TaskSteps.submit outside session()")
         task = self._task(stage, label)
-        parameters = inspect.signature(task.fn).bind(self.config, *args).arguments
+        # Dask ships parameters to other processes, where a quoted value would arrive still wrapped
+        values = [self.config, *args] if self.config.task_runner == "dask" else _quoted(self.config, *args)
+        parameters = inspect.signature(task.fn).bind(*values).arguments
         return self._runner.submit(task, parameters)
 
     @contextmanager

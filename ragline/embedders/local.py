@@ -65,6 +65,7 @@ class LocalEmbedder:
         self.model_name = model_name
         self.model_id = f"local/{model_name}"
         self._load_lock = threading.Lock()
+        self._counter_lock = threading.Lock()  # chunking need not wait while the model loads
         self._counter: Tokenizer | None = None
         self._runner: _OnnxRunner | _TorchRunner | None = None
 
@@ -95,7 +96,7 @@ class LocalEmbedder:
         return vectors
 
     def _token_counter(self) -> Tokenizer:
-        with self._load_lock:
+        with self._counter_lock:
             if self._counter is None:
                 self._counter = _load_tokenizer(truncate_at=None)
             return self._counter

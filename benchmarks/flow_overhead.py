@@ -1,0 +1,167 @@
+"""Benchmark: what running ingest as a tracked Prefect flow costs over running the same driver directly.
+
+    python benchmarks/flow_overhead.py [--dataset ../shared/datasets/cranfield] [--rounds 3]
+
+Starts a real ``prefect server`` (temporary PREFECT_HOME, loopback port), then alternates two kinds of fresh
+process, each with a new state home: *direct* calls ``ragline.indexing.pipeline.ingest`` with in-process steps;
+*flow* calls ``ingest_flow`` against the server, which runs the same driver with every stage of every batch as a
+task run. Both load the model and import Great Expectations before the clock starts, so the timed part is the
+first ingest of the corpus and, for the flow, the flow run itself (creation, task runs, artifacts). Reports median
+seconds of each and the overhead (flow / direct − 1). Writes benchmarks/results/flow_overhead.json.
+
+The datasets under ../shared are for benchmarks only: without them this script says so and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "flow_overhead.json"
+
+
+def child(kind: str, dataset: Path, home: Path) -> None:
+    """One measured ingest in this process; prints ``{"seconds": ..., "stats": ...}``."""
+    from ragline.components import components_for
+    from ragline.config import load_config
+    from ragline.indexing.validation import warm_up
+
+    config = load_config(home=home, namespace="bench")  # as the flow builds it: models dir from the environment
+    c = components_for(config)  # the flow's tasks find these same components, model loaded
+    c.embedder.embed(["warm up the model"])
+    warm_up()
+    if kind == "direct":
+        from ragline.indexing.pipeline import ingest
+        from ragline.sources import open_source
+
+        start = time.perf_counter()
+        stats = ingest(c, open_source(dataset)).stats.as_dict()
+        seconds = time.perf_counter() - start
+    else:
+        from ragline.flows.ingest import ingest_flow
+
+        start = time.perf_counter()
+        stats = ingest_flow(str(dataset), namespace="bench", home=str(home))
+        seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "stats": {k: v for k, v in stats.items() if k != "seconds"}}))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(prefect_home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return server, url
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise SystemExit("prefect server did not become healthy within 120 s")
+
+
+def measure(kind: str, dataset: Path, models_dir: Path, env: dict[str, str]) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as home:
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                kind,
+                "--dataset",
+                str(dataset),
+                "--home",
+                home,
+                "--models-dir",
+                str(models_dir),
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if done.returncode != 0:
+        raise SystemExit(f"{kind} run failed:\n{done.stderr[-3000:]}")
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, default=REPO.parent / "shared" / "datasets" / "cranfield")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--models-dir", type=Path, default=REPO / "data" / ".ragline" / "models")
+    parser.add_argument("--child", choices=["direct", "flow"])
+    parser.add_argument("--home", type=Path)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.dataset, args.home)
+        return
+    if not (args.dataset / "corpus.jsonl").is_file():
+        print(f"{args.dataset} not found: this benchmark needs the shared Cranfield dataset; nothing measured")
+        return
+
+    with tempfile.TemporaryDirectory() as prefect_home:
+        server, url = start_server(Path(prefect_home))
+        try:
+            base = {k: v for k, v in os.environ.items() if not k.startswith(("RAGLINE_", "PREFECT_API"))}
+            base.update(HF_HUB_OFFLINE="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_HOME=prefect_home)
+            runs: dict[str, list[dict[str, object]]] = {"direct": [], "flow": []}
+            for round_ in range(args.rounds):
+                for kind in ("direct", "flow") if round_ % 2 == 0 else ("flow", "direct"):
+                    env = {**base, "PREFECT_API_URL": url} if kind == "flow" else base
+                    runs[kind].append(measure(kind, args.dataset, args.models_dir, env))
+                    print(f"round {round_ + 1} {kind}: {runs[kind][-1]['seconds']:.2f} s", flush=True)
+        finally:
+            server.terminate()
+            server.wait(30)
+
+    if runs["direct"][0]["stats"] != runs["flow"][0]["stats"]:
+        raise SystemExit("the two paths counted different work")
+    direct = statistics.median(float(r["seconds"]) for r in runs["direct"])  # type: ignore[arg-type]
+    flow = statistics.median(float(r["seconds"]) for r in runs["flow"])  # type: ignore[arg-type]
+    stats = runs["direct"][0]["stats"]
+    result = {
+        "dataset": str(args.dataset.name),
+        "rounds": args.rounds,
+        "direct_seconds": [round(float(r["seconds"]), 3) for r in runs["direct"]],  # type: ignore[arg-type]
+        "flow_seconds": [round(float(r["seconds"]), 3) for r in runs["flow"]],  # type: ignore[arg-type]
+        "direct_median_s": round(direct, 3),
+        "flow_median_s": round(flow, 3),
+        "overhead": round(flow / direct - 1, 4),
+        "chunks_written": stats["chunks_written"],  # type: ignore[index]
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
