@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from ragline.components import components_for
 from ragline.config import load_config
 from ragline.indexing.refresh import refresh, refresh_targets
-from ragline.indexing.refresh_report import reconcile_rows, refresh_markdown, source_rows
+from ragline.indexing.refresh_report import reconcile_rows, refresh_markdown, source_count_rows, source_rows
 from ragline.tasks.refresh import REFRESH_TASKS
 from ragline.tasks.secrets import resolve_secret_blocks
 from ragline.tasks.steps import TaskSteps
@@ -40,7 +40,7 @@ def refresh_flow(
     clock = time.time if now is None else (lambda: now)
     report = refresh(c, targets, clock=clock, steps=TaskSteps(config, REFRESH_TASKS))
     create_markdown_artifact(key="refresh-summary", markdown=refresh_markdown(report), description="Refresh run")
-    create_table_artifact(key="refresh-stats", table=source_rows(report), description="Refresh counts per source")
+    create_table_artifact(key="refresh-stats", table=source_count_rows(report), description="Counts per source")
     create_table_artifact(key="refresh-reconcile", table=reconcile_rows(report), description="Drift repaired")
     return {"now": report.now, "sources": source_rows(report), "reconciled": reconcile_rows(report)}
 

@@ -228,9 +228,9 @@ def test_answer_metrics_join_the_history_with_their_trend(tmp_path: Path) -> Non
     )
     assert "## Answers on tiny: extractive answerer, hybrid retrieval (top 5), 4 questions" in markdown
     assert "| abstention accuracy | 1.0000 | ▲ +0.500 |" in markdown
-    (row,) = answer_metric_rows([tiny_report(1.0)], [second])
-    assert row[f"Δ {ABSTENTION}"] == "▲ +0.500" and row[f"Δ {SIMILARITY}"] == "="
-    assert set(QUALITY_METRICS) <= set(row)
+    rows = {row["metric"]: row for row in answer_metric_rows([tiny_report(1.0)], [second])}
+    assert rows[ABSTENTION]["vs previous"] == "▲ +0.500" and rows[SIMILARITY]["vs previous"] == "="
+    assert set(QUALITY_METRICS) <= set(rows) and all(len(row) == 5 for row in rows.values())
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from ragline.evaluation.metrics import (
     recall_at,
     reciprocal_rank,
 )
-from ragline.evaluation.report import evaluation_markdown, metric_rows, trend_arrow, write_chart
+from ragline.evaluation.report import chart, evaluation_markdown, metric_rows, run_labels, trend_arrow, write_chart
 from ragline.evaluation.runner import EvaluationReport, ModeResult, ranked_documents
 from ragline.records import Document
 from ragline.retrieval.hits import Hit
@@ -286,13 +287,26 @@ def test_markdown_rows_and_charts(tmp_path: Path) -> None:
 
     markdown = evaluation_markdown([report], trends, run_id="r1", tolerance=0.02, chart_png=lines.read_bytes())
     assert "## sample: namespace `live`, 1 queries" in markdown
-    assert "| dense | 0.7000 ▼ −0.100 |" in markdown and "| bm25 | 0.6100 ▲ +0.010 |" in markdown
+    assert "| metric | dense | bm25 |" in markdown and "| nDCG@10 | 0.7000 ▼ −0.100 | 0.6100 ▲ +0.010 |" in markdown
+    assert "| check | REGRESSION −0.100 | ok |" in markdown
     assert "REGRESSION −0.100" in markdown and "## Regressions" in markdown
     assert "](data:image/png;base64,iVBORw0KGgo" in markdown
     rows = metric_rows([report], trends)
-    assert [(r["mode"], r[NDCG], r["check"]) for r in rows] == [
-        ("dense", 0.7, "REGRESSION −0.100"),
-        ("bm25", 0.61, "ok"),
+    assert all(len(row) == 6 for row in rows)  # one metric per row: narrow on any screen
+    ndcg = {r["mode"]: r for r in rows if r["metric"] == NDCG}
+    assert [(m, r["value"], r["vs previous"], r["check"]) for m, r in ndcg.items()] == [
+        ("dense", 0.7, "▼ −0.100", "REGRESSION −0.100"),
+        ("bm25", 0.61, "▲ +0.010", "ok"),
     ]
-    assert rows[0]["p50 ms"] == 10.0 and rows[0]["Δ nDCG@10 vs previous"] == pytest.approx(-0.1)
-    assert rows[1]["Δ nDCG@10 vs last good"] == pytest.approx(0.01)
+    p50 = next(r for r in rows if r["mode"] == "dense" and r["metric"] == "p50 ms")
+    assert (p50["value"], p50["vs previous"], p50["check"]) == (10.0, "", "")
+
+
+def test_the_chart_labels_each_run_by_when_it_ran(tmp_path: Path) -> None:
+    history = EvaluationHistory(tmp_path / "history.parquet")
+    for i, when in enumerate((T0, T0 + timedelta(seconds=40), T0 + timedelta(days=1, minutes=3))):
+        record_run(history, [report_with({"dense": 0.6 + i / 100})], run_id=f"r{i}", timestamp=when, tolerance=0.02)
+    axes = chart(history.read(), ["sample"]).axes[0]
+    labels = [label.get_text() for label in axes.get_xticklabels()]
+    assert labels == [run_labels([t])[0] for t in (T0, T0 + timedelta(seconds=40), T0 + timedelta(days=1, minutes=3))]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", label) for label in labels)  # never "40 s" or "3 min"

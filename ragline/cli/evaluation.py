@@ -106,16 +106,17 @@ def _print_answer_reports(run: EvaluationRun) -> None:
     from ragline.evaluation.answers import COST, QUALITY_METRICS
     from ragline.evaluation.report import answer_metric_rows
 
-    for row in answer_metric_rows(run.answers, run.answer_trends):
+    for report in run.answers:
+        rows = answer_metric_rows([report], run.answer_trends)
         table = Table(
-            title=f"answers on {row.pop('dataset')}: {row.pop('answerer')} answerer, {row.pop('mode')} "
-            f"retrieval, faithfulness judged by {row.pop('judge')}"
+            title=f"answers on {report.dataset}: {report.answerer} answerer, {report.mode} retrieval, "
+            f"faithfulness judged by {report.judge}"
         )
         table.add_column("metric")
         table.add_column("value", justify="right")
         table.add_column("vs previous", justify="right")
-        for name, value in row.items():
-            if not name.startswith("Δ "):
-                decimals = 4 if name in QUALITY_METRICS else 6 if name == COST else 1
-                table.add_row(name, f"{float(value):.{decimals}f}", str(row.get(f"Δ {name}", "")))
+        for row in rows:
+            name = str(row["metric"])
+            decimals = 4 if name in QUALITY_METRICS else 6 if name == COST else 1
+            table.add_row(name, f"{float(row['value']):.{decimals}f}", str(row["vs previous"]))
         console.print(table)

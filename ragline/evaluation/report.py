@@ -24,6 +24,7 @@ from ragline.evaluation.runner import EvaluationReport
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 UNCHANGED = 0.0005
 """Changes smaller than this show as unchanged."""
@@ -51,25 +52,25 @@ def _trends_by_key(trends: Sequence[ModeTrend]) -> dict[tuple[str, str], ModeTre
 
 
 def metric_rows(reports: Sequence[EvaluationReport], trends: Sequence[ModeTrend]) -> list[dict[str, str | float]]:
-    """One row per dataset and mode: metrics (4 decimals), latencies (ms), nDCG@10 changes, the check's status."""
+    """One row per dataset, mode and metric (narrow enough for any screen): its value, its change vs the previous
+    run, and on the nDCG@10 row the regression check's status."""
     by_key = _trends_by_key(trends)
     rows: list[dict[str, str | float]] = []
     for report in reports:
         for mode, summary in report.metrics.iterrows():
             trend = by_key.get((report.dataset, str(mode)))
-            change = trend.change(NDCG) if trend else None
-            drop = trend.drop if trend else None
-            rows.append(
-                {
-                    "dataset": report.dataset,
-                    "mode": str(mode),
-                    **{name: round(float(summary[name]), 4) for name in metric_names(report.k)},
-                    **{name: round(float(summary[name]), 1) for name in latency_names()},
-                    f"Δ {NDCG} vs previous": "–" if change is None else round(change, 4),
-                    f"Δ {NDCG} vs last good": "–" if drop is None else round(-drop, 4),
-                    "check": check_status(trend),
-                }
-            )
+            for name in metric_names(report.k) + latency_names():
+                latency = name in latency_names()
+                rows.append(
+                    {
+                        "dataset": report.dataset,
+                        "mode": str(mode),
+                        "metric": name,
+                        "value": round(float(summary[name]), 1 if latency else 4),
+                        "vs previous": "" if latency else trend_arrow(trend.change(name) if trend else None),
+                        "check": check_status(trend) if name == NDCG else "",
+                    }
+                )
     return rows
 
 
@@ -95,20 +96,27 @@ def evaluation_markdown(
         ),
     ]
     for report in reports:
-        names = metric_names(report.k)
         queries = len(report.results[0].per_query) if report.results else 0
+        metrics = report.metrics  # one row per mode
+        modes = [str(mode) for mode in metrics.index]
+        trend_of = {mode: by_key.get((report.dataset, mode)) for mode in modes}
         lines += [
             "",
             f"## {report.dataset}: namespace `{report.namespace}`, {queries} queries",
             "",
-            "| mode | " + " | ".join(names + latency_names()) + " | check |",
-            "|---" * (len(names) + len(latency_names()) + 2) + "|",
+            "| metric | " + " | ".join(modes) + " |",
+            "|---" * (len(modes) + 1) + "|",
         ]
-        for mode, summary in report.metrics.iterrows():
-            trend = by_key.get((report.dataset, str(mode)))
-            cells = [f"{summary[n]:.4f} {trend_arrow(trend.change(n) if trend else None)}" for n in names]
-            cells += [f"{summary[n]:.1f}" for n in latency_names()]
-            lines.append(f"| {mode} | " + " | ".join(cells) + f" | {check_status(trend)} |")
+        for name in metric_names(report.k):
+            cells = [
+                f"{metrics.loc[m, name]:.4f} {trend_arrow(t.change(name) if (t := trend_of[m]) else None)}"
+                for m in modes
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += [
+            f"| {name} | " + " | ".join(f"{metrics.loc[m, name]:.1f}" for m in modes) + " |" for name in latency_names()
+        ]
+        lines.append("| check | " + " | ".join(check_status(trend_of[m]) for m in modes) + " |")
     lines += _answers_markdown(answers, answer_trends)
     failures = [t.failure() for t in trends if t.regressed]
     if failures:
@@ -119,23 +127,24 @@ def evaluation_markdown(
 
 
 def answer_metric_rows(reports: Sequence[AnswerReport], trends: Sequence[ModeTrend]) -> list[dict[str, str | float]]:
-    """One row per answer report: its metrics (4 decimals), latency, tokens and cost, and the change of each quality
-    metric vs the previous run."""
+    """One row per answer report and metric: its value (quality metrics 4 decimals) and, for quality metrics, the
+    change vs the previous run."""
     by_key = _trends_by_key(trends)
     rows: list[dict[str, str | float]] = []
     for report in reports:
         trend = by_key.get((report.dataset, report.label))
-        summary = report.summary()
-        rows.append(
-            {
-                "dataset": report.dataset,
-                "answerer": report.answerer,
-                "mode": report.mode,
-                "judge": report.judge,
-                **{name: round(value, 4) for name, value in summary.items()},
-                **{f"Δ {name}": trend_arrow(trend.change(name) if trend else None) for name in QUALITY_METRICS},
-            }
-        )
+        answerer = f"{report.answerer} ({report.mode} retrieval, judged by {report.judge})"
+        for name, value in report.summary().items():
+            quality = name in QUALITY_METRICS
+            rows.append(
+                {
+                    "dataset": report.dataset,
+                    "answerer": answerer,
+                    "metric": name,
+                    "value": round(value, 4 if quality else 6 if name == COST else 1),
+                    "vs previous": trend_arrow(trend.change(name) if trend else None) if quality else "",
+                }
+            )
     return rows
 
 
@@ -170,11 +179,17 @@ def png_data_uri(png: bytes) -> str:
 
 
 def write_chart(history: pd.DataFrame, path: Path, datasets: Sequence[str] | None = None) -> Path:
-    """Draw nDCG@10 per mode, one panel per dataset, into a PNG at ``path``.
+    """Draw nDCG@10 per mode, one panel per dataset (``chart``), into a PNG at ``path``."""
+    figure = chart(history, datasets)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=100)
+    return path
 
-    A dataset with several runs gets a line per mode over time (runs that failed the check marked with a red ✕);
-    with a single run, bars per mode.
-    """
+
+def chart(history: pd.DataFrame, datasets: Sequence[str] | None = None) -> Figure:
+    """nDCG@10 per mode, one panel per dataset. A dataset with several runs gets a line per mode, one evenly spaced
+    point per run labelled with its date and time (runs that failed the check marked with a red ✕); with a single
+    run, bars per mode."""
     from matplotlib.figure import Figure  # the Agg canvas, no pyplot state: safe in worker threads
 
     datasets = list(datasets or history["dataset"].unique())
@@ -189,22 +204,34 @@ def write_chart(history: pd.DataFrame, path: Path, datasets: Sequence[str] | Non
         axes.set_ylabel(NDCG)
         axes.set_ylim(0, 1)
         axes.grid(axis="y", alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=100)
-    return path
+    return figure
+
+
+MAX_RUN_LABELS = 12
+"""Most runs labelled on the x axis; the others keep their tick without a label."""
+
+
+def run_labels(timestamps: Sequence[pd.Timestamp]) -> list[str]:
+    """One label per run, its UTC date and time to the minute (``2026-12-06 02:00``), the way nightly runs read."""
+    return [t.strftime("%Y-%m-%d %H:%M") for t in timestamps]
 
 
 def _plot_lines(axes: Axes, rows: pd.DataFrame) -> None:
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-
+    """nDCG@10 per mode over the runs, one evenly spaced position per run, labelled by when it ran."""
+    runs = rows.groupby("run_id")["timestamp"].min().sort_values()
+    position = {run_id: i for i, run_id in enumerate(runs.index)}
     for mode, series in rows.groupby("mode", sort=True):
         colour = MODE_COLOURS.get(str(mode), "tab:gray")
-        axes.plot(series["timestamp"], series[NDCG], marker="o", color=colour, label=str(mode))
+        series = series.sort_values("timestamp")
+        x = [position[r] for r in series["run_id"]]
+        axes.plot(x, series[NDCG], marker="o", color=colour, label=str(mode))
         failed = series[~series["good"].astype(bool)]
-        axes.scatter(failed["timestamp"], failed[NDCG], marker="x", s=90, color="tab:red", zorder=3)
-    locator = AutoDateLocator()
-    axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        axes.scatter([position[r] for r in failed["run_id"]], failed[NDCG], marker="x", s=90, color="tab:red", zorder=3)
+    step = max(1, -(-len(runs) // MAX_RUN_LABELS))
+    axes.set_xticks(range(len(runs)))
+    axes.set_xticklabels([label if i % step == 0 else "" for i, label in enumerate(run_labels(list(runs)))])
+    axes.tick_params(axis="x", labelrotation=30)
+    axes.set_xlabel("run (UTC)")
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 

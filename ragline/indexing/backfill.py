@@ -244,18 +244,8 @@ def _check_new_namespace(c: Components, namespace: str) -> None:
         )
 
 
-LEDGER_COLUMNS = (
-    "partition",
-    "status",
-    "items",
-    "indexed",
-    "chunks",
-    "embedded",
-    "cached",
-    "quarantined",
-    "seconds",
-    "run",
-)
+LEDGER_COLUMNS = ("partition", "status", "items", "indexed", "chunks", "embedded (cached)", "seconds", "run")
+"""Eight narrow columns: the ledger fits a table artifact without scrolling."""
 
 
 def ledger_rows(rows: list[PartitionRow]) -> list[dict[str, object]]:
@@ -268,11 +258,9 @@ def ledger_rows(rows: list[PartitionRow]) -> list[dict[str, object]]:
                     r.partition_index,
                     r.status,
                     r.items,
-                    r.documents_indexed,
+                    f"{r.documents_indexed} (+{r.quarantined} quarantined)" if r.quarantined else r.documents_indexed,
                     r.chunks_written,
-                    r.embeddings_computed,
-                    r.embeddings_cached,
-                    r.quarantined,
+                    f"{r.embeddings_computed} ({r.embeddings_cached})",
                     round(r.seconds, 2) if r.seconds is not None else "",
                     r.run_id or "",
                 ),

@@ -47,6 +47,16 @@ def source_rows(report: RefreshReport) -> list[Row]:
     return rows
 
 
+def source_count_rows(report: RefreshReport) -> list[Row]:
+    """``source_rows`` one count per row (source, count, value): a table artifact that stays narrow."""
+    return [
+        {"source": str(row["source"]), "count": name, "value": value}
+        for row in source_rows(report)
+        for name, value in row.items()
+        if name != "source"
+    ]
+
+
 def reconcile_rows(report: RefreshReport) -> list[Row]:
     """Two rows per namespace: what reconciliation found (and repaired) before its runs, and after them.
 
