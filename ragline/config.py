@@ -95,7 +95,12 @@ class RaglineConfig(BaseSettings):
     """Every setting ragline reads."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RAGLINE_", env_file=".env", toml_file="ragline.toml", extra="ignore", populate_by_name=True
+        env_prefix="RAGLINE_",
+        env_file=".env",
+        toml_file="ragline.toml",
+        extra="ignore",
+        populate_by_name=True,
+        hide_input_in_errors=True,  # a rejected value may be a secret (a database URL with its password)
     )
 
     home: Path = Field(default_factory=_default_home, description="State directory: record store, local index.")
@@ -329,7 +334,7 @@ class RaglineConfig(BaseSettings):
         if value is None or not value.get_secret_value():
             return None
         if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
-            raise ValueError("database_url must start with postgresql:// (the URL itself is not shown: it is secret)")
+            raise ValueError("database_url must start with postgresql://")
         return value
 
     @field_validator("eval_sample_path", mode="before")

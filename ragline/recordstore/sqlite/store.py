@@ -46,6 +46,14 @@ class SQLiteRecordStore:
                     f"namespace {namespace!r} is live (alias {live_for[0]!r} points at it): promote "
                     f"another version or roll back first"
                 )
+            db.execute(
+                "DELETE FROM backfill_partitions WHERE backfill_id IN "
+                "(SELECT backfill_id FROM backfills WHERE namespace = ?)",
+                (namespace,),
+            )
+            db.execute(
+                "DELETE FROM run_seen WHERE run_id IN (SELECT run_id FROM runs WHERE namespace = ?)", (namespace,)
+            )
             for table in journal.TABLES + quarantine.TABLES + backfills.TABLES + near_duplicates.TABLES:
                 db.execute(f"DELETE FROM {table} WHERE namespace = ?", (namespace,))
 
