@@ -16,7 +16,7 @@ from prefect.runtime import flow_run
 from ragline.components import components_for
 from ragline.config import load_config
 from ragline.errors import ValidationFailed
-from ragline.indexing.locks import namespace_lock
+from ragline.indexing.locks import make_locks
 from ragline.names import version_namespace
 from ragline.tasks.promote import score_namespace, switch_alias
 from ragline.tasks.secrets import resolve_secret_blocks
@@ -35,7 +35,7 @@ def promote_flow(
 ) -> dict[str, object]:
     """Promote ``version`` of ``namespace`` if it passes the evaluation gate; returns the decision."""
     config = resolve_secret_blocks(load_config(home=home, namespace=namespace, promote_tolerance=tolerance))
-    with namespace_lock(config.home, version_namespace(namespace, version), wait_s=config.lock_wait_s):
+    with make_locks(config).hold(version_namespace(namespace, version)):
         candidate, live = promotion_targets(components_for(config).records, namespace, version)
         scores = None
         if not force:

@@ -1,4 +1,5 @@
-"""Build the pipeline's parts from one config: embedder, chunker, vector store, record store, embedding cache.
+"""Build the pipeline's parts from one config: embedder, chunker, vector store, record store, embedding cache,
+namespace locks.
 
 ``components_for`` caches per process, so thin Prefect tasks can rebuild what they need from the config alone
 without reloading the model for every batch.
@@ -14,6 +15,7 @@ from ragline.embedders.base import Embedder
 from ragline.embedders.cache import EmbeddingCache
 from ragline.errors import ConfigError
 from ragline.indexing.chunking import Chunker
+from ragline.indexing.locks import NamespaceLocks, make_locks
 from ragline.indexing.near_duplicates import NearDuplicateDetector
 from ragline.records import sha256_hex
 from ragline.recordstore import RecordStore
@@ -30,6 +32,7 @@ class Components:
     store: VectorStore
     records: RecordStore
     cache: EmbeddingCache
+    locks: NamespaceLocks
     near_duplicates: NearDuplicateDetector | None = None
 
     def close(self) -> None:
@@ -94,7 +97,11 @@ def make_store(config: RaglineConfig, dimension: int) -> VectorStore:
 
 
 def make_record_store(config: RaglineConfig) -> RecordStore:
-    """The configured record store: SQLite under the home directory."""
+    """The configured record store: PostgreSQL when ``database_url`` is set (every host), else SQLite under home."""
+    if config.database_url is not None:
+        from ragline.recordstore.postgres.store import PostgresRecordStore
+
+        return PostgresRecordStore(config.database_url.get_secret_value(), config.database_schema)
     from ragline.recordstore.sqlite import open_sqlite_record_store
 
     return open_sqlite_record_store(config.record_store_path)
@@ -102,6 +109,10 @@ def make_record_store(config: RaglineConfig) -> RecordStore:
 
 def make_embedding_cache(config: RaglineConfig) -> EmbeddingCache:
     """The configured embedding cache, beside the record store."""
+    if config.database_url is not None:
+        from ragline.recordstore.postgres.embedding_cache import PostgresEmbeddingCache
+
+        return PostgresEmbeddingCache(config.database_url.get_secret_value(), config.database_schema)
     from ragline.recordstore.sqlite import SQLiteEmbeddingCache
 
     return SQLiteEmbeddingCache(config.embedding_cache_path)
@@ -123,13 +134,16 @@ def build_components(config: RaglineConfig, embedder: Embedder | None = None) ->
         store=make_store(config, embedder.dimension),
         records=make_record_store(config),
         cache=make_embedding_cache(config),
+        locks=make_locks(config),
         near_duplicates=NearDuplicateDetector.from_config(config),
     )
 
 
 def _identity(config: RaglineConfig) -> str:
     """A cache key that tells configs apart by their secrets too (hashed, never kept in clear)."""
-    secrets = [s.get_secret_value() if s else "" for s in (config.openai_api_key, config.pinecone_api_key)]
+    secrets = [
+        s.get_secret_value() if s else "" for s in (config.openai_api_key, config.pinecone_api_key, config.database_url)
+    ]
     return config.model_dump_json() + sha256_hex("\x00".join(secrets))
 
 

@@ -95,7 +95,12 @@ class RaglineConfig(BaseSettings):
     """Every setting ragline reads."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RAGLINE_", env_file=".env", toml_file="ragline.toml", extra="ignore", populate_by_name=True
+        env_prefix="RAGLINE_",
+        env_file=".env",
+        toml_file="ragline.toml",
+        extra="ignore",
+        populate_by_name=True,
+        hide_input_in_errors=True,  # a rejected value may be a secret (a database URL with its password)
     )
 
     home: Path = Field(default_factory=_default_home, description="State directory: record store, local index.")
@@ -231,6 +236,19 @@ class RaglineConfig(BaseSettings):
         description="How long a run waits for another run on its namespace to end before it gives up.",
     )
 
+    # --- shared state for several hosts (ragline/recordstore/postgres) ---
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://user:password@host:port/db: the record store, embedding cache and namespace locks "
+        "live in PostgreSQL, shared by every host; unset: SQLite files and file locks under home (one host).",
+    )
+    database_schema: str = Field(
+        default="ragline",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="The PostgreSQL schema holding ragline's tables (created if missing); deployments that share a "
+        "database use different schemas.",
+    )
+
     # --- backfills (ragline/backfill.py, `ragline backfill`) ---
     backfill_partition_size: int = Field(
         default=1000, ge=1, description="Documents per backfill partition; each partition is one committed run."
@@ -310,6 +328,15 @@ class RaglineConfig(BaseSettings):
         default=2, ge=1, description="Worker processes of the per-run LocalCluster; 2 × this many groups in flight."
     )
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("database_url must start with postgresql://")
+        return value
+
     @field_validator("eval_sample_path", mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: object) -> object:
@@ -345,6 +372,11 @@ class RaglineConfig(BaseSettings):
         if self.store != "auto":
             return self.store
         return "pinecone" if self.pinecone_api_key else "lancedb"
+
+    @property
+    def state_backend(self) -> Literal["sqlite", "postgresql"]:
+        """Where the record store, embedding cache and namespace locks live."""
+        return "postgresql" if self.database_url else "sqlite"
 
     @property
     def consistency_wait(self) -> float:

@@ -8,11 +8,17 @@ per session) and are marked slow.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,6 +27,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from ragline.components import Components, build_components  # noqa: E402
 from ragline.config import RaglineConfig  # noqa: E402
 from ragline.embedders.hashing import HashingEmbedder  # noqa: E402
+from ragline.testing import postgres_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CRANFIELD = REPO / "tests" / "data" / "cranfield"
@@ -90,6 +97,69 @@ def local_components(local_config: RaglineConfig, local_embedder) -> Iterator[Co
     c = build_components(local_config, embedder=local_embedder)
     yield c
     c.close()
+
+
+# --- PostgreSQL: one real server per test session, a fresh schema per test -------------------------------------
+
+_PG_STATE = "RAGLINE_TEST_PG_STATE"
+"""Where the session's private server is remembered; set by the main process, inherited by xdist workers."""
+_owns_pg_state = pytest.StashKey[bool]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not os.environ.get("RAGLINE_TEST_DATABASE_URL") and _PG_STATE not in os.environ:
+        os.environ[_PG_STATE] = tempfile.mkdtemp(prefix="ragline-test-pg-state-")
+        config.stash[_owns_pg_state] = True
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The process that made the state folder stops the server (if a test started one) once every worker is done."""
+    if config.stash.get(_owns_pg_state, False):
+        state_dir = Path(os.environ.pop(_PG_STATE))
+        if (server := postgres_server.load(state_dir)) is not None:
+            postgres_server.stop(server)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A real PostgreSQL server: RAGLINE_TEST_DATABASE_URL when set (CI), else a private server that the first
+    test needing one starts (shared by the xdist workers, stopped when the session ends)."""
+    if url := os.environ.get("RAGLINE_TEST_DATABASE_URL"):
+        return url
+    state_dir = Path(os.environ[_PG_STATE])
+    with open(state_dir / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        server = postgres_server.load(state_dir)
+        if server is None:
+            server = postgres_server.start()
+            postgres_server.save(server, state_dir)
+    return server.url
+
+
+@dataclass(frozen=True)
+class PostgresSchema:
+    """A fresh schema of the session's server, for one test."""
+
+    url: str
+    schema: str
+
+
+@pytest.fixture
+def postgres(postgres_url: str) -> Iterator[PostgresSchema]:
+    """A fresh, empty schema (ragline creates its tables there); dropped after the test."""
+    import psycopg
+
+    target = PostgresSchema(postgres_url, f"test_{uuid.uuid4().hex[:16]}")
+    yield target
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{target.schema}" CASCADE')
+
+
+@pytest.fixture
+def pg_config(config: RaglineConfig, postgres: PostgresSchema) -> RaglineConfig:
+    """``config`` with its record store, embedding cache and locks in a fresh PostgreSQL schema."""
+    return config.model_copy(update={"database_url": SecretStr(postgres.url), "database_schema": postgres.schema})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -189,7 +190,8 @@ def test_compose_wires_postgres_server_setup_worker_and_api() -> None:
         for dependency in service.get("depends_on", {}):
             assert dependency in services, (name, dependency)
         for volume in service.get("volumes", []):
-            assert volume.split(":")[0] in COMPOSE["volumes"], (name, volume)
+            source = volume.split(":")[0]
+            assert source in COMPOSE["volumes"] or (ROOT / "deployments" / source).is_file(), (name, volume)
 
     database = services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     assert database.startswith("postgresql+asyncpg://") and "@postgres:5432/" in database
@@ -207,7 +209,31 @@ def test_compose_wires_postgres_server_setup_worker_and_api() -> None:
         assert service["build"] == {"context": "..", "dockerfile": "deployments/Dockerfile"}, name
         assert service["environment"]["PREFECT_API_URL"] == f"http://prefect-server:{server_port}/api", name
         assert workdir is not None and service["environment"]["RAGLINE_PROJECT_DIR"] == workdir.group(1), name
-        assert service["volumes"] == ["ragline-data:" + service["environment"]["RAGLINE_HOME"]], name
+
+
+def test_workers_and_api_share_only_postgres_and_the_vector_service() -> None:
+    services = COMPOSE["services"]
+    postgres = services["postgres"]
+    init = [v for v in postgres["volumes"] if v.split(":")[1].startswith("/docker-entrypoint-initdb.d/")]
+    assert len(init) == 1
+    created = re.findall(r"CREATE DATABASE (\w+)", (ROOT / "deployments" / init[0].split(":")[0]).read_text())
+    user, password = postgres["environment"]["POSTGRES_USER"], postgres["environment"]["POSTGRES_PASSWORD"]
+    for name in ("worker", "api"):
+        service = services[name]
+        assert "volumes" not in service, f"{name} mounts a volume: state would not be shared by another host"
+        env = service["environment"]
+        url = urlsplit(env["RAGLINE_DATABASE_URL"].replace(password, "pw"))
+        assert (url.scheme, url.hostname, url.port, url.username) == ("postgresql", "postgres", 5432, user), name
+        assert url.path.lstrip("/") in created, name
+        assert env["RAGLINE_STORE"] == "pinecone", name  # LanceDB would be one container's disk
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy", name
+        config = RaglineConfig(
+            **{k.removeprefix("RAGLINE_").lower(): v for k, v in env.items() if k.startswith("RAGLINE_")}
+        )
+        assert config.state_backend == "postgresql" and config.store_kind == "pinecone", name
+    mounted = [v.split(":")[0] for service in services.values() for v in service.get("volumes", [])]
+    assert sorted(mounted) == sorted(set(mounted)), "a volume is mounted by two services"
+    assert set(COMPOSE["volumes"]) == {"postgres-data"}
 
 
 def test_api_service_command_is_a_ragline_command() -> None:

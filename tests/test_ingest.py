@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +9,8 @@ import pytest
 
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
-from ragline.errors import ConfigError, NamespaceBusy, ValidationFailed
+from ragline.errors import ConfigError, ValidationFailed
 from ragline.indexing.journal import open_run
-from ragline.indexing.locks import namespace_lock
 from ragline.indexing.pipeline import ingest, write_batches
 from ragline.indexing.stats import IngestStats
 from ragline.indexing.steps import DirectSteps
@@ -171,37 +168,6 @@ def test_namespace_keeps_its_embedding_model(components: Components, tmp_path: P
     with pytest.raises(ConfigError, match="refusing"):
         run(components, corpus(tmp_path))
     assert components.store.describe_namespace(NS).vector_count == 0
-
-
-def test_second_run_on_a_namespace_waits_for_the_first(config: RaglineConfig) -> None:
-    events: list[str] = []
-    held, release = threading.Event(), threading.Event()
-
-    def first() -> None:
-        with namespace_lock(config.home, NS):
-            events.append("first holds")
-            held.set()
-            release.wait(30)
-            events.append("first releases")
-
-    def second() -> None:
-        with namespace_lock(config.home, NS, wait_s=30):
-            events.append("second holds")
-
-    threads = [threading.Thread(target=first)]
-    threads[0].start()
-    held.wait(30)
-    threads.append(threading.Thread(target=second))
-    threads[1].start()
-    with pytest.raises(NamespaceBusy, match="another run"):  # no wait allowed: busy at once
-        with namespace_lock(config.home, NS, wait_s=0):
-            pass
-    release.set()
-    for thread in threads:
-        thread.join(30)
-    assert events == ["first holds", "first releases", "second holds"]
-    with namespace_lock(config.home, NS):
-        assert os.path.exists(config.home / "locks" / f"{NS}.lock")
 
 
 def test_another_model_builds_a_new_index_version_beside_the_live_one(

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ragline.cli import evaluation, indexing, search, versions
+from ragline.cli import evaluation, indexing, records, search, versions
 
 __all__ = ["app"]
 
@@ -35,3 +35,4 @@ app.command("serve")(search.serve_command)
 app.command("backfill")(indexing.backfill_command)
 app.command("refresh")(indexing.refresh_command)
 app.add_typer(versions.versions_app, name="versions")
+app.add_typer(records.records_app, name="records")

@@ -22,7 +22,6 @@ from ragline.errors import ConfigError
 from ragline.indexing import stages
 from ragline.indexing.bulk_import import parquet_part, part_path
 from ragline.indexing.journal import rollback_on_failure
-from ragline.indexing.locks import namespace_lock
 from ragline.indexing.pipeline import ingest, run_stages
 from ragline.indexing.stats import IngestStats
 from ragline.indexing.steps import DirectSteps
@@ -160,7 +159,7 @@ def export_partition(
     """
     namespace = spec.namespace
     steps = DirectSteps(c)
-    with namespace_lock(c.config.home, namespace, wait_s=c.config.lock_wait_s):
+    with c.locks.hold(namespace):
         run = stages.open_run(c, namespace, spec.source_name)
         with rollback_on_failure(c, run):
             with parquet_part(part_path(export_dir, namespace, partition.index)) as part:
@@ -185,7 +184,7 @@ def run_backfill(
     """
     run = run_partition or partial(index_partition, c)
     backfill_id = spec.backfill_id
-    with namespace_lock(c.config.home, f"backfill-{backfill_id}", wait_s=c.config.lock_wait_s):
+    with c.locks.hold(f"backfill-{backfill_id}"):
         total = sum(1 for _ in partitions(source, spec.partition_size))
         ledger = c.records.backfills.ledger(backfill_id)
         if spec.export_dir and not ledger:

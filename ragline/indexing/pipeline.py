@@ -18,7 +18,6 @@ from ragline.components import Components
 from ragline.config import CleanupMode
 from ragline.indexing import stages
 from ragline.indexing.journal import RunRef, rollback_on_failure
-from ragline.indexing.locks import namespace_lock
 from ragline.indexing.stats import FreshnessCounts, IngestStats
 from ragline.indexing.steps import DirectSteps, Pending, Steps
 from ragline.indexing.validation import warm_up
@@ -146,7 +145,7 @@ def ingest(
     namespace = namespace or write_namespace(c.records, c.config)
     cleanup = cleanup or c.config.cleanup
     steps = steps or DirectSteps(c)
-    with namespace_lock(c.config.home, namespace, wait_s=c.config.lock_wait_s):
+    with c.locks.hold(namespace):
         run = steps.run(stages.open_run, "open", namespace, source.name)
         with rollback_on_failure(c, run):
             threading.Thread(target=warm_up, name="ragline-gx-warm-up", daemon=True).start()

@@ -32,7 +32,6 @@ from ragline.config import RaglineConfig, RefreshSource
 from ragline.errors import ConfigError
 from ragline.indexing import stages
 from ragline.indexing.journal import RunRef, rollback_on_failure
-from ragline.indexing.locks import namespace_lock
 from ragline.indexing.pipeline import refresh_keywords, run_stages
 from ragline.indexing.reconcile import ReconcileReport, reconcile
 from ragline.indexing.stats import FreshnessCounts, IngestStats
@@ -147,7 +146,7 @@ def refresh(
     now = clock()
     namespaces: list[NamespaceRefresh] = []
     for namespace, group in by_namespace(targets):
-        with namespace_lock(c.config.home, namespace, wait_s=c.config.lock_wait_s):
+        with c.locks.hold(namespace):
             before = steps.run(reconcile, "reconcile-before", namespace)
             sources = [refresh_source(c, steps, target, now) for target in group]
             after = steps.run(reconcile, "reconcile-after", namespace)

@@ -29,6 +29,7 @@ REASON_MISSING_ID = "missing id"
 REASON_MISSING_TEXT = "missing or empty text"
 REASON_DUPLICATE_ID = "duplicate id"
 REASON_TOO_LARGE = "record too large"
+REASON_NUL = "NUL characters in text"
 
 BEIR_CORPUS_FILE = "corpus.jsonl"
 MAX_LINE_FACTOR = 6
@@ -151,6 +152,8 @@ class _RecordConverter:
         text = record.get("text")
         if not isinstance(text, str) or not text.strip():
             return self.reject(REASON_MISSING_TEXT, where, f"'text' is {_describe(text)}", doc_id, uri)
+        if "\x00" in text or "\x00" in str(record.get("title") or ""):
+            return self.reject(REASON_NUL, where, "'text' or 'title' holds NUL characters (binary data)", doc_id, uri)
         if len(text.encode("utf-8")) > self.max_record_bytes:
             return self.reject(REASON_TOO_LARGE, where, f"text over {self.max_record_bytes} bytes", doc_id, uri)
         if record_id in self.first_use:

@@ -24,7 +24,6 @@ from ragline.errors import ConfigError
 from ragline.evaluation.datasets import EvalDataset, load_dataset
 from ragline.evaluation.metrics import NDCG
 from ragline.evaluation.runner import evaluate_mode
-from ragline.indexing.locks import namespace_lock
 from ragline.names import version_namespace
 from ragline.recordstore import RecordStore
 from ragline.recordstore.rows import AliasEvent
@@ -151,7 +150,7 @@ def promote(
 ) -> PromotionDecision:
     """Judge ``version`` of ``alias`` against the live target and switch the alias if it passes (or ``force``)."""
     candidate = version_namespace(alias, version)
-    with namespace_lock(c.config.home, candidate, wait_s=c.config.lock_wait_s):
+    with c.locks.hold(candidate):
         candidate, live = promotion_targets(c.records, alias, version)
         scores = None
         if not force:
@@ -167,7 +166,7 @@ def promote(
 def drop_version(c: Components, alias: str, version: str) -> None:
     """Delete a version that is not live: its record rows, its vectors and its BM25 index folder."""
     namespace = version_namespace(alias, version)
-    with namespace_lock(c.config.home, namespace, wait_s=c.config.lock_wait_s):
+    with c.locks.hold(namespace):
         if read_namespace(c.records, alias) == namespace:
             raise ConfigError(
                 f"version {version!r} is live for {alias!r}: promote another version or roll back before dropping it"

@@ -23,6 +23,7 @@ from ragline.sources.datasets import (
     REASON_MISSING_ID,
     REASON_MISSING_TEXT,
     REASON_NOT_AN_OBJECT,
+    REASON_NUL,
 )
 from ragline.sources.datasets import REASON_TOO_LARGE as REASON_RECORD_TOO_LARGE
 from ragline.sources.files import (
@@ -162,6 +163,7 @@ def write_hostile_jsonl(path: Path, max_record_bytes: int = 100_000) -> HostileJ
         ),
         (_json({"_id": "../../etc/passwd", "text": _PROSE}), None),
         (_json({"_id": "x' OR '1'='1", "text": _PROSE}), None),
+        (_json({"_id": "nul-text", "text": "before\x00after " + _PROSE}), REASON_NUL),
     ]
     expected: dict[str, str | None] = {}
     with open(path, "wb") as out:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ragline.batching import batched
+from ragline.recordstore.migrations import Migration, statements_of, steps_to_apply
 
 IDS_PER_QUERY = 500
 """Ids bound in one ``IN (...)`` list, well under SQLite's parameter limit."""
@@ -60,7 +61,27 @@ class SQLiteDatabase:
         for part in batched(ids, IDS_PER_QUERY):
             yield from self.rows(sql.format(marks=",".join("?" * len(part))), (*params, *part))
 
-    def apply_schema(self, script: str) -> None:
-        """Create what ``script`` declares (``CREATE ... IF NOT EXISTS`` statements)."""
-        with self._lock:
-            self.conn.executescript(script)
+    def ensure_schema(self, script: str, version: int, migrations: Sequence[Migration], *, marker_table: str) -> None:
+        """Bring the file to schema ``version`` (``PRAGMA user_version``): a new file gets ``script`` (the current
+        tables); an older one, whose ``marker_table`` exists, the ``migrations`` above its version, one transaction
+        per step. Safe when several processes open the file at once."""
+        if self.count("PRAGMA user_version") == version:
+            return
+        while True:
+            with self.transaction() as db:
+                current = int(db.execute("PRAGMA user_version").fetchone()[0])
+                if current == version:
+                    return
+                if current == 0 and not _has_table(db, marker_table):
+                    for statement in statements_of(script):
+                        db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {int(version)}")
+                    return
+                step = steps_to_apply(current, version, migrations, store=str(self.path))[0]
+                for statement in step.statements:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {int(step.version)}")
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ragline.recordstore.migrations import Migration
 from ragline.recordstore.sqlite.database import SQLiteDatabase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (model_id TEXT NOT NULL, text_hash TEXT NOT NULL, vector BLOB NOT NULL,
     PRIMARY KEY (model_id, text_hash));
 """
+SCHEMA_VERSION = 1
+MIGRATIONS = (Migration(1, "record the schema version (the table is unchanged)", ()),)
 
 
 class SQLiteEmbeddingCache:
@@ -20,7 +23,7 @@ class SQLiteEmbeddingCache:
 
     def __init__(self, path: Path) -> None:
         self.db = SQLiteDatabase(path)
-        self.db.apply_schema(SCHEMA)
+        self.db.ensure_schema(SCHEMA, SCHEMA_VERSION, MIGRATIONS, marker_table="embeddings")
 
     def close(self) -> None:
         self.db.close()

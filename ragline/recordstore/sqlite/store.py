@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 from ragline.errors import ConfigError, StoreError
+from ragline.recordstore.migrations import Migration
 from ragline.recordstore.sqlite import aliases, backfills, journal, near_duplicates, quarantine
 from ragline.recordstore.sqlite.database import SQLiteDatabase
 
 SCHEMA_VERSION = 1
-"""Bumped with every change to a part's tables; ``migrate`` brings an older file up to it."""
+"""The version of the parts' tables (``PRAGMA user_version``); bumped with a new step in ``MIGRATIONS``."""
+MIGRATIONS = (
+    Migration(
+        1,
+        "index the quarantine by run (files written before schema versions have version 0)",
+        ("CREATE INDEX IF NOT EXISTS quarantine_by_run ON quarantine (run_id)",),
+    ),
+)
+PARTS = (journal, quarantine, aliases, backfills, near_duplicates)
 
 
 class SQLiteRecordStore:
-    """``RecordStore`` on one SQLite file."""
+    """``RecordStore`` on one SQLite file; an older file is upgraded in place when opened."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, version: int = SCHEMA_VERSION, migrations: Sequence[Migration] = MIGRATIONS):
         self.path = path
         self.db = SQLiteDatabase(path)
-        for part in (journal, quarantine, aliases, backfills, near_duplicates):
-            self.db.apply_schema(part.SCHEMA)
-        self.db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self.db.ensure_schema("".join(part.SCHEMA for part in PARTS), version, migrations, marker_table="runs")
         self.journal = journal.SQLiteRunJournal(self.db)
         self.quarantine = quarantine.SQLiteQuarantineLog(self.db)
         self.aliases = aliases.SQLiteAliasRegistry(self.db)
@@ -38,6 +46,14 @@ class SQLiteRecordStore:
                     f"namespace {namespace!r} is live (alias {live_for[0]!r} points at it): promote "
                     f"another version or roll back first"
                 )
+            db.execute(
+                "DELETE FROM backfill_partitions WHERE backfill_id IN "
+                "(SELECT backfill_id FROM backfills WHERE namespace = ?)",
+                (namespace,),
+            )
+            db.execute(
+                "DELETE FROM run_seen WHERE run_id IN (SELECT run_id FROM runs WHERE namespace = ?)", (namespace,)
+            )
             for table in journal.TABLES + quarantine.TABLES + backfills.TABLES + near_duplicates.TABLES:
                 db.execute(f"DELETE FROM {table} WHERE namespace = ?", (namespace,))
 
