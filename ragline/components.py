@@ -1,4 +1,5 @@
-"""Build the pipeline's parts from one config: embedder, chunker, vector store, record store, embedding cache.
+"""Build the pipeline's parts from one config: embedder, chunker, vector store (and its sparse keyword index on
+Pinecone), record store, embedding cache.
 
 ``components_for`` caches per process, so thin Prefect tasks can rebuild what they need from the config alone
 without reloading the model for every batch.
@@ -18,6 +19,7 @@ from ragline.indexing.near_duplicates import NearDuplicateDetector
 from ragline.records import sha256_hex
 from ragline.recordstore import RecordStore
 from ragline.stores.base import VectorStore
+from ragline.stores.sparse import SparseStore
 
 
 @dataclass
@@ -31,13 +33,16 @@ class Components:
     records: RecordStore
     cache: EmbeddingCache
     near_duplicates: NearDuplicateDetector | None = None
+    sparse: SparseStore | None = None
+    """The sparse index of keyword search beside ``store`` (Pinecone); None: BM25 runs locally (LanceDB)."""
 
     def close(self) -> None:
         self.records.close()
         self.cache.close()
-        close_store = getattr(self.store, "close", None)
-        if close_store is not None:
-            close_store()
+        for store in (self.store, self.sparse):
+            close_store = getattr(store, "close", None)
+            if close_store is not None:
+                close_store()
 
 
 def make_embedder(config: RaglineConfig) -> Embedder:
@@ -93,6 +98,29 @@ def make_store(config: RaglineConfig, dimension: int) -> VectorStore:
     return LanceDBStore(config.lancedb_path)
 
 
+def make_sparse_store(config: RaglineConfig) -> SparseStore | None:
+    """The sparse index that keyword search uses beside the vector store: Pinecone's, or None (LanceDB: local BM25)."""
+    if config.store_kind != "pinecone":
+        return None
+    from ragline.stores.pinecone_sparse import PineconeSparseStore
+
+    if config.pinecone_api_key is None:
+        raise ConfigError("store 'pinecone' needs PINECONE_API_KEY (or RAGLINE_PINECONE_API_KEY)")
+    store = PineconeSparseStore(
+        api_key=config.pinecone_api_key.get_secret_value(),
+        index_name=config.sparse_index_name,
+        cloud=config.pinecone_cloud,
+        region=config.pinecone_region,
+        host=config.pinecone_host,
+        upsert_concurrency=config.pinecone_upsert_concurrency,
+        use_grpc=config.pinecone_use_grpc,
+        max_retries=config.pinecone_max_retries,
+        backoff_base_s=config.pinecone_retry_backoff_s,
+    )
+    store.ensure_index()
+    return store
+
+
 def make_record_store(config: RaglineConfig) -> RecordStore:
     """The configured record store: SQLite under the home directory."""
     from ragline.recordstore.sqlite import open_sqlite_record_store
@@ -124,6 +152,7 @@ def build_components(config: RaglineConfig, embedder: Embedder | None = None) ->
         records=make_record_store(config),
         cache=make_embedding_cache(config),
         near_duplicates=NearDuplicateDetector.from_config(config),
+        sparse=make_sparse_store(config),
     )
 
 

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from ragline.errors import ConfigError, StoreError
-from ragline.recordstore.sqlite import aliases, backfills, journal, near_duplicates, quarantine
+from ragline.recordstore.sqlite import aliases, backfills, journal, keywords, near_duplicates, quarantine
 from ragline.recordstore.sqlite.database import SQLiteDatabase
 
 SCHEMA_VERSION = 1
@@ -19,7 +19,7 @@ class SQLiteRecordStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = SQLiteDatabase(path)
-        for part in (journal, quarantine, aliases, backfills, near_duplicates):
+        for part in (journal, quarantine, aliases, backfills, near_duplicates, keywords):
             self.db.apply_schema(part.SCHEMA)
         self.db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self.journal = journal.SQLiteRunJournal(self.db)
@@ -27,6 +27,7 @@ class SQLiteRecordStore:
         self.aliases = aliases.SQLiteAliasRegistry(self.db)
         self.backfills = backfills.SQLiteBackfillLedger(self.db)
         self.near_duplicates = near_duplicates.SQLiteNearDuplicateLog(self.db)
+        self.keywords = keywords.SQLiteKeywordStatistics(self.db)
 
     def close(self) -> None:
         self.db.close()
@@ -38,7 +39,8 @@ class SQLiteRecordStore:
                     f"namespace {namespace!r} is live (alias {live_for[0]!r} points at it): promote "
                     f"another version or roll back first"
                 )
-            for table in journal.TABLES + quarantine.TABLES + backfills.TABLES + near_duplicates.TABLES:
+            tables = journal.TABLES + quarantine.TABLES + backfills.TABLES + near_duplicates.TABLES + keywords.TABLES
+            for table in tables:
                 db.execute(f"DELETE FROM {table} WHERE namespace = ?", (namespace,))
 
 
