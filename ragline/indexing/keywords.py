@@ -75,14 +75,11 @@ def pending_records(
 ) -> list[SparseRecord]:
     """Record the terms of a batch's chunks (already recorded pending) and make their sparse records, carrying the
     index ``metadata`` of their dense records. The first batch of a namespace sets its encoding."""
-    keywords = c.records.keywords
-    encoding = keywords.encoding(namespace)
+    encoding = c.records.keywords.encoding(namespace)
     params = params_from_key(encoding.params) if encoding else PARAMS
     terms = count_terms([(ch.text, ch.metadata) for ch in chunks], params)
-    keywords.record_terms(namespace, PENDING, [(ch.chunk_id, t) for ch, t in zip(chunks, terms)])
-    if encoding is None:
-        first = max(1.0, sum(sum(t.values()) for t in terms) / len(terms))
-        encoding = keywords.save_encoding(namespace, KeywordEncoding(first, params_key(params)), replace=False)
+    c.records.keywords.record_terms(namespace, PENDING, [(ch.chunk_id, t) for ch, t in zip(chunks, terms)])
+    encoding = encoding or _first_encoding(c, namespace, terms, params)
     return [
         SparseRecord(ch.chunk_id, document_vector(t, encoding.avg_length, params), m)
         for ch, t, m in zip(chunks, terms, metadata)
@@ -94,9 +91,10 @@ def live_records(
 ) -> list[SparseRecord]:
     """Sparse records of live chunk rows, with the namespace's encoding; terms come from the record store (counted
     and recorded now for rows that have none: a namespace indexed before it had a sparse index)."""
-    encoding = current_encoding(c, namespace)
-    params = params_from_key(encoding.params)
+    encoding = c.records.keywords.encoding(namespace)
+    params = params_from_key(encoding.params) if encoding else PARAMS
     terms = live_terms(c, namespace, rows, params)
+    encoding = encoding or _first_encoding(c, namespace, list(terms.values()), params)
     return [
         SparseRecord(r.chunk_id, document_vector(terms[r.chunk_id], encoding.avg_length, params), m)
         for r, m in zip(rows, metadata)
@@ -117,14 +115,15 @@ def live_terms(
     return stored
 
 
-def current_encoding(c: Components, namespace: str) -> KeywordEncoding:
-    """The namespace's encoding, set from its live average length if it has none yet."""
-    keywords = c.records.keywords
-    encoding = keywords.encoding(namespace)
-    if encoding is None:
-        average = keywords.corpus(namespace).avg_length or 1.0
-        encoding = keywords.save_encoding(namespace, KeywordEncoding(average, params_key(PARAMS)), replace=False)
-    return encoding
+def _first_encoding(
+    c: Components, namespace: str, terms: Sequence[dict[str, int]], params: BM25Params, *, save: bool = True
+) -> KeywordEncoding:
+    """A namespace's first encoding: the live average length, or these chunks' when none is live yet. Saved unless
+    ``save`` is False (another process may have stored one meanwhile: the stored one wins)."""
+    lengths = [sum(t.values()) for t in terms]
+    average = c.records.keywords.corpus(namespace).avg_length or (sum(lengths) / len(lengths) if lengths else 0.0)
+    encoding = KeywordEncoding(max(average, 1.0), params_key(params))
+    return c.records.keywords.save_encoding(namespace, encoding, replace=False) if save else encoding
 
 
 def sparse_problems(
@@ -135,10 +134,11 @@ def sparse_problems(
     The expected vector is counted from the row's text with the namespace's encoding, so pending rows are checked
     as well as live ones."""
     store = sparse_store(c)
-    encoding = current_encoding(c, namespace)
-    params = params_from_key(encoding.params)
+    encoding = c.records.keywords.encoding(namespace)
+    params = params_from_key(encoding.params) if encoding else PARAMS
     fetched = store.fetch([r.chunk_id for r in rows], namespace=namespace)
     terms = count_terms([(r.text, r.metadata) for r in rows], params)
+    encoding = encoding or _first_encoding(c, namespace, terms, params, save=False)
     problems: dict[str, str] = {}
     for row, counts, expected_metadata in zip(rows, terms, metadata):
         got = fetched.get(row.chunk_id)

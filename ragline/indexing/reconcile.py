@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ragline.batching import batched
 from ragline.components import Components
 from ragline.indexing.journal import STORE_BATCH, fetch_back_problems, index_metadata, recover, upsert_rows
-from ragline.indexing.keywords import KeywordDrift, live_records, sparse_problems, sparse_store
+from ragline.indexing.keywords import KeywordDrift, keep_encoding_current, live_records, sparse_problems, sparse_store
 from ragline.recordstore import ChunkRow
 
 
@@ -87,3 +87,4 @@ def _repair_keywords(c: Components, namespace: str, drift: KeywordDrift) -> None
         sparse.upsert(records, namespace=namespace)
     for ids in batched(drift.orphans, STORE_BATCH):
         sparse.delete(namespace=namespace, ids=ids)
+    keep_encoding_current(c, namespace)  # a filled index was encoded with the first rows' average
