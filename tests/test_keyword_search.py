@@ -27,7 +27,6 @@ from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.embedders.hashing import HashingEmbedder
 from ragline.errors import ValidationFailed
-from ragline.indexing.journal import index_metadata
 from ragline.indexing.keywords import PARAMS as BM25_PARAMS
 from ragline.indexing.keywords import sparse_problems
 from ragline.indexing.pipeline import ingest
@@ -35,6 +34,7 @@ from ragline.indexing.reconcile import reconcile
 from ragline.indexing.refresh import RefreshTarget, refresh_source
 from ragline.indexing.stats import IngestStats
 from ragline.indexing.steps import DirectSteps
+from ragline.records import index_metadata
 from ragline.recordstore.rows import KeywordEncoding
 from ragline.retrieval.bm25_sparse import params_key
 from ragline.retrieval.search import search

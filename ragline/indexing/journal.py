@@ -24,7 +24,7 @@ from ragline.batching import batched
 from ragline.components import Components
 from ragline.embedders.cache import embed_with_cache
 from ragline.indexing.keywords import keep_encoding_current, live_records, sparse_problems
-from ragline.records import Metadata
+from ragline.records import index_metadata
 from ragline.recordstore import LIVE, ChunkRow
 from ragline.stores.base import VectorRecord, VectorStore
 from ragline.stores.sparse import SparseStore
@@ -47,11 +47,6 @@ class RunRef:
 def new_run_id() -> str:
     """A sortable, unique run id."""
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
-
-
-def index_metadata(text: str, metadata: Metadata) -> Metadata:
-    """The metadata a chunk carries in the index: its own metadata plus its text (for retrieval)."""
-    return {**metadata, "text": text}
 
 
 def open_run(c: Components, namespace: str, source: str) -> RunRef:

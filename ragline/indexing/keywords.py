@@ -26,7 +26,7 @@ import numpy as np
 
 from ragline.batching import batched
 from ragline.components import Components
-from ragline.records import Chunk, Metadata
+from ragline.records import Chunk, Metadata, index_metadata
 from ragline.recordstore import LIVE, PENDING, ChunkRow
 from ragline.recordstore.rows import KeywordEncoding
 from ragline.retrieval.bm25 import BM25Params, indexed_text, tokenizer
@@ -191,8 +191,6 @@ def _recount(c: Components, namespace: str) -> None:
 
 def _rewrite_all(c: Components, namespace: str) -> int:
     """Upsert every live chunk's sparse record again, with the namespace's current encoding."""
-    from ragline.indexing.journal import index_metadata
-
     store = sparse_store(c)
     written = 0
     for ids in batched(c.records.journal.live_chunk_ids(namespace), STORE_BATCH):

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from ragline.batching import batched
 from ragline.components import Components
-from ragline.indexing.journal import STORE_BATCH, fetch_back_problems, index_metadata, recover, upsert_rows
+from ragline.indexing.journal import STORE_BATCH, fetch_back_problems, recover, upsert_rows
 from ragline.indexing.keywords import KeywordDrift, keep_encoding_current, live_records, sparse_problems, sparse_store
+from ragline.records import index_metadata
 from ragline.recordstore import ChunkRow
 
 

@@ -26,7 +26,6 @@ from ragline.indexing.journal import (
     RunRef,
     delete_tombstones,
     fetch_back_problems,
-    index_metadata,
     open_run,
     settled_count,
     upsert_rows,
@@ -37,7 +36,7 @@ from ragline.indexing.near_duplicates import TAG_KEY
 from ragline.indexing.stats import FreshnessCounts, IngestStats
 from ragline.indexing.validation import validate_chunks, validate_embeddings
 from ragline.limits import MAX_METADATA_BYTES
-from ragline.records import Chunk, Document, QuarantineRecord
+from ragline.records import Chunk, Document, QuarantineRecord, index_metadata
 from ragline.recordstore import LIVE, PENDING, ChunkRow, DocumentRow
 from ragline.sources.base import SourceItem
 from ragline.stores.base import VectorRecord
