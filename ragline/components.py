@@ -1,5 +1,5 @@
-"""Build the pipeline's parts from one config: embedder, chunker, vector store, record store, embedding cache,
-namespace locks.
+"""Build the pipeline's parts from one config: embedder, chunker, vector store (and its sparse keyword index on
+Pinecone), record store, embedding cache, namespace locks.
 
 ``components_for`` caches per process, so thin Prefect tasks can rebuild what they need from the config alone
 without reloading the model for every batch.
@@ -20,6 +20,7 @@ from ragline.indexing.near_duplicates import NearDuplicateDetector
 from ragline.records import sha256_hex
 from ragline.recordstore import RecordStore
 from ragline.stores.base import VectorStore
+from ragline.stores.sparse import SparseStore
 
 
 @dataclass
@@ -34,13 +35,16 @@ class Components:
     cache: EmbeddingCache
     locks: NamespaceLocks
     near_duplicates: NearDuplicateDetector | None = None
+    sparse: SparseStore | None = None
+    """The sparse index of keyword search beside ``store`` (Pinecone); None: BM25 runs locally (LanceDB)."""
 
     def close(self) -> None:
         self.records.close()
         self.cache.close()
-        close_store = getattr(self.store, "close", None)
-        if close_store is not None:
-            close_store()
+        for store in (self.store, self.sparse):
+            close_store = getattr(store, "close", None)
+            if close_store is not None:
+                close_store()
 
 
 def make_embedder(config: RaglineConfig) -> Embedder:
@@ -96,6 +100,29 @@ def make_store(config: RaglineConfig, dimension: int) -> VectorStore:
     return LanceDBStore(config.lancedb_path)
 
 
+def make_sparse_store(config: RaglineConfig) -> SparseStore | None:
+    """The sparse index that keyword search uses beside the vector store: Pinecone's, or None (LanceDB: local BM25)."""
+    if config.store_kind != "pinecone":
+        return None
+    from ragline.stores.pinecone_sparse import PineconeSparseStore
+
+    if config.pinecone_api_key is None:
+        raise ConfigError("store 'pinecone' needs PINECONE_API_KEY (or RAGLINE_PINECONE_API_KEY)")
+    store = PineconeSparseStore(
+        api_key=config.pinecone_api_key.get_secret_value(),
+        index_name=config.sparse_index_name,
+        cloud=config.pinecone_cloud,
+        region=config.pinecone_region,
+        host=config.pinecone_host,
+        upsert_concurrency=config.pinecone_upsert_concurrency,
+        use_grpc=config.pinecone_use_grpc,
+        max_retries=config.pinecone_max_retries,
+        backoff_base_s=config.pinecone_retry_backoff_s,
+    )
+    store.ensure_index()
+    return store
+
+
 def make_record_store(config: RaglineConfig) -> RecordStore:
     """The configured record store: PostgreSQL when ``database_url`` is set (every host), else SQLite under home."""
     if config.database_url is not None:
@@ -136,6 +163,7 @@ def build_components(config: RaglineConfig, embedder: Embedder | None = None) ->
         cache=make_embedding_cache(config),
         locks=make_locks(config),
         near_duplicates=NearDuplicateDetector.from_config(config),
+        sparse=make_sparse_store(config),
     )
 
 

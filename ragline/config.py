@@ -201,6 +201,17 @@ class RaglineConfig(BaseSettings):
     pinecone_use_grpc: bool = False
     pinecone_max_retries: int = Field(default=5, ge=0)
     pinecone_retry_backoff_s: float = Field(default=0.5, gt=0, description="Base of the exponential backoff.")
+    pinecone_sparse_index: str | None = Field(
+        default=None,
+        description="The sparse index (vector_type 'sparse') that holds the BM25 vectors of keyword and hybrid "
+        "search; default '<pinecone_index>-sparse'.",
+    )
+    keyword_reencode_drift: float = Field(
+        default=0.05,
+        gt=0,
+        description="Re-encode a namespace's sparse BM25 vectors when its live average chunk length moves more than "
+        "this fraction away from the one they were made with.",
+    )
 
     # cost estimates (list prices in USD; set your own in ragline.toml)
     embedding_price_per_million_tokens: dict[str, float] = Field(
@@ -384,6 +395,11 @@ class RaglineConfig(BaseSettings):
         if self.consistency_wait_s is not None:
             return self.consistency_wait_s
         return 30.0 if self.store_kind == "pinecone" else 0.0
+
+    @property
+    def sparse_index_name(self) -> str:
+        """The Pinecone sparse index beside ``pinecone_index``."""
+        return self.pinecone_sparse_index or f"{self.pinecone_index}-sparse"
 
     @property
     def models_dir(self) -> Path:

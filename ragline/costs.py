@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ragline.config import RaglineConfig
 from ragline.embedders.base import Embedder
 from ragline.stores.base import VectorStore
+from ragline.stores.sparse import SparseStore
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,13 @@ class Usage:
         )
 
 
-def usage_now(embedder: Embedder, store: VectorStore) -> Usage:
-    """The counters providers keep (``tokens_embedded``, ``read_units``, ``write_units``); 0 where not reported."""
+def usage_now(embedder: Embedder, store: VectorStore, sparse: SparseStore | None = None) -> Usage:
+    """The counters providers keep (``tokens_embedded``, ``read_units``, ``write_units``), the sparse keyword
+    index's added to the vector store's; 0 where not reported."""
     return Usage(
         int(getattr(embedder, "tokens_embedded", 0)),
-        int(getattr(store, "read_units", 0)),
-        int(getattr(store, "write_units", 0)),
+        sum(int(getattr(s, "read_units", 0)) for s in (store, sparse)),
+        sum(int(getattr(s, "write_units", 0)) for s in (store, sparse)),
     )
 
 

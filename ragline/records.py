@@ -24,6 +24,11 @@ def stable_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def index_metadata(text: str, metadata: Metadata) -> Metadata:
+    """The metadata a chunk carries in the index (dense and sparse): its own metadata plus its text (for retrieval)."""
+    return {**metadata, "text": text}
+
+
 def make_doc_id(source: str, relative_path_or_id: str) -> str:
     """Document id: ``source/relative/path`` (POSIX separators) or ``source/<dataset _id>``.
 

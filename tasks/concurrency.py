@@ -17,6 +17,7 @@ from prefect.concurrency.sync import concurrency
 from ragline.components import Components
 from ragline.embedders.base import Embedder
 from ragline.stores.base import VectorStore
+from ragline.stores.sparse import SparseStore
 
 OPENAI_EMBEDDINGS = "openai-embeddings"
 PINECONE_UPSERTS = "pinecone-upserts"
@@ -52,4 +53,5 @@ def throttled(c: Components) -> Components:
         c,
         embedder=cast(Embedder, _Throttled(c.embedder, "embed", OPENAI_EMBEDDINGS)) if remote_embedder else c.embedder,
         store=cast(VectorStore, _Throttled(c.store, "upsert", PINECONE_UPSERTS)) if remote_store else c.store,
+        sparse=cast(SparseStore, _Throttled(c.sparse, "upsert", PINECONE_UPSERTS)) if c.sparse else c.sparse,
     )

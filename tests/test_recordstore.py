@@ -128,13 +128,14 @@ def test_a_failed_sqlite_step_leaves_the_file_at_the_last_version_it_completed(t
     path = tmp_path / "r.sqlite"
     SQLiteRecordStore(path).close()
     add_host = ("ALTER TABLE runs ADD COLUMN host TEXT",)
-    broken = (*MIGRATIONS, Migration(2, "add runs.host", add_host), Migration(3, "broken", ("NOT SQL",)))
+    v = SQLITE_VERSION
+    broken = (*MIGRATIONS, Migration(v + 1, "add runs.host", add_host), Migration(v + 2, "broken", ("NOT SQL",)))
     with pytest.raises(sqlite3.Error):
-        SQLiteRecordStore(path, version=3, migrations=broken)
-    assert _sqlite_version(path) == 2
-    fixed = (*broken[:2], Migration(3, "index runs by host", ("CREATE INDEX runs_by_host ON runs (host)",)))
-    SQLiteRecordStore(path, version=3, migrations=fixed).close()
-    assert _sqlite_version(path) == 3 and "runs_by_host" in _sqlite_indexes(path)
+        SQLiteRecordStore(path, version=v + 2, migrations=broken)
+    assert _sqlite_version(path) == v + 1
+    fixed = (*broken[:-1], Migration(v + 2, "index runs by host", ("CREATE INDEX runs_by_host ON runs (host)",)))
+    SQLiteRecordStore(path, version=v + 2, migrations=fixed).close()
+    assert _sqlite_version(path) == v + 2 and "runs_by_host" in _sqlite_indexes(path)
 
 
 def test_postgres_schema_is_created_at_the_current_version_and_upgraded_in_place(postgres: PostgresSchema) -> None:

@@ -129,6 +129,11 @@ def reconcile_command(
         f"{verb} {len(report.missing)} missing, {len(report.different)} differing (sampled), "
         f"{len(report.orphans)} orphaned; {len(report.runs_rolled_back)} unfinished runs rolled back"
     )
+    if (keywords := report.keywords) is not None:
+        console.print(
+            f"sparse keyword index: {verb} {len(keywords.missing)} missing, {len(keywords.different)} differing "
+            f"(sampled), {len(keywords.orphans)} orphaned"
+        )
 
 
 def backfill_command(

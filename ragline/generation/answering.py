@@ -61,7 +61,7 @@ def answer_question(
     chat = chat or ChatSettings.from_config(config)
     if choice == "llm" and chat is None:
         raise ConfigError("answerer 'llm' needs a chat model (RAGLINE_CHAT_MODEL and a key or RAGLINE_CHAT_BASE_URL)")
-    before = usage_now(c.embedder, c.store)
+    before = usage_now(c.embedder, c.store, c.sparse)
     top_k = top_k or config.answer_top_k
     result = retrieved or search(c, question, namespace=namespace, mode=mode, top_k=top_k, filter=filter)
     evidence = gather_evidence(c, question, result.hits[:top_k])
@@ -89,7 +89,7 @@ def answer_question(
             warnings.append(message)
             chosen = offline
             draft = offline.answer(evidence, on_delta=on_delta)
-    spent = usage_now(c.embedder, c.store) - before
+    spent = usage_now(c.embedder, c.store, c.sparse) - before
     cost = estimated_cost_usd(config, c.embedder.model_id, spent)
     if chosen.kind == "llm":
         cost += chat_cost_usd(config, chosen.model, draft.input_tokens, draft.output_tokens)

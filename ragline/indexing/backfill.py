@@ -22,12 +22,11 @@ from ragline.errors import ConfigError
 from ragline.indexing import stages
 from ragline.indexing.bulk_import import parquet_part, part_path
 from ragline.indexing.journal import rollback_on_failure
-from ragline.indexing.pipeline import ingest, run_stages
+from ragline.indexing.pipeline import ingest, run_stages, update_keyword_index
 from ragline.indexing.stats import IngestStats
 from ragline.indexing.steps import DirectSteps
 from ragline.records import Document, sha256_hex, stable_json
 from ragline.recordstore.rows import PartitionRow
-from ragline.retrieval.bm25 import refresh_bm25
 from ragline.sources.base import Source, SourceItem
 from ragline.versions.aliases import write_namespace
 
@@ -180,7 +179,7 @@ def run_backfill(
 ) -> BackfillResult:
     """Run or resume a backfill: skip done partitions, run the others in order; a failing partition stops it.
 
-    ``on_progress`` is called after every partition. The BM25 index is rebuilt once at the end.
+    ``on_progress`` is called after every partition. Keyword search is brought up to date once at the end.
     """
     run = run_partition or partial(index_partition, c)
     backfill_id = spec.backfill_id
@@ -203,7 +202,8 @@ def run_backfill(
             if on_progress:
                 on_progress(result)
         if not spec.export_dir and (result.stats.chunks_written or result.stats.chunks_deleted):
-            refresh_bm25(c, spec.namespace)
+            with c.locks.hold(spec.namespace):
+                update_keyword_index(c, spec.namespace)
         c.records.backfills.finish(backfill_id)
     return result
 

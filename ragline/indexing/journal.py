@@ -4,6 +4,9 @@ Protocol (see docs/architecture.md): a run's new and changed chunks are recorded
 commit turns them *live* in one transaction and queues the ids they make stale as tombstones, deleted from the
 index right after (a later run finishes them if this one died). Rollback restores every id the run overwrote from
 its live row (vectors from the embedding cache) and deletes every id it created.
+
+On Pinecone every write here goes to the sparse keyword index too (``ragline.indexing.keywords``), so the two
+indexes hold the same ids for every committed run.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import numpy as np
 from ragline.batching import batched
 from ragline.components import Components
 from ragline.embedders.cache import embed_with_cache
-from ragline.records import Metadata
+from ragline.indexing.keywords import keep_encoding_current, live_records, sparse_problems
+from ragline.records import index_metadata
 from ragline.recordstore import LIVE, ChunkRow
-from ragline.stores.base import VectorRecord
+from ragline.stores.base import VectorRecord, VectorStore
+from ragline.stores.sparse import SparseStore
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +49,6 @@ def new_run_id() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
 
 
-def index_metadata(text: str, metadata: Metadata) -> Metadata:
-    """The metadata a chunk carries in the index: its own metadata plus its text (for retrieval)."""
-    return {**metadata, "text": text}
-
-
 def open_run(c: Components, namespace: str, source: str) -> RunRef:
     """Finish what crashed runs left, check the namespace's model, and open a run."""
     recover(c, namespace)
@@ -60,12 +60,16 @@ def open_run(c: Components, namespace: str, source: str) -> RunRef:
 
 
 def recover(c: Components, namespace: str) -> list[str]:
-    """Undo the runs a crash left open and delete tombstoned ids; returns the run ids undone."""
+    """Undo the runs a crash left open, delete tombstoned ids and finish a re-encode of the sparse vectors that did
+    not end; returns the run ids undone."""
     undone = c.records.journal.unfinished_runs(namespace)
     for run_id in undone:
         log.warning("rolling back unfinished run %s", run_id)
         rollback_run(c, run_id, namespace)
     delete_tombstones(c, namespace)
+    encoding = c.records.keywords.encoding(namespace) if c.sparse is not None else None
+    if encoding is not None and not encoding.settled:
+        keep_encoding_current(c, namespace)
     return undone
 
 
@@ -75,8 +79,7 @@ def rollback_run(c: Components, run_id: str, namespace: str) -> None:
     live = c.records.journal.chunk_rows(namespace, pending, LIVE)
     restore = [live[cid] for cid in pending if cid in live]
     upsert_rows(c, namespace, restore)
-    for part in batched([cid for cid in pending if cid not in live], STORE_BATCH):
-        c.store.delete(namespace=namespace, ids=part)
+    delete_ids(c, namespace, [cid for cid in pending if cid not in live])
     c.records.journal.discard_pending(run_id)
     log.info("run %s rolled back: %d ids restored, %d removed", run_id, len(restore), len(pending) - len(restore))
 
@@ -95,10 +98,17 @@ def rollback_on_failure(c: Components, run: RunRef) -> Iterator[None]:
 def delete_tombstones(c: Components, namespace: str) -> int:
     """Delete queued stale ids from the index, then forget them; returns how many."""
     ids = c.records.journal.tombstones(namespace)
-    for part in batched(ids, STORE_BATCH):
-        c.store.delete(namespace=namespace, ids=part)
+    delete_ids(c, namespace, ids)
     c.records.journal.clear_tombstones(namespace, ids)
     return len(ids)
+
+
+def delete_ids(c: Components, namespace: str, ids: Sequence[str]) -> None:
+    """Delete ids from the index and its sparse keyword index, in store-sized batches."""
+    for part in batched(ids, STORE_BATCH):
+        c.store.delete(namespace=namespace, ids=part)
+        if c.sparse is not None:
+            c.sparse.delete(namespace=namespace, ids=part)
 
 
 def vectors_for(c: Components, rows: Sequence[ChunkRow]) -> np.ndarray:
@@ -108,38 +118,44 @@ def vectors_for(c: Components, rows: Sequence[ChunkRow]) -> np.ndarray:
 
 
 def upsert_rows(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> None:
-    """Write recorded chunks to the index again, in store-sized batches."""
+    """Write recorded (live) chunks to the index and its sparse keyword index again, in store-sized batches."""
     for part in batched(rows, STORE_BATCH):
-        records = [
-            VectorRecord(r.chunk_id, v, index_metadata(r.text, r.metadata)) for r, v in zip(part, vectors_for(c, part))
-        ]
+        metadata = [index_metadata(r.text, r.metadata) for r in part]
+        records = [VectorRecord(r.chunk_id, v, m) for r, v, m in zip(part, vectors_for(c, part), metadata)]
         c.store.upsert(records, namespace=namespace)
+        if c.sparse is not None:
+            c.sparse.upsert(live_records(c, namespace, part, metadata), namespace=namespace)
 
 
 def fetch_back_problems(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> dict[str, str]:
-    """Recorded chunks whose index copy is missing or differs (vector or metadata), with what is wrong."""
+    """Recorded chunks whose index copy (or sparse keyword copy) is missing or differs (vector or metadata), with
+    what is wrong."""
     fetched = c.store.fetch([r.chunk_id for r in rows], namespace=namespace)
+    metadata = [index_metadata(r.text, r.metadata) for r in rows]
     problems: dict[str, str] = {}
-    for row, vector in zip(rows, vectors_for(c, rows)):
+    for row, vector, expected in zip(rows, vectors_for(c, rows), metadata):
         got = fetched.get(row.chunk_id)
         if got is None:
             problems[row.chunk_id] = "is missing from the index"
         elif not np.allclose(got.values, vector, atol=1e-5):
             problems[row.chunk_id] = "has a different vector in the index"
-        elif got.metadata != index_metadata(row.text, row.metadata):
+        elif got.metadata != expected:
             problems[row.chunk_id] = "has different metadata in the index"
+    if c.sparse is not None and rows:
+        problems = sparse_problems(c, namespace, rows, metadata) | problems
     return problems
 
 
-def settled_count(c: Components, namespace: str, expected: int) -> int:
-    """The namespace's vector count, polled for up to ``config.consistency_wait`` until it equals ``expected``.
+def settled_count(c: Components, namespace: str, expected: int, store: VectorStore | SparseStore | None = None) -> int:
+    """The namespace's vector count in ``store`` (default: the vector store), polled for up to
+    ``config.consistency_wait`` until it equals ``expected``.
 
     Pinecone's stats are eventually consistent; LanceDB's are exact at once.
     """
     deadline = time.monotonic() + c.config.consistency_wait
     delay = 0.25
     while True:
-        count = c.store.describe_namespace(namespace).vector_count
+        count = (store or c.store).describe_namespace(namespace).vector_count
         if count == expected or time.monotonic() >= deadline:
             return count
         time.sleep(delay)

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 
 from ragline.components import Components
 from ragline.config import CleanupMode
+from ragline.costs import usage_now
 from ragline.indexing import stages
 from ragline.indexing.journal import RunRef, rollback_on_failure
+from ragline.indexing.keywords import keep_encoding_current
 from ragline.indexing.stats import FreshnessCounts, IngestStats
 from ragline.indexing.steps import DirectSteps, Pending, Steps
 from ragline.indexing.validation import warm_up
@@ -169,8 +171,19 @@ def ingest(
 
 
 def refresh_keywords(c: Components, run: RunRef) -> IngestStats:
-    """Rebuild the namespace's keyword (BM25) index after a run changed its chunks."""
+    """Bring keyword search up to date after a run changed the namespace's chunks: on Pinecone, re-encode the sparse
+    vectors if the average chunk length drifted (``keep_encoding_current``); locally, rebuild the BM25 index."""
     stats = IngestStats()
+    before = usage_now(c.embedder, c.store, c.sparse)
     with stats.timed("bm25"):
-        refresh_bm25(c, run.namespace)
+        update_keyword_index(c, run.namespace)
+    stats.add_usage(c, before)
     return stats
+
+
+def update_keyword_index(c: Components, namespace: str) -> None:
+    """``refresh_keywords`` for one namespace, outside a run (the caller holds the namespace lock)."""
+    if c.sparse is not None:
+        keep_encoding_current(c, namespace)
+    else:
+        refresh_bm25(c, namespace)

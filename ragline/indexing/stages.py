@@ -26,17 +26,17 @@ from ragline.indexing.journal import (
     RunRef,
     delete_tombstones,
     fetch_back_problems,
-    index_metadata,
     open_run,
     settled_count,
     upsert_rows,
     vectors_for,
 )
+from ragline.indexing.keywords import pending_records
 from ragline.indexing.near_duplicates import TAG_KEY
 from ragline.indexing.stats import FreshnessCounts, IngestStats
 from ragline.indexing.validation import validate_chunks, validate_embeddings
 from ragline.limits import MAX_METADATA_BYTES
-from ragline.records import Chunk, Document, QuarantineRecord
+from ragline.records import Chunk, Document, QuarantineRecord, index_metadata
 from ragline.recordstore import LIVE, PENDING, ChunkRow, DocumentRow
 from ragline.sources.base import SourceItem
 from ragline.stores.base import VectorRecord
@@ -239,7 +239,7 @@ def dedupe(c: Components, run: RunRef, chunked: Chunked) -> Deduped:
 def embed(c: Components, run: RunRef, deduped: Deduped) -> EmbeddedBatch:
     """Embed the texts the cache lacks (each distinct text once) and store them in the cache."""
     stats = IngestStats()
-    before = usage_now(c.embedder, c.store)
+    before = usage_now(c.embedder, c.store, c.sparse)
     with stats.timed("embed"):
         vectors = complete(c.embedder, c.cache, deduped.lookup)
     stats.add_usage(c, before)
@@ -257,20 +257,23 @@ def validate(c: Components, run: RunRef, batch: EmbeddedBatch) -> IngestStats:
 
 
 def upsert(c: Components, run: RunRef, batch: EmbeddedBatch, write: RecordWriter | None = None) -> IngestStats:
-    """Record the batch as pending, then upsert it (or hand it to ``write``, a bulk-import export)."""
+    """Record the batch as pending, then upsert it, with its sparse keyword vectors on Pinecone (or hand it to
+    ``write``, a bulk-import export: ``ragline reconcile`` fills the sparse index after the import)."""
     stats = IngestStats()
     chunks = batch.chunks
     if not chunks:
         return stats
-    before = usage_now(c.embedder, c.store)
+    before = usage_now(c.embedder, c.store, c.sparse)
+    metadata = [index_metadata(ch.text, ch.metadata) for ch in chunks]
     with stats.timed("record"):
         pending = [(p.document, p.chunks, c.chunker.config_hash, c.embedder.model_id) for p in batch.documents]
         c.records.journal.record_pending(run.run_id, run.namespace, pending)
+        sparse = pending_records(c, run.namespace, chunks, metadata) if c.sparse is not None else []
     with stats.timed("upsert"):
-        records = [
-            VectorRecord(ch.chunk_id, v, index_metadata(ch.text, ch.metadata)) for ch, v in zip(chunks, batch.vectors)
-        ]
+        records = [VectorRecord(ch.chunk_id, v, m) for ch, v, m in zip(chunks, batch.vectors, metadata)]
         stats.chunks_written = write(records) if write else c.store.upsert(records, namespace=run.namespace)
+        if c.sparse is not None and write is None:
+            c.sparse.upsert(sparse, namespace=run.namespace)
     stats.add_usage(c, before)
     return stats
 
@@ -291,7 +294,7 @@ def reverify(c: Components, run: RunRef, plan: Plan, freshness: Freshness) -> Re
             counts.documents_fresh += 1
     if not due:
         return Reverified(counts, stats)
-    before = usage_now(c.embedder, c.store)
+    before = usage_now(c.embedder, c.store, c.sparse)
     with stats.timed("reverify"):
         rows = c.records.journal.live_chunks_of_documents(run.namespace, [d.doc_id for d in due])
         problems = fetch_back_problems(c, run.namespace, rows)
@@ -319,13 +322,18 @@ def verify(c: Components, run: RunRef) -> IngestStats:
     if it wrote none, live ones) fetch back with equal vector and metadata; a sampled chunk's own vector finds it.
     """
     stats = IngestStats()
-    before = usage_now(c.embedder, c.store)
+    before = usage_now(c.embedder, c.store, c.sparse)
     with stats.timed("verify"):
         failures: list[str] = []
         expected = c.records.journal.expected_index_ids_count(run.namespace)
         actual = settled_count(c, run.namespace, expected)
         if expected != actual:
             failures.append(f"namespace {run.namespace!r} holds {actual} vectors; the record store expects {expected}")
+        if c.sparse is not None and expected != (sparse := settled_count(c, run.namespace, expected, c.sparse)):
+            failures.append(
+                f"namespace {run.namespace!r} holds {sparse} sparse vectors; the record store expects {expected} "
+                "(a namespace indexed before it had a sparse index: run `ragline reconcile` to fill it)"
+            )
         k = c.config.validation_sample_size
         sample = c.records.journal.sample_chunk_ids(run.namespace, k, run_id=run.run_id)
         state = PENDING
@@ -351,12 +359,16 @@ def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = Fa
             return stats
         stats.chunks_deleted = delete_tombstones(c, run.namespace)
         live = c.records.journal.live_chunk_count(run.namespace)
-        indexed = settled_count(c, run.namespace, live)
-        if live != indexed:
-            raise ValidationFailed(
-                f"run {run.run_id} committed but the index drifted",
-                [f"namespace {run.namespace!r} holds {indexed} vectors; the record store has {live} live chunks"],
-            )
+        counts = {"vectors": settled_count(c, run.namespace, live)}
+        if c.sparse is not None:
+            counts["sparse vectors"] = settled_count(c, run.namespace, live, c.sparse)
+        drifted = [
+            f"namespace {run.namespace!r} holds {n} {kind}; the record store has {live} live chunks"
+            for kind, n in counts.items()
+            if n != live
+        ]
+        if drifted:
+            raise ValidationFailed(f"run {run.run_id} committed but the index drifted", drifted)
     return stats
 
 

@@ -44,7 +44,7 @@ class IngestStats:
 
     def add_usage(self, c: Components, before: Usage) -> None:
         """Add what the providers billed since ``before``, and its estimated cost."""
-        spent = usage_now(c.embedder, c.store) - before
+        spent = usage_now(c.embedder, c.store, c.sparse) - before
         self.tokens_embedded += spent.tokens_embedded
         self.read_units += spent.read_units
         self.write_units += spent.write_units

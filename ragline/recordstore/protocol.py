@@ -10,13 +10,15 @@ It is split by concern; each part owns its tables and is a small protocol a back
 - ``AliasRegistry``: blue/green aliases (alias → physical namespace) and the history of every change.
 - ``BackfillLedger``: backfills and their partitions.
 - ``NearDuplicateLog``: MinHash signatures of originals and the documents flagged as near-duplicates.
+- ``KeywordStatistics``: each chunk's BM25 terms, and the corpus statistics a sparse vector index's BM25 needs
+  (chunk count, total length, document frequencies), read by every host that queries.
 
 Every backend passes the contract suite in ``ragline.testing.recordstore_contract``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from ragline.records import Chunk, Document, NearDuplicate, QuarantineRecord
@@ -26,6 +28,8 @@ from ragline.recordstore.rows import (
     ChunkRow,
     CommitResult,
     DocumentRow,
+    KeywordCorpus,
+    KeywordEncoding,
     NamespaceRow,
     PartitionRow,
     RowState,
@@ -249,6 +253,49 @@ class NearDuplicateLog(Protocol):
         ...
 
 
+ChunkTerms = tuple[str, Mapping[str, int]]
+"""A chunk id with its BM25 terms and their counts."""
+
+
+class KeywordStatistics(Protocol):
+    """BM25 terms of chunks, and the statistics of the live ones, for keyword search in a sparse vector index.
+
+    A chunk's terms are kept under the run id of the chunk row they were recorded for; they count only while that
+    row is live (a join on the journal's chunk rows), so commit, rollback and removal keep the statistics in step
+    with the journal without a step of their own, and every host reads the same numbers.
+    """
+
+    def record_terms(self, namespace: str, state: RowState, chunks: Sequence[ChunkTerms]) -> None:
+        """Store the terms of each chunk's row in ``state`` (pending: about to be upserted; live: recorded late),
+        replacing what that row had; chunks without such a row are ignored."""
+        ...
+
+    def live_terms(self, namespace: str, chunk_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """The recorded terms of these chunks' live rows, by chunk id (chunks recorded without terms map to {})."""
+        ...
+
+    def corpus(self, namespace: str) -> KeywordCorpus:
+        """Live chunks with recorded terms, their total length, and the live documents' sources."""
+        ...
+
+    def document_frequencies(self, namespace: str, terms: Sequence[str]) -> dict[str, int]:
+        """For each of ``terms`` found in a live chunk, how many live chunks contain it."""
+        ...
+
+    def encoding(self, namespace: str) -> KeywordEncoding | None:
+        """How the namespace's sparse vectors were made, or None before its first."""
+        ...
+
+    def save_encoding(self, namespace: str, encoding: KeywordEncoding, *, replace: bool) -> KeywordEncoding:
+        """Store ``encoding`` (only if the namespace has none, unless ``replace``); returns the stored one."""
+        ...
+
+    def prune(self, namespace: str) -> int:
+        """Forget terms recorded for chunk rows that no longer exist (rolled back or replaced); returns how many
+        chunks' terms were removed."""
+        ...
+
+
 class RecordStore(Protocol):
     """Every part of the record store, on one database."""
 
@@ -266,6 +313,9 @@ class RecordStore(Protocol):
 
     @property
     def near_duplicates(self) -> NearDuplicateLog: ...
+
+    @property
+    def keywords(self) -> KeywordStatistics: ...
 
     def drop_namespace(self, namespace: str) -> None:
         """Delete the namespace's rows from every part, in one transaction; refuse while an alias points at it."""

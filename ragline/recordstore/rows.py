@@ -124,3 +124,27 @@ class PartitionRow:
 
 PARTITION_COUNTS = ("documents_indexed", "chunks_written", "embeddings_computed", "embeddings_cached", "quarantined")
 """The counts ``BackfillLedger.finish_partition`` records."""
+
+
+@dataclass(frozen=True)
+class KeywordCorpus:
+    """What BM25 needs of a namespace's live chunks: how many have recorded terms, their total length (terms
+    counted with repeats), and the distinct ``source`` of the live documents."""
+
+    chunks: int
+    total_length: int
+    sources: tuple[str, ...] = ()
+
+    @property
+    def avg_length(self) -> float | None:
+        return self.total_length / self.chunks if self.chunks else None
+
+
+@dataclass(frozen=True)
+class KeywordEncoding:
+    """How a namespace's sparse document vectors were made: the average chunk length and BM25 parameters (JSON)
+    they used; ``settled`` is False while every vector is being re-encoded to them."""
+
+    avg_length: float
+    params: str
+    settled: bool = True

@@ -1,10 +1,10 @@
 """Moving a namespace's records from a home's SQLite files to PostgreSQL (``ragline records copy``).
 
 Every part's rows of the namespace travel (runs, documents, chunks, tombstones, quarantine, near-duplicate state,
-the backfill ledger, aliases pointing at it or named after it with their history), then the embedding-cache
-vectors its chunks need, so the first run on PostgreSQL re-embeds nothing and a rollback can still restore any
-overwritten vector. The copy is idempotent: a namespace the target already holds identically is left alone; one
-it holds differently is refused unless ``replace`` (its rows in the target are deleted first, in the same
+keyword statistics, the backfill ledger, aliases pointing at it or named after it with their history), then the
+embedding-cache vectors its chunks need, so the first run on PostgreSQL re-embeds nothing and a rollback can still
+restore any overwritten vector. The copy is idempotent: a namespace the target already holds identically is left
+alone; one it holds differently is refused unless ``replace`` (its rows in the target are deleted first, in the same
 transaction as the copy). Both sides' namespace locks are held throughout, so no run writes it meanwhile.
 """
 
@@ -103,6 +103,9 @@ NAMESPACE_TABLES = (
         "near_duplicates",
         ("namespace", "doc_id", "duplicate_of", "duplicate_of_hash", "similarity", "action", "run_id", "created_at"),
     ),
+    _Table("keyword_chunks", ("namespace", "chunk_id", "run_id", "length"), order="chunk_id, run_id"),
+    _Table("keyword_terms", ("namespace", "chunk_id", "run_id", "term", "tf"), order="chunk_id, run_id, term"),
+    _Table("keyword_encodings", ("namespace", "avg_length", "params", "settled"), order="namespace"),
     _Table(
         "backfills",
         (

@@ -81,7 +81,7 @@ class BM25Index:
         self.sources = sources
         """The distinct ``source`` values of the live chunks (query understanding recognises them)."""
         self._model = model
-        self._tokenize = _tokenizer(params)
+        self._tokenize = tokenizer(params)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
         """Each text as the index's terms (lower-cased words without stopwords, stemmed)."""
@@ -224,7 +224,7 @@ def _build(folder: Path, key: str, rows: list[ChunkRow], params: BM25Params) -> 
         return BM25Index(params, key, [], [], None)
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build at DEBUG to its own handler
     model = bm25s.BM25(k1=params.k1, b=params.b)
-    model.index(_tokenizer(params)([indexed_text(row.text, row.metadata) for row in rows]), show_progress=False)
+    model.index(tokenizer(params)([indexed_text(row.text, row.metadata) for row in rows]), show_progress=False)
     temporary = folder / f".tmp-{uuid.uuid4().hex}"
     model.save(temporary, show_progress=False)
     manifest = {"key": key, "params": asdict(params), "chunk_ids": chunk_ids, "sources": sources}
@@ -276,7 +276,7 @@ def _title(metadata: Metadata) -> str:
     return title if isinstance(title, str) else ""
 
 
-def _tokenizer(params: BM25Params) -> Callable[[Sequence[str]], list[list[str]]]:
+def tokenizer(params: BM25Params) -> Callable[[Sequence[str]], list[list[str]]]:
     """bm25s's tokenizer (words of 2+ characters, lower-cased, stopwords out), stemmed with PyStemmer."""
     import bm25s
 

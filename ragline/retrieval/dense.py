@@ -13,9 +13,8 @@ def dense_search(c: Components, query: str, *, namespace: str, top_k: int, filte
     """The ``top_k`` chunks nearest to ``query`` that match ``filter``, best first (score: cosine)."""
     check_namespace_model(c, namespace)
     vector = c.embedder.embed([query])[0]
-    return [
-        _hit(m) for m in committed(c, namespace, c.store.query(vector, namespace=namespace, top_k=top_k, filter=filter))
-    ]
+    matches = c.store.query(vector, namespace=namespace, top_k=top_k, filter=filter)
+    return [as_hit(m) for m in committed(c, namespace, matches)]
 
 
 def committed(c: Components, namespace: str, matches: list[QueryMatch]) -> list[QueryMatch]:
@@ -35,7 +34,7 @@ def check_namespace_model(c: Components, namespace: str) -> None:
         )
 
 
-def _hit(match: QueryMatch) -> Hit:
+def as_hit(match: QueryMatch) -> Hit:
     """A store match as a Hit: the index keeps the chunk text in its metadata (``ingest.index_metadata``)."""
     metadata = dict(match.metadata)
     text = metadata.pop("text", "")

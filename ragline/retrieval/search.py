@@ -23,12 +23,13 @@ from typing import get_args
 from ragline.components import Components
 from ragline.config import RetrievalMode
 from ragline.errors import ChatError, ConfigError
-from ragline.retrieval.bm25 import BM25Params, current_index
+from ragline.retrieval.bm25 import BM25Params
 from ragline.retrieval.chat import ChatClient, ChatSettings, chat_client
 from ragline.retrieval.dense import dense_search
 from ragline.retrieval.expansion import added_terms, llm_rewrites, rm3
 from ragline.retrieval.fusion import FusionMethod, rrf, zmix
 from ragline.retrieval.hits import Hit
+from ragline.retrieval.keywords import KeywordIndex, keyword_index
 from ragline.retrieval.rerank import llm_rerank
 from ragline.retrieval.understanding import (
     QueryFields,
@@ -43,7 +44,8 @@ from ragline.stores.filters import validate_filter
 log = logging.getLogger(__name__)
 
 Mode = RetrievalMode
-"""dense: vector store only; bm25: keyword index only; hybrid: both, fused (defined with the config)."""
+"""dense: vector store only; bm25: keyword index only (Pinecone's sparse index, or bm25s locally); hybrid: both,
+fused (defined with the config)."""
 MODES: tuple[str, ...] = get_args(Mode)
 
 
@@ -166,6 +168,7 @@ class _Search:
         self.timings: dict[str, float] = {}
         self.expansion_terms: list[str] = []
         self.warnings: list[str] = []
+        self._keywords: KeywordIndex | None = None
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -176,12 +179,13 @@ class _Search:
             self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
 
     def warn(self, message: str) -> None:
-        log.warning("search in %s: %s", self.namespace, message)
-        self.warnings.append(message)
+        if message not in self.warnings:
+            log.warning("search in %s: %s", self.namespace, message)
+            self.warnings.append(message)
 
     def understand(self, query: str) -> Understood:
         s = self.settings
-        sources = tuple(current_index(self.c, self.namespace, s.bm25).sources)
+        sources = tuple(self.keywords().sources)
         fields = QueryFields(year_field=s.year_field, keyword_fields=s.keyword_fields, sources=sources)
         if self.chat is not None:
             try:
@@ -215,12 +219,22 @@ class _Search:
                 return zmix(dense, sparse, dense_weight=self.settings.dense_weight)
             return rrf([dense, sparse], k=self.settings.rrf_k)
 
+    def keywords(self) -> KeywordIndex:
+        """The namespace's keyword index, opened once per search."""
+        if self._keywords is None:
+            self._keywords = keyword_index(self.c, self.namespace, self.settings.bm25)
+            if self._keywords.params != self.settings.bm25:
+                self.warn(f"the keyword index scores with its own BM25 parameters ({self._keywords.params})")
+        return self._keywords
+
     def bm25(self, query: str, depth: int, filter: Filter | None) -> list[Hit]:
         s = self.settings
-        index = current_index(self.c, self.namespace, s.bm25)
+        index = self.keywords()
+        if index.max_top_k is not None and depth > index.max_top_k:
+            self.warn(f"the keyword index returns at most {index.max_top_k} hits; asked for {depth}")
         weights = index.query_weights(query)
         if self.feedback:
-            feedback = index.search(self.c.records, self.namespace, weights, top_k=s.feedback_docs, filter=filter)
+            feedback = index.search(weights, top_k=s.feedback_docs, filter=filter)
             documents = index.hit_terms(feedback)
             expanded = rm3(
                 weights,
@@ -230,7 +244,7 @@ class _Search:
             )
             self.expansion_terms += [t for t in added_terms(weights, expanded) if t not in self.expansion_terms]
             weights = expanded
-        return index.search(self.c.records, self.namespace, weights, top_k=depth, filter=filter)
+        return index.search(weights, top_k=depth, filter=filter)
 
     def rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
         if self.chat is None:

@@ -5,7 +5,8 @@ tests/test_pinecone_store.py.
 
 - **The index** is opened on first use (or by ``ensure_index()``): created as a serverless index (``cloud``,
   ``region``, one ``dense_vector`` field) if it is missing, waited for until ready, then its dimension and metric are
-  checked against this store's (the embedder's); a mismatch is a ``ConfigError``.
+  checked against this store's (the embedder's); a mismatch is a ``ConfigError``. With ``vector_type="sparse"`` the
+  index is a sparse one (one ``sparse_vector`` field, dot product): ``ragline.stores.pinecone_sparse`` writes it.
 - **Validation before sending, all or nothing.** ``upsert`` refuses the whole call with ``UpsertError`` naming every
   bad record, before any request, when a record breaks a rule Pinecone enforces: an id of 1-512 ASCII characters
   without NUL; metadata values that are strings, finite numbers, booleans or lists of strings, at most 40 KB as
@@ -46,7 +47,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
 import numpy as np
@@ -84,6 +85,7 @@ MAX_FETCH_QUERY_BYTES = 16_384  # fetch puts ids in the URL; load balancers cap 
 LIST_PAGE_SIZE = 100
 MAX_NAMESPACE_LENGTH = 512
 VECTOR_FIELD = "_values"  # the dense field the vectors API writes (the SDK's legacy dimension= path declares it)
+SPARSE_FIELD = "_sparse_values"  # the sparse field (the SDK's legacy vector_type="sparse" path declares it)
 METRICS = ("cosine", "dotproduct", "euclidean")
 
 _READY_POLL_S = 1.0
@@ -105,6 +107,18 @@ class _RequestFailed(StoreError):
     def refused(self) -> bool:
         """Pinecone refused the request's content: re-sending cannot help, splitting it can."""
         return self.status in _REFUSED_STATUSES
+
+
+class _Wire(Protocol):
+    """A validated record on its way to Pinecone: what ``_deliver`` sends (dense here, sparse in
+    ``ragline.stores.pinecone_sparse``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    def wire(self) -> dict[str, Any]:
+        """The record as the SDK's upsert takes it."""
+        ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,8 +166,9 @@ class PineconeStore:
         *,
         api_key: str | SecretStr,
         index_name: str,
-        dimension: int,
+        dimension: int | None = None,
         metric: str = "cosine",
+        vector_type: Literal["dense", "sparse"] = "dense",
         cloud: str = "aws",
         region: str = "us-east-1",
         host: str | None = None,
@@ -175,11 +190,14 @@ class PineconeStore:
             raise ConfigError("PineconeStore needs an API key (RAGLINE_PINECONE_API_KEY or PINECONE_API_KEY)")
         if metric not in METRICS:
             raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
-        if dimension < 1 or upsert_concurrency < 1 or max_retries < 0:
+        if (dimension is None) != (vector_type == "sparse") or (vector_type == "sparse" and metric != "dotproduct"):
+            raise ConfigError("a dense index needs a dimension; a sparse index has none and is scored by dotproduct")
+        if (dimension is not None and dimension < 1) or upsert_concurrency < 1 or max_retries < 0:
             raise ConfigError("dimension and upsert_concurrency must be at least 1, max_retries at least 0")
         self.index_name = index_name
         self.dimension = dimension
         self.metric = metric
+        self.vector_type = vector_type
         self._cloud, self._region, self._host = cloud, region, host
         self._upsert_concurrency = upsert_concurrency
         self._max_retries = max_retries
@@ -440,19 +458,20 @@ class PineconeStore:
 
     def _create_index(self, client: Pinecone) -> IndexModel:
         logger.info(
-            "creating Pinecone serverless index %r (%d-d, %s) in %s %s",
+            "creating Pinecone serverless index %r (%s, %s) in %s %s",
             self.index_name,
-            self.dimension,
+            f"{self.dimension}-d" if self.dimension else self.vector_type,
             self.metric,
             self._cloud,
             self._region,
         )
+        fields: dict[str, Any] = {SPARSE_FIELD: {"type": "sparse_vector"}}
+        if self.dimension is not None:
+            fields = {VECTOR_FIELD: {"type": "dense_vector", "dimension": self.dimension, "metric": self.metric}}
         create = partial(
             client.indexes.create,
             name=self.index_name,
-            schema={
-                "fields": {VECTOR_FIELD: {"type": "dense_vector", "dimension": self.dimension, "metric": self.metric}}
-            },
+            schema={"fields": fields},
             deployment={"deployment_type": "managed", "cloud": self._cloud, "region": self._region},
             timeout=-1,  # the store polls itself, once a second rather than the SDK's five
         )
@@ -468,8 +487,16 @@ class PineconeStore:
 
     def _check_schema(self, model: IndexModel) -> None:
         """ConfigError unless the index is a vectors-API index of this store's dimension and metric."""
-        from pinecone import DenseVectorField
+        from pinecone import DenseVectorField, SparseVectorField
 
+        if self.vector_type == "sparse":
+            fields = {name: type(f).__name__ for name, f in model.schema.fields.items()}
+            if fields != {SPARSE_FIELD: SparseVectorField.__name__}:
+                raise ConfigError(
+                    f"Pinecone index {self.index_name!r} has fields {fields}; a sparse index for ragline's keyword "
+                    f"search has the one sparse_vector field {SPARSE_FIELD!r} (create it with vector_type='sparse')"
+                )
+            return
         dense = {name: f for name, f in model.schema.fields.items() if isinstance(f, DenseVectorField)}
         if set(dense) != {VECTOR_FIELD}:
             raise ConfigError(
@@ -551,7 +578,7 @@ class PineconeStore:
         return outgoing
 
     def _deliver_all(
-        self, index: Index | GrpcIndex, batches: Iterator[list[_Outgoing]], namespace: str
+        self, index: Index | GrpcIndex, batches: Iterator[Sequence[_Wire]], namespace: str
     ) -> dict[str, str]:
         """Send every batch, ``upsert_concurrency`` at a time, each as soon as it is packed (so measuring the next
         overlaps with sending); the ids that did not land, with why."""
@@ -568,7 +595,7 @@ class PineconeStore:
         return failed
 
     def _deliver(
-        self, index: Index | GrpcIndex, batch: list[_Outgoing], namespace: str, gave_up: threading.Event
+        self, index: Index | GrpcIndex, batch: Sequence[_Wire], namespace: str, gave_up: threading.Event
     ) -> dict[str, str]:
         """Send one batch; a refused batch is split until its bad records are alone. Returns what did not land."""
         if gave_up.is_set():
@@ -656,8 +683,10 @@ def _float32(values: Any) -> np.ndarray | None:
         return None
 
 
-def _vector_problem(vector: np.ndarray | None, dimension: int) -> str | None:
-    """Why this vector cannot be stored in (or query) an index of ``dimension``, or None."""
+def _vector_problem(vector: np.ndarray | None, dimension: int | None) -> str | None:
+    """Why this vector cannot be stored in (or query) an index of ``dimension`` (None: a sparse index), or None."""
+    if dimension is None:
+        return "a sparse index holds sparse vectors only"
     if vector is None:
         return "vector values must be numbers"
     if vector.ndim != 1:

@@ -3,7 +3,8 @@
 ``LoopbackPinecone`` serves what the ``pinecone`` SDK (v10, REST, API 2026-07) calls:
 
 - control plane: ``POST/GET /indexes``, ``GET/DELETE /indexes/{name}`` (serverless indexes with one
-  ``dense_vector`` field). An index's host is ``http://127.0.0.1:<port>/data/<name>``: real hosts are bare names the
+  ``dense_vector`` field, or sparse indexes with one ``sparse_vector`` field: ``ragline.testing.pinecone_sparse``).
+  An index's host is ``http://127.0.0.1:<port>/data/<name>``: real hosts are bare names the
   SDK prefixes with ``https://``; it keeps an explicit ``http://`` and does not warn about it on loopback.
 - data plane under that host: ``POST /vectors/upsert``, ``POST /query``, ``GET /vectors/fetch``,
   ``POST /vectors/delete`` (``ids``, ``deleteAll`` or ``filter``), ``POST /describe_index_stats``,
@@ -47,6 +48,15 @@ import orjson
 from ragline.errors import FilterError
 from ragline.limits import MAX_ID_LENGTH, MAX_METADATA_BYTES
 from ragline.stores.filters import matches, validate_filter
+from ragline.testing.pinecone_sparse import (
+    Sparse,
+    SparseRefused,
+    check_sparse_top_k,
+    rank_sparse,
+    sparse_json,
+    sparse_schema_field,
+    sparse_values,
+)
 
 __all__ = [
     "CONTROL_ROUTES",
@@ -96,6 +106,8 @@ class StoredRecord:
     id: str
     values: np.ndarray
     metadata: dict[str, Any]
+    sparse: Sparse | None = None
+    """Indices and values of a record of a sparse index (its ``values`` are then empty)."""
 
 
 @dataclass(frozen=True)
@@ -117,10 +129,11 @@ class LoggedRequest:
 class IndexSpec:
     """What an index was created with."""
 
-    dimension: int
+    dimension: int | None
     metric: str
     cloud: str
     region: str
+    vector_type: str = "dense"
 
 
 @dataclass(frozen=True)
@@ -343,10 +356,12 @@ class LoopbackPinecone:
 
     # --- direct access, for test set-up and assertions ------------------------------------------------------
 
-    def create_index(self, name: str, *, dimension: int, metric: str = "cosine") -> None:
-        """Create a ready index directly, bypassing HTTP (test set-up)."""
+    def create_index(self, name: str, *, dimension: int | None, metric: str = "cosine", sparse: bool = False) -> None:
+        """Create a ready index directly, bypassing HTTP (test set-up); ``sparse``: a sparse index."""
+        field_name, vector_type = ("_sparse_values", "sparse") if sparse else ("_values", "dense")
+        spec = IndexSpec(dimension, metric, "aws", "us-east-1", vector_type)
         with self._lock:
-            self._indexes[name] = _Index(name, "_values", IndexSpec(dimension, metric, "aws", "us-east-1"), 0)
+            self._indexes[name] = _Index(name, field_name, spec, 0)
 
     def indexes(self) -> dict[str, IndexSpec]:
         with self._lock:
@@ -461,11 +476,11 @@ class LoopbackPinecone:
                 "Name must be 1-45 characters of lower case letters, digits or '-', "
                 "starting and ending with a letter or digit",
             )
-        field_name, dimension, metric = _dense_field(request.get("schema"))
+        field_name, dimension, metric, vector_type = _vector_field(request.get("schema"))
         deployment = request.get("deployment") or {"deployment_type": "managed", "cloud": "aws", "region": "us-east-1"}
         if deployment.get("deployment_type") != "managed":
             raise _HttpError(400, "LoopbackPinecone serves serverless (managed) indexes only")
-        spec = IndexSpec(dimension, metric, str(deployment.get("cloud")), str(deployment.get("region")))
+        spec = IndexSpec(dimension, metric, str(deployment.get("cloud")), str(deployment.get("region")), vector_type)
         with self._lock:
             if name in self._indexes:
                 raise _HttpError(409, f"Resource {name} already exists")
@@ -497,16 +512,7 @@ class LoopbackPinecone:
             "name": index.name,
             "host": f"{self.url}/data/{index.name}",
             "status": {"ready": ready, "state": "Ready" if ready else "Initializing"},
-            "schema": {
-                "fields": {
-                    index.field_name: {
-                        "type": "dense_vector",
-                        "dimension": spec.dimension,
-                        "metric": spec.metric,
-                        "description": None,
-                    }
-                }
-            },
+            "schema": {"fields": {index.field_name: _field_json(spec)}},
             "deployment": {
                 "deployment_type": "managed",
                 "cloud": spec.cloud,
@@ -559,10 +565,10 @@ class LoopbackPinecone:
         with self._lock:
             index = self._index(exchange)
             candidates = list(index.namespaces.get(namespace, {}).values())
-        vector = _dense_values(request.get("vector"), index.spec)
+        rank = _query_ranker(request, index.spec, top_k)
         if filter_ is not None:
             candidates = [r for r in candidates if matches(filter_, r.metadata)]
-        found = [_match_json(r, score, request) for r, score in _nearest(candidates, vector, index.spec.metric, top_k)]
+        found = [_match_json(r, score, request) for r, score in rank(candidates)]
         if len(orjson.dumps(found)) > MAX_QUERY_RESULT_BYTES:
             raise _HttpError(
                 400, "The query result exceeds the maximum size of 4MB; lower topK or leave out values and metadata"
@@ -622,7 +628,7 @@ class LoopbackPinecone:
             "indexFullness": 0.0,
             "totalVectorCount": sum(counts.values()),
             "metric": index.spec.metric,
-            "vectorType": "dense",
+            "vectorType": index.spec.vector_type,
         }
 
     def _list(self, exchange: _Exchange) -> tuple[int, dict[str, Any]]:
@@ -693,17 +699,32 @@ def _namespace(value: Any) -> str:
     return value
 
 
-def _dense_field(schema: Any) -> tuple[str, int, str]:
+def _vector_field(schema: Any) -> tuple[str, int | None, str, str]:
+    """(field name, dimension, metric, vector type) of a create request's one vector field."""
     fields = schema.get("fields") if isinstance(schema, dict) else None
     if not isinstance(fields, dict) or len(fields) != 1:
-        raise _HttpError(400, "LoopbackPinecone serves indexes whose schema has exactly one dense_vector field")
+        raise _HttpError(400, "LoopbackPinecone serves indexes whose schema has exactly one vector field")
     [(name, spec)] = fields.items()
+    if isinstance(spec, dict) and spec.get("type") == "sparse_vector":
+        try:
+            sparse_schema_field(name, spec)
+        except SparseRefused as exc:
+            raise _HttpError(400, str(exc)) from exc
+        return name, None, "dotproduct", "sparse"
+    if not isinstance(spec, dict):
+        raise _HttpError(400, f"Field {name!r} must be an object")
     dimension, metric = spec.get("dimension"), str(spec.get("metric", "cosine")).lower()
     if spec.get("type") != "dense_vector" or not isinstance(dimension, int) or not 1 <= dimension <= MAX_DIMENSION:
         raise _HttpError(400, f"Field {name!r} must be a dense_vector of dimension 1 to {MAX_DIMENSION}")
     if metric not in _METRICS:
         raise _HttpError(400, f"Metric must be one of {list(_METRICS)}, got {metric!r}")
-    return name, dimension, metric
+    return name, dimension, metric, "dense"
+
+
+def _field_json(spec: IndexSpec) -> dict[str, Any]:
+    if spec.vector_type == "sparse":
+        return {"type": "sparse_vector", "description": None}
+    return {"type": "dense_vector", "dimension": spec.dimension, "metric": spec.metric, "description": None}
 
 
 def _stored_record(raw: Any, spec: IndexSpec) -> StoredRecord:
@@ -715,7 +736,49 @@ def _stored_record(raw: Any, spec: IndexSpec) -> StoredRecord:
         raise _HttpError(400, f"Vector ID must be a string of 1 to {MAX_ID_LENGTH} characters")
     if not record_id.isascii() or "\x00" in record_id:
         raise _HttpError(400, f"Vector ID must contain only ASCII characters and no NUL, got {record_id!r}")
-    return StoredRecord(record_id, _dense_values(raw.get("values"), spec), _stored_metadata(raw.get("metadata")))
+    metadata = _stored_metadata(raw.get("metadata"))
+    if spec.vector_type == "sparse":
+        if raw.get("values"):
+            raise _HttpError(400, "Sparse indexes do not accept dense values; send sparseValues only")
+        sparse = _sparse_or_400(raw.get("sparseValues"), f"Vector {record_id!r}: sparseValues")
+        return StoredRecord(record_id, np.zeros(0, dtype=np.float32), metadata, sparse)
+    if raw.get("sparseValues") is not None:
+        raise _HttpError(400, "This index has no sparse vector field: it does not accept sparseValues")
+    return StoredRecord(record_id, _dense_values(raw.get("values"), spec), metadata)
+
+
+def _sparse_or_400(raw: Any, what: str) -> Sparse:
+    try:
+        return sparse_values(raw, what)
+    except SparseRefused as exc:
+        raise _HttpError(400, str(exc)) from exc
+
+
+def _query_ranker(
+    request: dict[str, Any], spec: IndexSpec, top_k: int
+) -> Callable[[list[StoredRecord]], list[tuple[StoredRecord, float]]]:
+    """How a query ranks candidates: by dot product with its ``sparseVector`` on a sparse index (zero scores left
+    out), by the index's metric with its dense ``vector`` otherwise; 400 for the other index kind's query."""
+    if spec.vector_type == "sparse":
+        if request.get("vector"):
+            raise _HttpError(400, "Sparse indexes cannot be queried with a dense vector; send sparseVector")
+        if request.get("sparseVector") is None:
+            raise _HttpError(400, "A query of a sparse index needs sparseVector")
+        try:
+            check_sparse_top_k(top_k)
+        except SparseRefused as exc:
+            raise _HttpError(400, str(exc)) from exc
+        query = _sparse_or_400(request.get("sparseVector"), "sparseVector")
+        return lambda candidates: rank_sparse(candidates, _sparse_of, query, top_k)
+    if request.get("sparseVector") is not None:
+        raise _HttpError(400, "This index has no sparse vector field: it cannot be queried with sparseVector")
+    vector = _dense_values(request.get("vector"), spec)
+    return lambda candidates: _nearest(candidates, vector, spec.metric, top_k)
+
+
+def _sparse_of(record: StoredRecord) -> Sparse:
+    assert record.sparse is not None  # every record of a sparse index has one
+    return record.sparse
 
 
 def _dense_values(raw: Any, spec: IndexSpec) -> np.ndarray:
@@ -793,7 +856,10 @@ def _nearest(
 
 
 def _vector_json(record: StoredRecord) -> dict[str, Any]:
-    return {"id": record.id, "values": record.values.tolist(), "metadata": record.metadata}
+    found = {"id": record.id, "values": record.values.tolist(), "metadata": record.metadata}
+    if record.sparse is not None:
+        found["sparseValues"] = sparse_json(record.sparse)
+    return found
 
 
 def _match_json(record: StoredRecord, score: float, request: dict[str, Any]) -> dict[str, Any]:
@@ -804,6 +870,8 @@ def _match_json(record: StoredRecord, score: float, request: dict[str, Any]) -> 
     }
     if request.get("includeMetadata"):
         found["metadata"] = record.metadata
+    if request.get("includeValues") and record.sparse is not None:
+        found["sparseValues"] = sparse_json(record.sparse)
     return found
 
 

@@ -17,7 +17,7 @@ from ragline.embedders.cache import EmbeddingCache
 from ragline.errors import ConfigError
 from ragline.records import Chunk, Document, NearDuplicate, QuarantineRecord, make_chunk_id, sha256_hex
 from ragline.recordstore import LIVE, PENDING, RecordStore
-from ragline.recordstore.rows import PARTITION_COUNTS
+from ragline.recordstore.rows import PARTITION_COUNTS, KeywordCorpus, KeywordEncoding
 
 NS = "ns"
 OTHER = "other-ns"
@@ -287,9 +287,91 @@ class NearDuplicateLogContract(_Fixture):
         assert log.original_hashes(NS, ["d1", "d2"]) == {"d1": d1.content_hash}
 
 
+class KeywordStatisticsContract(_Fixture):
+    def test_terms_count_only_while_their_row_is_live(self, record_store: RecordStore) -> None:
+        stats = record_store.keywords
+        write_run(record_store, "r1", [(document("d1"), ["alpha beta beta", "gamma"])], commit=False)
+        stats.record_terms(NS, PENDING, [("d1#0", {"alpha": 1, "beta": 2}), ("d1#1", {"gamma": 1})])
+        assert stats.corpus(NS) == KeywordCorpus(0, 0) and stats.document_frequencies(NS, ["alpha"]) == {}
+        assert stats.live_terms(NS, ["d1#0"]) == {}
+        record_store.journal.commit_run("r1", NS, "src", delete_unseen=False)
+        assert stats.corpus(NS) == KeywordCorpus(2, 4, ("src",))
+        assert stats.corpus(NS).avg_length == 2.0
+        assert stats.document_frequencies(NS, ["alpha", "beta", "gamma", "zeta", "alpha"]) == {
+            "alpha": 1,
+            "beta": 1,
+            "gamma": 1,
+        }
+        assert stats.live_terms(NS, ["d1#0", "d1#1", "nope#0"]) == {
+            "d1#0": {"alpha": 1, "beta": 2},
+            "d1#1": {"gamma": 1},
+        }
+        assert stats.corpus(OTHER) == KeywordCorpus(0, 0) and stats.document_frequencies(OTHER, ["alpha"]) == {}
+
+    def test_a_rolled_back_run_leaves_the_statistics_as_they_were(self, record_store: RecordStore) -> None:
+        stats = record_store.keywords
+        write_run(record_store, "r1", [(document("d1"), ["alpha", "beta"])], commit=False)
+        stats.record_terms(NS, PENDING, [("d1#0", {"alpha": 1}), ("d1#1", {"beta": 1})])
+        record_store.journal.commit_run("r1", NS, "src", delete_unseen=False)
+        before = stats.corpus(NS), stats.document_frequencies(NS, ["alpha", "beta", "delta"])
+        write_run(record_store, "r2", [(document("d1", "changed"), ["delta"])], commit=False)
+        stats.record_terms(NS, PENDING, [("d1#0", {"delta": 3})])
+        assert (stats.corpus(NS), stats.document_frequencies(NS, ["alpha", "beta", "delta"])) == before
+        assert stats.live_terms(NS, ["d1#0"]) == {"d1#0": {"alpha": 1}}  # the live row's terms, not r2's
+        record_store.journal.discard_pending("r2")
+        assert (stats.corpus(NS), stats.document_frequencies(NS, ["alpha", "beta", "delta"])) == before
+        assert stats.prune(NS) == 1  # r2's terms of d1#0
+        assert (stats.corpus(NS), stats.document_frequencies(NS, ["alpha", "beta", "delta"])) == before
+
+    def test_a_commit_replaces_the_terms_of_changed_and_removed_chunks(self, record_store: RecordStore) -> None:
+        stats = record_store.keywords
+        write_run(record_store, "r1", [(document("d1"), ["alpha", "beta"]), (document("d2"), ["beta"])], commit=False)
+        stats.record_terms(NS, PENDING, [("d1#0", {"alpha": 1}), ("d1#1", {"beta": 2}), ("d2#0", {"beta": 1})])
+        record_store.journal.commit_run("r1", NS, "src", delete_unseen=False)
+        write_run(record_store, "r2", [(document("d1", "changed"), ["delta"])], seen=["d1"], commit=False)
+        stats.record_terms(NS, PENDING, [("d1#0", {"delta": 3, "beta": 1})])
+        record_store.journal.commit_run("r2", NS, "src", delete_unseen=True)  # d2 is gone from the source
+        assert stats.corpus(NS) == KeywordCorpus(1, 4, ("src",))
+        assert stats.document_frequencies(NS, ["alpha", "beta", "delta"]) == {"beta": 1, "delta": 1}
+        assert stats.live_terms(NS, ["d1#0", "d1#1", "d2#0"]) == {"d1#0": {"delta": 3, "beta": 1}}
+        assert stats.prune(NS) == 3  # r1's rows of d1#0, d1#1 and d2#0
+
+    def test_terms_recorded_late_for_live_rows(self, record_store: RecordStore) -> None:
+        stats = record_store.keywords
+        write_run(record_store, "r1", [(document("d1"), ["alpha", "the"])])
+        stats.record_terms(NS, LIVE, [("d1#0", {"alpha": 2}), ("d1#1", {}), ("missing#0", {"x": 1})])
+        assert stats.live_terms(NS, ["d1#0", "d1#1", "missing#0"]) == {"d1#0": {"alpha": 2}, "d1#1": {}}
+        assert stats.corpus(NS) == KeywordCorpus(2, 2, ("src",))
+        stats.record_terms(NS, LIVE, [("d1#0", {"alpha": 1, "beta": 1})])  # recorded again: replaced
+        assert stats.live_terms(NS, ["d1#0"]) == {"d1#0": {"alpha": 1, "beta": 1}}
+        assert stats.document_frequencies(NS, ["alpha", "beta"]) == {"alpha": 1, "beta": 1}
+
+    def test_many_terms_and_chunks_in_one_call(self, record_store: RecordStore) -> None:
+        stats = record_store.keywords
+        texts = [f"t{n}" for n in range(700)]
+        write_run(record_store, "r1", [(document("d1"), texts)], commit=False)
+        stats.record_terms(NS, PENDING, [(f"d1#{n}", {f"t{n}": 1, "common": 1}) for n in range(700)])
+        record_store.journal.commit_run("r1", NS, "src", delete_unseen=False)
+        frequencies = stats.document_frequencies(NS, [*texts, "common"])
+        assert len(frequencies) == 701 and frequencies["common"] == 700 and frequencies["t699"] == 1
+        assert len(stats.live_terms(NS, [f"d1#{n}" for n in range(700)])) == 700
+
+    def test_encoding_is_saved_once_unless_replaced(self, record_store: RecordStore) -> None:
+        stats = record_store.keywords
+        assert stats.encoding(NS) is None
+        first = KeywordEncoding(12.5, '{"k1": 1.5}')
+        assert stats.save_encoding(NS, first, replace=False) == first
+        assert stats.save_encoding(NS, KeywordEncoding(99.0, "{}"), replace=False) == first
+        moving = KeywordEncoding(14.0, '{"k1": 1.5}', settled=False)
+        assert stats.save_encoding(NS, moving, replace=True) == moving == stats.encoding(NS)
+        assert stats.encoding(OTHER) is None
+
+
 class DropNamespaceContract(_Fixture):
     def test_drop_removes_every_part_and_refuses_a_live_alias(self, record_store: RecordStore) -> None:
         write_run(record_store, "r1", [(document("d1"), ["a"])], namespace="docs--v2")
+        record_store.keywords.record_terms("docs--v2", LIVE, [("d1#0", {"a": 1})])
+        record_store.keywords.save_encoding("docs--v2", KeywordEncoding(1.0, "{}"), replace=False)
         for name in ("docs", "docs--v2"):
             record_store.journal.bind_namespace_model(name, "m", 4)
         record_store.quarantine.add("r1", "docs--v2", [QuarantineRecord("src", "u", "why")])
@@ -301,6 +383,8 @@ class DropNamespaceContract(_Fixture):
         journal = record_store.journal
         assert journal.namespace_model("docs--v2") is None and journal.live_chunk_ids("docs--v2") == []
         assert journal.last_runs("docs--v2") == []
+        keywords = record_store.keywords
+        assert keywords.encoding("docs--v2") is None and keywords.prune("docs--v2") == 0
 
 
 class RecordStoreContract(
@@ -309,6 +393,7 @@ class RecordStoreContract(
     AliasRegistryContract,
     BackfillLedgerContract,
     NearDuplicateLogContract,
+    KeywordStatisticsContract,
     DropNamespaceContract,
 ):
     """Every part of the record store protocol."""

@@ -164,7 +164,7 @@ def promote(
 
 
 def drop_version(c: Components, alias: str, version: str) -> None:
-    """Delete a version that is not live: its record rows, its vectors and its BM25 index folder."""
+    """Delete a version that is not live: its record rows, its vectors (dense and sparse) and its BM25 index folder."""
     namespace = version_namespace(alias, version)
     with c.locks.hold(namespace):
         if read_namespace(c.records, alias) == namespace:
@@ -181,6 +181,8 @@ def drop_version(c: Components, alias: str, version: str) -> None:
         c.records.drop_namespace(namespace)  # first: a rollback can no longer point at it
         if vectors:
             c.store.delete(namespace=namespace, delete_all=True)
+        if c.sparse is not None and c.sparse.describe_namespace(namespace).vector_count:
+            c.sparse.delete(namespace=namespace, delete_all=True)
         shutil.rmtree(index_folder(c.config, namespace), ignore_errors=True)
     log.info("dropped %s (%d vectors)", namespace, vectors)
 

@@ -16,6 +16,7 @@ from ragline.recordstore.postgres import (
     backfills,
     embeddings_table,
     journal,
+    keywords,
     near_duplicates,
     quarantine,
 )
@@ -24,7 +25,7 @@ from ragline.recordstore.postgres.database import PostgresDatabase, advisory_key
 SCHEMA_VERSION = 1
 """The version of the tables below; bumped with a new step in ``MIGRATIONS``."""
 MIGRATIONS: tuple[Migration, ...] = ()
-PARTS = (journal, quarantine, aliases, backfills, near_duplicates, embeddings_table)
+PARTS = (journal, quarantine, aliases, backfills, near_duplicates, keywords, embeddings_table)
 
 
 def schema_version(db: PostgresDatabase) -> int | None:

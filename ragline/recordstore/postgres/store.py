@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ragline.errors import ConfigError
-from ragline.recordstore.postgres import aliases, backfills, journal, near_duplicates, quarantine
+from ragline.recordstore.postgres import aliases, backfills, journal, keywords, near_duplicates, quarantine
 from ragline.recordstore.postgres.database import MAX_CONNECTIONS, PostgresDatabase
 from ragline.recordstore.postgres.schema import ensure_schema
 
@@ -23,6 +23,7 @@ class PostgresRecordStore:
         self.aliases = aliases.PostgresAliasRegistry(self.db)
         self.backfills = backfills.PostgresBackfillLedger(self.db)
         self.near_duplicates = near_duplicates.PostgresNearDuplicateLog(self.db)
+        self.keywords = keywords.PostgresKeywordStatistics(self.db)
 
     def close(self) -> None:
         self.db.close()
@@ -42,5 +43,6 @@ class PostgresRecordStore:
             db.execute(
                 "DELETE FROM run_seen WHERE run_id IN (SELECT run_id FROM runs WHERE namespace = %s)", (namespace,)
             )
-            for table in journal.TABLES + quarantine.TABLES + backfills.TABLES + near_duplicates.TABLES:
+            tables = journal.TABLES + quarantine.TABLES + backfills.TABLES + near_duplicates.TABLES + keywords.TABLES
+            for table in tables:
                 db.execute(f"DELETE FROM {table} WHERE namespace = %s", (namespace,))

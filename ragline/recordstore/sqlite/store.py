@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ragline.errors import ConfigError, StoreError
-from ragline.recordstore.migrations import Migration
-from ragline.recordstore.sqlite import aliases, backfills, journal, near_duplicates, quarantine
+from ragline.recordstore.migrations import Migration, statements_of
+from ragline.recordstore.sqlite import aliases, backfills, journal, keywords, near_duplicates, quarantine
 from ragline.recordstore.sqlite.database import SQLiteDatabase
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The version of the parts' tables (``PRAGMA user_version``); bumped with a new step in ``MIGRATIONS``."""
 MIGRATIONS = (
     Migration(
@@ -19,8 +19,9 @@ MIGRATIONS = (
         "index the quarantine by run (files written before schema versions have version 0)",
         ("CREATE INDEX IF NOT EXISTS quarantine_by_run ON quarantine (run_id)",),
     ),
+    Migration(2, "keyword statistics for the Pinecone keyword path", tuple(statements_of(keywords.SCHEMA))),
 )
-PARTS = (journal, quarantine, aliases, backfills, near_duplicates)
+PARTS = (journal, quarantine, aliases, backfills, near_duplicates, keywords)
 
 
 class SQLiteRecordStore:
@@ -35,6 +36,7 @@ class SQLiteRecordStore:
         self.aliases = aliases.SQLiteAliasRegistry(self.db)
         self.backfills = backfills.SQLiteBackfillLedger(self.db)
         self.near_duplicates = near_duplicates.SQLiteNearDuplicateLog(self.db)
+        self.keywords = keywords.SQLiteKeywordStatistics(self.db)
 
     def close(self) -> None:
         self.db.close()
@@ -54,7 +56,8 @@ class SQLiteRecordStore:
             db.execute(
                 "DELETE FROM run_seen WHERE run_id IN (SELECT run_id FROM runs WHERE namespace = ?)", (namespace,)
             )
-            for table in journal.TABLES + quarantine.TABLES + backfills.TABLES + near_duplicates.TABLES:
+            tables = journal.TABLES + quarantine.TABLES + backfills.TABLES + near_duplicates.TABLES + keywords.TABLES
+            for table in tables:
                 db.execute(f"DELETE FROM {table} WHERE namespace = ?", (namespace,))
 
 
