@@ -170,4 +170,6 @@ def _answer(parts: Components, body: QueryRequest, physical: str, retrieved: Sea
         "abstained": answer.abstained,
         "citations": [Citation(**vars(c)) for c in answer.citations],
         "usage": Usage(**vars(answer.usage)),
+        "answer_finish": answer.finish,
+        "truncated": answer.truncated,
     }

@@ -91,6 +91,12 @@ class QueryResponse(BaseModel):
     abstained: bool | None = Field(default=None, description="True when the sources do not answer the query.")
     citations: list[Citation] = Field(default_factory=list, description="The sources the answer cites.")
     usage: Usage | None = None
+    answer_finish: Literal["complete", "truncated", "refused", "content_filter"] | None = Field(
+        default=None,
+        description="How the answer ended: complete; truncated (the chat model stopped at its token limit); refused "
+        "(the answer is the model's refusal); content_filter (the provider's filter stopped it).",
+    )
+    truncated: bool | None = Field(default=None, description="The answer is cut short (answer_finish 'truncated').")
 
 
 class Health(BaseModel):
