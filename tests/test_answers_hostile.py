@@ -276,3 +276,4 @@ def test_the_query_service_passes_the_truncated_flag(indexed: Components, server
     assert response.status_code == 200, response.text
     payload = response.json()
     assert payload["truncated"] is True and payload["answer_finish"] == "truncated" and payload["answer"]
+    assert any("truncated" in w and "answer_max_tokens" in w for w in payload["warnings"])
