@@ -73,6 +73,7 @@ def user_error(result: Result, *names: str) -> str:
 # --- plain text everywhere ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two ingests and four commands: several seconds
 def test_document_text_ids_and_titles_print_literally(
     cli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -273,6 +274,7 @@ def ragline(*args: str, env: dict[str, str] | None = None, cwd: Path) -> subproc
     )
 
 
+@pytest.mark.slow  # eight fresh interpreters
 def test_exit_statuses_and_stderr_of_a_real_process(tmp_path: Path) -> None:
     corpus, home = hostile_corpus(tmp_path / "corpus"), str(tmp_path / "home")
     cases = [
