@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import re
+import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -18,11 +20,14 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings.exceptions import SettingsError
 
+from ragline.errors import ConfigError
 from ragline.names import check_name, version_namespace
 
 CleanupMode = Literal["incremental", "full"]
@@ -31,6 +36,10 @@ CleanupMode = Literal["incremental", "full"]
 
 RetrievalMode = Literal["dense", "bm25", "hybrid"]
 """dense: vector search; bm25: keyword search; hybrid: both, fused."""
+
+AnswerMode = Literal["auto", "llm", "extractive"]
+"""llm: the chat model answers; extractive: sentences quoted from the sources (offline); auto: llm when a chat model
+is configured, else extractive."""
 
 NearDuplicateMode = Literal["off", "tag", "skip"]
 """What happens to a near-duplicate document: off: not looked for; tag: indexed with ``near_duplicate_of``
@@ -147,17 +156,29 @@ class RaglineConfig(BaseSettings):
     chat_model: str | None = None
     chat_base_url: str | None = None
     chat_api_key: SecretStr | None = None
+    chat_models_without_temperature: list[str] = Field(
+        default_factory=lambda: ["o1", "o3", "o4", "gpt-5"],
+        description="Chat models that take only their default temperature (OpenAI's reasoning models): ragline "
+        "sends them none. A name matches itself and its variants ('o3' matches 'o3-mini', 'gpt-5' 'gpt-5.1').",
+    )
 
     # --- grounded answers (ragline/generation, `ragline ask`); the LLM is the chat model above ---
-    answer_mode: Literal["auto", "llm", "extractive"] = Field(
+    answer_mode: AnswerMode = Field(
         default="auto", description="auto: the chat model when one is configured, else extractive (offline)."
     )
     answer_top_k: int = Field(default=5, ge=1, description="Chunks retrieved to answer from.")
     answer_context_tokens: int = Field(
         default=3000, ge=100, description="Token budget of the sources put in the LLM prompt (best chunks first)."
     )
-    answer_temperature: float = Field(default=0.0, ge=0, le=2)
-    answer_max_tokens: int = Field(default=512, ge=1, description="Most tokens the LLM may answer with.")
+    answer_temperature: float = Field(
+        default=0.0, ge=0, le=2, description="Not sent to models in chat_models_without_temperature."
+    )
+    answer_max_tokens: int = Field(
+        default=512,
+        ge=1,
+        description="Most tokens the LLM may answer with (sent as max_completion_tokens; a reasoning model's "
+        "reasoning counts too). An answer cut at this limit is flagged truncated.",
+    )
     answer_min_similarity: float = Field(
         default=0.40,
         ge=-1,
@@ -364,11 +385,13 @@ class RaglineConfig(BaseSettings):
         to ``ragline.versions.write_namespace`` and reads go through ``ragline.versions.read_namespace``."""
         return version_namespace(self.namespace, self.index_version) if self.index_version else self.namespace
 
-    @model_validator(mode="after")
-    def _overlap_below_size(self) -> RaglineConfig:
-        if self.chunk_overlap >= self.chunk_size:
-            raise ValueError("chunk_overlap must be smaller than chunk_size")
-        return self
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_below_size(cls, value: int, info: ValidationInfo) -> int:
+        size = info.data.get("chunk_size")
+        if size is not None and value >= size:
+            raise ValueError(f"must be smaller than chunk_size ({size})")
+        return value
 
     @property
     def embedder_kind(self) -> Literal["local", "openai", "hashing"]:
@@ -430,6 +453,51 @@ class RaglineConfig(BaseSettings):
 
 
 def load_config(**overrides: object) -> RaglineConfig:
-    """The config from defaults, ``ragline.toml`` and the environment, with explicit non-None overrides on top."""
+    """The config from defaults, ``ragline.toml`` and the environment, with explicit non-None overrides on top.
+
+    Raises ``ConfigError`` with one line naming each bad setting, its value (never a secret's) and where it came
+    from.
+    """
     given: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
-    return RaglineConfig(**given)
+    try:
+        return RaglineConfig(**given)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid setting: {settings_problems(exc, given=given)}") from exc
+    except SettingsError as exc:
+        name = re.search(r'field "(\w+)"', str(exc))
+        setting = name.group(1) if name else "a setting"
+        raise ConfigError(f"invalid setting: {setting} ({_origin(setting, given)}): not valid JSON") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"ragline.toml in {Path.cwd()} is not valid TOML: {exc}") from exc
+
+
+def settings_problems(exc: ValidationError, *, given: Collection[str] = ()) -> str:
+    """Each error of ``exc`` as "setting = value (where it came from): what is wrong", joined on one line.
+
+    Secrets are named, never shown; ``given`` are the settings passed as arguments (the rest came from the
+    environment, ``.env`` or ``ragline.toml``).
+    """
+    problems = []
+    for error in exc.errors(include_url=False):
+        location = [str(part) for part in error["loc"]]
+        message = error["msg"].removeprefix("Value error, ")
+        if not location:
+            problems.append(message)
+            continue
+        field = RaglineConfig.model_fields.get(location[0])
+        secret = field is not None and "SecretStr" in str(field.annotation)
+        name = location[0] if secret else ".".join(location)
+        value = "" if secret else f" = {_shown(error['input'])}"
+        problems.append(f"{name}{value} ({_origin(location[0], given)}): {message}")
+    return "; ".join(problems)
+
+
+def _origin(setting: str, given: Collection[str]) -> str:
+    if setting in given:
+        return "given as an argument"
+    return f"from RAGLINE_{setting.upper()}, .env or ragline.toml"
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…"

@@ -165,14 +165,14 @@ def test_cli_backfills_prints_each_partition_and_shows_the_ledger(
     status = runner.invoke(app, ["backfill", "--status", "--home", home, "-n", NS])
     assert status.exit_code == 0 and "2/2" in status.output and status.output.count("done") >= 2
     missing = runner.invoke(app, ["backfill", str(tmp_path / "nowhere"), "--home", home, "--no-flow"])
-    assert missing.exit_code == 1 and "does not exist" in missing.output
+    assert missing.exit_code == 2 and "does not exist" in missing.output
 
     out = tmp_path / "import"
     exported = runner.invoke(app, [*args[:5], "exported", *args[6:], "--export-parquet", str(out)])
     assert exported.exit_code == 0, exported.output
     assert sorted(p.name for p in (out / "exported").iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
     refused = runner.invoke(app, [*args, "--export-parquet", str(tmp_path / "again")])
-    assert refused.exit_code == 1 and "needs a new namespace" in refused.output
+    assert refused.exit_code == 2 and "needs a new namespace" in refused.output
 
 
 def _ledger(home: Path) -> tuple[dict[int, tuple[str, str | None]], int]:

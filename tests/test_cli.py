@@ -37,7 +37,7 @@ def test_ingest_prints_counts_and_status_reports_the_namespace(cli_env: Path, tm
 
 def test_ingest_of_a_missing_path_fails_with_a_clear_message(cli_env: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["ingest", str(tmp_path / "nowhere"), "--home", str(cli_env)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "error:" in result.output and "nowhere" in result.output
 
 
@@ -85,6 +85,6 @@ def test_query_prints_ranked_chunks_and_rejects_a_bad_filter(cli_env: Path, tmp_
     )
     assert filtered.exit_code == 0 and "notes/b.txt" not in filtered.output
     bad = runner.invoke(app, ["query", "x", "--home", str(cli_env), "-n", "docs", "--filter", '{"$nope": 1}'])
-    assert bad.exit_code == 1 and "error:" in bad.output
+    assert bad.exit_code == 2 and "error:" in bad.output
     bad_mode = runner.invoke(app, ["query", "x", "--home", str(cli_env), "-n", "docs", "--mode", "fuzzy"])
-    assert bad_mode.exit_code == 1 and "mode" in bad_mode.output
+    assert bad_mode.exit_code == 2 and "mode" in bad_mode.output

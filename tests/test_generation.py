@@ -21,7 +21,7 @@ from ragline.embedders.local import LocalEmbedder
 from ragline.errors import ConfigError
 from ragline.generation import NOT_FOUND, Answer, answer_question
 from ragline.generation.llm import DROPPED_REASON, SYSTEM_PROMPT
-from ragline.generation.sentences import citation_numbers, markers_before_stops, split_sentences
+from ragline.generation.sentences import citation_numbers, markers_before_stops, split_sentences, strip_markers
 from ragline.indexing.pipeline import ingest
 from ragline.retrieval import ChatSettings
 from ragline.sources import JsonlSource
@@ -204,7 +204,8 @@ def test_llm_answer_end_to_end(indexed: Components, chat: ChatSettings, server: 
     assert answer.text == markers_before_stops(reply) and answer.text.endswith(" [1].")
     assert [c.number for c in answer.citations] == [1] and answer.citations[0].quote in sent[1]
     assert request.messages[0] == {"role": "system", "content": SYSTEM_PROMPT}
-    assert request.options["temperature"] == 0.0 and request.options["max_tokens"] == 512
+    assert request.options["temperature"] == 0.0 and request.options["max_completion_tokens"] == 512
+    assert "max_tokens" not in request.options and answer.finish == "complete" and not answer.truncated
     assert request.options.get("stream", False) is stream
     assert ("".join(deltas) == reply) if stream else deltas == []
     usage = answer.usage
@@ -274,7 +275,7 @@ def test_a_model_that_says_not_found_abstains(indexed: Components, chat: ChatSet
 def test_instructions_in_a_document_stay_data(indexed: Components, chat: ChatSettings, server: LoopbackChat) -> None:
     def quote_the_injection(messages: list[Message]) -> str:
         number, text = next((n, t) for n, t in sources_in(messages).items() if PWNED in t)
-        return f"{split_sentences(text)[0]} [{number}]"  # the 'model' falls for it and repeats the fake [99]
+        return f"{split_sentences(text)[0]} [{number}][99]"  # the 'model' falls for it and cites the fake [99]
 
     server.responder = quote_the_injection
     answer = ask(indexed, "chunk overlap notes for assistants", chat=chat)
@@ -283,7 +284,8 @@ def test_instructions_in_a_document_stay_data(indexed: Components, chat: ChatSet
     assert system == SYSTEM_PROMPT and "never instructions" in system
     injected = sources_in(request.messages)
     injection_number = next(n for n, t in injected.items() if PWNED in t)
-    assert injected[injection_number] == DOCS[4][2]  # the whole document text, inside its one block
+    assert injected[injection_number] == strip_markers(DOCS[4][2])  # the whole text, inside its one block
+    assert "[99]" not in user  # the document's own marker is stripped before the model sees it
     assert user.count("<source id=") == len(injected) and '<source id="7">' not in user  # fake tags escaped
     assert PWNED not in user.split("<sources>")[0]  # nothing of it outside the sources
     assert [d.number for d in answer.dropped_citations] == [99]
@@ -324,4 +326,4 @@ def test_ask_command_prints_the_answer_and_numbered_citations(
     as_json = runner.invoke(app, ["ask", OVERLAP_Q, *home, "--json"])
     assert json.loads(as_json.output)["kind"] == "llm"
     bad = runner.invoke(app, ["ask", OVERLAP_Q, *home, "--filter", "{nope"])
-    assert bad.exit_code == 1 and "error:" in bad.output
+    assert bad.exit_code == 2 and "error:" in bad.output

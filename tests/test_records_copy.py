@@ -128,7 +128,7 @@ def test_copy_is_idempotent_and_refuses_to_overwrite_different_records(
     refused = CliRunner().invoke(
         app, ["records", "copy", "--home", str(config.home), "--to", postgres.url, "--schema", postgres.schema]
     )
-    assert refused.exit_code == 1 and "--replace" in refused.output and "Traceback" not in refused.output
+    assert refused.exit_code == 2 and "--replace" in refused.output and "Traceback" not in refused.output
     assert not same_rows(config, postgres)
     assert f"namespace {NS}: replaced" in copy(config, postgres, "--replace")
     assert same_rows(config, postgres)
@@ -140,4 +140,4 @@ def test_copy_needs_a_target_and_an_existing_home(tmp_path: Path, monkeypatch: p
     no_target = runner.invoke(app, ["records", "copy", "--home", str(tmp_path)])
     assert no_target.exit_code != 0 and "RAGLINE_DATABASE_URL" in no_target.output
     no_home = runner.invoke(app, ["records", "copy", "--home", str(tmp_path / "none"), "--to", "postgresql://x@y/z"])
-    assert no_home.exit_code == 1 and "no record store" in no_home.output
+    assert no_home.exit_code == 2 and "no record store" in no_home.output

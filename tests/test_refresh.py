@@ -285,7 +285,7 @@ def test_cli_refresh_prints_the_counts_and_the_reconciliation(
     assert re.search(r"expired\s+│\s+5\s", again.output)
     assert re.search(r"embeddings computed\s+│\s+0\s", again.output)
     bad = runner.invoke(app, ["refresh", str(root), "--home", home, "--ttl", "soon"])
-    assert bad.exit_code == 1 and "not a duration" in bad.output
+    assert bad.exit_code == 2 and "not a duration" in bad.output
 
 
 def test_report_lists_every_source_of_every_namespace(components: Components, tmp_path: Path) -> None:

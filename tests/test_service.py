@@ -347,4 +347,4 @@ def test_serve_refuses_to_start_without_api_keys(tmp_path: Path, monkeypatch: py
     monkeypatch.delenv("RAGLINE_SERVICE_API_KEYS", raising=False)
     monkeypatch.chdir(tmp_path)  # no ragline.toml or .env
     result = CliRunner().invoke(app, ["serve", "--home", str(tmp_path / "home"), "--port", "8765"])
-    assert result.exit_code == 1 and "needs API keys" in result.output
+    assert result.exit_code == 2 and "needs API keys" in result.output

@@ -220,7 +220,7 @@ def test_cli_promotes_refuses_lists_queries_through_the_alias_and_rolls_back(
     query = runner.invoke(app, ["query", "vector normalization", "-n", NS, *home], env={"COLUMNS": "200"})
     assert query.exit_code == 0 and f"· {V2} ·" in query.output
     dropped = runner.invoke(app, ["versions", "drop", NS, "v2", *home])
-    assert dropped.exit_code == 1 and "is live" in dropped.output
+    assert dropped.exit_code == 2 and "is live" in dropped.output
     back = runner.invoke(app, ["versions", "rollback", NS, *home])
     assert back.exit_code == 0 and f"{NS} → {NS} (was {V2})" in back.output
 

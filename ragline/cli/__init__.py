@@ -1,7 +1,8 @@
 """The ``ragline`` command line. Heavy libraries load only inside commands, so ``ragline --help`` is instant.
 
 The commands live by topic (``indexing``, ``search``, ``evaluation``, ``versions``); this module builds the app and
-registers them in the order ``ragline --help`` lists them.
+registers them in the order ``ragline --help`` lists them. Commands raise; ``failures.RaglineCommands`` turns any
+error into one line on stderr and an exit status (2: the user's mistake, 1: a runtime failure).
 """
 
 from __future__ import annotations
@@ -12,14 +13,24 @@ from typing import Annotated
 import typer
 
 from ragline.cli import evaluation, indexing, records, search, versions
+from ragline.cli.failures import RaglineCommands
 
 __all__ = ["app"]
 
-app = typer.Typer(help="ragline: keep a vector index fresh and measurably good.", no_args_is_help=True)
+app = typer.Typer(
+    cls=RaglineCommands,
+    help="ragline: keep a vector index fresh and measurably good.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+def _main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress details; show the traceback of a failure.")
+    ] = False,
+) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

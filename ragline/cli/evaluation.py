@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional, get_args
 
 import typer
 from rich.table import Table
 
-from ragline.cli.shared import FlowOption, HomeOption, NamespaceOption, console, tracked
-from ragline.config import RaglineConfig, load_config
-from ragline.errors import RaglineError
+from ragline.cli.shared import FlowOption, HomeOption, NamespaceOption, console, in_range, styled, tracked
+from ragline.config import RaglineConfig, RetrievalMode, load_config
 
 if TYPE_CHECKING:
     from ragline.evaluation.suite import EvaluationRun
+
+
+def _checked_modes(modes: list[str] | None) -> list[str] | None:
+    """``--mode`` values, each a retrieval mode, or a usage error naming the one that is not."""
+    known = get_args(RetrievalMode)
+    for mode in modes or ():
+        if mode not in known:
+            raise typer.BadParameter(f"{mode!r} is not one of {', '.join(map(repr, known))}")
+    return modes
 
 
 def eval_command(
@@ -23,51 +31,53 @@ def eval_command(
         typer.Option(
             "--dataset",
             "-d",
+            exists=True,
+            file_okay=False,
             help="A BEIR folder to ingest into namespace beir-<name> and evaluate "
             "(repeatable; its embeddings come from the shared cache). Given datasets replace the sample set.",
         ),
     ] = None,
     mode: Annotated[
         Optional[list[str]],
-        typer.Option("--mode", "-m", help="Retrieval mode: dense, bm25 or hybrid (repeatable; default: all three)."),
+        typer.Option(
+            "--mode",
+            "-m",
+            callback=_checked_modes,
+            help="Retrieval mode: dense, bm25 or hybrid (repeatable; default: all three).",
+        ),
     ] = None,
     tolerance: Annotated[
-        Optional[float], typer.Option("--tolerance", help="Allowed nDCG@10 drop below the last good run.")
+        Optional[float],
+        typer.Option("--tolerance", callback=in_range(0), help="Allowed nDCG@10 drop below the last good run."),
     ] = None,
     namespace: NamespaceOption = None,
     home: HomeOption = None,
     use_flow: FlowOption = None,
 ) -> None:
     """Score each retrieval mode on the golden sets, append the history, exit 1 on an nDCG@10 regression."""
-    from pydantic import ValidationError
+    config = load_config(
+        home=home,
+        namespace=namespace,
+        eval_beir_datasets=dataset,
+        eval_modes=mode,
+        eval_tolerance=tolerance,
+        eval_sample_path="" if dataset else None,
+    )
+    if tracked(use_flow):
+        from ragline.flows.evaluate import evaluate_flow
 
-    try:
-        if tracked(use_flow):
-            from ragline.flows.evaluate import evaluate_flow
-
-            result = evaluate_flow(
-                home=str(home) if home else None,
-                namespace=namespace,
-                beir=[str(p) for p in dataset] if dataset else None,
-                modes=mode,
-                tolerance=tolerance,
-            )
-            console.print_json(json.dumps(result))
-            return
-        config = load_config(
-            home=home,
+        result = evaluate_flow(
+            home=str(home) if home else None,
             namespace=namespace,
-            eval_beir_datasets=dataset,
-            eval_modes=mode,
-            eval_tolerance=tolerance,
-            eval_sample_path="" if dataset else None,
+            beir=[str(p) for p in dataset] if dataset else None,
+            modes=mode,
+            tolerance=tolerance,
         )
-        failures = _evaluate_directly(config)
-    except (RaglineError, ValidationError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=1) from exc
+        console.print_json(json.dumps(result))
+        return
+    failures = _evaluate_directly(config)
     for failure in failures:
-        console.print(f"[red]regression:[/red] {failure}", soft_wrap=True)
+        console.print(styled("red", "regression:", f" {failure}"), soft_wrap=True)
     if failures:
         raise typer.Exit(code=1)
 

@@ -8,16 +8,25 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from ragline.cli.shared import FlowOption, HomeOption, NamespaceOption, VersionOption, console, tracked
+from ragline.cli.shared import (
+    FlowOption,
+    HomeOption,
+    NamespaceOption,
+    SourcePath,
+    TtlOption,
+    VersionOption,
+    console,
+    in_range,
+    styled,
+    tracked,
+)
 from ragline.config import RaglineConfig, load_config
-from ragline.errors import RaglineError
 
 
 def ingest_command(
-    path: Annotated[
-        Path, typer.Argument(help="A folder of .md/.txt/.html/.pdf files, a .jsonl/.parquet file, or a BEIR folder.")
-    ],
+    path: SourcePath,
     namespace: NamespaceOption = None,
     full: Annotated[bool, typer.Option("--full", help="Also delete documents that are gone from PATH.")] = False,
     home: HomeOption = None,
@@ -25,22 +34,16 @@ def ingest_command(
     use_flow: FlowOption = None,
 ) -> None:
     """Index PATH: unchanged documents are skipped, changed ones re-indexed, and with --full vanished ones deleted."""
-    try:
-        if tracked(use_flow):
-            from ragline.flows.ingest import ingest_flow
+    config = load_config(namespace=namespace, home=home, index_version=index_version, cleanup="full" if full else None)
+    if tracked(use_flow):
+        from ragline.flows.ingest import ingest_flow
 
-            stats = ingest_flow(
-                str(path), namespace=namespace, full=full, home=str(home) if home else None, index_version=index_version
-            )
-            console.print_json(json.dumps(stats))
-            return
-        _ingest_directly(
-            path,
-            load_config(namespace=namespace, home=home, index_version=index_version, cleanup="full" if full else None),
+        stats = ingest_flow(
+            str(path), namespace=namespace, full=full, home=str(home) if home else None, index_version=index_version
         )
-    except RaglineError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=1) from exc
+        console.print_json(json.dumps(stats))
+        return
+    _ingest_directly(path, config)
 
 
 def _ingest_directly(path: Path, config: RaglineConfig) -> None:
@@ -54,7 +57,7 @@ def _ingest_directly(path: Path, config: RaglineConfig) -> None:
 
     source = open_source(path, max_file_bytes=config.max_file_bytes)
     components = build_components(config)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task("loading", total=None)
 
@@ -73,12 +76,13 @@ def _ingest_directly(path: Path, config: RaglineConfig) -> None:
         table.add_row(str(row["metric"]), str(row["value"]))
     console.print(table)
     for q in result.quarantined[:20]:
-        console.print(f"[yellow]quarantined[/yellow] {q.uri}: {q.reason}", soft_wrap=True)
+        console.print(styled("yellow", "quarantined", f" {q.uri}: {q.reason}"), soft_wrap=True)
     if len(result.quarantined) > 20:
         console.print(f"… and {len(result.quarantined) - 20} more (see `ragline status`)")
     for n in result.near_duplicates[:20]:
         console.print(
-            f"[cyan]near-duplicate {n.action}[/cyan] {n.doc_id} ≈ {n.duplicate_of} ({n.similarity:.3f})", soft_wrap=True
+            styled("cyan", f"near-duplicate {n.action}", f" {n.doc_id} ≈ {n.duplicate_of} ({n.similarity:.3f})"),
+            soft_wrap=True,
         )
     if len(result.near_duplicates) > 20:
         console.print(f"… and {len(result.near_duplicates) - 20} more near-duplicates in the record store")
@@ -97,7 +101,7 @@ def status_command(
     model = records.journal.namespace_model(ns)
     vectors = make_store(config, model[1]).describe_namespace(ns).vector_count if model else 0
     console.print(
-        f"namespace [bold]{ns}[/bold]: model {model[0] if model else '—'}, "
+        f"namespace {ns}: model {model[0] if model else '—'}, "
         f"{records.journal.live_document_count(ns)} documents, {records.journal.live_chunk_count(ns)} chunks, "
         f"{vectors} vectors in the index"
     )
@@ -125,7 +129,7 @@ def reconcile_command(
     report = reconcile(components, write_namespace(components.records, config), repair=not dry_run)
     verb = "repaired" if report.repaired else "found"
     console.print(
-        f"namespace [bold]{report.namespace}[/bold]: {report.expected} chunks recorded, {report.indexed} indexed; "
+        f"namespace {report.namespace}: {report.expected} chunks recorded, {report.indexed} indexed; "
         f"{verb} {len(report.missing)} missing, {len(report.different)} differing (sampled), "
         f"{len(report.orphans)} orphaned; {len(report.runs_rolled_back)} unfinished runs rolled back"
     )
@@ -138,11 +142,15 @@ def reconcile_command(
 
 def backfill_command(
     path: Annotated[
-        Optional[Path], typer.Argument(help="The new source: a folder, a .jsonl/.parquet file or a BEIR folder.")
+        Optional[Path],
+        typer.Argument(
+            exists=True, metavar="PATH", help="The new source: a folder, a .jsonl/.parquet file or a BEIR folder."
+        ),
     ] = None,
     namespace: NamespaceOption = None,
     partition_size: Annotated[
-        Optional[int], typer.Option("--partition-size", min=1, help="Documents per partition (default 1000).")
+        Optional[int],
+        typer.Option("--partition-size", callback=in_range(1), help="Documents per partition (default 1000)."),
     ] = None,
     export_parquet: Annotated[
         Optional[Path],
@@ -162,28 +170,24 @@ def backfill_command(
     config = load_config(
         namespace=namespace, home=home, index_version=index_version, backfill_partition_size=partition_size
     )
-    try:
-        if status:
-            _show_backfills(config, path)
-        elif path is None:
-            raise typer.BadParameter("PATH is required (or use --status)")
-        elif tracked(use_flow):
-            from ragline.flows.backfill import backfill_flow
+    if status:
+        _show_backfills(config, path)
+    elif path is None:
+        raise typer.BadParameter("PATH is required (or use --status)", param_hint=["PATH"])
+    elif tracked(use_flow):
+        from ragline.flows.backfill import backfill_flow
 
-            result = backfill_flow(
-                str(path),
-                namespace=namespace,
-                partition_size=partition_size,
-                export_parquet=str(export_parquet) if export_parquet else None,
-                home=str(home) if home else None,
-                index_version=index_version,
-            )
-            console.print_json(json.dumps(result))
-        else:
-            _backfill_directly(path, config, export_parquet)
-    except RaglineError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=1) from exc
+        result = backfill_flow(
+            str(path),
+            namespace=namespace,
+            partition_size=partition_size,
+            export_parquet=str(export_parquet) if export_parquet else None,
+            home=str(home) if home else None,
+            index_version=index_version,
+        )
+        console.print_json(json.dumps(result))
+    else:
+        _backfill_directly(path, config, export_parquet)
 
 
 def _backfill_directly(path: Path, config: RaglineConfig, export_dir: Path | None) -> None:
@@ -205,14 +209,18 @@ def _backfill_directly(path: Path, config: RaglineConfig, export_dir: Path | Non
         latest = result.outcomes[-1]
         where = f"partition {latest.index + 1}/{result.total_partitions}"
         if latest.skipped:
-            console.print(f"{where} [dim]skipped: done earlier[/dim]")
+            console.print(Text.assemble(f"{where} ", ("skipped: done earlier", "dim")))
             return
         s = latest.stats
         console.print(
-            f"{where} [green]done[/green] in {sum(s.seconds.values()):.1f} s: "
-            f"{s.documents_new + s.documents_changed} documents indexed, {s.chunks_written} chunks, "
-            f"{s.embeddings_computed} embedded, {s.embeddings_cached} from cache, "
-            f"{s.documents_quarantined} quarantined (run {latest.run_id})",
+            Text.assemble(
+                f"{where} ",
+                ("done", "green"),
+                f" in {sum(s.seconds.values()):.1f} s: "
+                f"{s.documents_new + s.documents_changed} documents indexed, {s.chunks_written} chunks, "
+                f"{s.embeddings_computed} embedded, {s.embeddings_cached} from cache, "
+                f"{s.documents_quarantined} quarantined (run {latest.run_id})",
+            ),
             soft_wrap=True,
         )
 
@@ -240,7 +248,7 @@ def _show_backfills(config: RaglineConfig, path: Path | None) -> None:
     ns = write_namespace(records, config)
     backfills = records.backfills.of_namespace(ns)
     if not backfills:
-        console.print(f"namespace [bold]{ns}[/bold] has no backfills")
+        console.print(f"namespace {ns} has no backfills")
         return
     table = Table(title=f"backfills of namespace {ns}")
     for column in ("backfill", "source", "done", "export", "started (UTC)", "finished (UTC)"):
@@ -271,34 +279,30 @@ def _show_backfills(config: RaglineConfig, path: Path | None) -> None:
 
 def refresh_command(
     paths: Annotated[
-        Optional[list[Path]], typer.Argument(help="Sources to refresh (default: refresh_sources in the config).")
+        Optional[list[Path]],
+        typer.Argument(
+            exists=True, metavar="PATH", help="Sources to refresh (default: refresh_sources in the config)."
+        ),
     ] = None,
     namespace: NamespaceOption = None,
-    ttl: Annotated[
-        Optional[str], typer.Option("--ttl", help="Re-verify unchanged documents this old: seconds, or e.g. 6h, 1d.")
-    ] = None,
+    ttl: TtlOption = None,
     home: HomeOption = None,
     use_flow: FlowOption = None,
 ) -> None:
     """Re-index changed documents, re-verify expired ones (no re-embedding), delete vanished ones, then reconcile."""
-    from pydantic import ValidationError
+    config = load_config(home=home)
+    if tracked(use_flow):
+        from ragline.flows.refresh import refresh_flow
 
-    try:
-        if tracked(use_flow):
-            from ragline.flows.refresh import refresh_flow
-
-            result = refresh_flow(
-                [str(p) for p in paths] if paths else None,
-                namespace=namespace,
-                ttl=ttl,
-                home=str(home) if home else None,
-            )
-            console.print_json(json.dumps(result))
-            return
-        _refresh_directly(load_config(home=home), paths, namespace, ttl)
-    except (RaglineError, ValidationError) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(code=1) from exc
+        result = refresh_flow(
+            [str(p) for p in paths] if paths else None,
+            namespace=namespace,
+            ttl=ttl,
+            home=str(home) if home else None,
+        )
+        console.print_json(json.dumps(result))
+        return
+    _refresh_directly(config, paths, namespace, ttl)
 
 
 def _refresh_directly(config: RaglineConfig, paths: list[Path] | None, namespace: str | None, ttl: str | None) -> None:
@@ -324,4 +328,4 @@ def _refresh_directly(config: RaglineConfig, paths: list[Path] | None, namespace
     console.print(table)
     for source in report.sources:
         for q in source.quarantined[:20]:
-            console.print(f"[yellow]quarantined[/yellow] {q.uri}: {q.reason}", soft_wrap=True)
+            console.print(styled("yellow", "quarantined", f" {q.uri}: {q.reason}"), soft_wrap=True)

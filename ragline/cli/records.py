@@ -7,9 +7,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ragline.cli.shared import HomeOption, console
+from ragline.cli.shared import HomeOption, console, styled
 from ragline.config import load_config
-from ragline.errors import RaglineError
 
 records_app = typer.Typer(
     help="The record store: copy a home's namespaces (SQLite) to PostgreSQL, to run on several hosts.",
@@ -42,31 +41,25 @@ def records_copy_command(
     """Copy every record of each namespace (runs, documents, chunks, tombstones, quarantine, near-duplicate state,
     backfills, aliases) from the home's SQLite files to PostgreSQL, with the embedding-cache vectors its chunks
     need. Idempotent; refuses to overwrite different records unless --replace. The vectors stay in the index."""
-    from pydantic import SecretStr, ValidationError
+    from pydantic import SecretStr
 
     from ragline.recordstore.transfer import copy_home_to_postgres, describe_target
 
-    try:
-        config = load_config(home=home, database_url=SecretStr(to) if to else None, database_schema=schema)
-        if config.database_url is None:
-            raise typer.BadParameter("give the target with --to postgresql://… or RAGLINE_DATABASE_URL")
-        url = config.database_url.get_secret_value()
-        console.print(f"copying records of {config.home} to {describe_target(url, config.database_schema)}")
-        for report in copy_home_to_postgres(config, url, namespace or (), replace=replace):
-            table = Table(title=f"namespace {report.namespace}: {report.outcome}")
-            table.add_column("records")
-            table.add_column("rows written", justify="right")
-            for name, count in report.rows.items():
-                table.add_row(name, str(count))
-            table.add_row("embedding-cache vectors", f"{report.vectors_copied} (+{report.vectors_present} there)")
-            console.print(table)
-            if report.vectors_missing:
-                console.print(
-                    f"[yellow]{report.vectors_missing} chunk vectors were not in this home's cache[/yellow]: a "
-                    "rollback or re-verify will embed those chunks again"
-                )
-            for alias in report.dangling_aliases:
-                console.print(f"[yellow]alias {alias!r} points at a namespace the target lacks[/yellow]: copy it too")
-    except (RaglineError, ValidationError) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(code=1) from exc
+    config = load_config(home=home, database_url=SecretStr(to) if to else None, database_schema=schema)
+    if config.database_url is None:
+        raise typer.BadParameter("give the target with --to postgresql://… or RAGLINE_DATABASE_URL")
+    url = config.database_url.get_secret_value()
+    console.print(f"copying records of {config.home} to {describe_target(url, config.database_schema)}")
+    for report in copy_home_to_postgres(config, url, namespace or (), replace=replace):
+        table = Table(title=f"namespace {report.namespace}: {report.outcome}")
+        table.add_column("records")
+        table.add_column("rows written", justify="right")
+        for name, count in report.rows.items():
+            table.add_row(name, str(count))
+        table.add_row("embedding-cache vectors", f"{report.vectors_copied} (+{report.vectors_present} there)")
+        console.print(table)
+        if report.vectors_missing:
+            missing = f"{report.vectors_missing} chunk vectors were not in this home's cache"
+            console.print(styled("yellow", missing, ": a rollback or re-verify will embed those chunks again"))
+        for alias in report.dangling_aliases:
+            console.print(styled("yellow", f"alias {alias!r} points at a namespace the target lacks", ": copy it too"))

@@ -9,21 +9,13 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ragline.cli.shared import FlowOption, HomeOption, console, tracked
+from ragline.cli.shared import FlowOption, HomeOption, NameArgument, VersionArgument, console, in_range, styled, tracked
 from ragline.config import load_config
-from ragline.errors import RaglineError
 
 versions_app = typer.Typer(
     help="Blue/green index versions behind an alias: list, promote (gated by evaluation), roll back, drop.",
     no_args_is_help=True,
 )
-
-AliasArgument = Annotated[
-    str, typer.Argument(metavar="NS", help="The namespace (alias) that queries and nightly ingests use.")
-]
-VersionArgument = Annotated[
-    str, typer.Argument(metavar="VERSION", help="A version built with --index-version (namespace NS--VERSION).")
-]
 
 
 def _actor() -> str:
@@ -43,7 +35,7 @@ def _when(timestamp: float) -> str:
 
 
 @versions_app.command("list")
-def versions_list_command(name: AliasArgument, home: HomeOption = None) -> None:
+def versions_list_command(name: NameArgument, home: HomeOption = None) -> None:
     """Every version of NS (model, dimension, documents, chunks, which one is live) and the alias's history."""
     from ragline.components import make_record_store
     from ragline.versions.aliases import list_versions
@@ -61,7 +53,7 @@ def versions_list_command(name: AliasArgument, home: HomeOption = None) -> None:
             str(v.documents),
             str(v.chunks),
             _when(v.created_at),
-            "[green]live[/green]" if v.live else "",
+            styled("green", "live") if v.live else "",
         )
     console.print(table)
     history = Table(title=f"alias {name}: latest changes")
@@ -76,80 +68,71 @@ def versions_list_command(name: AliasArgument, home: HomeOption = None) -> None:
 
 @versions_app.command("promote")
 def versions_promote_command(
-    name: AliasArgument,
+    name: NameArgument,
     version: VersionArgument,
     force: Annotated[bool, typer.Option("--force", help="Skip the evaluation gate.")] = False,
     dataset: Annotated[
-        Optional[Path], typer.Option("--dataset", "-d", help="Golden set folder (default eval_sample_path).")
+        Optional[Path],
+        typer.Option(
+            "--dataset", "-d", exists=True, file_okay=False, help="Golden set folder (default eval_sample_path)."
+        ),
     ] = None,
     tolerance: Annotated[
-        Optional[float], typer.Option("--tolerance", help="Allowed nDCG@10 below live (default promote_tolerance).")
+        Optional[float],
+        typer.Option(
+            "--tolerance", callback=in_range(0), help="Allowed nDCG@10 below live (default promote_tolerance)."
+        ),
     ] = None,
     home: HomeOption = None,
     use_flow: FlowOption = None,
 ) -> None:
     """Score VERSION and the live version of NS on the golden set; point NS at VERSION only if it is not worse than
     live minus the tolerance."""
-    from pydantic import ValidationError
+    config = load_config(home=home, namespace=name, index_version=version, promote_tolerance=tolerance)
+    if tracked(use_flow):
+        from ragline.flows.promote import promote_flow
 
-    try:
-        if tracked(use_flow):
-            from ragline.flows.promote import promote_flow
+        result = promote_flow(
+            name,
+            version,
+            home=str(home) if home else None,
+            dataset=str(dataset) if dataset else None,
+            tolerance=tolerance,
+            force=force,
+            actor=_actor(),
+        )
+        console.print_json(json.dumps(result))
+        return
+    from ragline.components import build_components
+    from ragline.versions.promotion import promote
 
-            result = promote_flow(
-                name,
-                version,
-                home=str(home) if home else None,
-                dataset=str(dataset) if dataset else None,
-                tolerance=tolerance,
-                force=force,
-                actor=_actor(),
-            )
-            console.print_json(json.dumps(result))
-            return
-        from ragline.components import build_components
-        from ragline.versions.promotion import promote
-
-        config = load_config(home=home, namespace=name, index_version=version, promote_tolerance=tolerance)
-        decision = promote(build_components(config), name, version, actor=_actor(), dataset_path=dataset, force=force)
-    except (RaglineError, ValidationError) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(code=1) from exc
+    decision = promote(build_components(config), name, version, actor=_actor(), dataset_path=dataset, force=force)
     if not decision.passed:
-        console.print(f"[red]promotion {decision.summary()}[/red]", soft_wrap=True)
+        console.print(styled("red", f"promotion {decision.summary()}"), soft_wrap=True)
         raise typer.Exit(code=1)
     console.print(
-        f"[green]{name} → {decision.candidate}[/green] (was {decision.live}): {decision.summary()}", soft_wrap=True
+        styled("green", f"{name} → {decision.candidate}", f" (was {decision.live}): {decision.summary()}"),
+        soft_wrap=True,
     )
 
 
 @versions_app.command("rollback")
-def versions_rollback_command(name: AliasArgument, home: HomeOption = None) -> None:
+def versions_rollback_command(name: NameArgument, home: HomeOption = None) -> None:
     """Point NS back to the version it served before its latest promotion."""
     from ragline.components import make_record_store
     from ragline.versions.aliases import rollback
 
     records = make_record_store(load_config(home=home))
-    try:
-        event = rollback(records, name, actor=_actor())
-    except RaglineError as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(code=1) from exc
+    event = rollback(records, name, actor=_actor())
     console.print(f"{name} → {event.target} (was {event.previous_target})")
 
 
 @versions_app.command("drop")
-def versions_drop_command(name: AliasArgument, version: VersionArgument, home: HomeOption = None) -> None:
+def versions_drop_command(name: NameArgument, version: VersionArgument, home: HomeOption = None) -> None:
     """Delete VERSION of NS (vectors, record rows, BM25 index); refuses the live version."""
-    from pydantic import ValidationError
-
     from ragline.components import build_components
     from ragline.versions.promotion import drop_version
 
-    try:
-        config = load_config(home=home, namespace=name, index_version=version)
-        drop_version(build_components(config), name, version)
-    except (RaglineError, ValidationError) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(code=1) from exc
+    config = load_config(home=home, namespace=name, index_version=version)
+    drop_version(build_components(config), name, version)
     console.print(f"dropped {config.target_namespace}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from ragline.retrieval.chat import Ending
+
 AnswerKind = Literal["llm", "extractive"]
 """llm: written by the chat model; extractive: sentences quoted from the sources (offline)."""
 
@@ -44,7 +46,10 @@ class AnswerUsage:
 
 @dataclass(frozen=True)
 class Answer:
-    """A grounded answer. ``abstained``: the sources do not answer the question and ``text`` is ``NOT_FOUND``."""
+    """A grounded answer. ``abstained``: the sources do not answer the question and ``text`` is ``NOT_FOUND``.
+    ``finish``: how the answer ended: complete; truncated (the chat model stopped at ``answer_max_tokens``, the text
+    is cut short); refused (the chat model declined, ``text`` is its refusal); content_filter (the provider's filter
+    stopped it, ``text`` is what came before)."""
 
     question: str
     text: str
@@ -59,7 +64,13 @@ class Answer:
     best_similarity: float = 0.0
     """Cosine of the question and the retrieved sentence most similar to it (the abstention signal)."""
     warnings: tuple[str, ...] = ()
+    finish: Ending = "complete"
+
+    @property
+    def truncated(self) -> bool:
+        """The chat model stopped at the token limit: the answer is cut short."""
+        return self.finish == "truncated"
 
     def to_dict(self) -> dict[str, Any]:
-        """The answer as JSON-serialisable values (for ``POST /query``)."""
-        return asdict(self)
+        """The answer as JSON-serialisable values (for ``POST /query``), ``truncated`` included."""
+        return asdict(self) | {"truncated": self.truncated}

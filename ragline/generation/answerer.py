@@ -8,11 +8,13 @@ from typing import Protocol
 
 from ragline.generation.answer import AnswerKind, Citation, DroppedCitation
 from ragline.generation.evidence import Evidence
+from ragline.retrieval.chat import Ending
 
 
 @dataclass(frozen=True)
 class Draft:
-    """An answerer's output before timing and pricing: text with ``[n]`` markers and the citations they name."""
+    """An answerer's output before timing and pricing: text with ``[n]`` markers and the citations they name, and
+    how the answer ended."""
 
     text: str
     citations: tuple[Citation, ...]
@@ -20,6 +22,7 @@ class Draft:
     abstained: bool = False
     input_tokens: int = 0
     output_tokens: int = 0
+    ending: Ending = "complete"
 
 
 class Answerer(Protocol):

@@ -2,7 +2,8 @@
 
 Answerer ``auto`` is the LLM when a chat model is configured (``chat_model``), else extractive. An LLM failure
 (after the SDK's retries) falls back to the extractive answer and says so in ``warnings``: a question never goes
-unanswered because the chat model is down.
+unanswered because the chat model is down. An LLM answer that ended early (cut at ``answer_max_tokens``, refused,
+stopped by the content filter) is returned as such, its ``finish`` set and a warning saying what happened.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Literal, get_args
+from typing import get_args
 
 from ragline.components import Components
-from ragline.config import RetrievalMode
+from ragline.config import AnswerMode, RetrievalMode
 from ragline.costs import chat_cost_usd, estimated_cost_usd, usage_now
 from ragline.errors import ChatError, ConfigError
 from ragline.generation.answer import NOT_FOUND, Answer, AnswerUsage
@@ -27,8 +28,13 @@ from ragline.stores.base import Filter
 
 log = logging.getLogger(__name__)
 
-AnswererChoice = Literal["auto", "llm", "extractive"]
+AnswererChoice = AnswerMode
 ANSWERERS: tuple[str, ...] = get_args(AnswererChoice)
+_ENDING_WARNINGS = {
+    "truncated": "the answer is truncated: the chat model stopped at answer_max_tokens ({max_tokens} tokens)",
+    "refused": "the chat model refused to answer",
+    "content_filter": "the provider's content filter stopped the answer",
+}
 
 
 def answer_question(
@@ -89,6 +95,8 @@ def answer_question(
             warnings.append(message)
             chosen = offline
             draft = offline.answer(evidence, on_delta=on_delta)
+    if draft.ending != "complete":
+        warnings.append(_ENDING_WARNINGS[draft.ending].format(max_tokens=config.answer_max_tokens))
     spent = usage_now(c.embedder, c.store, c.sparse) - before
     cost = estimated_cost_usd(config, c.embedder.model_id, spent)
     if chosen.kind == "llm":
@@ -105,4 +113,5 @@ def answer_question(
         model=chosen.model,
         best_similarity=evidence.best_similarity,
         warnings=tuple(warnings),
+        finish=draft.ending,
     )

@@ -2,7 +2,9 @@
 
 Sentences are embedded with the namespace's embedder through the embedding cache (a repeated chunk costs nothing).
 The best sentence's cosine to the question is the abstention signal for every answerer; the sentence vectors
-pick extractive answers and the quoted span of each citation.
+pick extractive answers and the quoted span of each citation. A source's sentences are those that can answer:
+citation-like markers the document printed are stripped, and its question sentences left out (a document that
+asks the question does not answer it).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 from ragline.components import Components
 from ragline.embedders.cache import embed_with_cache
 from ragline.generation.answer import Citation
-from ragline.generation.sentences import split_sentences
+from ragline.generation.sentences import answer_sentences
 from ragline.retrieval.hits import Hit
 
 
@@ -80,7 +82,7 @@ class Evidence:
 
 def gather_evidence(c: Components, question: str, hits: Sequence[Hit]) -> Evidence:
     """``hits`` as numbered sources with their sentences embedded and scored against ``question``."""
-    sentences = [tuple(split_sentences(hit.text)) for hit in hits]
+    sentences = [tuple(answer_sentences(hit.text)) for hit in hits]
     flat = [question] + [s for group in sentences for s in group]
     vectors, _, _ = embed_with_cache(c.embedder, c.cache, flat)
     question_vector, rest = vectors[0], vectors[1:]

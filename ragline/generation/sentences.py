@@ -1,4 +1,9 @@
-"""Sentences of retrieved text and of answers, and the ``[n]`` citation markers inside answers."""
+"""Sentences of retrieved text and of answers, and the ``[n]`` citation markers inside answers.
+
+An answer's markers are ragline's own: citation-like markers printed inside a document ("95 percent [3][12]",
+"[7-9]", "[[2]]") are stripped from its sentences before any is quoted or sent to a model, and a document's
+question sentences are never quoted as an answer.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,9 @@ import re
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')]))\s+(?=[\"'(]?[A-Z0-9])")
 _MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _MARKERS_AFTER_STOP = re.compile(r"([.!?])((?:\s*\[\d+(?:\s*,\s*\d+)*\])+)")
+_PRINTED_MARKER = re.compile(r"\s*\[\s*\d+(?:\s*[-–,;]\s*\d+)*\s*\]")
+"""A citation-like marker as documents print them: ``[3]``, ``[3, 12]``, ``[7-9]``, ``[12–14]``."""
+_QUESTION_LABEL = re.compile(r"^(?:q|question)\s*[:.)]\s", re.IGNORECASE)
 _MIN_WORDS_WITHOUT_STOP = 12
 """A line with no sentence-ending punctuation is a heading unless it is at least this long."""
 
@@ -23,6 +31,24 @@ def split_sentences(text: str) -> list[str]:
             continue
         sentences += [part.strip() for part in _SENTENCE_END.split(line) if part.strip()]
     return sentences
+
+
+def answer_sentences(text: str) -> list[str]:
+    """The sentences of a retrieved ``text`` an answer may quote: its statements, printed markers stripped."""
+    return [sentence for sentence in split_sentences(strip_markers(text)) if not is_question(sentence)]
+
+
+def strip_markers(text: str) -> str:
+    """``text`` without citation-like markers (removed until none is left, so ``[1[2]]`` goes too)."""
+    while (stripped := _PRINTED_MARKER.sub("", text)) != text:
+        text = stripped
+    return text
+
+
+def is_question(sentence: str) -> bool:
+    """Whether ``sentence`` asks rather than tells: it ends with "?" (before closing quotes or brackets) or is
+    labelled as a question ("Q: ...", "Question: ...")."""
+    return sentence.rstrip(" \"')]").endswith("?") or bool(_QUESTION_LABEL.match(sentence))
 
 
 def citation_numbers(text: str) -> list[int]:

@@ -1,10 +1,17 @@
 """A chat model behind an OpenAI-compatible ``/v1/chat/completions`` API, asked for JSON or free-text answers.
 
 Used by the LLM reranker, multi-query expansion, query understanding (JSON) and grounded answers
-(``ragline.generation``: free text, optionally streamed, with token usage). Every failure (transport, HTTP status
-after the SDK's retries, an unreadable body, an answer that is not the JSON asked for) raises ``ChatError``;
-callers fall back to their offline behaviour and say so. Messages name the error type and status only: never the
-key, the prompt or the answer.
+(``ragline.generation``: free text, optionally streamed, with token usage).
+
+Requests send the answer's length as ``max_completion_tokens`` (``max_tokens`` is deprecated and refused by
+reasoning models) and a temperature only to models that take one (``ChatSettings.sends_temperature``, from the
+``chat_models_without_temperature`` setting). Every answer is read with how it ended: ``finish_reason`` "length"
+(cut at the token limit), "content_filter", or a refusal (``message.refusal``, content null). ``complete`` returns
+these in the ``Completion`` for its caller to name; ``ask_json`` raises ``ChatError`` naming them.
+
+Every failure (transport, HTTP status after the SDK's retries, an unreadable body, an answer that is not the JSON
+asked for) raises ``ChatError``; callers fall back to their offline behaviour and say so. Messages name the error
+type, status and the refused parameter only: never the key, the prompt or the answer.
 """
 
 from __future__ import annotations
@@ -13,9 +20,9 @@ import functools
 import html
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ragline.config import RaglineConfig
 from ragline.embedders.openai_embedder import KEYLESS_PLACEHOLDER
@@ -29,13 +36,15 @@ _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 
 @dataclass(frozen=True)
 class ChatSettings:
-    """Where the chat model is: a model name and an OpenAI-compatible server (``base_url`` None: OpenAI)."""
+    """Where the chat model is: a model name and an OpenAI-compatible server (``base_url`` None: OpenAI), and
+    whether the model takes a temperature."""
 
     model: str
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float = 30.0
     max_retries: int = 2
+    sends_temperature: bool = True
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -51,7 +60,17 @@ class ChatSettings:
         if not config.chat_model:
             return None
         key = config.chat_api_key.get_secret_value() if config.chat_api_key else None
-        return cls(model=config.chat_model, base_url=config.chat_base_url, api_key=key)
+        return cls(
+            model=config.chat_model,
+            base_url=config.chat_base_url,
+            api_key=key,
+            sends_temperature=takes_temperature(config.chat_model, config.chat_models_without_temperature),
+        )
+
+
+def takes_temperature(model: str, without: Collection[str]) -> bool:
+    """False when ``model`` is one of ``without`` or a variant of one ("o3-mini", "gpt-5.1" of "o3", "gpt-5")."""
+    return not any(model == name or model.startswith((f"{name}-", f"{name}.")) for name in without)
 
 
 class ChatClient:
@@ -62,8 +81,12 @@ class ChatClient:
         self._client: OpenAI | None = None
 
     def ask_json(self, system: str, user: str) -> Any:
-        """The model's answer to ``user`` under ``system`` (temperature 0), parsed as JSON."""
-        return parse_json_answer(self.complete(system, user).text)
+        """The model's answer to ``user`` under ``system`` (temperature 0), parsed as JSON; an answer the model
+        refused, or that was cut short or filtered, raises ``ChatError`` saying which."""
+        completion = self.complete(system, user)
+        if completion.ending != "complete":
+            raise ChatError(f"chat model {self.settings.model}: {ENDINGS[completion.ending]}")
+        return parse_json_answer(completion.text)
 
     def complete(
         self,
@@ -71,45 +94,73 @@ class ChatClient:
         user: str,
         *,
         temperature: float = 0.0,
-        max_tokens: int | None = None,
+        max_completion_tokens: int | None = None,
         on_delta: Callable[[str], None] | None = None,
     ) -> Completion:
-        """The model's answer to ``user`` under ``system``; with ``on_delta`` it is streamed, each piece passed on."""
+        """The model's answer to ``user`` under ``system``, and how it ended; with ``on_delta`` it is streamed,
+        each piece of the content passed on. ``temperature`` is sent only if the model takes one."""
         import httpx
         import openai
 
         request: dict[str, Any] = {
             "model": self.settings.model,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            "temperature": temperature,
         }
-        if max_tokens is not None:
-            request["max_tokens"] = max_tokens
+        if self.settings.sends_temperature:
+            request["temperature"] = temperature
+        if max_completion_tokens is not None:
+            request["max_completion_tokens"] = max_completion_tokens
         try:
             if on_delta is None:
                 response = self._openai().chat.completions.create(**request)
-                usage = response.usage
-                return Completion(response.choices[0].message.content or "", *_token_counts(usage))
+                choice = response.choices[0]
+                message = choice.message
+                return Completion(
+                    message.content or "",
+                    *_token_counts(response.usage),
+                    finish_reason=choice.finish_reason,
+                    refusal=getattr(message, "refusal", None),
+                )
             return self._streamed(request, on_delta)
         except (openai.OpenAIError, httpx.HTTPError) as exc:
-            status = getattr(exc, "status_code", None)
-            raise ChatError(
-                f"chat model {self.settings.model}: {type(exc).__name__}" + (f" (HTTP {status})" if status else "")
-            ) from exc
+            raise ChatError(self._failure(exc)) from exc
         except (IndexError, AttributeError, TypeError, ValueError) as exc:
             raise ChatError(f"chat model {self.settings.model}: unreadable response ({type(exc).__name__})") from exc
 
     def _streamed(self, request: dict[str, Any], on_delta: Callable[[str], None]) -> Completion:
         pieces: list[str] = []
-        usage = None
+        refusal: list[str] = []
+        usage = finish_reason = None
         stream = self._openai().chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
         for chunk in stream:
             usage = chunk.usage or usage
-            delta = chunk.choices[0].delta.content if chunk.choices else None
-            if delta:
-                pieces.append(delta)
-                on_delta(delta)
-        return Completion("".join(pieces), *_token_counts(usage))
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            finish_reason = choice.finish_reason or finish_reason
+            if piece := getattr(choice.delta, "refusal", None):
+                refusal.append(piece)
+            if piece := choice.delta.content:
+                pieces.append(piece)
+                on_delta(piece)
+        return Completion(
+            "".join(pieces),
+            *_token_counts(usage),
+            finish_reason=finish_reason,
+            refusal="".join(refusal) if refusal else None,
+        )
+
+    def _failure(self, exc: Exception) -> str:
+        """What went wrong, without the key, prompt or answer: the error type, HTTP status and refused parameter."""
+        status, code, param = (getattr(exc, name, None) for name in ("status_code", "code", "param"))
+        details = [f"HTTP {status}"] if status else []
+        if code and param:
+            details.append(f"{code} {param!r}")
+        message = f"chat model {self.settings.model}: {type(exc).__name__}"
+        message += f" ({', '.join(details)})" if details else ""
+        if param == "temperature":
+            message += "; it takes no temperature: add it to chat_models_without_temperature"
+        return message
 
     def _openai(self) -> OpenAI:
         if self._client is None:
@@ -124,13 +175,45 @@ class ChatClient:
         return self._client
 
 
+Ending = Literal["complete", "truncated", "refused", "content_filter"]
+"""How an answer ended: complete; cut at the token limit (``finish_reason`` "length"); refused by the model
+(``message.refusal``); stopped by the provider's content filter (``finish_reason`` "content_filter")."""
+
+ENDINGS: dict[Ending, str] = {
+    "complete": "complete",
+    "truncated": "the answer was cut at the token limit",
+    "refused": "the model refused to answer",
+    "content_filter": "the answer was stopped by the provider's content filter",
+}
+
+
 @dataclass(frozen=True)
 class Completion:
-    """What the model said and the tokens it billed (0 when the server reports no usage)."""
+    """What the model said, the tokens it billed (0 when the server reports no usage), and how it ended."""
 
     text: str
     input_tokens: int = 0
     output_tokens: int = 0
+    finish_reason: str | None = None
+    """As the API reports it: "stop", "length", "content_filter", ... (None if the server sent none)."""
+    refusal: str | None = None
+    """The model's refusal message, when it refused (the content is then empty)."""
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+    @property
+    def filtered(self) -> bool:
+        return self.finish_reason == "content_filter"
+
+    @property
+    def ending(self) -> Ending:
+        if self.refusal is not None:
+            return "refused"
+        if self.filtered:
+            return "content_filter"
+        return "truncated" if self.truncated else "complete"
 
 
 def _token_counts(usage: Any) -> tuple[int, int]:

@@ -139,6 +139,7 @@ def _search(parts: Components, body: QueryRequest, physical: str) -> QueryRespon
     try:
         result = search(parts, body.query, namespace=physical, mode=body.mode, top_k=body.top_k, filter=body.filter)
         answered = _answer(parts, body, physical, result) if body.answer else {}
+        answer_warnings = answered.pop("answer_warnings", [])
     except FilterError as exc:
         raise HTTPException(422, str(exc)) from exc
     except RaglineError as exc:
@@ -154,13 +155,14 @@ def _search(parts: Components, body: QueryRequest, physical: str) -> QueryRespon
         results=results,
         latency_ms=0.0,
         cached=False,
-        warnings=result.warnings,
+        warnings=[*result.warnings, *answer_warnings],
         **answered,
     )
 
 
 def _answer(parts: Components, body: QueryRequest, physical: str, retrieved: SearchResult) -> dict[str, Any]:
-    """The grounded answer's fields of the response, answered from the chunks the query already retrieved."""
+    """The grounded answer's fields of the response, answered from the chunks the query already retrieved, and
+    its warnings (``answer_warnings``: an LLM that fell back, an answer truncated, refused or filtered)."""
     answer = answer_question(
         parts, body.query, namespace=physical, filter=body.filter, mode=body.mode, retrieved=retrieved
     )
@@ -170,4 +172,7 @@ def _answer(parts: Components, body: QueryRequest, physical: str, retrieved: Sea
         "abstained": answer.abstained,
         "citations": [Citation(**vars(c)) for c in answer.citations],
         "usage": Usage(**vars(answer.usage)),
+        "answer_finish": answer.finish,
+        "truncated": answer.truncated,
+        "answer_warnings": list(answer.warnings),
     }

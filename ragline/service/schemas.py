@@ -85,12 +85,22 @@ class QueryResponse(BaseModel):
     results: list[QueryResult]
     latency_ms: float = Field(description="Time spent serving the query inside the service.")
     cached: bool = Field(description="Served from the result cache.")
-    warnings: list[str] = Field(default_factory=list, description="Stages that fell back, and why.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Stages that fell back, and why; with an answer, also what happened to it (the LLM fell back, "
+        "the answer is truncated, refused or filtered).",
+    )
     answer: str | None = Field(default=None, description="The grounded answer (only when asked for).")
     answer_kind: Literal["llm", "extractive"] | None = None
     abstained: bool | None = Field(default=None, description="True when the sources do not answer the query.")
     citations: list[Citation] = Field(default_factory=list, description="The sources the answer cites.")
     usage: Usage | None = None
+    answer_finish: Literal["complete", "truncated", "refused", "content_filter"] | None = Field(
+        default=None,
+        description="How the answer ended: complete; truncated (the chat model stopped at its token limit); refused "
+        "(the answer is the model's refusal); content_filter (the provider's filter stopped it).",
+    )
+    truncated: bool | None = Field(default=None, description="The answer is cut short (answer_finish 'truncated').")
 
 
 class Health(BaseModel):

@@ -14,8 +14,10 @@ Semantics (shared by ``matches`` and ``to_lance_where``; a store passes the cont
 
 from __future__ import annotations
 
+import json
 import math
 import operator
+import re
 from collections.abc import Callable, Collection
 from typing import Any, Literal, TypeGuard
 
@@ -35,9 +37,44 @@ _FIELD_OPERATORS = frozenset({"$eq", "$ne", "$in", "$nin", "$exists", *_COMPARIS
 _LOGICAL_OPERATORS = frozenset({"$and", "$or"})
 MAX_FILTER_DEPTH = 16
 """Nested ``$and``/``$or`` levels accepted: deeper filters are refused before they reach recursion or SQL limits."""
+MAX_JSON_DEPTH = 4 * MAX_FILTER_DEPTH + 4
+"""Nested JSON objects and lists a filter's text may hold: room for ``MAX_FILTER_DEPTH`` levels of
+``{"$and": [{...}]}``; deeper text is refused before it is parsed (the parser would recurse)."""
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
 # --- validation ---------------------------------------------------------------------------------------------
+
+
+def parse_filter(text: str) -> Filter:
+    """A filter from JSON text (a command-line option): it must be a non-empty JSON object in Pinecone's language.
+
+    ``null``, lists, ``NaN``/``Infinity`` and text nested deeper than ``MAX_JSON_DEPTH`` raise ``FilterError``.
+    """
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        raise FilterError(f"the filter is nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    try:
+        parsed = json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise FilterError(f"not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise FilterError(f"a filter is a JSON object, not {type(parsed).__name__ if parsed is not None else 'null'}")
+    validate_filter(parsed)
+    return parsed
+
+
+def _json_depth(text: str) -> int:
+    """How deeply the objects and lists of JSON ``text`` nest (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for bracket in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _no_constant(name: str) -> float:
+    raise FilterError(f"{name} is not a number a filter can hold")
 
 
 def validate_filter(f: Any) -> None:

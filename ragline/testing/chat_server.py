@@ -1,10 +1,19 @@
 """``LoopbackChat``: OpenAI's ``POST /v1/chat/completions`` on 127.0.0.1, with fault injection, for tests.
 
-It answers as the official SDK expects (bearer-key check with 401, a ``chat.completion`` body with one choice).
-What the assistant says comes from ``responder``, a function of the request's messages that tests set, so answers
-are deterministic. Faults can be queued: an HTTP status (answered with an OpenAI-style error body),
-``"malformed"`` (a well-formed completion whose content is not the JSON asked for) or ``"truncated"`` (200 with
-a cut-off JSON body). Every request is logged for assertions.
+It answers as the official SDK expects (bearer-key check with 401, a ``chat.completion`` body with one choice,
+or its server-sent events when streamed). What the assistant says comes from ``responder``, a function of the
+request's messages that tests set, so answers are deterministic. Like the API it:
+
+- cuts an answer longer than ``max_completion_tokens`` (or the deprecated ``max_tokens``) and finishes it with
+  ``"length"``;
+- answers a *reasoning model* (``reasoning_models``) that is sent ``max_tokens`` or a temperature other than 1
+  with the API's 400 error (``unsupported_parameter`` / ``unsupported_value``, naming the parameter).
+
+Faults can be queued: an HTTP status (answered with an OpenAI-style error body), ``"malformed"`` (a well-formed
+completion whose content is not the JSON asked for), ``"truncated"`` (200 with a cut-off body), ``"timeout"``,
+``"length"`` (half the answer, finish reason ``"length"``), ``"refusal"`` (``content`` null and
+``message.refusal`` set) or ``"content_filter"`` (half the answer, finish reason ``"content_filter"``). Every
+request is logged for assertions.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self
@@ -23,15 +32,18 @@ from typing import Any, Literal, Self
 from ragline.testing.http import serve_in_background, stop_serving, v1_base_url
 from ragline.testing.openai_server import _cl100k
 
-ChatFault = int | Literal["malformed", "truncated", "timeout"]
-"""An HTTP status to answer with, an answer that is not JSON, a cut-off body, or an answer later than the client
-waits."""
-_FAULT_KINDS = ("malformed", "truncated", "timeout")
+ChatFault = int | Literal["malformed", "truncated", "timeout", "length", "refusal", "content_filter"]
+"""An HTTP status to answer with, an answer that is not JSON, a cut-off body, an answer later than the client
+waits, an answer stopped at the token limit, a refusal, or an answer stopped by the content filter."""
+_FAULT_KINDS = ("malformed", "truncated", "timeout", "length", "refusal", "content_filter")
 Message = dict[str, str]
 Responder = Callable[[list[Message]], str]
 
 COMPLETIONS_PATH = "/v1/chat/completions"
 MALFORMED_CONTENT = "Sure! Here are my thoughts on these documents: they all look relevant."
+REFUSAL = "I'm sorry, but I can't help with that request."
+REASONING_MODELS = frozenset({"o1", "o3", "o3-mini", "o4-mini", "gpt-5", "gpt-5-mini"})
+"""Models that, like OpenAI's reasoning models, refuse ``max_tokens`` and any temperature but the default 1."""
 
 
 @dataclass(frozen=True)
@@ -59,10 +71,12 @@ class LoopbackChat:
         responder: Responder = lambda messages: "{}",
         api_key: str = "sk-loopback-chat",
         timeout_delay_s: float = 2.0,
+        reasoning_models: Collection[str] = REASONING_MODELS,
     ) -> None:
         self.responder = responder
         """Turns a request's messages into the assistant's content; set it per test."""
         self.api_key = api_key
+        self.reasoning_models = frozenset(reasoning_models)
         self.timeout_delay_s = timeout_delay_s
         """How long a ``"timeout"`` fault holds its answer back."""
         self._lock = threading.Lock()
@@ -125,10 +139,12 @@ class LoopbackChat:
             status, payload = 401, _error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         elif not isinstance(model, str) or not messages:
             status, payload = 400, _error("You must provide a model parameter and messages.", "invalid_request_error")
+        elif model in self.reasoning_models and (refused := _refused_parameter(body)):
+            status, payload = 400, refused
         else:
             with self._lock:
                 fault = self._faults.popleft() if self._faults else None
-            status, payload = self._answer(model, messages, fault)
+            status, payload = self._answer(model, messages, fault, _token_limit(body))
         with self._lock:
             self._log.append(ChatRequest(model, messages, status, fault, body))
         if fault == "timeout":
@@ -140,20 +156,31 @@ class LoopbackChat:
             encoded, content_type = json.dumps(payload).encode(), "application/json"
         return status, encoded[: len(encoded) // 2] if fault == "truncated" else encoded, content_type
 
-    def _answer(self, model: str, messages: list[Message], fault: ChatFault | None) -> tuple[int, dict[str, Any]]:
+    def _answer(
+        self, model: str, messages: list[Message], fault: ChatFault | None, limit: int | None
+    ) -> tuple[int, dict[str, Any]]:
         if isinstance(fault, int):
             return fault, _error(
                 f"Injected fault: HTTP {fault}.", "server_error" if fault >= 500 else "invalid_request_error"
             )
         content = MALFORMED_CONTENT if fault == "malformed" else self.responder(messages)
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+        finish_reason = "stop"
+        if fault in ("length", "content_filter"):
+            limit, finish_reason = len(_cl100k().encode_ordinary(content)) // 2, fault
+        if limit is not None and len(tokens := _cl100k().encode_ordinary(content)) > limit:
+            message["content"] = _cl100k().decode(tokens[:limit])
+            finish_reason = finish_reason if fault == "content_filter" else "length"
+        if fault == "refusal":
+            message |= {"content": None, "refusal": REFUSAL}
         prompt_tokens = sum(_tokens(str(m.get("content", ""))) for m in messages)
-        completion_tokens = _tokens(content)
+        completion_tokens = _tokens(message["content"] or message["refusal"] or "")
         return 200, {
             "id": f"chatcmpl-loopback-{next(self._ids)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
@@ -166,23 +193,54 @@ def _tokens(text: str) -> int:
     return len(_cl100k().encode_ordinary(text))
 
 
+def _token_limit(body: dict[str, Any]) -> int | None:
+    """The most tokens the request lets the model answer with (``max_completion_tokens``, else ``max_tokens``)."""
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+
+
+def _refused_parameter(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The API's 400 body when a reasoning model is sent ``max_tokens`` or a temperature other than 1, else None."""
+    if "max_tokens" in body:
+        return _error(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' "
+            "instead.",
+            "invalid_request_error",
+            "unsupported_parameter",
+            "max_tokens",
+        )
+    temperature = body.get("temperature")
+    if temperature is not None and temperature != 1:
+        return _error(
+            f"Unsupported value: 'temperature' does not support {temperature} with this model. Only the default (1) "
+            "value is supported.",
+            "invalid_request_error",
+            "unsupported_value",
+            "temperature",
+        )
+    return None
+
+
 def _events(completion: dict[str, Any], include_usage: bool) -> bytes:
-    """A completion as the server-sent events of a streamed one: word-sized deltas, the finish, then usage."""
+    """A completion as the server-sent events of a streamed one: word-sized deltas (of the content, or of the
+    refusal), the finish reason, then usage."""
     base = {key: completion[key] for key in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
-    content = completion["choices"][0]["message"]["content"]
-    pieces = re.findall(r"\S+\s*|\s+", content)
+    choice = completion["choices"][0]
+    message = choice["message"]
+    field = "content" if message["refusal"] is None else "refusal"
+    pieces = re.findall(r"\S+\s*|\s+", message[field] or "")
     choices: list[dict[str, Any]] = [
-        {"index": 0, "delta": {"role": "assistant", "content": piece}, "finish_reason": None} for piece in pieces
+        {"index": 0, "delta": {"role": "assistant", field: piece}, "finish_reason": None} for piece in pieces
     ]
-    choices.append({"index": 0, "delta": {}, "finish_reason": "stop"})
+    choices.append({"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]})
     chunks = [base | {"choices": [choice]} for choice in choices]
     if include_usage:
         chunks.append(base | {"choices": [], "usage": completion["usage"]})
     return b"".join(f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks) + b"data: [DONE]\n\n"
 
 
-def _error(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+def _error(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -1,0 +1,94 @@
+"""How every command fails: one plain line on stderr, and an exit status that says whose fault it was.
+
+- exit 2, the user's mistake: a bad argument or option (typer's usage errors), a bad setting, an unreadable source
+  or a filter outside the filter language (``ConfigError``, ``SourceError``, ``FilterError``);
+- exit 1, a runtime failure: any other ``RaglineError`` (a busy namespace, a store or model that failed, a failed
+  validation), or an exception ragline did not expect, named by its type;
+- exit 130, interrupted.
+
+The traceback is printed only with ``ragline --verbose``. Commands raise; ``RaglineCommands`` (the app's group)
+reports, so no command catches errors of its own.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+from typer.core import TyperGroup
+
+from ragline.errors import ConfigError, FilterError, RaglineError, SourceError
+
+if TYPE_CHECKING:
+    from typer._click.core import Context  # typer's own click, which TyperGroup.invoke is typed with
+
+USAGE = 2
+FAILURE = 1
+INTERRUPTED = 130
+USER_ERRORS = (ConfigError, SourceError, FilterError)
+MAX_LINE = 600
+"""Longer messages keep their start and end (where the hint usually is)."""
+
+errors = Console(stderr=True, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+class RaglineCommands(TyperGroup):
+    """The ``ragline`` group: runs a command and turns whatever it raises into one line and an exit status."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            status = result if isinstance(result, int) else 0
+        except typer.TyperException as exc:  # typer's usage errors: bad options, arguments and their values
+            status = report(exc, verbose=False)
+        except typer.Abort:
+            status = report(KeyboardInterrupt(), verbose=False)
+        if standalone_mode:
+            raise SystemExit(status)
+        return status
+
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.TyperException, typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            raise typer.Exit(report(exc, verbose=bool(ctx.params.get("verbose")))) from exc
+
+
+def report(exc: BaseException, *, verbose: bool) -> int:
+    """Print ``exc`` as one line on stderr (after its traceback when ``verbose``); return the exit status."""
+    if isinstance(exc, KeyboardInterrupt):
+        _say("interrupted")
+        return INTERRUPTED
+    if isinstance(exc, typer.TyperException):
+        message = exc.format_message()
+        status = exc.exit_code
+    elif isinstance(exc, RaglineError):
+        message, status = str(exc), USAGE if isinstance(exc, USER_ERRORS) else FAILURE
+    else:
+        message, status = f"{type(exc).__name__}: {exc}", FAILURE
+        if not verbose:
+            message += " (ragline --verbose … shows the traceback)"
+    if verbose and not isinstance(exc, typer.TyperException):
+        errors.print("".join(traceback.format_exception(exc)), end="")
+    _say(message)
+    return status
+
+
+def _say(message: str) -> None:
+    line = " ".join(message.split())
+    if len(line) > MAX_LINE:
+        line = f"{line[: MAX_LINE - 160]} … {line[-150:]}"
+    errors.print(Text.assemble(("error:", "bold red"), " ", line))

@@ -1,0 +1,303 @@
+"""How the command line prints and fails: text from documents, ids and error messages are plain text (never Rich
+markup); every user error is one line on stderr naming the setting or argument and its value, exit status 2;
+runtime failures exit 1; a traceback only with ``--verbose``.
+
+In-process through typer's runner, and, for exit statuses and stderr as a shell sees them, as real subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from ragline.cli import app
+from ragline.cli.failures import report
+from ragline.errors import ConfigError, RaglineError
+from ragline.indexing.locks import FileLocks
+
+REPO = Path(__file__).resolve().parents[1]
+MARKUP = "[red]x[/blue]"
+"""Looks like Rich markup; printed through markup it raises MarkupError (a closing tag that was never opened)."""
+FILE_MARKUP = "[bold]odd[red]"
+"""Rich markup a file name can hold (no slash): printed through markup it would vanish into styling."""
+TITLE = "[/bold] notes"
+STYLED = "[bold red]loud[/bold red]"
+NESTED = "[" * 50_000 + "]" * 50_000
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, models_dir: Path, tmp_path: Path) -> Path:
+    """A fresh state home; the session's model folder; no Prefect server; no ragline.toml in the working dir."""
+    monkeypatch.setenv("RAGLINE_MODEL_CACHE_DIR", str(models_dir))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "home"
+
+
+def hostile_corpus(root: Path) -> Path:
+    """A JSONL source whose ids, titles and texts look like Rich markup."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "_id": MARKUP,
+            "title": TITLE,
+            "text": f"Chunk overlap {MARKUP} repeats text. {STYLED} overlap is :warning: ok.",
+        },
+        {"_id": "plain", "title": "Plain", "text": "Namespaces partition an index per tenant."},
+    ]
+    path = root / "notes.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def user_error(result: Result, *names: str) -> str:
+    """Assert ``result`` is a user error (exit 2, one line on stderr, nothing on stdout) naming ``names``."""
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert result.stdout == "", result.stdout
+    assert "Traceback" not in result.stderr
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+    return lines[0]
+
+
+# --- plain text everywhere ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # two ingests and four commands: several seconds
+def test_document_text_ids_and_titles_print_literally(
+    cli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAGLINE_ANSWER_MIN_SIMILARITY", "-1")  # the hashing embedder: always answer
+    home = ["--home", str(cli_env), "-n", "docs"]
+    folder = tmp_path / FILE_MARKUP  # the source's name, shown by status
+    folder.mkdir()
+    (folder / f"{FILE_MARKUP}.txt").write_bytes(b"\xff\xfe not utf-8 \x80")  # quarantined: its name is printed
+    (folder / "ok.md").write_text(f"# {TITLE}\n\nOverlap {STYLED} text.\n", encoding="utf-8")
+    ingested = runner.invoke(app, ["ingest", str(folder), *home])
+    assert ingested.exit_code == 0, ingested.output
+    assert f"{FILE_MARKUP} → namespace docs" in ingested.stdout  # the table's title
+    assert "quarantined" in ingested.stdout and "%5Bbold%5Dodd%5Bred%5D.txt" in ingested.stdout  # its URI
+
+    assert runner.invoke(app, ["ingest", str(hostile_corpus(tmp_path / "jsonl")), *home]).exit_code == 0
+    query = runner.invoke(app, ["query", "chunk overlap repeats", *home, "-k", "3", "--mode", "bm25"])
+    assert query.exit_code == 0, query.output
+    assert f"notes/{MARKUP}#0" in query.stdout and MARKUP in query.stdout and ":warning:" in query.stdout
+
+    ask = runner.invoke(app, ["ask", "chunk overlap repeats text", *home, "--mode", "bm25"])
+    assert ask.exit_code == 0, ask.output
+    assert f"{TITLE} · " in ask.stdout and f"notes/{MARKUP}#0" in ask.stdout and STYLED in ask.stdout
+
+    status = runner.invoke(app, ["status", *home])
+    assert status.exit_code == 0 and FILE_MARKUP in status.stdout and "committed" in status.stdout
+
+    filtered = runner.invoke(app, ["query", "overlap", *home, "--filter", json.dumps({"title": TITLE})])
+    assert filtered.exit_code == 0 and f"notes/{MARKUP}#0" in filtered.stdout
+
+
+def test_error_messages_print_literally(cli_env: Path, tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["ingest", str(tmp_path / STYLED), "--home", str(cli_env)])
+    assert STYLED in user_error(missing, "PATH")
+    bad_filter = runner.invoke(
+        app, ["query", "x", "--home", str(cli_env), "--filter", json.dumps({"a": {"$gt": "[/x]"}})]
+    )
+    assert "[/x]" in user_error(bad_filter, "--filter", "$gt")
+
+
+# --- user errors: one line, exit 2 ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "command", "named"),
+    [
+        ("CHUNK_OVERLAP", "500", ["ingest", "{corpus}"], ["chunk_overlap", "500", "chunk_size", "200"]),
+        ("CHUNK_SIZE", "lots", ["ingest", "{corpus}"], ["chunk_size", "lots"]),
+        ("NAMESPACE", "../x", ["status"], ["namespace", "../x"]),
+        ("LOCK_WAIT_S", "-1", ["reconcile"], ["lock_wait_s", "-1"]),
+        ("ANSWER_TOP_K", "0", ["ask", "why?"], ["answer_top_k", "0"]),
+        ("ANSWER_MODE", "poem", ["ask", "why?"], ["answer_mode", "poem"]),
+        ("EMBEDDER", "magic", ["query", "x"], ["embedder", "magic"]),
+        ("EVAL_TOLERANCE", "-1", ["eval"], ["eval_tolerance", "-1"]),
+        ("SERVICE_PORT", "99999", ["serve"], ["service_port", "99999"]),
+        ("SERVICE_API_KEYS", "{not json", ["serve"], ["service_api_keys"]),
+        ("BACKFILL_PARTITION_SIZE", "0", ["backfill", "{corpus}"], ["backfill_partition_size", "0"]),
+        ("REFRESH_DEFAULT_TTL", "soon", ["refresh", "{corpus}"], ["refresh_default_ttl", "soon"]),
+        ("INDEX_VERSION", "a b", ["status"], ["index_version", "a b"]),
+        ("STORE", "s3", ["versions", "list", "docs"], ["store", "s3"]),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it(
+    cli_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+    value: str,
+    command: list[str],
+    named: list[str],
+) -> None:
+    corpus = hostile_corpus(tmp_path / "corpus")
+    monkeypatch.setenv(f"RAGLINE_{setting}", value)
+    args = [arg.format(corpus=corpus) for arg in command]
+    line = user_error(runner.invoke(app, [*args, "--home", str(cli_env)]), *named)
+    assert f"RAGLINE_{setting}" in line
+
+
+def test_a_bad_ragline_toml_is_one_line(cli_env: Path, tmp_path: Path) -> None:
+    (tmp_path / "ragline.toml").write_text("chunk_size = [oops\n", encoding="utf-8")
+    user_error(runner.invoke(app, ["status", "--home", str(cli_env)]), "ragline.toml")
+    (tmp_path / "ragline.toml").write_text('chunk_size = "big"\n', encoding="utf-8")
+    user_error(runner.invoke(app, ["status", "--home", str(cli_env)]), "chunk_size", "big", "ragline.toml")
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["status", "-n", "../x"], ["--namespace", "../x"]),
+        (["reconcile", "-n", "a/b"], ["--namespace", "a/b"]),
+        (["ingest", "{corpus}", "--index-version", "v 2"], ["--index-version", "v 2"]),
+        (["ingest", "{tmp}/nowhere"], ["PATH", "nowhere"]),
+        (["ingest", "{corpus}", "--home", "{corpus}"], ["--home", "notes.jsonl"]),
+        (["status", "--home", "{corpus}/home"], ["--home", "notes.jsonl", "not a directory"]),
+        (["query", "x", "--filter", "null"], ["--filter", "null"]),
+        (["query", "x", "--filter", "[]"], ["--filter", "[]"]),
+        (["query", "x", "--filter", "{}"], ["--filter", "{}"]),
+        (["query", "x", "--filter", '{"a": NaN}'], ["--filter", "NaN"]),
+        (["query", "x", "--filter", "{nope"], ["--filter", "{nope"]),
+        (["query", "x", "--filter", '{"$nope": 1}'], ["--filter", "$nope"]),
+        (["query", "x", "--filter", NESTED], ["--filter", "deep"]),
+        (["query", "x", "--filter", '{"a": ' * 5_000 + "1" + "}" * 5_000], ["--filter", "deep"]),
+        (["query", "x", "-k", "0"], ["--top-k", "0"]),
+        (["query", "x", "--mode", "fuzzy"], ["--mode", "fuzzy"]),
+        (["query", "  "], ["TEXT"]),
+        (["ask", "why?", "--answerer", "poem"], ["--answerer", "poem"]),
+        (["ask", "why?", "--filter", "null"], ["--filter", "null"]),
+        (["ask", "why?", "--filter", NESTED], ["--filter", "deep"]),
+        (["ask", "why?", "-k", "-3"], ["--top-k", "-3"]),
+        (["ask", " "], ["QUESTION"]),
+        (["eval", "--mode", "fuzzy"], ["--mode", "fuzzy"]),
+        (["eval", "--tolerance", "-1"], ["--tolerance", "-1"]),
+        (["eval", "--dataset", "{tmp}/nowhere"], ["--dataset", "nowhere"]),
+        (["backfill"], ["PATH"]),
+        (["backfill", "{corpus}", "--partition-size", "0"], ["--partition-size", "0"]),
+        (["refresh", "{corpus}", "--ttl", "soon"], ["--ttl", "soon"]),
+        (["refresh", "{corpus}", "-n", "../x"], ["--namespace", "../x"]),
+        (["serve", "--port", "0"], ["--port", "0"]),
+        (["versions", "list", "../x"], ["NS", "../x"]),
+        (["versions", "promote", "docs", "../v"], ["VERSION", "../v"]),
+        (["versions", "rollback", "a b"], ["NS", "a b"]),
+        (["ingest"], ["PATH"]),
+        (["nonsense"], ["nonsense"]),
+        (["query", "x", "--bogus"], ["--bogus"]),
+    ],
+)
+def test_a_bad_argument_is_one_line_naming_it(cli_env: Path, tmp_path: Path, args: list[str], named: list[str]) -> None:
+    corpus = hostile_corpus(tmp_path / "corpus")
+    argv = [arg.replace("{corpus}", str(corpus)).replace("{tmp}", str(tmp_path)) for arg in args]
+    home = [] if "--home" in argv or argv[0] == "nonsense" else ["--home", str(cli_env)]
+    line = user_error(runner.invoke(app, [*argv, *home]), *named)
+    assert len(line) < 600  # a huge value is shortened, not echoed whole
+
+
+def test_no_arguments_shows_the_help(cli_env: Path) -> None:
+    result = runner.invoke(app, [])
+    assert "Usage" in result.output and "ingest" in result.output
+
+
+# --- runtime failures: one line, exit 1, the traceback only with --verbose --------------------------------------
+
+
+def test_a_busy_namespace_names_it_and_what_to_do(
+    cli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAGLINE_LOCK_WAIT_S", "0")
+    corpus = hostile_corpus(tmp_path / "corpus")
+    with FileLocks(cli_env / "locks").hold("docs"):
+        result = runner.invoke(app, ["ingest", str(corpus), "--home", str(cli_env), "-n", "docs"])
+    assert result.exit_code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ") and "'docs'" in line and "lock_wait_s" in line and "try again" in line
+
+
+def test_a_runtime_failure_is_one_line_and_verbose_shows_the_traceback(cli_env: Path) -> None:
+    cli_env.mkdir(parents=True)
+    (cli_env / "records.sqlite").mkdir()  # the record store cannot be opened
+    quiet = runner.invoke(app, ["status", "--home", str(cli_env)])
+    assert quiet.exit_code == 1, quiet.output
+    (line,) = quiet.stderr.splitlines()
+    assert line.startswith("error: ") and "records.sqlite" in line
+    verbose = runner.invoke(app, ["--verbose", "status", "--home", str(cli_env)])
+    assert verbose.exit_code == 1 and "Traceback (most recent call last)" in verbose.stderr
+    assert verbose.stderr.splitlines()[-1] == line
+
+
+def test_an_unexpected_error_is_named_by_its_type(capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        {}["[bold]key"]
+    except KeyError as exc:
+        assert report(exc, verbose=False) == 1
+        quiet = capsys.readouterr().err
+        assert report(exc, verbose=True) == 1
+        verbose = capsys.readouterr().err
+    assert quiet == "error: KeyError: '[bold]key' (ragline --verbose … shows the traceback)\n"
+    assert verbose.startswith("Traceback (most recent call last)") and verbose.endswith(
+        "error: KeyError: '[bold]key'\n"
+    )
+    assert report(RaglineError("[red]x[/blue] failed"), verbose=False) == 1
+    assert report(ConfigError("bad [bold]"), verbose=False) == 2
+    assert capsys.readouterr().err == "error: [red]x[/blue] failed\nerror: bad [bold]\n"
+
+
+# --- the same through a real process ----------------------------------------------------------------------------
+
+
+def ragline(*args: str, env: dict[str, str] | None = None, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m ragline.cli ARGS`` in a fresh process: this repository importable, the hashing embedder."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RAGLINE_") and k != "PREFECT_API_URL"}
+    environment |= {"PYTHONPATH": str(REPO), "RAGLINE_EMBEDDER": "hashing", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "ragline.cli", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.slow  # eight fresh interpreters
+def test_exit_statuses_and_stderr_of_a_real_process(tmp_path: Path) -> None:
+    corpus, home = hostile_corpus(tmp_path / "corpus"), str(tmp_path / "home")
+    cases = [
+        (["ingest", str(corpus), "--home", home], {"RAGLINE_CHUNK_OVERLAP": "500"}, ["chunk_overlap", "500"]),
+        (["status", "-n", "../x", "--home", home], {}, ["--namespace", "../x"]),
+        (["query", "x", "--filter", NESTED, "--home", home], {}, ["--filter", "deep"]),
+        (["query", "x", "--filter", "null", "--home", home], {}, ["--filter", "null"]),
+        (["ask", "x", "--filter", '{"t": {"$gt": "[/x]"}}', "--home", home], {}, ["[/x]"]),
+    ]
+    for args, env, named in cases:
+        done = ragline(*args, env=env, cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stdout == "" and len(done.stderr.splitlines()) == 1 and done.stderr.startswith("error: ")
+        assert all(name in done.stderr for name in named), done.stderr
+
+    with FileLocks(tmp_path / "home" / "locks").hold("docs"):
+        busy = ragline(
+            "ingest", str(corpus), "--home", home, "-n", "docs", env={"RAGLINE_LOCK_WAIT_S": "0"}, cwd=tmp_path
+        )
+    assert busy.returncode == 1 and len(busy.stderr.splitlines()) == 1 and "'docs'" in busy.stderr
+    assert "Traceback" not in busy.stderr
+
+    ok = ragline("ingest", str(corpus), "--home", home, "-n", "docs", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    shown = ragline("query", "chunk overlap", "--home", home, "-n", "docs", "--mode", "bm25", cwd=tmp_path)
+    assert shown.returncode == 0 and MARKUP in shown.stdout and shown.stderr == ""
