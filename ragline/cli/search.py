@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Annotated, Optional, cast
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ragline.cli.shared import HomeOption, NamespaceOption, console
@@ -143,17 +144,16 @@ def serve_command(
     port: Annotated[Optional[int], typer.Option("--port", help="Port (default service_port, 8000).")] = None,
     home: HomeOption = None,
 ) -> None:
-    """Run the query service (POST /query, GET /healthz, GET /metrics, /docs) with uvicorn."""
-    import uvicorn
-
+    """Run the query service (POST /query, GET /healthz; GET /metrics and the API docs with the operator key)."""
     from ragline.service import create_app
     from ragline.service.middleware import log_requests_to_stderr
+    from ragline.service.server import build_server
 
     config = load_config(home=home, service_host=host, service_port=port)
     try:
         service = create_app(config)
     except RaglineError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(code=1) from exc
     log_requests_to_stderr()
-    uvicorn.run(service, host=config.service_host, port=config.service_port, access_log=False)
+    build_server(config, service).run()
