@@ -109,6 +109,7 @@ def test_non_finite_numbers_anywhere_are_422_without_echo(
         ('{"query": "x", "namespace": "docs", "filter": {"\\udfff": "y"}}', "surrogate"),
         ("[" * 5000 + "]" * 5000, "nested"),
         ('{"query": "x", "namespace": "docs"', "JSON"),
+        ('{"query": " \\t\\n", "namespace": "docs", "answer": true}', "only whitespace"),
         (b'{"query": "\xff\xfe", "namespace": "docs"}', "UTF-8"),
     ],
 )
@@ -127,13 +128,15 @@ def test_validation_errors_are_short_and_never_echo_the_input(client: TestClient
     assert not_json.status_code == 422 and len(not_json.text) < 500
 
 
+ANY_TEXT = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=12)
+"""Any code point, lone surrogates included."""
 JSON_LEAVES = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
     st.integers(min_value=-(10**30), max_value=10**30),
     st.floats(),
-    st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=12),
+    ANY_TEXT,
     st.sampled_from(["docs", "other", "dense", "bm25", "hybrid", "$and", "$or", "$in", "$eq", "$gt", "$exists"]),
 )
 JSON_VALUES = st.recursive(
@@ -141,19 +144,47 @@ JSON_VALUES = st.recursive(
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(JSON_LEAVES.map(str), inner, max_size=4)),
     max_leaves=12,
 )
-FIELDS = {
-    "query": st.one_of(st.text(max_size=40), JSON_VALUES),
-    "namespace": st.one_of(st.sampled_from(["docs", "other", "fresh", "docs--v1", ""]), JSON_VALUES),
-    "filter": st.one_of(
-        st.dictionaries(st.sampled_from(["path", "source", "$and", "$or", "x"]), JSON_VALUES, max_size=3),
-        JSON_VALUES,
+SCALARS = st.one_of(st.text(max_size=12), st.integers(), st.floats(), st.booleans(), st.sampled_from(["sample", ""]))
+CONDITIONS = st.dictionaries(
+    st.one_of(st.sampled_from(["path", "source", "title", "doc_id", "year", "tags"]), st.text(max_size=8)),
+    st.one_of(
+        SCALARS,
+        st.dictionaries(
+            st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$regex"]),
+            st.one_of(SCALARS, st.lists(SCALARS, max_size=4)),
+            min_size=1,
+            max_size=2,
+        ),
     ),
-    "top_k": st.one_of(st.integers(min_value=-5, max_value=10_005), JSON_VALUES),
-    "mode": st.one_of(st.sampled_from(["dense", "bm25", "hybrid"]), JSON_VALUES),
-    "answer": st.one_of(st.booleans(), JSON_VALUES),
-}
+    min_size=1,
+    max_size=2,
+)
+FILTERS = st.recursive(
+    CONDITIONS,
+    lambda inner: st.dictionaries(st.sampled_from(["$and", "$or"]), st.lists(inner, max_size=3), min_size=1),
+    max_leaves=6,
+)
+REQUESTS = st.fixed_dictionaries(
+    {
+        "query": st.one_of(
+            st.text(min_size=1, max_size=60), ANY_TEXT, st.sampled_from([" ", "\t\n", "\xa0", "?", "[1]"])
+        ),
+        "namespace": st.sampled_from(["docs", "docs", "other", "fresh", "nowhere"]),
+    },
+    optional={
+        "filter": FILTERS,
+        "top_k": st.one_of(st.integers(min_value=1, max_value=10_000), st.integers()),
+        "mode": st.sampled_from(["dense", "bm25", "hybrid"]),
+        "answer": st.booleans(),
+    },
+)
+"""Requests of the right shape with hostile values: most reach the search."""
+MANGLED = st.tuples(
+    REQUESTS, st.sampled_from(["query", "namespace", "filter", "top_k", "mode", "answer", "x"]), JSON_VALUES
+)
 BODIES = st.one_of(
-    st.fixed_dictionaries({}, optional={**FIELDS, "extra": JSON_VALUES}).map(lambda b: json.dumps(b).encode()),
+    REQUESTS.map(lambda b: json.dumps(b).encode()),
+    MANGLED.map(lambda m: json.dumps({**m[0], m[1]: m[2]}).encode()),
     JSON_VALUES.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=200),
 )
@@ -162,8 +193,8 @@ BODIES = st.one_of(
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     body=BODIES,
-    key=st.sampled_from([DOCS_KEY, OTHER_KEY, BOTH_KEY, None, "", "wrong-key-0123456789"]),
-    content_type=st.sampled_from(["application/json", "application/json", "text/plain", "", "application/x+json"]),
+    key=st.sampled_from([DOCS_KEY, DOCS_KEY, BOTH_KEY, OTHER_KEY, None, "", "wrong-key-0123456789"]),
+    content_type=st.sampled_from(["application/json"] * 4 + ["text/plain", "", "application/x+json"]),
 )
 def test_no_body_gets_a_500(client: TestClient, body: bytes, key: str | None, content_type: str) -> None:
     """Fuzzed bodies (well-formed requests with hostile values, arbitrary JSON with NaN and surrogates, raw bytes):
@@ -193,7 +224,7 @@ def test_result_cache_counts_the_bytes_it_stores_and_evicts_the_oldest() -> None
     keys = [("k", "ns", "g", f"request {i}") for i in range(4)]
     sizes = [cache.put(key, b"x" * 400) for key in keys]
     assert sizes == [400 + sum(len(part) for part in keys[0])] * 4
-    assert cache.bytes <= 1000 and cache.bytes == sizes[0] * len(cache) and len(cache) == 2
+    assert cache.size_bytes <= 1000 and cache.size_bytes == sizes[0] * len(cache) and len(cache) == 2
     assert cache.get(keys[0]) is None and cache.get(keys[3]) == b"x" * 400
     cache.get(keys[2])  # most recently used now
     cache.put(("k", "ns", "g", "new"), b"y" * 400)

@@ -64,7 +64,7 @@ def create_app(config: RaglineConfig, components: Components | None = None) -> F
     failures = RateLimiter(config.service_auth_failures_per_s, config.service_auth_failure_burst)
     cache = ResultCache(config.service_cache_entries, config.service_cache_max_bytes)
     metrics = ServiceMetrics()
-    metrics.watch_cache(lambda: len(cache), lambda: cache.bytes)
+    metrics.watch_cache(lambda: len(cache), lambda: cache.size_bytes)
     owned = components is None
     parts = components or build_components(config)
 

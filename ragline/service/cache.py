@@ -39,7 +39,7 @@ class ResultCache:
         return len(self._items)
 
     @property
-    def bytes(self) -> int:
+    def size_bytes(self) -> int:
         """The bytes held now."""
         return self._bytes
 

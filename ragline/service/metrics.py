@@ -56,9 +56,7 @@ class ServiceMetrics:
     def watch_cache(self, entries: Callable[[], float], size_bytes: Callable[[], float]) -> None:
         """Report the result cache's entries and bytes, read at each scrape."""
         Gauge("ragline_cache_entries", "Entries in the result cache.", registry=self.registry).set_function(entries)
-        Gauge("ragline_cache_bytes", "Bytes held by the result cache.", registry=self.registry).set_function(
-            size_bytes
-        )
+        Gauge("ragline_cache_bytes", "Bytes held by the result cache.", registry=self.registry).set_function(size_bytes)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
