@@ -108,6 +108,7 @@ def test_non_finite_numbers_anywhere_are_422_without_echo(
         ('{"query": "\\ud800", "namespace": "docs"}', "surrogate"),
         ('{"query": "x", "namespace": "docs", "filter": {"\\udfff": "y"}}', "surrogate"),
         ("[" * 5000 + "]" * 5000, "nested"),
+        ('{"query": "x", "namespace": "docs", "filter": ' + "[" * 100 + "]" * 100 + "}", "nested"),
         ('{"query": "x", "namespace": "docs"', "JSON"),
         ('{"query": " \\t\\n", "namespace": "docs", "answer": true}', "only whitespace"),
         (b'{"query": "\xff\xfe", "namespace": "docs"}', "UTF-8"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -17,6 +18,10 @@ from fastapi.routing import APIRoute
 
 MAX_PATH_CHARS = 80
 """A client's keys are quoted in the reason up to this length."""
+MAX_DEPTH = 100
+"""Deepest nesting of arrays and objects a body may have (a filter's 16 levels of ``$and``/``$or`` take ~35)."""
+_BRACKETS = re.compile(rb'"(?:[^"\\]|\\.)*+"?|[\[\]{}]', re.DOTALL)
+"""Strings (skipped whole, escapes included; an unterminated one runs to the end) and the brackets outside them."""
 
 
 class StrictJsonRequest(Request):
@@ -41,18 +46,32 @@ class StrictJsonRoute(APIRoute):
 def parse_json_body(body: bytes) -> Any:
     """The JSON value of ``body``; HTTPException 422 with a short reason for what strict JSON refuses. Syntax
     errors stay ``json.JSONDecodeError`` (FastAPI reports those itself)."""
+    if _depth(body) > MAX_DEPTH:
+        raise HTTPException(422, f"the JSON body is nested too deeply (over {MAX_DEPTH} levels)")
     try:
         value = json.loads(body)
     except json.JSONDecodeError:
         raise
     except UnicodeDecodeError as exc:
         raise HTTPException(422, "the body is not UTF-8 JSON") from exc
-    except RecursionError as exc:
-        raise HTTPException(422, "the JSON body is nested too deeply") from exc
     except ValueError as exc:  # an integer of more digits than Python converts
         raise HTTPException(422, "the JSON body holds a number out of range") from exc
     _check_values(value)
     return value
+
+
+def _depth(body: bytes) -> int:
+    """The deepest nesting of brackets outside strings in ``body`` (counted on the bytes, so neither the
+    interpreter's recursion limit nor the parser decides it)."""
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(body):
+        bracket = match.group()
+        if bracket in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in (b"]", b"}"):
+            depth -= 1
+    return deepest
 
 
 def _check_values(value: Any) -> None:
