@@ -329,12 +329,34 @@ class RaglineConfig(BaseSettings):
         "key never sits in the config. The service refuses to start without keys.",
     )
     service_host: str = "127.0.0.1"
-    service_port: int = Field(default=8000, ge=1, le=65535)
+    service_port: int = Field(default=8000, ge=0, le=65535, description="0: any free port.")
     service_rate_per_s: float = Field(default=20.0, gt=0, description="Sustained requests per second per key.")
     service_rate_burst: int = Field(default=40, ge=1, description="Requests a key may send at once.")
+    service_operator_key: SecretStr | None = Field(
+        default=None,
+        description="The key that reads /metrics, /openapi.json, /docs and /redoc (as X-API-Key or Authorization: "
+        "Bearer), distinct from every tenant key; may be 'sha256:<hex digest>'. Unset: those endpoints are off.",
+    )
+    service_auth_failures_per_s: float = Field(
+        default=1.0, gt=0, description="Failed authentications per second a client address may sustain."
+    )
+    service_auth_failure_burst: int = Field(
+        default=10, ge=1, description="Failed authentications a client address may make at once; then 429."
+    )
     service_cache_entries: int = Field(default=1024, ge=0, description="Cached query results (0: no cache).")
+    service_cache_max_bytes: int = Field(
+        default=256 * 2**20,
+        ge=0,
+        description="Bytes the result cache may hold, counted on the JSON it stores (0: no cache; 256 MiB).",
+    )
     service_max_body_bytes: int = Field(default=16_384, ge=256, description="Larger request bodies get 413.")
     service_max_query_chars: int = Field(default=2_000, ge=1, description="Longer queries get 422.")
+    service_read_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers, and then its body; slower clients are "
+        "disconnected (408 once the headers are in).",
+    )
 
     # --- near-duplicate documents (ragline/near_duplicates.py) ---
     near_duplicates: NearDuplicateMode = Field(

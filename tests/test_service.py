@@ -30,6 +30,7 @@ DOCS_KEY = "docs-tenant-key-0123456789"
 OTHER_KEY = "other-tenant-key-9876543210"
 BOTH_KEY = "both-namespaces-key-abcdef"
 KEYS = {DOCS_KEY: ["docs", "fresh"], OTHER_KEY: ["other"], f"sha256:{key_digest(BOTH_KEY)}": ["docs", "other"]}
+OPERATOR_KEY = "operator-key-0123456789abcdef"
 
 
 def two_tenants(root: Path, models_dir: Path, embedder: Embedder, kind: Literal["hashing", "local"]) -> Components:
@@ -39,6 +40,7 @@ def two_tenants(root: Path, models_dir: Path, embedder: Embedder, kind: Literal[
         model_cache_dir=models_dir,
         embedder=kind,
         service_api_keys={SecretStr(k): v for k, v in KEYS.items()},
+        service_operator_key=SecretStr(f"sha256:{key_digest(OPERATOR_KEY)}"),
     )
     c = build_components(config, embedder)
     ingest(c, DirectorySource(SAMPLE / "vector-stores"), namespace="docs")
@@ -280,7 +282,7 @@ def test_nothing_is_cached_while_a_run_is_open(home: Components) -> None:
 
 
 def samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = client.get("/metrics")
+    response = client.get("/metrics", headers={"X-API-Key": OPERATOR_KEY})
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -326,7 +328,7 @@ def test_each_request_logs_one_json_line_without_keys(client: TestClient, caplog
 
 def test_healthz_and_openapi_document_the_models(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
-    schema = client.get("/openapi.json").json()
+    schema = client.get("/openapi.json", headers={"X-API-Key": OPERATOR_KEY}).json()
     assert set(schema["paths"]) == {"/query", "/healthz", "/metrics"}
     query_op = schema["paths"]["/query"]["post"]
     assert {"200", "401", "403", "404", "413", "422", "429"} <= set(query_op["responses"])

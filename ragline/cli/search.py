@@ -163,13 +163,12 @@ def serve_command(
     ] = None,
     home: HomeOption = None,
 ) -> None:
-    """Run the query service (POST /query, GET /healthz, GET /metrics, /docs) with uvicorn."""
-    config = load_config(home=home, service_host=host, service_port=port)
-    import uvicorn
-
+    """Run the query service (POST /query, GET /healthz; GET /metrics and the API docs with the operator key)."""
     from ragline.service import create_app
     from ragline.service.middleware import log_requests_to_stderr
+    from ragline.service.server import build_server
 
+    config = load_config(home=home, service_host=host, service_port=port)
     service = create_app(config)
     log_requests_to_stderr()
-    uvicorn.run(service, host=config.service_host, port=config.service_port, access_log=False)
+    build_server(config, service).run()

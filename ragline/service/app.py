@@ -1,5 +1,7 @@
-"""The FastAPI query service: ``POST /query`` over ``ragline.retrieval.search``, with API keys per namespace,
-per-key rate limits, a result cache invalidated by re-indexing, request size limits and Prometheus metrics.
+"""The FastAPI query service: ``POST /query`` over ``ragline.retrieval.search``, with tenant API keys per
+namespace, per-key rate limits, failed authentication throttled per client address, a result cache bounded in
+bytes and partitioned by key, strict JSON bodies, request size limits and read deadlines, and Prometheus metrics
+and API docs for the operator key only.
 
 No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations, which name closures.
 """
@@ -7,12 +9,15 @@ No ``from __future__ import annotations`` here: FastAPI reads the endpoints' ann
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, Security
-from fastapi.security import APIKeyHeader
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
@@ -21,8 +26,10 @@ from ragline.generation import answer_question
 from ragline.retrieval import SearchResult, search
 from ragline.service.auth import ApiKeys, Principal
 from ragline.service.cache import ResultCache, cache_key
+from ragline.service.errors import validation_error_response
+from ragline.service.jsonbody import StrictJsonRoute
 from ragline.service.metrics import ServiceMetrics
-from ragline.service.middleware import BodyLimit, ObserveRequests
+from ragline.service.middleware import ObserveRequests, ReadBody, client_address
 from ragline.service.ratelimit import RateLimiter
 from ragline.service.schemas import Citation, Health, QueryRequest, QueryResponse, QueryResult, Usage
 from ragline.versions.aliases import read_namespace
@@ -30,27 +37,34 @@ from ragline.versions.aliases import read_namespace
 log = logging.getLogger(__name__)
 
 API_KEY_HEADER = "X-API-Key"
+T = TypeVar("T")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": f"Missing or unknown API key (header {API_KEY_HEADER})."},
     403: {"description": "The API key may not read this namespace."},
     404: {"description": "The namespace holds no index."},
+    408: {"description": "The request body did not arrive within `service_read_timeout_s`."},
     413: {"description": "Request body over `service_max_body_bytes`."},
     422: {
-        "description": "Invalid request: bad filter (with the reason), top_k out of range, unknown mode, "
-        "query empty or over `service_max_query_chars`."
+        "description": "Invalid request: not strict JSON (numbers must be finite), bad filter (with the reason), "
+        "top_k out of range, unknown mode, query empty or over `service_max_query_chars`."
     },
-    429: {"description": "Rate limit of the API key exceeded; see the Retry-After header."},
+    429: {
+        "description": "Rate limit of the API key exceeded, or too many failed authentications from the client's "
+        "address; see the Retry-After header."
+    },
 }
 
 
 def create_app(config: RaglineConfig, components: Components | None = None) -> FastAPI:
     """The query service for ``config``, serving ``components`` (built from the config when not given; closed at
-    shutdown only then). Raises ConfigError without ``service_api_keys``."""
-    keys = ApiKeys(config.service_api_keys)
+    shutdown only then). Raises ConfigError without ``service_api_keys`` or with a key HTTP cannot carry."""
+    keys = ApiKeys(config.service_api_keys, config.service_operator_key)
     limiter = RateLimiter(config.service_rate_per_s, config.service_rate_burst)
-    cache: ResultCache[QueryResponse] = ResultCache(config.service_cache_entries)
+    failures = RateLimiter(config.service_auth_failures_per_s, config.service_auth_failure_burst)
+    cache = ResultCache(config.service_cache_entries, config.service_cache_max_bytes)
     metrics = ServiceMetrics()
+    metrics.watch_cache(lambda: len(cache), lambda: cache.size_bytes)
     owned = components is None
     parts = components or build_components(config)
 
@@ -66,19 +80,41 @@ def create_app(config: RaglineConfig, components: Components | None = None) -> F
         version="1",
         lifespan=lifespan,
         description="Search the namespaces your API key may read: dense, BM25 or hybrid.",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        exception_handlers={RequestValidationError: validation_error_response},
     )
-    app.add_middleware(BodyLimit, max_bytes=config.service_max_body_bytes)
+    app.router.route_class = StrictJsonRoute
+    app.state.metrics = metrics
+    app.add_middleware(ReadBody, max_bytes=config.service_max_body_bytes, timeout_s=config.service_read_timeout_s)
     app.add_middleware(ObserveRequests, metrics=metrics)
 
     api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="Your API key.")
+    bearer = HTTPBearer(auto_error=False, description="The operator key, for scrapers that send only this header.")
+
+    def authenticated(request: Request, check: Callable[[], T | None], refusal: str) -> T:
+        """``check()``'s answer, unless the client's address has failed too often lately (429) or fails now (401,
+        counted against the address)."""
+        address = client_address(request.scope)
+        wait_s = failures.wait(address)
+        if wait_s > 0:
+            raise HTTPException(
+                429,
+                f"too many failed authentications from this address; retry in {math.ceil(wait_s)} s",
+                headers={"Retry-After": str(math.ceil(wait_s))},
+            )
+        found = check()
+        if found is None:
+            failures.acquire(address)
+            raise HTTPException(401, refusal, headers={"WWW-Authenticate": "ApiKey"})
+        return found
 
     def caller(request: Request, key: Annotated[str | None, Security(api_key)]) -> Principal:
-        """The authenticated caller, after taking one token from its rate limit."""
-        principal = keys.authenticate(key)
-        if principal is None:
-            raise HTTPException(
-                401, f"missing or invalid API key (header {API_KEY_HEADER})", headers={"WWW-Authenticate": "ApiKey"}
-            )
+        """The authenticated tenant, after taking one token from its rate limit."""
+        principal = authenticated(
+            request, lambda: keys.authenticate(key), f"missing or invalid API key (header {API_KEY_HEADER})"
+        )
         request.state.key_id = principal.key_id
         wait_s = limiter.acquire(principal.key_id)
         if wait_s > 0:
@@ -90,8 +126,21 @@ def create_app(config: RaglineConfig, components: Components | None = None) -> F
             )
         return principal
 
+    def operator(
+        request: Request,
+        key: Annotated[str | None, Security(api_key)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> None:
+        """Only the operator key (as X-API-Key, or Authorization: Bearer) passes."""
+        presented = key or (credentials.credentials if credentials else None)
+        authenticated(
+            request,
+            lambda: True if keys.is_operator(presented) else None,
+            f"this endpoint needs the operator key (header {API_KEY_HEADER} or Authorization: Bearer)",
+        )
+
     @app.post("/query", response_model=QueryResponse, responses=_ERRORS, summary="Search one namespace")
-    def query(body: QueryRequest, request: Request, principal: Annotated[Principal, Depends(caller)]) -> QueryResponse:
+    def query(body: QueryRequest, request: Request, principal: Annotated[Principal, Depends(caller)]) -> Response:
         """The ``top_k`` chunks of ``namespace`` that best answer ``query`` and match ``filter``, best first."""
         started = time.perf_counter()
         if len(body.query) > config.service_max_query_chars:
@@ -105,32 +154,55 @@ def create_app(config: RaglineConfig, components: Components | None = None) -> F
         if parts.records.journal.namespace_model(physical) is None:
             raise HTTPException(404, f"namespace {body.namespace!r} holds no index")
         generation = parts.records.journal.read_generation(physical)
-        key = cache_key(physical, generation, body) if generation is not None else None
-        hit = cache.get(key) if key is not None else None
-        request.state.cache = "bypass" if key is None else "hit" if hit is not None else "miss"
+        key = cache_key(principal.digest, physical, generation, body) if generation is not None else None
+        payload = cache.get(key) if key is not None else None
+        request.state.cache = "bypass" if key is None else "hit" if payload is not None else "miss"
         metrics.cache.labels(namespace=body.namespace, outcome=request.state.cache).inc()
-        response = hit if hit is not None else _search(parts, body, physical)
-        if key is not None and hit is None:
-            cache.put(key, response)
-        request.state.results = len(response.results)
-        return response.model_copy(
-            update={"latency_ms": (time.perf_counter() - started) * 1000, "cached": hit is not None}
-        )
+        if payload is None:
+            response = _search(parts, body, physical)
+            request.state.results = len(response.results)
+            payload = response.model_dump_json(exclude={"latency_ms", "cached"}).encode()
+            if key is not None:
+                cache.put(key, payload)
+        return _respond(payload, (time.perf_counter() - started) * 1000, cached=request.state.cache == "hit")
 
     @app.get("/healthz", response_model=Health, summary="Liveness")
     def healthz() -> Health:
         return Health()
 
-    @app.get(
-        "/metrics",
-        summary="Prometheus metrics",
-        response_class=Response,
-        responses={200: {"content": {metrics.content_type: {}}}},
-    )
-    def prometheus_metrics() -> Response:
-        return Response(metrics.render(), media_type=metrics.content_type)
+    if keys.has_operator:
+        operator_only = [Depends(operator)]
+
+        @app.get(
+            "/metrics",
+            summary="Prometheus metrics (operator key)",
+            response_class=Response,
+            responses={200: {"content": {metrics.content_type: {}}}, 401: {"description": "Not the operator key."}},
+            dependencies=operator_only,
+        )
+        def prometheus_metrics() -> Response:
+            return Response(metrics.render(), media_type=metrics.content_type)
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=operator_only)
+        def openapi_schema() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False, dependencies=operator_only)
+        def swagger_ui() -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+        @app.get("/redoc", include_in_schema=False, dependencies=operator_only)
+        def redoc() -> HTMLResponse:
+            return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
 
     return app
+
+
+def _respond(payload: bytes, latency_ms: float, cached: bool) -> Response:
+    """The response body: ``payload`` (a QueryResponse's JSON without ``latency_ms`` and ``cached``, as cached)
+    with those two fields appended, so a hit is served from the cached bytes without parsing them."""
+    tail = f',"latency_ms":{latency_ms:.3f},"cached":{"true" if cached else "false"}}}'.encode()
+    return Response(payload[:-1] + tail, media_type="application/json")
 
 
 def _search(parts: Components, body: QueryRequest, physical: str) -> QueryResponse:

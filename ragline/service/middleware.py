@@ -1,7 +1,13 @@
-"""ASGI middleware: a request body limit, and per-request metrics plus one structured JSON log line."""
+"""ASGI middleware: the request body read whole, within a size limit and a deadline, with a watch on the client
+leaving; and per-request metrics plus one structured JSON log line.
+
+What happened to the client is kept in ``scope["state"]`` (``client_left``: "body" or "response"; ``timed_out``:
+"body") for ``ObserveRequests`` to count and log.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,64 +29,109 @@ def log_requests_to_stderr() -> None:
     access_log.propagate = False
 
 
-class BodyLimit:
-    """Refuse bodies over ``max_bytes`` with 413, by the declared length or by counting what arrives."""
+def log_event(event: str, **fields: Any) -> None:
+    """One access-log line: ``{"time", "event", **fields}`` as JSON."""
+    access_log.info(json.dumps({"time": round(time.time(), 3), "event": event, **fields}))
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+
+def client_address(scope: Scope) -> str:
+    """The client's address (after uvicorn applied trusted proxy headers), or "unknown"."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+class ReadBody:
+    """Read the whole body before the app runs: over ``max_bytes`` → 413; not all in within ``timeout_s`` of the
+    request's headers → 408 and the connection closed; the client leaving meanwhile → no response. While the app
+    works, notice the client leaving. The app receives the body in one message."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        state: dict[str, Any] = scope.setdefault("state", {})
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
+            await _refuse(send, 413, f"request body over {self.max_bytes} bytes")
             return
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                body = await self._read(receive)
+        except TimeoutError:
+            state["timed_out"] = "body"
+            await _refuse(send, 408, f"request body not received within {self.timeout_s:g} s")
+            return
+        if body is None:
+            state["client_left"] = "body"
+            return
+        if len(body) > self.max_bytes:
+            await _refuse(send, 413, f"request body over {self.max_bytes} bytes")
+            return
+        await self._run(scope, body, receive, send, state)
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The body, None if the client left; stops counting past ``max_bytes``."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
+            if message["type"] != "http.request":
+                return None
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > self.max_bytes:
-                await self._refuse(send)
-                return
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+            if size > self.max_bytes or not message.get("more_body", False):
+                return b"".join(chunks)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": f"request body over {self.max_bytes} bytes"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _run(self, scope: Scope, body: bytes, receive: Receive, send: Send, state: dict[str, Any]) -> None:
+        """Run the app on ``body``, watching ``receive`` for the client leaving before the response is sent."""
+        sent = False
+        watch = asyncio.ensure_future(receive())
+
+        def noticed(_: asyncio.Future[Message]) -> None:
+            if not sent and not watch.cancelled() and watch.result()["type"] == "http.disconnect":
+                state["client_left"] = "response"
+
+        watch.add_done_callback(noticed)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await asyncio.shield(watch)
+
+        async def send_noting_end(message: Message) -> None:
+            nonlocal sent
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                sent = True
+
+        try:
+            await self.app(scope, replay, send_noting_end)
+        finally:
+            watch.cancel()
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that hands the app the body already read, then defers to the client's."""
-    pending = True
-
-    async def replay() -> Message:
-        nonlocal pending
-        if pending:
-            pending = False
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
+async def _refuse(send: Send, status: int, reason: str) -> None:
+    """A JSON error that closes the connection (the rest of the body is never read)."""
+    body = json.dumps({"detail": reason}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class ObserveRequests:
     """Count and time every request by route, status and namespace, and log it as one JSON line (no key, no
-    query text: the caller appears as its key id, a digest prefix)."""
+    query text: the caller appears as its key id, a digest prefix). A client that left is a disconnect, counted
+    and logged as such, not as a status."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app, self.metrics = app, metrics
@@ -101,24 +152,30 @@ class ObserveRequests:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            seconds = time.perf_counter() - started
-            state: dict[str, Any] = scope.get("state", {})
-            endpoint = getattr(scope.get("route"), "path", "unmatched")
-            namespace = state.get("namespace", NO_NAMESPACE)
-            self.metrics.observe(endpoint, status, namespace, seconds)
-            access_log.info(
-                json.dumps(
-                    {
-                        "time": round(time.time(), 3),
-                        "event": "request",
-                        "method": scope["method"],
-                        "endpoint": endpoint,
-                        "status": status,
-                        "latency_ms": round(seconds * 1000, 3),
-                        "namespace": namespace,
-                        "key_id": state.get("key_id"),
-                        "cache": state.get("cache"),
-                        "results": state.get("results"),
-                    }
-                )
-            )
+            self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        state: dict[str, Any] = scope.get("state", {})
+        endpoint = getattr(scope.get("route"), "path", "unmatched")
+        namespace = state.get("namespace", NO_NAMESPACE)
+        fields: dict[str, Any] = {
+            "method": scope["method"],
+            "endpoint": endpoint,
+            "status": status,
+            "latency_ms": round(seconds * 1000, 3),
+            "namespace": namespace,
+            "key_id": state.get("key_id"),
+            "client": client_address(scope),
+            "cache": state.get("cache"),
+            "results": state.get("results"),
+        }
+        if "client_left" in state:
+            self.metrics.disconnects.labels(phase=state["client_left"]).inc()
+            log_event("disconnect", **{**fields, "status": None, "phase": state["client_left"]})
+            return
+        self.metrics.observe(endpoint, status, namespace, seconds)
+        if "timed_out" in state:
+            self.metrics.timeouts.labels(phase=state["timed_out"]).inc()
+            log_event("timeout", **fields, phase=state["timed_out"])
+        else:
+            log_event("request", **fields)

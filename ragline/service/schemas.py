@@ -36,6 +36,13 @@ class QueryRequest(BaseModel):
         "configured, else extractive).",
     )
 
+    @field_validator("query")
+    @classmethod
+    def _query_has_words(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the query holds only whitespace")
+        return value
+
     @field_validator("filter")
     @classmethod
     def _filter_is_pinecone_language(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
