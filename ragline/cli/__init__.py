@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from ragline.cli import evaluation, indexing, search, versions
+from ragline.cli import evaluation, indexing, recordstore, search, versions
+from ragline.cli.signals import exit_on_sigterm
 
 __all__ = ["app"]
 
@@ -23,6 +24,7 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log pro
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    exit_on_sigterm()
 
 
 app.command("ingest")(indexing.ingest_command)
@@ -35,3 +37,4 @@ app.command("serve")(search.serve_command)
 app.command("backfill")(indexing.backfill_command)
 app.command("refresh")(indexing.refresh_command)
 app.add_typer(versions.versions_app, name="versions")
+app.add_typer(recordstore.recordstore_app, name="recordstore")

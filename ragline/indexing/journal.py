@@ -20,6 +20,7 @@ import numpy as np
 from ragline.batching import batched
 from ragline.components import Components
 from ragline.embedders.cache import embed_with_cache
+from ragline.indexing.health import require_whole_index
 from ragline.records import Metadata
 from ragline.recordstore import LIVE, ChunkRow
 from ragline.stores.base import VectorRecord
@@ -49,8 +50,13 @@ def index_metadata(text: str, metadata: Metadata) -> Metadata:
     return {**metadata, "text": text}
 
 
-def open_run(c: Components, namespace: str, source: str) -> RunRef:
-    """Finish what crashed runs left, check the namespace's model, and open a run."""
+def open_run(c: Components, namespace: str, source: str, *, check_index: bool = True) -> RunRef:
+    """Refuse an index that lost vectors, finish what crashed runs left, check the namespace's model, open a run.
+
+    ``check_index=False`` skips the first check, for runs that write a bulk-import file instead of the index.
+    """
+    if check_index:
+        require_whole_index(c.store, c.records.journal, namespace)
     recover(c, namespace)
     c.records.journal.bind_namespace_model(namespace, c.embedder.model_id, c.embedder.dimension)
     run = RunRef(new_run_id(), namespace, source)
@@ -107,13 +113,16 @@ def vectors_for(c: Components, rows: Sequence[ChunkRow]) -> np.ndarray:
     return vectors
 
 
-def upsert_rows(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> None:
-    """Write recorded chunks to the index again, in store-sized batches."""
+def upsert_rows(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> int:
+    """Write recorded chunks to the index again, in store-sized batches; returns how many texts had to be embedded
+    (the embedding cache lacked them)."""
+    embedded = 0
     for part in batched(rows, STORE_BATCH):
-        records = [
-            VectorRecord(r.chunk_id, v, index_metadata(r.text, r.metadata)) for r, v in zip(part, vectors_for(c, part))
-        ]
+        vectors, computed, _ = embed_with_cache(c.embedder, c.cache, [r.text for r in part])
+        embedded += computed
+        records = [VectorRecord(r.chunk_id, v, index_metadata(r.text, r.metadata)) for r, v in zip(part, vectors)]
         c.store.upsert(records, namespace=namespace)
+    return embedded
 
 
 def fetch_back_problems(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> dict[str, str]:

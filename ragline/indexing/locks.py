@@ -1,4 +1,8 @@
-"""The namespace lock: one run writes a namespace at a time; a second one waits for it."""
+"""The namespace lock: one run writes a namespace at a time; a second one waits for it.
+
+Every run holds it from before it opens until after it commits or rolls back, so a run the journal lists as
+running while nobody holds the lock was killed (``namespace_lock_held``).
+"""
 
 from __future__ import annotations
 
@@ -39,3 +43,21 @@ def namespace_lock(home: Path, namespace: str, *, wait_s: float = 0.0) -> Iterat
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def namespace_lock_held(home: Path, namespace: str) -> bool:
+    """Whether a live process (this one included) holds ``namespace``'s lock: take it without waiting, let go at once.
+
+    The kernel drops a file lock when its process dies, so a killed run never holds it. (A PostgreSQL advisory lock
+    answers the same question with ``pg_try_advisory_lock`` and ``pg_advisory_unlock``.)
+    """
+    path = home / "locks" / f"{namespace}.lock"
+    if not path.exists():
+        return False
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False

@@ -12,13 +12,18 @@ from ragline.recordstore.sqlite.database import SQLiteDatabase
 SCHEMA_VERSION = 1
 """Bumped with every change to a part's tables; ``migrate`` brings an older file up to it."""
 
+IF_DAMAGED = (
+    "restore it from a backup (`ragline recordstore restore BACKUP`), or rebuild it from the index "
+    "(`ragline recordstore rebuild`)"
+)
+
 
 class SQLiteRecordStore:
     """``RecordStore`` on one SQLite file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.db = SQLiteDatabase(path)
+        self.db = SQLiteDatabase(path, role="record store", if_damaged=IF_DAMAGED)
         for part in (journal, quarantine, aliases, backfills, near_duplicates):
             self.db.apply_schema(part.SCHEMA)
         self.db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
