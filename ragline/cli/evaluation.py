@@ -64,7 +64,7 @@ def eval_command(
         )
         failures = _evaluate_directly(config)
     except (RaglineError, ValidationError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(code=1) from exc
     for failure in failures:
         console.print(f"[red]regression:[/red] {failure}", soft_wrap=True)

@@ -43,7 +43,7 @@ def ingest_command(
             load_config(namespace=namespace, home=home, index_version=index_version, cleanup="full" if full else None),
         )
     except RaglineError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(code=1) from exc
 
 
@@ -246,7 +246,7 @@ def backfill_command(
         else:
             _backfill_directly(path, config, export_parquet)
     except RaglineError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(code=1) from exc
 
 

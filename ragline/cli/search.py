@@ -54,7 +54,7 @@ def query_command(
             understand=understand,
         )
     except (RaglineError, json.JSONDecodeError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(code=1) from exc
     table = Table(title=f"{mode} · {target} · {sum(result.timings.values()) * 1000:.0f} ms")
     table.add_column("#")
@@ -110,7 +110,7 @@ def ask_command(
             on_delta=None if as_json else show,
         )
     except (RaglineError, json.JSONDecodeError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(code=1) from exc
     if as_json:
         console.print_json(json.dumps(answer.to_dict()))
@@ -153,7 +153,7 @@ def serve_command(
     try:
         service = create_app(config)
     except RaglineError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(code=1) from exc
     log_requests_to_stderr()
     uvicorn.run(service, host=config.service_host, port=config.service_port, access_log=False)

@@ -48,11 +48,16 @@ def versions_list_command(name: AliasArgument, home: HomeOption = None) -> None:
     from ragline.components import make_record_store
     from ragline.versions.aliases import list_versions
 
-    records = make_record_store(load_config(home=home))
+    try:
+        records = make_record_store(load_config(home=home))
+        versions = list_versions(records, name)
+    except RaglineError as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(code=1) from exc
     table = Table(title=f"versions of {name}")
     for column in ("namespace", "version", "model", "dim", "documents", "chunks", "created (UTC)", "live"):
         table.add_column(column)
-    for v in list_versions(records, name):
+    for v in versions:
         table.add_row(
             v.namespace,
             v.version or "(base)",
@@ -129,9 +134,8 @@ def versions_rollback_command(name: AliasArgument, home: HomeOption = None) -> N
     from ragline.components import make_record_store
     from ragline.versions.aliases import rollback
 
-    records = make_record_store(load_config(home=home))
     try:
-        event = rollback(records, name, actor=_actor())
+        event = rollback(make_record_store(load_config(home=home)), name, actor=_actor())
     except RaglineError as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(code=1) from exc
