@@ -109,7 +109,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> P
 
 
 @pytest.mark.parametrize(
-    "damage", [delete_a_data_file, truncate_a_data_file, delete_the_table_folder, truncate_the_manifest]
+    "damage",
+    [
+        delete_a_data_file,
+        pytest.param(truncate_a_data_file, marks=pytest.mark.slow),
+        pytest.param(delete_the_table_folder, marks=pytest.mark.slow),
+        pytest.param(truncate_the_manifest, marks=pytest.mark.slow),
+    ],
 )
 def test_a_damaged_lancedb_index_is_reported_refused_and_rebuilt_with_nothing_lost(
     home: Path, damage: Callable[[Path], None]
@@ -246,7 +252,9 @@ def assert_every_command_stops_with_one_line(home: Path) -> None:
     assert not (home / "backup.sqlite").exists()
 
 
-@pytest.mark.parametrize("damage", [truncate_the_record_store, fill_the_record_store_with_garbage])
+@pytest.mark.parametrize(
+    "damage", [pytest.param(truncate_the_record_store, marks=pytest.mark.slow), fill_the_record_store_with_garbage]
+)
 def test_a_damaged_record_store_stops_every_command_and_is_rebuilt_from_the_index(
     home: Path, damage: Callable[[Path], None]
 ) -> None:
