@@ -7,7 +7,9 @@ RaglineError
 ├── EmbeddingError
 ├── StoreError             vector store or record store failure
 │   ├── UpsertError        carries the ids that could not be written
-│   └── FilterError        a metadata filter outside Pinecone's language
+│   ├── FilterError        a metadata filter outside Pinecone's language
+│   ├── IndexDamaged       the vector index lost vectors or cannot be read; rebuild it from the record store
+│   └── RecordStoreDamaged a SQLite file of the record store failed its integrity check
 ├── NamespaceBusy          another run holds the namespace's lock, and waiting for it timed out
 ├── ValidationFailed       a data-quality or reconciliation check failed; carries the failed checks
 └── ChatError              the chat model could not be reached or its answer was unusable
@@ -52,6 +54,22 @@ class UpsertError(StoreError):
 
 class FilterError(StoreError):
     """A metadata filter is not valid Pinecone filter language."""
+
+
+class IndexDamaged(StoreError):
+    """The vector index of a namespace lost vectors or cannot be read; ``ragline reconcile --rebuild`` restores it."""
+
+    def __init__(self, namespace: str, problem: str) -> None:
+        super().__init__(
+            f"the index of namespace {namespace!r} is damaged: {problem}; rebuild it from the record store with "
+            f"`ragline reconcile --rebuild -n {namespace}`"
+        )
+        self.namespace = namespace
+        self.problem = problem
+
+
+class RecordStoreDamaged(StoreError):
+    """A SQLite file of the record store (or the embedding cache) failed its integrity check."""
 
 
 class NamespaceBusy(RaglineError):

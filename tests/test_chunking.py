@@ -101,8 +101,11 @@ def test_zero_overlap_shares_nothing(count: CountTokens) -> None:
 
 
 def test_ids_positions_hashes_and_metadata() -> None:
-    document = doc(numbered_words(300), lang="en", tags=["a", "b"], headings="stale", position=99)
-    chunks = Chunker(whitespace_count, "t", 50, 5).split(document)
+    document = doc(
+        numbered_words(300), lang="en", tags=["a", "b"], headings="stale", position=99, content_hash="forged"
+    )
+    chunker = Chunker(whitespace_count, "t", 50, 5)
+    chunks = chunker.split(document)
     assert len(chunks) > 1
     for n, chunk in enumerate(chunks):
         assert chunk.chunk_id == f"src/guide.md#{n}"
@@ -116,6 +119,8 @@ def test_ids_positions_hashes_and_metadata() -> None:
             "uri": "file:///data/guide.md",
             "title": "The guide",
             "position": n,
+            "content_hash": document.content_hash,
+            "config_hash": chunker.config_hash,
         }
 
 

@@ -12,8 +12,9 @@ from typing import Annotated
 
 import typer
 
-from ragline.cli import evaluation, indexing, records, search, versions
+from ragline.cli import evaluation, indexing, records, recordstore, search, versions
 from ragline.cli.failures import RaglineCommands
+from ragline.cli.signals import exit_on_sigterm
 
 __all__ = ["app"]
 
@@ -34,6 +35,7 @@ def _main(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    exit_on_sigterm()
 
 
 app.command("ingest")(indexing.ingest_command)
@@ -47,3 +49,4 @@ app.command("backfill")(indexing.backfill_command)
 app.command("refresh")(indexing.refresh_command)
 app.add_typer(versions.versions_app, name="versions")
 app.add_typer(records.records_app, name="records")
+app.add_typer(recordstore.recordstore_app, name="recordstore")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -23,6 +23,9 @@ from ragline.cli.shared import (
     tracked,
 )
 from ragline.config import RaglineConfig, load_config
+
+if TYPE_CHECKING:
+    from ragline.indexing.rebuild import IndexRebuild
 
 
 def ingest_command(
@@ -91,53 +94,111 @@ def _ingest_directly(path: Path, config: RaglineConfig) -> None:
 def status_command(
     namespace: NamespaceOption = None, home: HomeOption = None, index_version: VersionOption = None
 ) -> None:
-    """What a namespace holds: documents, chunks, vectors, its model, and the latest runs."""
+    """What a namespace holds: documents, chunks, vectors, its model, whether the index is whole, the latest runs."""
     from ragline.components import make_record_store, make_store
+    from ragline.indexing.health import crashed_runs, index_health
+    from ragline.indexing.locks import make_locks
     from ragline.versions.aliases import write_namespace
 
     config = load_config(namespace=namespace, home=home, index_version=index_version)
     records = make_record_store(config)
     ns = write_namespace(records, config)
     model = records.journal.namespace_model(ns)
-    vectors = make_store(config, model[1]).describe_namespace(ns).vector_count if model else 0
+    health = index_health(make_store(config, model[1]), records.journal, ns) if model else None
+    crashed = crashed_runs(make_locks(config), records.journal, ns)
+    vectors = 0 if health is None else "no readable" if health.vectors is None else health.vectors
     console.print(
         f"namespace {ns}: model {model[0] if model else '—'}, "
         f"{records.journal.live_document_count(ns)} documents, {records.journal.live_chunk_count(ns)} chunks, "
-        f"{vectors} vectors in the index"
+        f"{vectors} vectors in the index",
+        soft_wrap=True,
     )
+    if health is not None and health.lost:
+        console.print(styled("red", "damaged", f" — run `ragline reconcile --rebuild -n {ns}`: {health.lost}"))
+    elif health is not None and health.orphans:
+        console.print(
+            styled(
+                "yellow",
+                "drifted",
+                f" — run `ragline reconcile -n {ns}`: {health.orphans} vectors in the index are not recorded",
+            )
+        )
     table = Table(title="latest runs")
     for column in ("run", "source", "status", "quarantined"):
         table.add_column(column)
     for run in records.journal.last_runs(ns):
-        table.add_row(run.run_id, run.source, run.status, str(len(records.quarantine.for_run(run.run_id))))
+        status = "crashed" if run.run_id in crashed else run.status
+        table.add_row(run.run_id, run.source, status, str(len(records.quarantine.for_run(run.run_id))))
     console.print(table)
+    if crashed:
+        console.print(
+            styled(
+                "yellow",
+                f"{len(crashed)} crashed run(s)",
+                f": killed before they committed; `ragline reconcile -n {ns}` (or the next run) rolls them back",
+            )
+        )
 
 
 def reconcile_command(
     namespace: NamespaceOption = None,
     home: HomeOption = None,
     index_version: VersionOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report the drift.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report the drift and crashed runs.")] = False,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild", help="Rewrite the whole index from the record store and the embedding cache (lost vectors)."
+        ),
+    ] = False,
 ) -> None:
-    """Compare the index with the record store; repair missing, differing and orphaned vectors."""
+    """Compare the index with the record store; repair missing, differing and orphaned vectors, or rebuild the index."""
     from ragline.components import build_components
+    from ragline.indexing.rebuild import rebuild_index
     from ragline.indexing.reconcile import reconcile
     from ragline.versions.aliases import write_namespace
 
+    if dry_run and rebuild:
+        raise typer.BadParameter("--dry-run and --rebuild exclude each other")
     config = load_config(namespace=namespace, home=home, index_version=index_version)
     components = build_components(config)
-    report = reconcile(components, write_namespace(components.records, config), repair=not dry_run)
+    ns = write_namespace(components.records, config)
+    if dry_run:
+        report = reconcile(components, ns, repair=False)
+    else:
+        with components.locks.hold(ns):
+            if rebuild:
+                _show_rebuild(rebuild_index(components, ns))
+                return
+            report = reconcile(components, ns)
     verb = "repaired" if report.repaired else "found"
+    runs = (
+        f"{len(report.crashed_runs)} crashed runs ({report.crashed_pending} pending chunks) to roll back"
+        if dry_run
+        else f"{len(report.runs_rolled_back)} unfinished runs rolled back"
+    )
+    verdict = "in sync" if report.in_sync else "repaired" if report.repaired else "not in sync"
     console.print(
         f"namespace {report.namespace}: {report.expected} chunks recorded, {report.indexed} indexed; "
         f"{verb} {len(report.missing)} missing, {len(report.different)} differing (sampled), "
-        f"{len(report.orphans)} orphaned; {len(report.runs_rolled_back)} unfinished runs rolled back"
+        f"{len(report.orphans)} orphaned; {runs}: {verdict}",
+        soft_wrap=True,
     )
     if (keywords := report.keywords) is not None:
         console.print(
             f"sparse keyword index: {verb} {len(keywords.missing)} missing, {len(keywords.different)} differing "
             f"(sampled), {len(keywords.orphans)} orphaned"
         )
+
+
+def _show_rebuild(result: IndexRebuild) -> None:
+    dropped = "; the unreadable index was dropped first" if result.dropped else ""
+    console.print(
+        f"namespace {result.namespace} rebuilt: {result.chunks_written} chunks written "
+        f"({result.embeddings_computed} embedded, the rest from the embedding cache), {result.orphans_deleted} "
+        f"orphans deleted, {len(result.runs_rolled_back)} unfinished runs rolled back{dropped}",
+        soft_wrap=True,
+    )
 
 
 def backfill_command(

@@ -159,7 +159,7 @@ def export_partition(
     namespace = spec.namespace
     steps = DirectSteps(c)
     with c.locks.hold(namespace):
-        run = stages.open_run(c, namespace, spec.source_name)
+        run = stages.open_run(c, namespace, spec.source_name, check_index=False)
         with rollback_on_failure(c, run):
             with parquet_part(part_path(export_dir, namespace, partition.index)) as part:
                 outcome = run_stages(

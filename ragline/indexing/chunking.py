@@ -33,7 +33,7 @@ CHUNKER_VERSION = "1"
 
 _HEADERS = [("#", "h1"), ("##", "h2"), ("###", "h3")]
 _SEPARATORS = ["\n\n", "\n", " ", ""]
-_RESERVED_KEYS = frozenset({"doc_id", "source", "uri", "title", "position", "headings"})
+_RESERVED_KEYS = frozenset({"doc_id", "source", "uri", "title", "position", "headings", "content_hash", "config_hash"})
 
 _Piece = tuple[str, int]
 """A chunk's text and its token count."""
@@ -70,7 +70,10 @@ class Chunker:
             for section, headings in self._sections(doc)
             for text, count in self._split_text(section)
         ]
-        return [_make_chunk(doc, n, text, count, headings) for n, (text, count, headings) in enumerate(pieces)]
+        return [
+            _make_chunk(doc, n, text, count, headings, self.config_hash)
+            for n, (text, count, headings) in enumerate(pieces)
+        ]
 
     def _sections(self, doc: Document) -> list[tuple[str, list[str]]]:
         """Markdown sections with their heading paths; any other kind is one section without headings."""
@@ -145,10 +148,22 @@ def _halve(text: str) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def _make_chunk(doc: Document, position: int, text: str, token_count: int, headings: list[str]) -> Chunk:
-    """A chunk of ``doc`` with the document's metadata plus its own identity and place."""
+def _make_chunk(
+    doc: Document, position: int, text: str, token_count: int, headings: list[str], config_hash: str
+) -> Chunk:
+    """A chunk of ``doc`` with the document's metadata plus its own identity and place, and the document's content
+    and chunker hashes (so the index alone holds what the record store knows of it: ``ragline recordstore
+    rebuild``)."""
     metadata: Metadata = {key: value for key, value in doc.metadata.items() if key not in _RESERVED_KEYS}
-    metadata.update(doc_id=doc.doc_id, source=doc.source, uri=doc.uri, title=doc.title, position=position)
+    metadata.update(
+        doc_id=doc.doc_id,
+        source=doc.source,
+        uri=doc.uri,
+        title=doc.title,
+        position=position,
+        content_hash=doc.content_hash,
+        config_hash=config_hash,
+    )
     if headings:
         metadata["headings"] = list(headings)
     return Chunk(

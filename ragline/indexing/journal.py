@@ -23,6 +23,7 @@ import numpy as np
 from ragline.batching import batched
 from ragline.components import Components
 from ragline.embedders.cache import embed_with_cache
+from ragline.indexing.health import require_whole_index
 from ragline.indexing.keywords import keep_encoding_current, live_records, sparse_problems
 from ragline.records import index_metadata
 from ragline.recordstore import LIVE, ChunkRow
@@ -49,8 +50,13 @@ def new_run_id() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
 
 
-def open_run(c: Components, namespace: str, source: str) -> RunRef:
-    """Finish what crashed runs left, check the namespace's model, and open a run."""
+def open_run(c: Components, namespace: str, source: str, *, check_index: bool = True) -> RunRef:
+    """Refuse an index that lost vectors, finish what crashed runs left, check the namespace's model, open a run.
+
+    ``check_index=False`` skips the first check, for runs that write a bulk-import file instead of the index.
+    """
+    if check_index:
+        require_whole_index(c.store, c.records.journal, namespace)
     recover(c, namespace)
     c.records.journal.bind_namespace_model(namespace, c.embedder.model_id, c.embedder.dimension)
     run = RunRef(new_run_id(), namespace, source)
@@ -117,14 +123,19 @@ def vectors_for(c: Components, rows: Sequence[ChunkRow]) -> np.ndarray:
     return vectors
 
 
-def upsert_rows(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> None:
-    """Write recorded (live) chunks to the index and its sparse keyword index again, in store-sized batches."""
+def upsert_rows(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> int:
+    """Write recorded chunks to the index and its sparse keyword index again, in store-sized batches; returns how
+    many texts had to be embedded (the embedding cache lacked them)."""
+    embedded = 0
     for part in batched(rows, STORE_BATCH):
+        vectors, computed, _ = embed_with_cache(c.embedder, c.cache, [r.text for r in part])
+        embedded += computed
         metadata = [index_metadata(r.text, r.metadata) for r in part]
-        records = [VectorRecord(r.chunk_id, v, m) for r, v, m in zip(part, vectors_for(c, part), metadata)]
+        records = [VectorRecord(r.chunk_id, v, m) for r, v, m in zip(part, vectors, metadata)]
         c.store.upsert(records, namespace=namespace)
         if c.sparse is not None:
             c.sparse.upsert(live_records(c, namespace, part, metadata), namespace=namespace)
+    return embedded
 
 
 def fetch_back_problems(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> dict[str, str]:

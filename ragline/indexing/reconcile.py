@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ragline.batching import batched
 from ragline.components import Components
+from ragline.indexing.health import crashed_runs
 from ragline.indexing.journal import STORE_BATCH, fetch_back_problems, recover, upsert_rows
 from ragline.indexing.keywords import KeywordDrift, keep_encoding_current, live_records, sparse_problems, sparse_store
 from ragline.records import index_metadata
@@ -30,6 +31,10 @@ class ReconcileReport:
     orphans: list[str] = field(default_factory=list)
     different: list[str] = field(default_factory=list)
     runs_rolled_back: list[str] = field(default_factory=list)
+    crashed_runs: list[str] = field(default_factory=list)
+    """Runs a killed process left open, found without ``repair`` (a repair rolls them back: ``runs_rolled_back``)."""
+    crashed_pending: int = 0
+    """Pending chunk rows those runs left."""
     repaired: bool = False
     keywords: KeywordDrift | None = None
     """How the sparse keyword index compares (None without one)."""
@@ -37,12 +42,17 @@ class ReconcileReport:
     @property
     def in_sync(self) -> bool:
         keywords_in_sync = self.keywords is None or self.keywords.in_sync
-        return not (self.missing or self.orphans or self.different) and keywords_in_sync
+        return not (self.missing or self.orphans or self.different or self.crashed_runs) and keywords_in_sync
 
 
 def reconcile(c: Components, namespace: str, *, repair: bool = True, sample_size: int = 64) -> ReconcileReport:
-    """Compare every id, and the vectors and metadata of a sample; with ``repair`` make the index match."""
+    """Compare every id, and the vectors and metadata of a sample; with ``repair`` make the index match.
+
+    A repair rolls back every unfinished run, so its caller holds the namespace lock; without ``repair`` only runs
+    no live process holds the lock for are reported, as crashed.
+    """
     rolled_back = recover(c, namespace) if repair else []
+    crashed = [] if repair else crashed_runs(c.locks, c.records.journal, namespace)
     expected = set(c.records.journal.live_chunk_ids(namespace))
     indexed = set(c.store.list_ids(namespace=namespace))
     present = sorted(expected & indexed)
@@ -58,6 +68,8 @@ def reconcile(c: Components, namespace: str, *, repair: bool = True, sample_size
         different=different,
         runs_rolled_back=rolled_back,
         keywords=_keyword_drift(c, namespace, expected, list(sample_rows.values())) if c.sparse else None,
+        crashed_runs=crashed,
+        crashed_pending=sum(len(c.records.journal.pending_chunk_ids(run_id)) for run_id in crashed),
     )
     if repair and not report.in_sync:
         rows = c.records.journal.chunk_rows(namespace, report.missing + report.different)

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from ragline.components import Components
 from ragline.errors import ConfigError
+from ragline.indexing.health import require_whole_index
 from ragline.recordstore import LIVE
 from ragline.retrieval.hits import Hit
 from ragline.stores.base import Filter, QueryMatch
 
 
 def dense_search(c: Components, query: str, *, namespace: str, top_k: int, filter: Filter | None) -> list[Hit]:
-    """The ``top_k`` chunks nearest to ``query`` that match ``filter``, best first (score: cosine)."""
+    """The ``top_k`` chunks nearest to ``query`` that match ``filter``, best first (score: cosine).
+
+    Raises ``IndexDamaged`` when the index cannot be read, or answers nothing because it lost its vectors.
+    """
     check_namespace_model(c, namespace)
     vector = c.embedder.embed([query])[0]
     matches = c.store.query(vector, namespace=namespace, top_k=top_k, filter=filter)
+    if not matches:
+        require_whole_index(c.store, c.records.journal, namespace)
     return [as_hit(m) for m in committed(c, namespace, matches)]
 
 

@@ -21,7 +21,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
-from ragline.errors import FilterError, RaglineError
+from ragline.errors import FilterError, IndexDamaged, RaglineError
 from ragline.generation import answer_question
 from ragline.retrieval import SearchResult, search
 from ragline.service.auth import ApiKeys, Principal
@@ -53,6 +53,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "Rate limit of the API key exceeded, or too many failed authentications from the client's "
         "address; see the Retry-After header."
     },
+    503: {"description": "The namespace's index is damaged; it answers again once an operator has rebuilt it."},
 }
 
 
@@ -206,14 +207,19 @@ def _respond(payload: bytes, latency_ms: float, cached: bool) -> Response:
 
 
 def _search(parts: Components, body: QueryRequest, physical: str) -> QueryResponse:
-    """Run the search (and the answer, when asked for); a core error becomes 422 (bad filter) or 500 (anything
-    else, logged by type only)."""
+    """Run the search (and the answer, when asked for); a core error becomes 422 (bad filter), 503 (a damaged
+    index) or 500 (anything else, logged by type only)."""
     try:
         result = search(parts, body.query, namespace=physical, mode=body.mode, top_k=body.top_k, filter=body.filter)
         answered = _answer(parts, body, physical, result) if body.answer else {}
         answer_warnings = answered.pop("answer_warnings", [])
     except FilterError as exc:
         raise HTTPException(422, str(exc)) from exc
+    except IndexDamaged as exc:
+        log.error("search in %s failed: its index is damaged (%s)", physical, exc.problem)
+        raise HTTPException(
+            503, f"the index of namespace {body.namespace!r} is damaged; an operator must rebuild it"
+        ) from exc
     except RaglineError as exc:
         log.error("search in %s failed: %s", physical, type(exc).__name__)
         raise HTTPException(500, f"search failed ({type(exc).__name__})") from exc

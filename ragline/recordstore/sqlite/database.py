@@ -1,4 +1,10 @@
-"""One SQLite file in WAL mode, shared by the record store's parts: transactions, queries and id lists."""
+"""One SQLite file in WAL mode, shared by the record store's parts: transactions, queries and id lists.
+
+Opening a file runs ``PRAGMA quick_check`` once (it reads every page: about 0.2 s for a 150 MB file, see
+docs/benchmarks.md), so a damaged file stops a command at once, with the file named and the way back, instead of
+failing its runs later.
+A read or write that finds damage later raises the same ``RecordStoreDamaged``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ragline.batching import batched
+from ragline.errors import RecordStoreDamaged
 from ragline.recordstore.migrations import Migration, statements_of, steps_to_apply
 
 IDS_PER_QUERY = 500
@@ -18,24 +25,60 @@ IDS_PER_QUERY = 500
 Row = tuple[Any, ...]
 
 
-class SQLiteDatabase:
-    """A connection usable from several threads (one statement at a time) with ``BEGIN IMMEDIATE`` transactions."""
+def integrity_problem(conn: sqlite3.Connection) -> str | None:
+    """The first problem ``PRAGMA quick_check`` finds in the connection's file, or None when it is sound."""
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
+        return str(exc)
+    problems = [str(r[0]) for r in rows if r[0] != "ok"]
+    return problems[0] if problems else None
 
-    def __init__(self, path: Path) -> None:
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the file is corrupt or not a database (rather than busy, full or misused)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB"
+
+
+class SQLiteDatabase:
+    """A connection usable from several threads (one statement at a time) with ``BEGIN IMMEDIATE`` transactions.
+
+    ``role`` and ``if_damaged`` word the ``RecordStoreDamaged`` error: what the file is, and how to get it back.
+    """
+
+    def __init__(self, path: Path, *, role: str = "database", if_damaged: str = "restore it from a backup") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._damaged = f"{role} {path} is damaged ({{problem}}): {if_damaged}"
         self.conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
         self._lock = threading.RLock()
+        with self._reporting_damage():
+            if problem := integrity_problem(self.conn):
+                self.conn.close()
+                raise RecordStoreDamaged(self._damaged.format(problem=problem))
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
 
     def close(self) -> None:
         self.conn.close()
 
     @contextmanager
+    def _reporting_damage(self) -> Iterator[None]:
+        """Re-raise SQLite's "malformed" and "not a database" errors as ``RecordStoreDamaged``."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise RecordStoreDamaged(self._damaged.format(problem=exc)) from exc
+            raise
+
+    @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """The connection inside one write transaction, committed when the block ends and rolled back if it raises."""
-        with self._lock:
+        with self._lock, self._reporting_damage():
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
@@ -45,7 +88,7 @@ class SQLiteDatabase:
             self.conn.execute("COMMIT")
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        with self._lock:
+        with self._lock, self._reporting_damage():
             return self.conn.execute(sql, params).fetchall()
 
     def one(self, sql: str, params: Sequence[object] = ()) -> Row | None:

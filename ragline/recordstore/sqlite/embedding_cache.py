@@ -22,7 +22,9 @@ class SQLiteEmbeddingCache:
     """``EmbeddingCache`` on one SQLite file; entries are never evicted while a live chunk may need them."""
 
     def __init__(self, path: Path) -> None:
-        self.db = SQLiteDatabase(path)
+        self.db = SQLiteDatabase(
+            path, role="embedding cache", if_damaged="rebuild it from the index (`ragline recordstore rebuild`)"
+        )
         self.db.ensure_schema(SCHEMA, SCHEMA_VERSION, MIGRATIONS, marker_table="embeddings")
 
     def close(self) -> None:

@@ -23,13 +23,18 @@ MIGRATIONS = (
 )
 PARTS = (journal, quarantine, aliases, backfills, near_duplicates, keywords)
 
+IF_DAMAGED = (
+    "restore it from a backup (`ragline recordstore restore BACKUP`), or rebuild it from the index "
+    "(`ragline recordstore rebuild`)"
+)
+
 
 class SQLiteRecordStore:
     """``RecordStore`` on one SQLite file; an older file is upgraded in place when opened."""
 
     def __init__(self, path: Path, *, version: int = SCHEMA_VERSION, migrations: Sequence[Migration] = MIGRATIONS):
         self.path = path
-        self.db = SQLiteDatabase(path)
+        self.db = SQLiteDatabase(path, role="record store", if_damaged=IF_DAMAGED)
         self.db.ensure_schema("".join(part.SCHEMA for part in PARTS), version, migrations, marker_table="runs")
         self.journal = journal.SQLiteRunJournal(self.db)
         self.quarantine = quarantine.SQLiteQuarantineLog(self.db)

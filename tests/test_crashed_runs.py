@@ -1,0 +1,206 @@
+"""Runs stopped before they committed: shown as crashed once no live process holds the namespace lock, reported by
+``reconcile --dry-run`` (which changes nothing), rolled back by ``reconcile``; SIGTERM and SIGINT roll back before
+the process exits.
+
+The fast test leaves a run open in this process. The slow ones stop real ``ragline ingest`` processes, each reading
+a JSON Lines source from a named pipe: the test writes some documents, waits until the run has written pending rows
+(while the run waits for more), then signals the process, so the moment is chosen from the journal, not a clock.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ragline.cli import app
+from ragline.components import build_components
+from ragline.config import RaglineConfig
+from ragline.embedders.hashing import HashingEmbedder
+from ragline.indexing.journal import open_run
+from ragline.indexing.locks import FileLocks
+from ragline.indexing.pipeline import write_batches
+from ragline.indexing.steps import DirectSteps
+from ragline.sources import DirectorySource
+from tests.conftest import REPO, SAMPLE
+from tests.support.crash import IndexState, ragline_command, read_state, state_differences
+
+NS = "docs"
+BATCH_SIZE = 3
+DOCUMENTS = 9
+"""Documents written to the pipe before the run is stopped: three batches, so the run writes pending rows and then
+waits for the fourth."""
+runner = CliRunner()
+
+
+def cli(home: Path, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, [*args, "--home", str(home), "-n", NS])
+    return result.exit_code, " ".join(result.output.split())
+
+
+@pytest.fixture
+def env(models_dir: Path) -> dict[str, str]:
+    """The subprocess's environment: hashing embedder, small batches, no Prefect server, no cloud keys."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGLINE_", "PINECONE_", "OPENAI_", "PREFECT_API"))}
+    env.update(
+        PYTHONPATH=str(REPO),
+        RAGLINE_MODEL_CACHE_DIR=str(models_dir),
+        RAGLINE_EMBEDDER="hashing",
+        RAGLINE_BATCH_SIZE=str(BATCH_SIZE),
+        HF_HUB_OFFLINE="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
+    return env
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> Path:
+    """The sample guides, indexed by a finished run."""
+    monkeypatch.setenv("RAGLINE_MODEL_CACHE_DIR", str(models_dir))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    home = tmp_path / "home"
+    code, output = cli(home, "ingest", str(SAMPLE / "guides"))
+    assert code == 0, output
+    gc.collect()  # close what the in-process run left open, as a finished process would
+    return home
+
+
+def pending_chunks(home: Path) -> int:
+    """Pending chunk rows in the record store (written by a run that has not committed)."""
+    db = sqlite3.connect(home / "records.sqlite", timeout=60)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM chunks WHERE state = 'pending'").fetchone()[0])
+    finally:
+        db.close()
+
+
+def run_statuses(home: Path) -> list[str]:
+    db = sqlite3.connect(home / "records.sqlite", timeout=60)
+    try:
+        return [str(r[0]) for r in db.execute("SELECT status FROM runs ORDER BY started_at")]
+    finally:
+        db.close()
+
+
+@contextmanager
+def ingest_waiting_for_input(home: Path, env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """A ``ragline ingest`` of a named pipe, stopped in the middle: pending rows written, the run still open."""
+    pipe = tmp_path / "more.jsonl"
+    os.mkfifo(pipe)
+    writer = os.open(pipe, os.O_RDWR)  # on Linux a FIFO opens read-write without waiting for a reader
+    log = (tmp_path / "ingest.log").open("w+")
+    process = subprocess.Popen(
+        ragline_command("ingest", str(pipe), "--home", str(home), "-n", NS),
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = (
+            json.dumps({"id": f"extra-{n}", "title": f"Extra {n}", "text": f"Extra document {n} about chunk sizes."})
+            for n in range(DOCUMENTS)
+        )
+        os.write(writer, "".join(f"{line}\n" for line in lines).encode())
+        for _ in range(2400):  # a guard against a hang, not a measurement: the run needs a few seconds at most
+            if process.poll() is not None or pending_chunks(home):
+                break
+            time.sleep(0.05)
+        log.seek(0)
+        assert process.poll() is None and pending_chunks(home), log.read()
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        os.close(writer)
+        log.close()
+
+
+def assert_as_before(home: Path, clean: IndexState) -> None:
+    """The namespace holds exactly what it held before the stopped run: index and record store."""
+    assert state_differences(read_state(home, NS), clean) == []
+
+
+def assert_shown_as_running(home: Path) -> None:
+    """While a live process holds the namespace lock, its open run is running, not crashed."""
+    code, output = cli(home, "status")
+    assert code == 0 and "│ running │" in output and "crashed" not in output, output
+    code, output = cli(home, "reconcile", "--dry-run")
+    assert code == 0 and "0 crashed runs (0 pending chunks) to roll back" in output, output
+
+
+def assert_crashed_reported_and_rolled_back(home: Path, clean: IndexState) -> None:
+    """An open run nobody holds the lock for: shown as crashed, reported by a dry run, rolled back by reconcile."""
+    pending = pending_chunks(home)
+    assert pending >= BATCH_SIZE and run_statuses(home) == ["committed", "running"]
+
+    code, output = cli(home, "status")
+    assert code == 0 and "│ crashed │" in output and "│ running │" not in output, output
+    assert "1 crashed run(s): killed before they committed; `ragline reconcile -n docs`" in output
+
+    code, output = cli(home, "reconcile", "--dry-run")
+    assert code == 0 and output.endswith(f"1 crashed runs ({pending} pending chunks) to roll back: not in sync"), output
+    assert pending_chunks(home) == pending and run_statuses(home) == ["committed", "running"]  # reported only
+
+    code, output = cli(home, "reconcile")
+    assert code == 0 and output.endswith("1 unfinished runs rolled back: in sync"), output
+    assert run_statuses(home) == ["committed", "rolled_back"]
+    assert_as_before(home, clean)
+
+
+def test_an_open_run_is_running_while_its_lock_is_held_and_crashed_once_it_is_not(home: Path, tmp_path: Path) -> None:
+    clean = read_state(home, NS)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for n in range(DOCUMENTS):
+        (extra / f"extra-{n}.md").write_text(f"# Extra {n}\n\nExtra document {n} about chunk sizes.\n")
+    c = build_components(RaglineConfig(home=home, namespace=NS, embedder="hashing"), HashingEmbedder())
+    with FileLocks(home / "locks").hold(NS):
+        run = open_run(c, NS, "extra")
+        write_batches(DirectSteps(c), run, DirectorySource(extra).items(), batch_size=BATCH_SIZE)  # no commit
+        assert_shown_as_running(home)
+    c.close()
+    assert_crashed_reported_and_rolled_back(home, clean)
+
+
+@pytest.mark.slow
+def test_a_killed_run_shows_as_crashed_is_reported_by_a_dry_run_and_rolled_back_by_reconcile(
+    home: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    clean = read_state(home, NS)
+    with ingest_waiting_for_input(home, env, tmp_path) as process:
+        assert_shown_as_running(home)  # the process holds the namespace lock
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert_crashed_reported_and_rolled_back(home, clean)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("stop", "exit_status"),
+    [
+        (signal.SIGTERM, 128 + signal.SIGTERM),  # as a shell reports a command ended by SIGTERM
+        (signal.SIGINT, 128 + signal.SIGINT),
+    ],
+)
+def test_a_run_stopped_by_sigterm_or_sigint_rolls_back_before_it_exits(
+    home: Path, env: dict[str, str], tmp_path: Path, stop: signal.Signals, exit_status: int
+) -> None:
+    clean = read_state(home, NS)
+    with ingest_waiting_for_input(home, env, tmp_path) as process:
+        process.send_signal(stop)
+        assert process.wait() == exit_status
+    assert run_statuses(home) == ["committed", "rolled_back"]
+    assert_as_before(home, clean)  # without any further command
