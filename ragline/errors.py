@@ -9,6 +9,7 @@ RaglineError
 │   ├── UpsertError        carries the ids that could not be written
 │   └── FilterError        a metadata filter outside Pinecone's language
 ├── NamespaceBusy          another run holds the namespace's lock, and waiting for it timed out
+├── ReconcileRefused       repairing the index would delete on a guess (an unknown namespace, too many orphans)
 ├── ValidationFailed       a data-quality or reconciliation check failed; carries the failed checks
 └── ChatError              the chat model could not be reached or its answer was unusable
 """
@@ -56,6 +57,10 @@ class FilterError(StoreError):
 
 class NamespaceBusy(RaglineError):
     """Another run holds the namespace's lock, and it was not released within the wait allowed."""
+
+
+class ReconcileRefused(RaglineError):
+    """Reconciliation refused to repair: the record store does not know the namespace, or too much would be deleted."""
 
 
 class ValidationFailed(RaglineError):

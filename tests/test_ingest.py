@@ -1,4 +1,5 @@
-"""The ingest stages end to end on the real local embedder, LanceDB store and SQLite record store."""
+"""The ingest stages end to end on the hashing embedder and the SQLite record store, on LanceDB and on the real
+Pinecone SDK against a loopback server whose writes show in reads only after a lag."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.errors import ConfigError, NamespaceBusy, ValidationFailed
+from ragline.indexing.consistency import await_writes
 from ragline.indexing.journal import open_run
 from ragline.indexing.locks import namespace_lock
 from ragline.indexing.pipeline import ingest, write_batches
@@ -25,6 +27,12 @@ PARAGRAPH = (
     "Chunking splits long documents into passages small enough for the embedding model. "
     "Each passage keeps the metadata of its document so filters still work after retrieval. "
 )
+
+
+@pytest.fixture
+def config(both_stores_config: RaglineConfig) -> RaglineConfig:
+    """Every test here runs on LanceDB and on the Pinecone SDK against a loopback server with a write lag."""
+    return both_stores_config
 
 
 def write(root: Path, files: dict[str, str]) -> None:
@@ -51,7 +59,8 @@ def corpus(tmp_path: Path) -> Path:
 
 
 def snapshot(c: Components) -> dict[str, tuple[tuple[float, ...], dict]]:
-    """Every id in the namespace with its (rounded) vector and metadata."""
+    """Every id in the namespace with its (rounded) vector and metadata, once this process's writes show in reads."""
+    assert await_writes(c, NS)
     ids = list(c.store.list_ids(namespace=NS))
     fetched = c.store.fetch(ids, namespace=NS)
     return {i: (tuple(np.round(r.values, 5)), r.metadata) for i, r in fetched.items()}

@@ -113,22 +113,44 @@ def reconcile_command(
     namespace: NamespaceOption = None,
     home: HomeOption = None,
     index_version: VersionOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report the drift.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only report the drift and the crashed runs a repair would roll back.")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Delete orphans even when they exceed reconcile_max_orphan_fraction."),
+    ] = False,
 ) -> None:
     """Compare the index with the record store; repair missing, differing and orphaned vectors."""
     from ragline.components import build_components
     from ragline.indexing.reconcile import reconcile
     from ragline.versions.aliases import write_namespace
 
-    config = load_config(namespace=namespace, home=home, index_version=index_version)
-    components = build_components(config)
-    report = reconcile(components, write_namespace(components.records, config), repair=not dry_run)
+    try:
+        config = load_config(namespace=namespace, home=home, index_version=index_version)
+        components = build_components(config)
+        report = reconcile(components, write_namespace(components.records, config), repair=not dry_run, force=force)
+    except RaglineError as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(code=1) from exc
     verb = "repaired" if report.repaired else "found"
+    runs = (
+        f"{len(report.runs_rolled_back)} unfinished runs rolled back"
+        if not dry_run
+        else f"{len(report.unfinished_runs)} unfinished runs to roll back{_listed(report.unfinished_runs)}"
+    )
     console.print(
         f"namespace [bold]{report.namespace}[/bold]: {report.expected} chunks recorded, {report.indexed} indexed; "
         f"{verb} {len(report.missing)} missing, {len(report.different)} differing (sampled), "
-        f"{len(report.orphans)} orphaned; {len(report.runs_rolled_back)} unfinished runs rolled back"
+        f"{len(report.orphans)} orphaned; {runs}; {report.read_units} read units, {report.write_units} write units",
+        soft_wrap=True,
     )
+    if report.refusal:
+        console.print(f"[yellow]a repair would refuse:[/yellow] {report.refusal}", soft_wrap=True)
+
+
+def _listed(ids: list[str]) -> str:
+    return f" ({', '.join(ids)})" if ids else ""
 
 
 def backfill_command(

@@ -2,6 +2,13 @@
 
 The record store is the source of truth for what a namespace should hold; the index can drift from it (a manual
 delete, a write outside ragline's runs, a restore from an old backup). ``reconcile`` finds and fixes that.
+
+Reconciliation never deletes on a guess. A record store that knows nothing of a namespace (a host with an empty
+home, or pointed at the wrong database) would call every vector an orphan, so with no committed chunks for the
+namespace it refuses to repair anything; and it refuses when the orphans exceed ``reconcile_max_orphan_fraction`` of
+the namespace (5 % by default) unless forced. A refusal raises ``ReconcileRefused`` before anything is written
+(a dry run reports it instead). It judges the index once reads reflect this process's writes (its rollbacks of
+crashed runs included); each repair writes the record store's version, so repeating it is harmless.
 """
 
 from __future__ import annotations
@@ -11,12 +18,15 @@ from dataclasses import dataclass, field
 
 from ragline.batching import batched
 from ragline.components import Components
+from ragline.costs import usage_now
+from ragline.errors import ReconcileRefused
+from ragline.indexing.consistency import await_writes
 from ragline.indexing.journal import STORE_BATCH, fetch_back_problems, recover, upsert_rows
 
 
 @dataclass
 class ReconcileReport:
-    """What reconciliation found, and whether it repaired it."""
+    """What reconciliation found, and whether it repaired it (or why it refused to, in a dry run)."""
 
     namespace: str
     expected: int
@@ -24,17 +34,32 @@ class ReconcileReport:
     missing: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
     different: list[str] = field(default_factory=list)
+    unfinished_runs: list[str] = field(default_factory=list)
+    """Runs a crash left open: rolled back by a repair, only listed by a dry run."""
     runs_rolled_back: list[str] = field(default_factory=list)
     repaired: bool = False
+    refusal: str | None = None
+    """Why a repair would be refused (a dry run only: a repair raises ``ReconcileRefused``)."""
+    read_units: int = 0
+    write_units: int = 0
 
     @property
     def in_sync(self) -> bool:
         return not (self.missing or self.orphans or self.different)
 
 
-def reconcile(c: Components, namespace: str, *, repair: bool = True, sample_size: int = 64) -> ReconcileReport:
-    """Compare every id, and the vectors and metadata of a sample; with ``repair`` make the index match."""
+def reconcile(
+    c: Components, namespace: str, *, repair: bool = True, sample_size: int = 64, force: bool = False
+) -> ReconcileReport:
+    """Compare every id, and the vectors and metadata of a sample; with ``repair`` make the index match.
+
+    ``force`` deletes orphans beyond ``reconcile_max_orphan_fraction``; nothing forces a repair of a namespace the
+    record store has no committed chunks for.
+    """
+    before = usage_now(c.embedder, c.store)
+    unfinished = c.records.journal.unfinished_runs(namespace)
     rolled_back = recover(c, namespace) if repair else []
+    await_writes(c, namespace)
     expected = set(c.records.journal.live_chunk_ids(namespace))
     indexed = set(c.store.list_ids(namespace=namespace))
     present = sorted(expected & indexed)
@@ -48,12 +73,38 @@ def reconcile(c: Components, namespace: str, *, repair: bool = True, sample_size
         missing=sorted(expected - indexed),
         orphans=sorted(indexed - expected),
         different=different,
+        unfinished_runs=unfinished,
         runs_rolled_back=rolled_back,
     )
+    report.refusal = refusal(c, report, force=force)
+    if repair and report.refusal:
+        raise ReconcileRefused(report.refusal)
     if repair and not report.in_sync:
         rows = c.records.journal.chunk_rows(namespace, report.missing + report.different)
         upsert_rows(c, namespace, list(rows.values()))
         for part in batched(report.orphans, STORE_BATCH):
             c.store.delete(namespace=namespace, ids=part)
+        await_writes(c, namespace)
         report.repaired = True
+    spent = usage_now(c.embedder, c.store) - before
+    report.read_units, report.write_units = spent.read_units, spent.write_units
     return report
+
+
+def refusal(c: Components, report: ReconcileReport, *, force: bool) -> str | None:
+    """Why repairing what ``report`` found would be a guess, or None when it is safe."""
+    ns = report.namespace
+    if report.expected == 0 and report.indexed:
+        return (
+            f"refusing to reconcile namespace {ns!r}: the record store has no committed chunks for it while the index "
+            f"holds {report.indexed} vectors, so every one would look orphaned; nothing was deleted (is this the "
+            "home or database that indexed it?)"
+        )
+    limit = c.config.reconcile_max_orphan_fraction
+    if not force and len(report.orphans) > limit * report.indexed:
+        return (
+            f"refusing to reconcile namespace {ns!r}: {len(report.orphans)} of its {report.indexed} vectors are "
+            f"unknown to the record store, more than reconcile_max_orphan_fraction ({limit:.0%}); nothing was "
+            "deleted (check that this home or database indexed it, then rerun with --force to delete them)"
+        )
+    return None

@@ -66,7 +66,9 @@ def _clause(clause: dict[str, Any], where: str, depth: int) -> Predicate:
         if key in ("$and", "$or"):
             parts.append(_logical(key, value, f"{where}.{key}", depth))
         elif key.startswith("$"):
-            raise FilterRejected(f"Invalid filter: unknown top-level operator {key!r}; only $and and $or may be used here")
+            raise FilterRejected(
+                f"Invalid filter: unknown top-level operator {key!r}; only $and and $or may be used here"
+            )
         else:
             parts.append(_field(key, value, f"{where}.{key}"))
     return lambda metadata: all(part(metadata) for part in parts)
@@ -78,7 +80,9 @@ def _logical(op: str, value: Any, where: str, depth: int) -> Predicate:
     subs: list[Predicate] = []
     for i, sub in enumerate(value):
         if not isinstance(sub, dict) or not sub:
-            raise FilterRejected(f"Invalid filter: {op} items must be non-empty objects, got {_shown(sub)} at {where}[{i}]")
+            raise FilterRejected(
+                f"Invalid filter: {op} items must be non-empty objects, got {_shown(sub)} at {where}[{i}]"
+            )
         subs.append(_clause(sub, f"{where}[{i}]", depth + 1))
     if op == "$and":
         return lambda metadata: all(sub(metadata) for sub in subs)
@@ -137,7 +141,9 @@ def _number(operand: Any, op: str, where: str) -> float:
 
 def _array(operand: Any, op: str, where: str) -> list[_Value]:
     if not isinstance(operand, list):
-        raise FilterRejected(f"Invalid filter: {op} takes an array of strings or numbers, got {_shown(operand)} at {where}")
+        raise FilterRejected(
+            f"Invalid filter: {op} takes an array of strings or numbers, got {_shown(operand)} at {where}"
+        )
     if len(operand) > MAX_IN_VALUES:
         raise FilterRejected(
             f"Invalid filter: {op} accepts at most {MAX_IN_VALUES} values, got {len(operand)} at {where}"
