@@ -24,7 +24,14 @@ from ragline.errors import ConfigError, StoreError, UpsertError
 from ragline.stores import VectorRecord
 from ragline.stores.pinecone_store import MAX_UPSERT_BYTES, PineconeStore
 from ragline.testing.pinecone_server import IndexSpec, LoopbackPinecone
-from ragline.testing.store_contract import DIM, StoreContract, as_float64, record, unit
+from ragline.testing.store_contract import (
+    DIM,
+    EventuallyConsistentStoreContract,
+    StoreContract,
+    as_float64,
+    record,
+    unit,
+)
 
 API_KEY = "pcsk_loopback-SECRET-7f3a9c1e5b2d"
 INDEX = "ragline"
@@ -66,6 +73,16 @@ def make_store(server: LoopbackPinecone) -> Iterator[StoreFactory]:
 class TestPineconeStore(StoreContract):
     @pytest.fixture
     def store(self, make_store: StoreFactory) -> PineconeStore:
+        return make_store()
+
+
+class TestPineconeStoreUnderLag(EventuallyConsistentStoreContract):
+    """The same contract with every write showing in reads only 50 ms later: each read waits for the store to
+    confirm its writes (query LSNs, deleted ids read back as gone)."""
+
+    @pytest.fixture
+    def lagging_store(self, server: LoopbackPinecone, make_store: StoreFactory) -> PineconeStore:
+        server.set_write_lag(0.05)
         return make_store()
 
 

@@ -1,7 +1,7 @@
 """Pinecone's metadata filter language as the loopback server judges it, written from Pinecone's documentation.
 
 Deliberately independent of ``ragline.stores.filters``: the server must not share ragline's code, so a ragline filter
-bug shows up as a difference between the two (tests/test_pinecone_filters.py compares them).
+bug shows up as a difference between the two (tests/test_pinecone_server.py compares them).
 
 The rules, from Pinecone's "Filter by metadata" and "Database limits" pages:
 
