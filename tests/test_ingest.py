@@ -76,6 +76,8 @@ def test_first_run_indexes_everything_and_unchanged_rerun_does_nothing(component
     assert (first.documents_seen, first.documents_new, first.documents_quarantined) == (5, 5, 0)
     assert first.chunks_written > 5  # long.md splits into several chunks
     assert first.embeddings_computed + first.embeddings_cached == first.chunks_written
+    billed = components.config.store_kind == "pinecone"  # LanceDB bills no units
+    assert (first.write_units >= 5, first.read_units > 0) == (billed, billed)
     assert components.store.describe_namespace(NS).vector_count == components.records.journal.live_chunk_count(NS)
     before = snapshot(components)
     assert "docs/long.md#0" in before and before["docs/long.md#0"][1]["doc_id"] == "docs/long.md"
@@ -83,6 +85,7 @@ def test_first_run_indexes_everything_and_unchanged_rerun_does_nothing(component
     second = run(components, root).stats
     assert (second.documents_unchanged, second.documents_new, second.documents_changed) == (5, 0, 0)
     assert (second.chunks_written, second.chunks_deleted, second.embeddings_computed) == (0, 0, 0)
+    assert second.write_units == 0 and (second.read_units > 0) == billed  # verification still reads
     assert snapshot(components) == before
 
 

@@ -121,6 +121,7 @@ def test_dry_run_lists_crashed_runs_without_rolling_them_back(components: Compon
 
     report = reconcile(components, NS, repair=False)
     assert (report.unfinished_runs, report.runs_rolled_back) == ([crashed.run_id], [])
+    assert report.in_sync and report.refusal is None  # what the run wrote is the rollback's to undo, not an orphan
     assert components.records.journal.unfinished_runs(NS) == [crashed.run_id]
     assert "docs/extra.md#0" in snapshot(components)  # still there: a dry run writes nothing
 
@@ -153,3 +154,32 @@ def test_cli_reconcile_refuses_in_one_line_with_exit_status_1(
     forced = runner.invoke(app, ["reconcile", "--home", home, "-n", "docs", "--force"])
     assert forced.exit_code == 0, forced.output
     assert "repaired 0 missing, 0 differing (sampled), 1 orphaned" in forced.output
+
+
+def test_cli_dry_run_names_the_crashed_runs_a_repair_rolls_back(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAGLINE_MODEL_CACHE_DIR", str(models_dir))
+    root, home = corpus(tmp_path), str(tmp_path / "home")
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", str(root), "--home", home, "-n", "docs", "--no-flow"]).exit_code == 0
+    write(root, {"extra.md": "# Extra\n\nOnly in the crashed run."})
+    c = build_components(RaglineConfig(home=Path(home), namespace="docs", model_cache_dir=models_dir))
+    crashed = open_run(c, "docs", "docs")
+    write_batches(DirectSteps(c), crashed, DirectorySource(root, name="docs").items(), batch_size=10)
+    c.close()
+
+    dry = runner.invoke(app, ["reconcile", "--home", home, "-n", "docs", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert f"0 orphaned; 1 unfinished runs to roll back ({crashed.run_id})" in dry.output, dry.output
+    assert "would refuse" not in dry.output
+
+    repaired = runner.invoke(app, ["reconcile", "--home", home, "-n", "docs"])
+    assert repaired.exit_code == 0, repaired.output
+    assert "0 orphaned; 1 unfinished runs rolled back" in repaired.output
+    assert (
+        runner.invoke(app, ["reconcile", "--home", home, "-n", "docs", "--dry-run"]).output.count(
+            "0 unfinished runs to roll back;"
+        )
+        == 1
+    )

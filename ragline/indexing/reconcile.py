@@ -6,9 +6,13 @@ delete, a write outside ragline's runs, a restore from an old backup). ``reconci
 Reconciliation never deletes on a guess. A record store that knows nothing of a namespace (a host with an empty
 home, or pointed at the wrong database) would call every vector an orphan, so with no committed chunks for the
 namespace it refuses to repair anything; and it refuses when the orphans exceed ``reconcile_max_orphan_fraction`` of
-the namespace (5 % by default) unless forced. A refusal raises ``ReconcileRefused`` before anything is written
-(a dry run reports it instead). It judges the index once reads reflect this process's writes (its rollbacks of
-crashed runs included); each repair writes the record store's version, so repeating it is harmless.
+the namespace (5 % by default) unless forced. A refusal raises ``ReconcileRefused`` before any drift is repaired
+(only the rollback of crashed runs, which restores what the record store holds, has happened by then).
+
+A dry run writes nothing: it reports what a repair would refuse, lists the crashed runs a repair would roll back,
+and leaves what those runs wrote out of its findings, since the rollback puts it right first. The index is judged
+once reads reflect this process's writes (its rollbacks included); each repair writes the record store's version,
+so repeating it is harmless.
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ def reconcile(
     await_writes(c, namespace)
     expected = set(c.records.journal.live_chunk_ids(namespace))
     indexed = set(c.store.list_ids(namespace=namespace))
-    present = sorted(expected & indexed)
+    recovering = set() if repair else _recovered_by_repair(c, namespace, unfinished)
+    present = sorted((expected & indexed) - recovering)
     sample = sorted(random.Random(namespace).sample(present, min(sample_size, len(present))))
     sample_rows = c.records.journal.chunk_rows(namespace, sample)
     different = sorted(fetch_back_problems(c, namespace, list(sample_rows.values())))
@@ -71,7 +76,7 @@ def reconcile(
         expected=len(expected),
         indexed=len(indexed),
         missing=sorted(expected - indexed),
-        orphans=sorted(indexed - expected),
+        orphans=sorted(indexed - expected - recovering),
         different=different,
         unfinished_runs=unfinished,
         runs_rolled_back=rolled_back,
@@ -89,6 +94,15 @@ def reconcile(
     spent = usage_now(c.embedder, c.store) - before
     report.read_units, report.write_units = spent.read_units, spent.write_units
     return report
+
+
+def _recovered_by_repair(c: Components, namespace: str, unfinished: list[str]) -> set[str]:
+    """Ids a repair's recovery would put right before judging (what crashed runs wrote, queued stale ids): a dry
+    run leaves them out, so it finds what the repair would find."""
+    journal = c.records.journal
+    return {cid for run_id in unfinished for cid in journal.pending_chunk_ids(run_id)} | set(
+        journal.tombstones(namespace)
+    )
 
 
 def refusal(c: Components, report: ReconcileReport, *, force: bool) -> str | None:
