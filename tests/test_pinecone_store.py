@@ -251,6 +251,8 @@ def test_upserts_run_in_parallel(server: LoopbackPinecone, make_store: StoreFact
         server.clear_log()
         store = make_store(upsert_concurrency=concurrency)
         store.ensure_index()
+        if concurrency > 1:  # the first 8 requests are held until all 8 are in flight: no race with the clock
+            server.faults.gather_next(concurrency, route="upsert")
         store.upsert(records, namespace=NS)
         assert server.max_in_flight("upsert") == concurrency  # the server saw that many at once, never more
         assert server.count("upsert") == 16

@@ -34,6 +34,7 @@ with 400. ``server.requests`` logs every request; ``records``, ``write_counts`` 
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import random
 import re
@@ -168,6 +169,7 @@ class FaultPlan:
         self._slowdowns: dict[str, deque[float]] = {}
         self._resets: Counter[str] = Counter()
         self._poison: set[str] = set()
+        self._gatherings: dict[str, tuple[threading.Barrier, list[int]]] = {}
 
     def set_latency(self, seconds: float) -> None:
         """Delay every request (control and data plane) by ``seconds`` before it is handled."""
@@ -211,6 +213,24 @@ class FaultPlan:
         with self._lock:
             self._resets[route] += count
 
+    def gather_next(self, count: int, *, route: str, timeout_s: float = 60.0) -> None:
+        """Hold each of the next ``count`` requests of ``route`` until all ``count`` are in flight at once (or
+        ``timeout_s`` has passed, then let them go): concurrency a test can assert without timing anything."""
+        _check_routes([route])
+        with self._lock:
+            self._gatherings[route] = (threading.Barrier(count, timeout=timeout_s), [count])
+
+    def gathering(self, route: str) -> threading.Barrier | None:
+        """The barrier this request of ``route`` must wait at, if ``gather_next`` set one it belongs to."""
+        with self._lock:
+            if route not in self._gatherings:
+                return None
+            barrier, left = self._gatherings[route]
+            left[0] -= 1
+            if not left[0]:
+                del self._gatherings[route]
+            return barrier
+
     def poison(self, *ids: str) -> None:
         """Make every upsert that carries one of ``ids`` fail with 400, as a record Pinecone refuses would."""
         with self._lock:
@@ -225,6 +245,7 @@ class FaultPlan:
             self._slowdowns.clear()
             self._resets.clear()
             self._poison.clear()
+            self._gatherings.clear()
 
     def latency(self) -> float:
         with self._lock:
@@ -495,6 +516,9 @@ class LoopbackPinecone:
             self._log.append(entry)
 
     def _answer(self, exchange: _Exchange, handler: _Handler) -> _Reply:
+        if (barrier := self.faults.gathering(exchange.route)) is not None:
+            with contextlib.suppress(threading.BrokenBarrierError):  # timed out: the client sent fewer at once
+                barrier.wait()
         latency = self.faults.latency()
         if latency:
             time.sleep(latency)
