@@ -3,7 +3,10 @@ artifacts, incremental re-runs and rollback."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+from uuid import UUID
 
 import numpy as np
 import pytest
@@ -15,6 +18,9 @@ from ragline.sources import open_source
 from ragline.stores.base import VectorRecord
 from tests.conftest import SAMPLE
 from tests.test_ingest import NS, corpus, snapshot, write
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import TaskRun
 
 
 @pytest.fixture
@@ -48,25 +54,35 @@ def test_flow_and_direct_paths_build_the_same_index_with_the_same_counts(
     assert rows == direct.records.journal.chunk_rows(NS, direct.records.journal.live_chunk_ids(NS))
 
 
+def finished_task_runs(flow_run_id: UUID | None, count: int) -> list[TaskRun]:
+    """The flow run's task runs once the server has recorded ``count`` of them finished (it records them from the
+    client's events, a moment after the flow returns), or what it holds after a minute."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + 60
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            if sum(r.end_time is not None for r in runs) >= count or time.monotonic() > deadline:
+                return runs
+            time.sleep(0.2)
+
+
 def test_every_stage_of_every_batch_is_a_named_task_run_in_order(
     harness: None, flow_env: RaglineConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.objects import StateType
 
     from ragline.flows.ingest import ingest_flow
 
     monkeypatch.setenv("RAGLINE_BATCH_SIZE", "16")  # 39 documents: batches 0, 1 and 2
     state = ingest_flow(str(SAMPLE), return_state=True)
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        )
-    started = {r.name: r.start_time for r in runs}
-    ended = {r.name: r.end_time for r in runs}
     per_batch = ["load", "chunk", "dedupe", "embed", "validate", "upsert"]
     expected = {"open", "verify", "commit", "keyword-index"} | {f"{s}-{g}" for s in per_batch for g in range(3)}
+    runs = finished_task_runs(state.state_details.flow_run_id, len(expected))
+    started = {r.name: r.start_time for r in runs}
+    ended = {r.name: r.end_time for r in runs}
     assert set(started) == expected and len(runs) == len(expected)
     assert all(r.state_type == StateType.COMPLETED for r in runs)
     for g in range(3):

@@ -77,8 +77,7 @@ def reconcile_rows(report: RefreshReport) -> list[Row]:
             "orphans": len(r.orphans),
             "runs rolled back": len(r.runs_rolled_back),
             "repaired": r.repaired,
-            "read units": r.read_units,
-            "write units": r.write_units,
+            "units (read / write)": f"{r.read_units} / {r.write_units}",
         }
         for when, r in runs
     ]
