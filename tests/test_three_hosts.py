@@ -338,16 +338,6 @@ def test_three_hosts_share_one_namespace_through_postgresql_and_a_lagging_pineco
     assert_index_matches_records(cluster)
 
     # 3. C, a query service on an empty home, returns A's top 10 in every mode, and answers with citations.
-    a_components = build_components(cluster.config("a"))
-    try:
-        expected = {
-            (query, mode): [h.chunk_id for h in search(a_components, query, namespace=NS, mode=mode, top_k=10).hits]
-            for query in cranfield_queries()
-            for mode in ("dense", "bm25", "hybrid")
-        }
-    finally:
-        a_components.close()
-    assert all(len(ids) == 10 for ids in expected.values())
     c_home = cluster.root / "c" / "home"
     assert not c_home.exists()
     service = {"RAGLINE_SERVICE_PORT": "0", "RAGLINE_SERVICE_API_KEYS": json.dumps({SERVICE_KEY: [NS]})}
@@ -356,41 +346,59 @@ def test_three_hosts_share_one_namespace_through_postgresql_and_a_lagging_pineco
         wait_for(lambda: url_line.search(c.output()) is not None, "C to listen", c.process)
         base = url_line.search(c.output()).group(1)  # type: ignore[union-attr]
         with httpx.Client(base_url=base, headers={"X-API-Key": SERVICE_KEY}, timeout=60) as client:
-            for (query, mode), ids in expected.items():
-                reply = client.post("/query", json={"query": query, "namespace": NS, "mode": mode, "top_k": 10})
-                assert reply.status_code == 200, reply.text
-                assert [r["chunk_id"] for r in reply.json()["results"]] == ids, (mode, query)
-            question = cranfield_queries()[0]
-            reply = client.post("/query", json={"query": question, "namespace": NS, "answer": True})
+            assert_same_top_ten(cluster, client, cranfield_queries())
+            reply = client.post("/query", json={"query": cranfield_queries()[0], "namespace": NS, "answer": True})
             assert reply.status_code == 200, reply.text
             answer = reply.json()
-    assert answer["answer_kind"] == "llm" and not answer["abstained"] and answer["citations"], answer
-    result_ids = {r["chunk_id"] for r in answer["results"]}
-    assert {citation["chunk_id"] for citation in answer["citations"]} <= result_ids
-    assert not (c_home / "bm25").exists()  # keyword search came from Pinecone, not a mirror on C's disk
+            assert answer["answer_kind"] == "llm" and not answer["abstained"] and answer["citations"], answer
+            result_ids = {r["chunk_id"] for r in answer["results"]}
+            assert {citation["chunk_id"] for citation in answer["citations"]} <= result_ids
+            assert not (c_home / "bm25").exists()  # keyword search came from Pinecone, not a mirror on C's disk
 
-    # 4. A is killed mid-run, after overwriting live chunks with longer versions; B's next run rolls A's run back
-    #    and indexes the new documents: nothing lost, nothing duplicated, every overwritten chunk restored.
+            # 4. A is killed mid-run, after overwriting live chunks with longer versions; B's next run rolls A's
+            #    run back and indexes new documents: nothing lost, nothing duplicated, every overwritten chunk
+            #    restored; C, still running, serves the new documents as A would.
+            extra = kill_a_mid_run_and_recover_on_b(cluster, lines, b_corpus)
+            assert set(indexed) <= set(live_chunks(cluster))
+            assert_same_top_ten(cluster, client, ["extra document on wing flutter", *cranfield_queries()[:2]])
+            reply = client.post("/query", json={"query": "wing flutter", "namespace": NS, "mode": "bm25"})
+            assert {r["doc_id"] for r in reply.json()["results"]} <= {f"{SOURCE}/{json.loads(e)['_id']}" for e in extra}
+
+
+def assert_same_top_ten(cluster: Cluster, client: httpx.Client, queries: list[str]) -> None:
+    """The query service answers each query with the top 10 that host A's own search finds, in every mode."""
+    a_components = build_components(cluster.config("a"))
+    try:
+        for query in queries:
+            for mode in ("dense", "bm25", "hybrid"):
+                expected = [h.chunk_id for h in search(a_components, query, namespace=NS, mode=mode, top_k=10).hits]
+                assert len(expected) == 10
+                reply = client.post("/query", json={"query": query, "namespace": NS, "mode": mode, "top_k": 10})
+                assert reply.status_code == 200, reply.text
+                assert [r["chunk_id"] for r in reply.json()["results"]] == expected, (mode, query)
+    finally:
+        a_components.close()
+
+
+def kill_a_mid_run_and_recover_on_b(cluster: Cluster, lines: list[str], b_corpus: Path) -> list[str]:
+    """A re-indexes changed versions of the first documents and is SIGKILLed once it has overwritten them in the
+    index; B then ingests the unchanged corpus plus new documents (returned). Checks B's recovery."""
     rewritten = [changed(line) for line in lines[:BATCH_SIZE]]
     extra = [
         json.dumps({"_id": f"extra-{n}", "title": f"Extra {n}", "text": f"Extra document {n} on wing flutter."})
         for n in range(BATCH_SIZE)
     ]
     first_changed = f"{SOURCE}/{json.loads(lines[0])['_id']}#0"
-    changed_text_written = json.loads(rewritten[0])["text"][:40]
+    changed_text = json.loads(rewritten[0])["text"][:40]
+
+    def overwritten() -> bool:
+        written = cluster.pinecone.records(INDEX, NS)[first_changed].metadata.get("text", "")
+        return pending_chunks(cluster) > 0 and str(written).startswith(changed_text)
+
     pipe = Pipe(cluster.root / "a2" / f"{SOURCE}.jsonl")
     with start_host(cluster, "a", "ingest", str(pipe.path)) as a:
         pipe.write(rewritten + extra)  # two batches: A upserts the first, then waits for a third
-        wait_for(
-            lambda: (
-                pending_chunks(cluster) > 0
-                and str(cluster.pinecone.records(INDEX, NS)[first_changed].metadata.get("text", "")).startswith(
-                    changed_text_written
-                )
-            ),
-            "A to overwrite live chunks",
-            a.process,
-        )
+        wait_for(overwritten, "A to overwrite live chunks", a.process)
         a.process.send_signal(signal.SIGKILL)
         a.process.wait()
         pipe.close()
@@ -401,4 +409,4 @@ def test_three_hosts_share_one_namespace_through_postgresql_and_a_lagging_pineco
     assert statuses[-2:] == ["rolled_back", "committed"] and pending_chunks(cluster) == 0
     assert runs(cluster)[-1][4]["documents_new"] == len(extra)
     assert_index_matches_records(cluster)
-    assert set(indexed) <= set(live_chunks(cluster))
+    return extra
