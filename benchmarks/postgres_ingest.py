@@ -10,7 +10,9 @@ the local model (all-MiniLM-L6-v2, ONNX) shows it beside real embedding. One-off
 Expectations) is paid before timing, as a long-running worker pays it once.
 
 PostgreSQL: ``--database-url`` (a server of yours), else a private server started from the machine's binaries with
-PostgreSQL's default durability (fsync, synchronous commit) on 127.0.0.1, stopped afterwards.
+PostgreSQL's default durability (fsync, synchronous commit) on 127.0.0.1, stopped afterwards. On PostgreSQL it also
+counts the statements each run sends (``execute``, ``executemany`` and ``COPY`` calls of psycopg): a figure no other
+job on the machine can move, unlike the timings.
 Writes benchmarks/results/postgres_ingest.json. Without the dataset it says so and exits.
 """
 
@@ -48,6 +50,28 @@ BACKENDS = ("sqlite", "postgresql")
 NAMESPACE = "bench"
 
 
+class StatementCounter:
+    """Counts the statements psycopg sends in this process (each ``execute``, ``executemany`` and ``copy`` once)."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        self.count = 0
+        for name in ("execute", "executemany", "copy"):
+            original = getattr(psycopg.Cursor, name)
+            setattr(psycopg.Cursor, name, self._counting(original))
+
+    def _counting(self, original: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return original(*args, **kwargs)
+
+        return counted
+
+    def since(self, start: int) -> int:
+        return self.count - start
+
+
 @contextmanager
 def database(url: str | None) -> Iterator[str]:
     """``url``, or a private durable server for the benchmark's duration."""
@@ -68,7 +92,9 @@ def drop_schema(url: str, schema: str) -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def one_run(base: RaglineConfig, embedder: Embedder, backend: str, url: str, dataset: Path) -> dict[str, Any]:
+def one_run(
+    base: RaglineConfig, embedder: Embedder, backend: str, url: str, dataset: Path, statements: StatementCounter
+) -> dict[str, Any]:
     """A first ingest and an unchanged re-run on a fresh home (and schema)."""
     with tempfile.TemporaryDirectory() as home:
         schema = f"bench_{uuid.uuid4().hex[:12]}"
@@ -78,12 +104,12 @@ def one_run(base: RaglineConfig, embedder: Embedder, backend: str, url: str, dat
         c = build_components(base.model_copy(update=update), embedder=embedder)
         try:
             source = open_source(dataset)
-            start = time.perf_counter()
+            counted, start = statements.count, time.perf_counter()
             first = ingest(c, source).stats
-            first_s = time.perf_counter() - start
-            start = time.perf_counter()
+            first_s, first_statements = time.perf_counter() - start, statements.since(counted)
+            counted, start = statements.count, time.perf_counter()
             rerun = ingest(c, source).stats
-            rerun_s = time.perf_counter() - start
+            rerun_s, rerun_statements = time.perf_counter() - start, statements.since(counted)
         finally:
             c.close()
             if backend == "postgresql":
@@ -92,6 +118,8 @@ def one_run(base: RaglineConfig, embedder: Embedder, backend: str, url: str, dat
     return {
         "first_s": first_s,
         "rerun_s": rerun_s,
+        "first_statements": first_statements,
+        "rerun_statements": rerun_statements,
         "chunks": first.chunks_written,
         "documents": first.documents_seen,
         "first_stage_seconds": dict(first.seconds),
@@ -106,6 +134,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "rerun_s": round(statistics.median(r["rerun_s"] for r in runs), 4),
         "first_s_all": [round(r["first_s"], 3) for r in runs],
         "rerun_s_all": [round(r["rerun_s"], 4) for r in runs],
+        "first_statements": runs[0]["first_statements"],
+        "rerun_statements": runs[0]["rerun_statements"],
         "chunks": runs[0]["chunks"],
         "documents": runs[0]["documents"],
         "first_stage_seconds_median": {
@@ -137,6 +167,7 @@ def main() -> None:
         "postgresql": "given server" if args.database_url else "private server, default durability, 127.0.0.1 TCP",
         "embedders": {},
     }
+    statements = StatementCounter()
     with database(args.database_url) as url:
         for kind in args.embedder or ["hashing", "local"]:
             base = RaglineConfig(namespace=NAMESPACE, embedder=kind, model_cache_dir=args.models_dir)
@@ -146,7 +177,7 @@ def main() -> None:
             runs: dict[str, list[dict[str, Any]]] = {backend: [] for backend in BACKENDS}
             for i in range(args.repeat):
                 for backend in BACKENDS if i % 2 == 0 else reversed(BACKENDS):
-                    runs[backend].append(one_run(base, embedder, backend, url, args.dataset))
+                    runs[backend].append(one_run(base, embedder, backend, url, args.dataset, statements))
                     print(
                         f"{kind} {backend} run {i + 1}: {runs[backend][-1]['first_s']:.2f} s first, "
                         f"{runs[backend][-1]['rerun_s']:.3f} s re-run",

@@ -159,7 +159,8 @@ class NearDuplicateDetector:
         if not same:
             return set()
         flags = records.near_duplicates.live_flags(namespace, [d.doc_id for d in same])
-        originals = records.near_duplicates.original_hashes(namespace, sorted({f.duplicate_of for f in flags.values()}))
+        flagged_originals = sorted({f.duplicate_of for f in flags.values()})
+        originals = records.near_duplicates.original_hashes(namespace, flagged_originals) if flagged_originals else {}
         stale = {
             f.doc_id
             for f in flags.values()

@@ -70,7 +70,14 @@ def run_stages(
     ``write`` sends records to a bulk-import file instead of the index (no verification against the index).
     """
     outcome = write_batches(
-        steps, run, items, batch_size=batch_size, freshness=freshness, write=write, on_progress=on_progress
+        steps,
+        run,
+        items,
+        batch_size=batch_size,
+        freshness=freshness,
+        write=write,
+        on_progress=on_progress,
+        track_seen=cleanup == "full",
     )
     stats = outcome.stats
     if freshness is not None:
@@ -90,9 +97,11 @@ def write_batches(
     freshness: stages.Freshness | None = None,
     write: stages.RecordWriter | None = None,
     on_progress: Progress | None = None,
+    track_seen: bool = True,
 ) -> StagesOutcome:
     """load → (reverify) → chunk → dedupe → embed → validate → upsert for each batch of ``batch_size`` items; up to
-    ``steps.window`` batches embed while the next one loads. The run's writes are pending until ``commit``."""
+    ``steps.window`` batches embed while the next one loads. The run's writes are pending until ``commit``.
+    ``track_seen``: record the documents read (a full cleanup's commit deletes the others)."""
     stats, counts = IngestStats(), FreshnessCounts()
     source = iter(items)
     embedding: deque[tuple[int, Pending[stages.EmbeddedBatch]]] = deque()
@@ -107,7 +116,7 @@ def write_batches(
     with steps.session():
         group = 0
         while True:
-            plan = steps.run(stages.load, f"load-{group}", run, source, batch_size)
+            plan = steps.run(stages.load, f"load-{group}", run, source, batch_size, track_seen)
             stats.add(plan.stats)
             if freshness is not None and plan.unchanged:
                 reverified = steps.run(stages.reverify, f"reverify-{group}", run, plan, freshness)

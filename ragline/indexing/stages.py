@@ -141,9 +141,12 @@ class Reverified:
 # --- per batch ---------------------------------------------------------------------------------------------------
 
 
-def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int) -> Plan:
+def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int, track_seen: bool = True) -> Plan:
     """Read up to ``size`` items from the source and plan them: unchanged documents (same content, chunker and
-    model) are skipped before anything is chunked; inputs the source could not read are quarantined."""
+    model) are skipped before anything is chunked; inputs the source could not read are quarantined.
+
+    ``track_seen`` records the documents read, for a commit that deletes the unseen ones (full cleanup); an
+    incremental run skips that write."""
     stats = IngestStats()
     with stats.timed("load"):
         batch = list(islice(items, size))
@@ -167,9 +170,10 @@ def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int) -> 
     stats.documents_unchanged = len(unchanged)
     stats.documents_quarantined = len(quarantined)
     with stats.timed("record"):
-        c.records.journal.mark_seen(
-            run.run_id, [d.doc_id for d in documents] + [q.doc_id for q in quarantined if q.doc_id]
-        )
+        if track_seen:
+            c.records.journal.mark_seen(
+                run.run_id, [d.doc_id for d in documents] + [q.doc_id for q in quarantined if q.doc_id]
+            )
         if quarantined:
             c.records.quarantine.add(run.run_id, run.namespace, quarantined)
     return Plan(planned, unchanged, exhausted=len(batch) < size, stats=stats)

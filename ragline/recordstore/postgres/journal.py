@@ -293,18 +293,19 @@ class PostgresRunJournal:
                     (namespace, replaced),
                 )
             ]
-            for table in ("chunks", "documents"):
+            with db.connection.pipeline():  # the writes below read nothing back: one round trip for them all
+                for table in ("chunks", "documents"):
+                    db.execute(
+                        f"DELETE FROM {table} WHERE namespace = %s AND state = 'live' AND doc_id = ANY(%s::text[])",
+                        (namespace, replaced),
+                    )
+                    db.execute(f"UPDATE {table} SET state = 'live' WHERE run_id = %s AND state = 'pending'", (run_id,))
                 db.execute(
-                    f"DELETE FROM {table} WHERE namespace = %s AND state = 'live' AND doc_id = ANY(%s::text[])",
-                    (namespace, replaced),
+                    "INSERT INTO tombstones SELECT %s, unnest(%s::text[]), %s ON CONFLICT DO NOTHING",
+                    (namespace, stale, run_id),
                 )
-                db.execute(f"UPDATE {table} SET state = 'live' WHERE run_id = %s AND state = 'pending'", (run_id,))
-            db.execute(
-                "INSERT INTO tombstones SELECT %s, unnest(%s::text[]), %s ON CONFLICT DO NOTHING",
-                (namespace, stale, run_id),
-            )
-            db.execute("UPDATE runs SET status = 'committed' WHERE run_id = %s", (run_id,))
-            db.execute("DELETE FROM run_seen WHERE run_id = %s", (run_id,))
+                db.execute("UPDATE runs SET status = 'committed' WHERE run_id = %s", (run_id,))
+                db.execute("DELETE FROM run_seen WHERE run_id = %s", (run_id,))
         return CommitResult(documents_removed=len(removed), stale_chunk_ids=stale)
 
     def tombstones(self, namespace: str) -> list[str]:
@@ -312,6 +313,8 @@ class PostgresRunJournal:
         return [r[0] for r in rows]
 
     def clear_tombstones(self, namespace: str, chunk_ids: Sequence[str]) -> None:
+        if not chunk_ids:
+            return
         self._db.execute(
             "DELETE FROM tombstones WHERE namespace = %s AND chunk_id = ANY(%s::text[])", (namespace, list(chunk_ids))
         )
