@@ -1,4 +1,4 @@
-"""Pinecone serverless as a ``VectorStore``, through the official SDK (``pinecone`` v10: REST, or gRPC on request).
+"""Pinecone serverless as a ``VectorStore``, through the official SDK (``pinecone`` v10: REST, and gRPC for writes).
 
 The rules below are proven against ``ragline.testing.pinecone_server.LoopbackPinecone`` in
 tests/test_pinecone_store.py.
@@ -12,14 +12,25 @@ tests/test_pinecone_store.py.
   without NUL; metadata values that are strings, finite numbers, booleans or lists of strings, at most 40 KB as
   compact UTF-8 JSON; a finite, non-zero vector of the index's dimension. The pipeline quarantines such chunks before
   they get here; this is the last guard, so a bad record never costs a request or splits a batch.
+- **Transport.** Reads (query, fetch, list, stats) and the control plane go over REST. Upserts and deletes go over
+  the SDK's gRPC data path (``GrpcIndex``, protobuf: a 1,536-d record is ~6.2 KB instead of ~34 KB of JSON) when
+  ``transport`` is ``"grpc"``, or ``"auto"`` (the default) with ``pinecone.grpc`` importable and the index reached
+  at its own host (no ``host`` override) or at ``grpc_host``; otherwise over REST. ``grpc_host`` overrides the gRPC
+  address (e.g. a ``LoopbackPineconeGrpc``); an ``http://`` address is dialled in plaintext. **Fallback**: if
+  gRPC fails at the connection level (no connection, a peer that does not speak HTTP/2 gRPC such as a proxy, a
+  method the server does not serve) before any gRPC write of this store has succeeded, writes switch to REST for
+  the store's life, with a warning, and the write is re-sent over REST (repacked as JSON). Once gRPC has worked,
+  such failures are transient and retried like any other.
 - **Batches by measured bytes.** Records are packed, in order, into requests of at most 1,000 records and 2,000,000
-  bytes, each record measured as the JSON the SDK sends for it (orjson, the SDK's own encoder) plus the request
-  envelope. Duplicate ids in one call: the last one wins.
+  bytes, each record measured as the transport encodes it: for REST the JSON the SDK sends (orjson, the SDK's own
+  encoder) plus the request envelope, for gRPC its protobuf bytes (``ragline.stores.pinecone_protobuf``, exact).
+  Duplicate ids in one call: the last one wins.
 - **Delivery.** Batches go out in parallel on ``upsert_concurrency`` threads. A request that fails with 408, 429 or
   5xx, a timeout or a connection error is re-sent after exponential backoff with full jitter (a random wait up to
   ``backoff_base_s`` · 2^attempt, capped at ``backoff_max_s``, never shorter than a Retry-After), at most
   ``max_retries`` times. (The SDK's REST transport already retries each attempt up to 3 times, within a per-host
-  retry budget; it offers no switch for the data plane, so these retries sit on top.) A batch refused with 400 or 413
+  retry budget; it offers no switch for the data plane, so these retries sit on top. Its gRPC transport is set to
+  retry 3 times as well, with this store's backoff.) A batch refused with 400 or 413
   is split in halves, recursively, until the refused records are alone, so every good record lands. Once a batch has
   used up its retries, batches not yet started are not sent. Whatever did not land raises
   ``UpsertError(failed_ids=...)`` after everything else is written.
@@ -66,6 +77,7 @@ from ragline.stores.base import (
     check_query_arguments,
 )
 from ragline.stores.filters import column_cell
+from ragline.stores.pinecone_protobuf import upsert_overhead, vector_field_size
 
 if TYPE_CHECKING:
     from pinecone import Pinecone
@@ -109,12 +121,21 @@ class _RequestFailed(StoreError):
         return self.status in _REFUSED_STATUSES
 
 
+class _GrpcUnusable(StoreError):
+    """The gRPC data plane cannot be used here; the store falls back to REST."""
+
+
 class _Wire(Protocol):
     """A validated record on its way to Pinecone: what ``_deliver`` sends (dense here, sparse in
     ``ragline.stores.pinecone_sparse``)."""
 
     @property
     def id(self) -> str: ...
+
+    @property
+    def size(self) -> int:
+        """Bytes the record adds to a REST upsert body."""
+        ...
 
     def wire(self) -> dict[str, Any]:
         """The record as the SDK's upsert takes it."""
@@ -132,6 +153,11 @@ class _Outgoing:
     id: str
     values: np.ndarray
     metadata: Metadata
+
+    @cached_property
+    def grpc_size(self) -> int:
+        """Bytes the record adds to a gRPC ``UpsertRequest`` (protobuf)."""
+        return vector_field_size(self.id, len(self.values), self.metadata)
 
     @cached_property
     def size(self) -> int:
@@ -158,6 +184,18 @@ class _Outgoing:
         return wire
 
 
+Transport = Literal["auto", "grpc", "rest"]
+TRANSPORTS: tuple[Transport, ...] = ("auto", "grpc", "rest")
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """Where upserts and deletes go: the REST ``Index`` or the gRPC ``GrpcIndex``."""
+
+    index: Index | GrpcIndex
+    grpc: bool = False
+
+
 class PineconeStore:
     """A ``VectorStore`` on a Pinecone serverless index; the module docstring states its rules."""
 
@@ -178,11 +216,13 @@ class PineconeStore:
         backoff_max_s: float = 20.0,
         request_timeout_s: float = 30.0,
         index_ready_timeout_s: float = 300.0,
-        use_grpc: bool = False,
+        transport: Transport = "auto",
+        grpc_host: str | None = None,
     ) -> None:
         """Store the configuration only; the client is built, and the index opened, on first use.
 
-        ``host`` overrides the control-plane URL (e.g. a ``LoopbackPinecone``); ``request_timeout_s`` bounds one
+        ``host`` overrides the control-plane URL (e.g. a ``LoopbackPinecone``), ``grpc_host`` the address gRPC
+        writes go to; ``transport`` chooses how writes travel (module docstring); ``request_timeout_s`` bounds one
         attempt of one request.
         """
         self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
@@ -192,6 +232,8 @@ class PineconeStore:
             raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
         if (dimension is None) != (vector_type == "sparse") or (vector_type == "sparse" and metric != "dotproduct"):
             raise ConfigError("a dense index needs a dimension; a sparse index has none and is scored by dotproduct")
+        if transport not in TRANSPORTS:
+            raise ConfigError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
         if (dimension is not None and dimension < 1) or upsert_concurrency < 1 or max_retries < 0:
             raise ConfigError("dimension and upsert_concurrency must be at least 1, max_retries at least 0")
         self.index_name = index_name
@@ -204,10 +246,14 @@ class PineconeStore:
         self._backoff_base_s, self._backoff_max_s = backoff_base_s, backoff_max_s
         self._request_timeout_s = request_timeout_s
         self._index_ready_timeout_s = index_ready_timeout_s
-        self._use_grpc = use_grpc
+        self._transport = transport
+        self._grpc_host = grpc_host
         self._setup_lock = threading.Lock()
         self._client: Pinecone | None = None
-        self._index: Index | GrpcIndex | None = None
+        self._index: Index | None = None
+        self._writer_: _Writer | None = None
+        self._grpc: GrpcIndex | None = None  # kept after a fall-back too, for close()
+        self._grpc_worked = False
         self._counter_lock = threading.Lock()
         self._read_units = self._requests_sent = self._retries = 0
         self._rng = random.Random()
@@ -216,7 +262,7 @@ class PineconeStore:
         host = self._host or "https://api.pinecone.io"
         return (
             f"PineconeStore(index_name={self.index_name!r}, dimension={self.dimension}, metric={self.metric!r}, "
-            f"host={host!r}, use_grpc={self._use_grpc})"
+            f"host={host!r}, transport={self._transport!r})"
         )
 
     # --- cost counters --------------------------------------------------------------------------------------
@@ -253,15 +299,9 @@ class PineconeStore:
         if not records:
             return 0
         outgoing = self._outgoing(records)
-        batches = _groups(
-            outgoing,
-            max_items=MAX_RECORDS_PER_UPSERT,
-            max_bytes=MAX_UPSERT_BYTES,
-            size=lambda r: r.size,
-            overhead=_UPSERT_ENVELOPE + len(orjson.dumps(namespace)),
-            separator=1,
-        )
-        failed = self._deliver_all(self._data_plane(), batches, namespace)
+        writer = self._writer()
+        batches = _grpc_batches(outgoing, namespace) if writer.grpc else _json_batches(outgoing, namespace)
+        failed = self._deliver_all(writer, batches, namespace)
         if failed:
             logger.warning("%d of %d records did not land in namespace %r", len(failed), len(outgoing), namespace)
             raise UpsertError(_failure_message(failed, len(outgoing), namespace), failed_ids=list(failed))
@@ -344,15 +384,14 @@ class PineconeStore:
         """Delete by ids (1,000 per request), by filter, or every record of the namespace (exactly one of the three)."""
         namespace = _checked_namespace(namespace)
         check_delete_arguments(ids, filter, delete_all)
-        index = self._data_plane()
         if ids is not None:
             stored_ids = [i for i in dict.fromkeys(ids) if _id_problem(i) is None]
             for chunk in _groups(stored_ids, max_items=MAX_IDS_PER_REQUEST):
-                self._delete(index, namespace, ids=chunk)
+                self._delete(namespace, ids=chunk)
         elif filter is not None:
-            self._delete(index, namespace, filter=filter)
+            self._delete(namespace, filter=filter)
         else:
-            self._delete(index, namespace, delete_all=True)
+            self._delete(namespace, delete_all=True)
 
     def list_ids(self, *, namespace: str, prefix: str = "") -> Iterator[str]:
         """Ids starting with ``prefix`` in lexicographic order, read lazily a page of 100 at a time.
@@ -383,25 +422,88 @@ class PineconeStore:
         self._data_plane()
 
     def close(self) -> None:
-        """Release the SDK's connection pools; the store reopens them if used again."""
+        """Release the SDK's connection pools and gRPC channel; the store reopens them if used again."""
         with self._setup_lock:
-            for resource in (self._index, self._client):
+            for resource in (self._grpc, self._index, self._client):
                 if resource is not None:
                     resource.close()
-            self._index = self._client = None
+            self._index = self._client = self._writer_ = self._grpc = None
+            self._grpc_worked = False
 
-    def _data_plane(self) -> Index | GrpcIndex:
+    @property
+    def transport(self) -> Literal["grpc", "rest"]:
+        """How this store's writes travel now (``auto`` resolved; ``rest`` after a fallback)."""
+        return "grpc" if self._writer().grpc else "rest"
+
+    def _data_plane(self) -> Index:
+        """The REST data plane: reads, and writes when gRPC is not used."""
         from pinecone import PineconeError
 
         with self._setup_lock:
             if self._index is None:
                 model = self._ready_index()
                 try:
-                    self._index = self._pinecone().index(host=model.host or "", grpc=self._use_grpc)
+                    self._index = self._pinecone().index(host=model.host or "")
                 except PineconeError as exc:  # the SDK validates the host before any request
                     message = f"cannot open Pinecone index {self.index_name!r}: {self._scrub(str(exc))}"
                     raise StoreError(message) from exc
             return self._index
+
+    def _writer(self) -> _Writer:
+        """Where writes go, chosen on first use (module docstring: Transport)."""
+        rest = self._data_plane()
+        with self._setup_lock:
+            if self._writer_ is None:
+                self._writer_ = self._grpc_writer() if self._wants_grpc() else _Writer(rest)
+            return self._writer_
+
+    def _wants_grpc(self) -> bool:
+        if self._transport == "rest":
+            return False
+        try:
+            import pinecone.grpc  # noqa: F401  (compiled into the v10 wheel; an install may lack it)
+        except ImportError as exc:
+            if self._transport == "auto":
+                return False
+            raise ConfigError(
+                "transport 'grpc' needs Pinecone's gRPC transport (pinecone.grpc), which cannot be imported here; "
+                "install the pinecone SDK with its gRPC support or choose transport 'rest'"
+            ) from exc
+        return self._transport == "grpc" or self._host is None or self._grpc_host is not None
+
+    def _grpc_writer(self) -> _Writer:
+        from pinecone import PineconeError, RetryConfig
+        from pinecone.grpc import GrpcIndex
+
+        assert self._index is not None  # opened by _data_plane first
+        target = self._grpc_host or self._index.host
+        try:
+            index = GrpcIndex(
+                host=target,
+                api_key=self._api_key.get_secret_value(),
+                grpc_scheme="http" if target.startswith("http://") else None,
+                source_tag="ragline",
+                timeout=self._request_timeout_s,
+                retry_config=RetryConfig(
+                    max_retries=3, backoff_factor=self._backoff_base_s, max_wait=self._backoff_max_s
+                ),
+            )
+        except PineconeError as exc:
+            raise StoreError(f"cannot open Pinecone's gRPC data plane: {self._scrub(str(exc))}") from exc
+        logger.debug("Pinecone writes to index %r go over gRPC to %s", self.index_name, target)
+        self._grpc = index
+        return _Writer(index, grpc=True)
+
+    def _fall_back_to_rest(self, failed: _Writer, exc: Exception) -> None:
+        """Send every write from now on over REST (once, whichever thread sees gRPC fail first)."""
+        with self._setup_lock:
+            if self._writer_ is failed:
+                logger.warning(
+                    "Pinecone's gRPC data plane is unusable (%s); writes to index %r fall back to REST",
+                    self._scrub(str(exc)) or type(exc).__name__,
+                    self.index_name,
+                )
+                self._writer_ = _Writer(self._index) if self._index is not None else None
 
     def _pinecone(self) -> Pinecone:
         if self._client is None:
@@ -411,18 +513,8 @@ class PineconeStore:
     def _build_client(self) -> Pinecone:
         import pinecone
 
-        client_class: type[Pinecone] = pinecone.Pinecone
-        if self._use_grpc:
-            try:
-                from pinecone.grpc import PineconeGRPC
-            except ImportError as exc:
-                raise ConfigError(
-                    "use_grpc=True needs Pinecone's gRPC transport (pinecone.grpc), which cannot be imported here; "
-                    "install the pinecone SDK with its gRPC support or set use_grpc=False"
-                ) from exc
-            client_class = PineconeGRPC
         try:
-            return client_class(
+            return pinecone.Pinecone(
                 api_key=self._api_key.get_secret_value(),
                 host=self._host,
                 timeout=self._request_timeout_s,
@@ -513,16 +605,19 @@ class PineconeStore:
 
     # --- requests -------------------------------------------------------------------------------------------
 
-    def _call(self, action: str, request: Callable[[], T]) -> T:
-        """Send one request, re-sending it after transient failures; a final failure raises ``_RequestFailed``."""
+    def _call(self, action: str, request: Callable[[], T], *, grpc: bool = False) -> T:
+        """Send one request, re-sending it after transient failures; a final failure raises ``_RequestFailed``
+        (``_GrpcUnusable`` at once for a ``grpc`` request failing at the connection level before gRPC ever worked)."""
         from pinecone import PineconeError
 
         attempt = 0
         while True:
             self._count(requests=1)
             try:
-                return request()
+                response = request()
             except PineconeError as exc:
+                if grpc and not self._grpc_worked and _grpc_unusable(exc):
+                    raise _GrpcUnusable(str(exc)) from exc
                 transient = _is_transient(exc)
                 if not transient or attempt >= self._max_retries:
                     raise self._failure(action, exc, attempt, transient) from exc
@@ -538,6 +633,9 @@ class PineconeStore:
                     delay,
                 )
                 time.sleep(delay)
+            else:
+                self._grpc_worked = self._grpc_worked or grpc
+                return response
 
     def _failure(self, action: str, exc: Exception, retries: int, transient: bool) -> _RequestFailed:
         detail = self._scrub(str(exc)) or type(exc).__name__
@@ -577,15 +675,13 @@ class PineconeStore:
             raise UpsertError(_refusal_message(problems, len(latest)), failed_ids=list(problems))
         return outgoing
 
-    def _deliver_all(
-        self, index: Index | GrpcIndex, batches: Iterator[Sequence[_Wire]], namespace: str
-    ) -> dict[str, str]:
+    def _deliver_all(self, writer: _Writer, batches: Iterator[Sequence[_Wire]], namespace: str) -> dict[str, str]:
         """Send every batch, ``upsert_concurrency`` at a time, each as soon as it is packed (so measuring the next
         overlaps with sending); the ids that did not land, with why."""
         gave_up = threading.Event()
         failed: dict[str, str] = {}
         with ThreadPoolExecutor(max_workers=self._upsert_concurrency, thread_name_prefix="pinecone-upsert") as pool:
-            futures = [pool.submit(self._deliver, index, batch, namespace, gave_up) for batch in batches]
+            futures = [pool.submit(self._deliver, writer, batch, namespace, gave_up) for batch in batches]
             try:
                 for future in as_completed(futures):
                     failed.update(future.result())
@@ -595,21 +691,30 @@ class PineconeStore:
         return failed
 
     def _deliver(
-        self, index: Index | GrpcIndex, batch: Sequence[_Wire], namespace: str, gave_up: threading.Event
+        self, writer: _Writer, batch: Sequence[_Wire], namespace: str, gave_up: threading.Event
     ) -> dict[str, str]:
         """Send one batch; a refused batch is split until its bad records are alone. Returns what did not land."""
         if gave_up.is_set():
             return dict.fromkeys((r.id for r in batch), "not sent: an earlier batch failed after every retry")
+        if writer.grpc and not self._writer().grpc:  # packed for gRPC before the fall-back: repack for REST
+            failed: dict[str, str] = {}
+            for part in _json_batches(batch, namespace):
+                failed |= self._deliver(self._writer(), part, namespace, gave_up)
+            return failed
         try:
             self._call(
                 f"upsert of {len(batch)} records into namespace {namespace!r}",
-                partial(index.upsert, vectors=[r.wire() for r in batch], namespace=namespace),
+                partial(writer.index.upsert, vectors=[r.wire() for r in batch], namespace=namespace),
+                grpc=writer.grpc,
             )
+        except _GrpcUnusable as exc:
+            self._fall_back_to_rest(writer, exc)
+            return self._deliver(writer, batch, namespace, gave_up)
         except _RequestFailed as exc:
             if exc.refused and len(batch) > 1:
                 middle = len(batch) // 2
-                return self._deliver(index, batch[:middle], namespace, gave_up) | self._deliver(
-                    index, batch[middle:], namespace, gave_up
+                return self._deliver(writer, batch[:middle], namespace, gave_up) | self._deliver(
+                    writer, batch[middle:], namespace, gave_up
                 )
             if not (exc.refused or exc.transient):
                 raise
@@ -618,9 +723,17 @@ class PineconeStore:
             return dict.fromkeys((r.id for r in batch), exc.detail)
         return {}
 
-    def _delete(self, index: Index | GrpcIndex, namespace: str, **selector: Any) -> None:
+    def _delete(self, namespace: str, **selector: Any) -> None:
+        writer = self._writer()
         try:
-            self._call(f"delete from namespace {namespace!r}", partial(index.delete, namespace=namespace, **selector))
+            self._call(
+                f"delete from namespace {namespace!r}",
+                partial(writer.index.delete, namespace=namespace, **selector),
+                grpc=writer.grpc,
+            )
+        except _GrpcUnusable as exc:
+            self._fall_back_to_rest(writer, exc)
+            self._delete(namespace, **selector)
         except _RequestFailed as exc:
             if exc.status != 404:  # Pinecone's answer for a namespace it does not know: nothing to delete
                 raise
@@ -716,6 +829,29 @@ def _metadata_problem(metadata: Any) -> str | None:
     return None
 
 
+def _json_batches(records: Sequence[_Wire], namespace: str) -> Iterator[Sequence[_Wire]]:
+    """Records packed for REST: their JSON sizes, the request envelope and the commas between them."""
+    return _groups(
+        records,
+        max_items=MAX_RECORDS_PER_UPSERT,
+        max_bytes=MAX_UPSERT_BYTES,
+        size=lambda r: r.size,
+        overhead=_UPSERT_ENVELOPE + len(orjson.dumps(namespace)),
+        separator=1,
+    )
+
+
+def _grpc_batches(records: Sequence[_Outgoing], namespace: str) -> Iterator[Sequence[_Wire]]:
+    """Records packed for gRPC: their protobuf sizes and the namespace field."""
+    return _groups(
+        records,
+        max_items=MAX_RECORDS_PER_UPSERT,
+        max_bytes=MAX_UPSERT_BYTES,
+        size=lambda r: r.grpc_size,
+        overhead=upsert_overhead(namespace),
+    )
+
+
 def _groups(
     items: Sequence[T],
     *,
@@ -748,6 +884,17 @@ def _is_transient(exc: Exception) -> bool:
         return True
     status = _status(exc)
     return status is not None and (status in (408, 429) or status >= 500)
+
+
+def _grpc_unusable(exc: Exception) -> bool:
+    """A connection-level gRPC failure: the SDK raises these without a status (no connection, a method the server
+    does not serve; also UNAVAILABLE, which is why only a first contact counts), or as UNKNOWN for an HTTP/2
+    protocol error (a peer that does not speak gRPC)."""
+    from pinecone import PineconeTimeoutError
+
+    if isinstance(exc, PineconeTimeoutError):
+        return False
+    return _status(exc) is None or (getattr(exc, "error_code", None) == "UNKNOWN" and "protocol error" in str(exc))
 
 
 def _status(exc: Exception) -> int | None:

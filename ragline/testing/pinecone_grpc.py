@@ -190,7 +190,7 @@ class _Handlers:
         self._plane = plane
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        found = _METHODS.get(details.method)  # type: ignore[attr-defined]  # grpc's stubs leave it out
+        found = _METHODS.get(details.method)
         if found is None:
             return None  # UNIMPLEMENTED
         request_name, method = found

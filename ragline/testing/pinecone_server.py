@@ -553,9 +553,7 @@ class LoopbackPinecone:
 
     def _upsert(self, exchange: _Exchange) -> tuple[int, dict[str, Any]]:
         if exchange.size > MAX_REQUEST_BYTES:
-            raise _HttpError(
-                400, f"Request size {exchange.size / 1e6:.1f}MB exceeds the maximum supported size of 2MB"
-            )
+            raise _HttpError(400, f"Request size {exchange.size / 1e6:.1f}MB exceeds the maximum supported size of 2MB")
         request = exchange.json()
         vectors = request.get("vectors")
         exchange.namespace = namespace = _namespace(request.get("namespace"))
