@@ -18,7 +18,7 @@ _DOUBLE, _BOOL, _FLOAT = 8, 1, 4
 
 def varint_size(value: int) -> int:
     """Bytes of ``value`` (non-negative) as a protobuf varint."""
-    return max(1, (value.bit_length() + 6) // 7)
+    return 1 if value < 0x80 else 2 if value < 0x4000 else (value.bit_length() + 6) // 7
 
 
 def _delimited(payload: int) -> int:
@@ -27,7 +27,7 @@ def _delimited(payload: int) -> int:
 
 
 def _string(text: str, *, always: bool = False) -> int:
-    size = len(text.encode())
+    size = len(text) if text.isascii() else len(text.encode())
     return _delimited(size) if size or always else 0
 
 

@@ -418,8 +418,9 @@ class PineconeStore:
     # --- index and client -----------------------------------------------------------------------------------
 
     def ensure_index(self) -> None:
-        """Create the index if it is missing (waiting until it is ready), check its dimension and metric, open it."""
-        self._data_plane()
+        """Create the index if it is missing (waiting until it is ready), check its dimension and metric, open it
+        (and the gRPC channel writes will use)."""
+        self._writer()
 
     def close(self) -> None:
         """Release the SDK's connection pools and gRPC channel; the store reopens them if used again."""

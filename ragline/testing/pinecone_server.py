@@ -21,6 +21,7 @@ never existed answers 404. Everything is held in memory and every write is appli
 Faults (``server.faults``) can be changed at any time from any thread: a fixed latency per request, a seeded random
 error rate, failing, slowing or resetting the next N requests of a route, and poison ids that make an upsert fail
 with 400. ``server.requests`` logs every request; ``records``, ``write_counts`` and ``max_in_flight`` serve assertions.
+``ragline.testing.pinecone_grpc`` serves the gRPC writes of one index through ``serve_decoded``, on the same state.
 """
 
 from __future__ import annotations
