@@ -267,8 +267,16 @@ class RaglineConfig(BaseSettings):
     consistency_wait_s: float | None = Field(
         default=None,
         ge=0,
-        description="How long reconciliation waits for an eventually consistent index (default: Pinecone 30 s, "
-        "LanceDB 0).",
+        description="How long verification and reconciliation wait for an eventually consistent index to show "
+        "their writes, and for a difference to go away before it counts (default: Pinecone 30 s, LanceDB 0).",
+    )
+
+    reconcile_max_orphan_fraction: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Reconciliation refuses to delete orphans (vectors the record store does not know) when they are "
+        "more than this share of the namespace, unless forced (`ragline reconcile --force`).",
     )
 
     lock_wait_s: float = Field(
@@ -445,7 +453,8 @@ class RaglineConfig(BaseSettings):
 
     @property
     def consistency_wait(self) -> float:
-        """Seconds reconciliation may wait for the index's counts to settle."""
+        """Seconds verification and reconciliation may wait for reads to reflect writes (see
+        ``ragline.indexing.consistency``)."""
         if self.consistency_wait_s is not None:
             return self.consistency_wait_s
         return 30.0 if self.store_kind == "pinecone" else 0.0

@@ -11,6 +11,7 @@ RaglineError
 │   ├── IndexDamaged       the vector index lost vectors or cannot be read; rebuild it from the record store
 │   └── RecordStoreDamaged a SQLite file of the record store failed its integrity check
 ├── NamespaceBusy          another run holds the namespace's lock, and waiting for it timed out
+├── ReconcileRefused       repairing the index would delete on a guess (an unknown namespace, too many orphans)
 ├── ValidationFailed       a data-quality or reconciliation check failed; carries the failed checks
 └── ChatError              the chat model could not be reached or its answer was unusable
 """
@@ -74,6 +75,10 @@ class RecordStoreDamaged(StoreError):
 
 class NamespaceBusy(RaglineError):
     """Another run holds the namespace's lock, and it was not released within the wait allowed."""
+
+
+class ReconcileRefused(RaglineError):
+    """Reconciliation refused to repair: the record store does not know the namespace, or too much would be deleted."""
 
 
 class ValidationFailed(RaglineError):

@@ -69,6 +69,20 @@ def config(tmp_path: Path, models_dir: Path) -> RaglineConfig:
     return RaglineConfig(home=tmp_path / "home", model_cache_dir=models_dir, namespace="test", embedder="hashing")
 
 
+@pytest.fixture(params=["lancedb", "pinecone-lag"])
+def both_stores_config(request: pytest.FixtureRequest, config: RaglineConfig) -> Iterator[RaglineConfig]:
+    """``config`` on LanceDB, then on the Pinecone SDK against a loopback server with a write lag (a module runs on
+    both by overriding ``config`` with this: see tests/support/backends.py)."""
+    if request.param == "lancedb":
+        yield config
+        return
+    from ragline.testing.pinecone_server import LoopbackPinecone
+    from tests.support.backends import API_KEY, LAG_S, pinecone_config
+
+    with LoopbackPinecone(api_key=API_KEY, write_lag_s=LAG_S) as server:
+        yield pinecone_config(config, server)
+
+
 @pytest.fixture
 def components(config: RaglineConfig, embedder: HashingEmbedder) -> Iterator[Components]:
     c = build_components(config, embedder=embedder)

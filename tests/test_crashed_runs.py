@@ -85,9 +85,17 @@ def pending_chunks(home: Path) -> int:
 
 
 def run_statuses(home: Path) -> list[str]:
+    return [status for _, status in _runs(home)]
+
+
+def run_ids(home: Path) -> list[str]:
+    return [run_id for run_id, _ in _runs(home)]
+
+
+def _runs(home: Path) -> list[tuple[str, str]]:
     db = sqlite3.connect(home / "records.sqlite", timeout=60)
     try:
-        return [str(r[0]) for r in db.execute("SELECT status FROM runs ORDER BY started_at")]
+        return [(str(r[0]), str(r[1])) for r in db.execute("SELECT run_id, status FROM runs ORDER BY started_at")]
     finally:
         db.close()
 
@@ -151,11 +159,12 @@ def assert_crashed_reported_and_rolled_back(home: Path, clean: IndexState) -> No
     assert "1 crashed run(s): killed before they committed; `ragline reconcile -n docs`" in output
 
     code, output = cli(home, "reconcile", "--dry-run")
-    assert code == 0 and output.endswith(f"1 crashed runs ({pending} pending chunks) to roll back: not in sync"), output
+    crashed = f"1 crashed runs ({pending} pending chunks) to roll back ({run_ids(home)[-1]}): not in sync;"
+    assert code == 0 and crashed in output, output
     assert pending_chunks(home) == pending and run_statuses(home) == ["committed", "running"]  # reported only
 
     code, output = cli(home, "reconcile")
-    assert code == 0 and output.endswith("1 unfinished runs rolled back: in sync"), output
+    assert code == 0 and "1 unfinished runs rolled back: in sync;" in output, output
     assert run_statuses(home) == ["committed", "rolled_back"]
     assert_as_before(home, clean)
 

@@ -19,6 +19,7 @@ from ragline.errors import FilterError
 from ragline.stores import LanceDBStore, VectorRecord
 from ragline.stores.filters import (
     MAX_FILTER_DEPTH,
+    MAX_IN_VALUES,
     matches,
     to_lance_where,
     validate_filter,
@@ -139,9 +140,12 @@ def test_deeper_filters_are_a_clear_filter_error(store: LanceDBStore, depth: int
         _store_ids(store, _nested(depth))
 
 
-def test_large_in_lists_run_and_agree(store: LanceDBStore) -> None:
-    values = [f"v{i}'" for i in range(20_000)] + ["x"]
-    assert _store_ids(store, {"plain": {"$in": values}}) == _reference({"plain": {"$in": values}})
+def test_in_lists_up_to_pinecones_limit_run_and_agree(store: LanceDBStore) -> None:
+    values = [f"v{i}'" for i in range(MAX_IN_VALUES - 1)] + ["x"]
+    for op in ("$in", "$nin"):
+        assert _store_ids(store, {"plain": {op: values}}) == _reference({"plain": {op: values}})
+    with pytest.raises(FilterError, match="at most 10,000 values"):
+        _store_ids(store, {"plain": {"$in": [*values, "y"]}})
 
 
 JSON_KEYS = st.one_of(st.sampled_from(["$and", "$or", "$in", "$eq", "$gt", "$exists"]), HOSTILE_TEXT)

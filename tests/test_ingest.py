@@ -1,4 +1,5 @@
-"""The ingest stages end to end on the real local embedder, LanceDB store and SQLite record store."""
+"""The ingest stages end to end on the hashing embedder and the SQLite record store, on LanceDB and on the real
+Pinecone SDK against a loopback server whose writes show in reads only after a lag."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.errors import ConfigError, ValidationFailed
+from ragline.indexing.consistency import await_writes
 from ragline.indexing.journal import open_run
 from ragline.indexing.pipeline import ingest, write_batches
 from ragline.indexing.stats import IngestStats
@@ -22,6 +24,12 @@ PARAGRAPH = (
     "Chunking splits long documents into passages small enough for the embedding model. "
     "Each passage keeps the metadata of its document so filters still work after retrieval. "
 )
+
+
+@pytest.fixture
+def config(both_stores_config: RaglineConfig) -> RaglineConfig:
+    """Every test here runs on LanceDB and on the Pinecone SDK against a loopback server with a write lag."""
+    return both_stores_config
 
 
 def write(root: Path, files: dict[str, str]) -> None:
@@ -48,7 +56,8 @@ def corpus(tmp_path: Path) -> Path:
 
 
 def snapshot(c: Components) -> dict[str, tuple[tuple[float, ...], dict]]:
-    """Every id in the namespace with its (rounded) vector and metadata."""
+    """Every id in the namespace with its (rounded) vector and metadata, once this process's writes show in reads."""
+    assert await_writes(c, NS)
     ids = list(c.store.list_ids(namespace=NS))
     fetched = c.store.fetch(ids, namespace=NS)
     return {i: (tuple(np.round(r.values, 5)), r.metadata) for i, r in fetched.items()}
@@ -64,6 +73,8 @@ def test_first_run_indexes_everything_and_unchanged_rerun_does_nothing(component
     assert (first.documents_seen, first.documents_new, first.documents_quarantined) == (5, 5, 0)
     assert first.chunks_written > 5  # long.md splits into several chunks
     assert first.embeddings_computed + first.embeddings_cached == first.chunks_written
+    billed = components.config.store_kind == "pinecone"  # LanceDB bills no units
+    assert (first.write_units >= 5, first.read_units > 0) == (billed, billed)
     assert components.store.describe_namespace(NS).vector_count == components.records.journal.live_chunk_count(NS)
     before = snapshot(components)
     assert "docs/long.md#0" in before and before["docs/long.md#0"][1]["doc_id"] == "docs/long.md"
@@ -71,6 +82,7 @@ def test_first_run_indexes_everything_and_unchanged_rerun_does_nothing(component
     second = run(components, root).stats
     assert (second.documents_unchanged, second.documents_new, second.documents_changed) == (5, 0, 0)
     assert (second.chunks_written, second.chunks_deleted, second.embeddings_computed) == (0, 0, 0)
+    assert second.write_units == 0 and (second.read_units > 0) == billed  # verification still reads
     assert snapshot(components) == before
 
 

@@ -6,7 +6,9 @@ refused a request before applying it) every id written exactly once.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import subprocess
 import sys
 import time
@@ -24,7 +26,14 @@ from ragline.errors import ConfigError, StoreError, UpsertError
 from ragline.stores import VectorRecord
 from ragline.stores.pinecone_store import MAX_UPSERT_BYTES, PineconeStore
 from ragline.testing.pinecone_server import IndexSpec, LoopbackPinecone
-from ragline.testing.store_contract import DIM, StoreContract, as_float64, record, unit
+from ragline.testing.store_contract import (
+    DIM,
+    EventuallyConsistentStoreContract,
+    StoreContract,
+    as_float64,
+    record,
+    unit,
+)
 
 API_KEY = "pcsk_loopback-SECRET-7f3a9c1e5b2d"
 INDEX = "ragline"
@@ -66,6 +75,16 @@ def make_store(server: LoopbackPinecone) -> Iterator[StoreFactory]:
 class TestPineconeStore(StoreContract):
     @pytest.fixture
     def store(self, make_store: StoreFactory) -> PineconeStore:
+        return make_store()
+
+
+class TestPineconeStoreUnderLag(EventuallyConsistentStoreContract):
+    """The same contract with every write showing in reads only 50 ms later: each read waits for the store to
+    confirm its writes (query LSNs, deleted ids read back as gone)."""
+
+    @pytest.fixture
+    def lagging_store(self, server: LoopbackPinecone, make_store: StoreFactory) -> PineconeStore:
+        server.set_write_lag(0.05)
         return make_store()
 
 
@@ -232,6 +251,8 @@ def test_upserts_run_in_parallel(server: LoopbackPinecone, make_store: StoreFact
         server.clear_log()
         store = make_store(upsert_concurrency=concurrency)
         store.ensure_index()
+        if concurrency > 1:  # the first 8 requests are held until all 8 are in flight: no race with the clock
+            server.faults.gather_next(concurrency, route="upsert")
         store.upsert(records, namespace=NS)
         assert server.max_in_flight("upsert") == concurrency  # the server saw that many at once, never more
         assert server.count("upsert") == 16
@@ -281,6 +302,31 @@ def test_cost_counters(server: LoopbackPinecone, make_store: StoreFactory) -> No
     assert store.read_units == 4  # one per query, one per fetch of up to 10 records
     assert store.requests_sent == sent + 4
     assert store.retries == 0
+
+
+def test_write_units_follow_pinecones_documented_rules(server: LoopbackPinecone, make_store: StoreFactory) -> None:
+    """1 WU per started 1,000 bytes of the records a request writes (ID + metadata JSON + 4 bytes per dimension),
+    at least 5 per request; deleting by filter or everything costs the 5 minimum."""
+    store = make_store(upsert_concurrency=1)
+
+    def billed(r: VectorRecord) -> int:
+        return len(r.id.encode()) + 4 * DIM + len(json.dumps(r.metadata, separators=(",", ":")).encode())
+
+    store.upsert([record("a"), record("b")], namespace=NS)
+    assert store.write_units == 5  # two small records: the minimum
+    big = random_records(10, DIM, text_bytes=2_500)  # one request of ~25.7 KB
+    store.upsert(big, namespace=NS)
+    assert server.count("upsert") == 2
+    assert store.write_units == 5 + math.ceil(sum(billed(r) for r in big) / 1_000) and store.write_units > 30
+    store.delete(namespace=NS, ids=["a", "b"])
+    store.delete(namespace=NS, filter={"n": {"$gte": 5}})
+    store.delete(namespace=NS, delete_all=True)
+    assert store.write_units == 5 + math.ceil(sum(billed(r) for r in big) / 1_000) + 3 * 5
+    spent = store.write_units
+    server.faults.poison("doc/0#0")
+    with pytest.raises(UpsertError):
+        store.upsert(big[:1], namespace=NS)
+    assert store.write_units == spent  # a refused request writes nothing and costs nothing
 
 
 # --- the index ------------------------------------------------------------------------------------------------

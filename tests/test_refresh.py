@@ -1,6 +1,7 @@
 """Freshness: TTL expiry on an injected clock, changed/touched/deleted files, drift repair, config and CLI.
 
-Everything real: the local embedder, LanceDB on a temp dir, the SQLite record store. Spies only count calls to the
+Everything real: the hashing embedder, the SQLite record store, and LanceDB on a temp dir or the Pinecone SDK against a
+loopback server with a write lag. Spies only count calls to the
 real embedder and store; they never replace them.
 """
 
@@ -17,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ragline.cli import app
-from ragline.components import Components
+from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.errors import ConfigError, SourceError, ValidationFailed
 from ragline.indexing import stages
@@ -32,6 +33,12 @@ from tests.test_ingest import NS, corpus, snapshot, write
 TTL = 3600.0
 T0 = 1_800_000_000.0
 DOCS = ["docs/intro.md", "docs/long.md", "docs/notes/a.txt", "docs/notes/b.txt", "docs/page.html"]
+
+
+@pytest.fixture
+def config(both_stores_config: RaglineConfig) -> RaglineConfig:
+    """Every test here runs on LanceDB and on the Pinecone SDK against a loopback server with a write lag."""
+    return both_stores_config
 
 
 def refresh_at(c: Components, root: Path, now: float) -> SourceRefresh:
@@ -206,7 +213,10 @@ def test_a_failed_refresh_run_rolls_back_and_keeps_the_previous_index(
     assert snapshot(components) == before and components.records.journal.unfinished_runs(NS) == []
 
 
-def test_drift_injected_into_lancedb_is_repaired_by_the_refresh(components: Components, tmp_path: Path) -> None:
+def test_drift_injected_into_the_index_is_repaired_by_the_refresh(
+    config: RaglineConfig, embedder, tmp_path: Path
+) -> None:
+    components = build_components(config.model_copy(update={"reconcile_max_orphan_fraction": 0.1}), embedder=embedder)
     root = corpus(tmp_path)
     refresh_at(components, root, T0)
     clean = snapshot(components)
@@ -231,6 +241,7 @@ def test_drift_injected_into_lancedb_is_repaired_by_the_refresh(components: Comp
     )
     assert ns.reconciled_after.in_sync and not ns.reconciled_after.repaired
     assert snapshot(components) == clean
+    components.close()
 
 
 def test_targets_come_from_the_config_with_ttls_namespaces_and_overrides(

@@ -88,7 +88,11 @@ def test_ingest_runs_on_openai_and_pinecone_with_usage_and_cost(
     assert stats.read_units > 0  # reconciliation queried the index
     price = service_env.embedding_price_per_million_tokens["openai/text-embedding-3-small"] / 1e6
     read_price = service_env.pinecone_price_per_million_read_units / 1e6
-    assert stats.estimated_cost_usd == pytest.approx(stats.tokens_embedded * price + stats.read_units * read_price)
+    write_price = service_env.pinecone_price_per_million_write_units / 1e6
+    assert stats.write_units >= 5 * pinecone.count("upsert") > 0  # estimated: at least 5 per request
+    assert stats.estimated_cost_usd == pytest.approx(
+        stats.tokens_embedded * price + stats.read_units * read_price + stats.write_units * write_price
+    )
     _index_matches_records(c, pinecone)
     assert (
         c.records.journal.last_runs(NS)[0].stats_json is not None
@@ -97,7 +101,7 @@ def test_ingest_runs_on_openai_and_pinecone_with_usage_and_cost(
 
     requests_before = len(openai.requests)
     again = ingest(c, DirectorySource(SAMPLE, name="sample")).stats
-    assert (again.embeddings_computed, again.tokens_embedded, again.chunks_written) == (0, 0, 0)
+    assert (again.embeddings_computed, again.tokens_embedded, again.chunks_written, again.write_units) == (0, 0, 0, 0)
     assert len(openai.requests) == requests_before
 
     captured = capfd.readouterr()

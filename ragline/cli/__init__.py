@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from ragline.cli import evaluation, indexing, records, recordstore, search, versions
+from ragline.cli import evaluation, indexing, records, search, versions
 from ragline.cli.failures import RaglineCommands
 from ragline.cli.signals import exit_on_sigterm
 
@@ -49,4 +49,3 @@ app.command("backfill")(indexing.backfill_command)
 app.command("refresh")(indexing.refresh_command)
 app.add_typer(versions.versions_app, name="versions")
 app.add_typer(records.records_app, name="records")
-app.add_typer(recordstore.recordstore_app, name="recordstore")

@@ -144,7 +144,13 @@ def reconcile_command(
     namespace: NamespaceOption = None,
     home: HomeOption = None,
     index_version: VersionOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report the drift and crashed runs.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only report the drift and the crashed runs a repair would roll back.")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Delete orphans even when they exceed reconcile_max_orphan_fraction."),
+    ] = False,
     rebuild: Annotated[
         bool,
         typer.Option(
@@ -170,10 +176,11 @@ def reconcile_command(
             if rebuild:
                 _show_rebuild(rebuild_index(components, ns))
                 return
-            report = reconcile(components, ns)
+            report = reconcile(components, ns, force=force)
     verb = "repaired" if report.repaired else "found"
     runs = (
         f"{len(report.crashed_runs)} crashed runs ({report.crashed_pending} pending chunks) to roll back"
+        f"{_listed(report.crashed_runs)}"
         if dry_run
         else f"{len(report.runs_rolled_back)} unfinished runs rolled back"
     )
@@ -181,7 +188,8 @@ def reconcile_command(
     console.print(
         f"namespace {report.namespace}: {report.expected} chunks recorded, {report.indexed} indexed; "
         f"{verb} {len(report.missing)} missing, {len(report.different)} differing (sampled), "
-        f"{len(report.orphans)} orphaned; {runs}: {verdict}",
+        f"{len(report.orphans)} orphaned; {runs}: {verdict}; {report.read_units} read units, "
+        f"{report.write_units} write units",
         soft_wrap=True,
     )
     if (keywords := report.keywords) is not None:
@@ -189,6 +197,8 @@ def reconcile_command(
             f"sparse keyword index: {verb} {len(keywords.missing)} missing, {len(keywords.different)} differing "
             f"(sampled), {len(keywords.orphans)} orphaned"
         )
+    if report.refusal:
+        console.print(styled("yellow", "a repair would refuse:", f" {report.refusal}"), soft_wrap=True)
 
 
 def _show_rebuild(result: IndexRebuild) -> None:
@@ -199,6 +209,10 @@ def _show_rebuild(result: IndexRebuild) -> None:
         f"orphans deleted, {len(result.runs_rolled_back)} unfinished runs rolled back{dropped}",
         soft_wrap=True,
     )
+
+
+def _listed(ids: list[str]) -> str:
+    return f" ({', '.join(ids)})" if ids else ""
 
 
 def backfill_command(

@@ -152,7 +152,7 @@ def _make_chunk(
     doc: Document, position: int, text: str, token_count: int, headings: list[str], config_hash: str
 ) -> Chunk:
     """A chunk of ``doc`` with the document's metadata plus its own identity and place, and the document's content
-    and chunker hashes (so the index alone holds what the record store knows of it: ``ragline recordstore
+    and chunker hashes (so the index alone holds what the record store knows of it: ``ragline records
     rebuild``)."""
     metadata: Metadata = {key: value for key, value in doc.metadata.items() if key not in _RESERVED_KEYS}
     metadata.update(

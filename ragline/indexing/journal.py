@@ -23,6 +23,7 @@ import numpy as np
 from ragline.batching import batched
 from ragline.components import Components
 from ragline.embedders.cache import embed_with_cache
+from ragline.indexing.consistency import await_writes, within_window
 from ragline.indexing.health import require_whole_index
 from ragline.indexing.keywords import keep_encoding_current, live_records, sparse_problems
 from ragline.records import index_metadata
@@ -87,6 +88,7 @@ def rollback_run(c: Components, run_id: str, namespace: str) -> None:
     upsert_rows(c, namespace, restore)
     delete_ids(c, namespace, [cid for cid in pending if cid not in live])
     c.records.journal.discard_pending(run_id)
+    await_writes(c, namespace)  # the previous index is back once reads show it
     log.info("run %s rolled back: %d ids restored, %d removed", run_id, len(restore), len(pending) - len(restore))
 
 
@@ -138,17 +140,37 @@ def upsert_rows(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> int:
     return embedded
 
 
-def fetch_back_problems(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> dict[str, str]:
+def fetch_back_problems(
+    c: Components, namespace: str, rows: Sequence[ChunkRow], *, patient: bool = False
+) -> dict[str, str]:
     """Recorded chunks whose index copy (or sparse keyword copy) is missing or differs (vector or metadata), with
-    what is wrong."""
+    what is wrong.
+
+    Content, not counts: an overwrite leaves the count unchanged. Judged once this process's writes are visible
+    (``await_writes``); ``patient`` re-reads the differing ones until they match or ``consistency_wait`` has passed,
+    so only a difference that outlasts the window is reported.
+    """
+    await_writes(c, namespace)
+    expected = dict(zip((r.chunk_id for r in rows), vectors_for(c, rows)))
+    differing = _differences(c, namespace, rows, expected)
+    if patient and differing:
+        differing = within_window(
+            c, lambda: _differences(c, namespace, [r for r in rows if r.chunk_id in differing], expected), _none
+        )
+    return differing
+
+
+def _differences(
+    c: Components, namespace: str, rows: Sequence[ChunkRow], vectors: dict[str, np.ndarray]
+) -> dict[str, str]:
     fetched = c.store.fetch([r.chunk_id for r in rows], namespace=namespace)
     metadata = [index_metadata(r.text, r.metadata) for r in rows]
     problems: dict[str, str] = {}
-    for row, vector, expected in zip(rows, vectors_for(c, rows), metadata):
+    for row, expected in zip(rows, metadata):
         got = fetched.get(row.chunk_id)
         if got is None:
             problems[row.chunk_id] = "is missing from the index"
-        elif not np.allclose(got.values, vector, atol=1e-5):
+        elif not np.allclose(got.values, vectors[row.chunk_id], atol=1e-5):
             problems[row.chunk_id] = "has a different vector in the index"
         elif got.metadata != expected:
             problems[row.chunk_id] = "has different metadata in the index"
@@ -157,17 +179,14 @@ def fetch_back_problems(c: Components, namespace: str, rows: Sequence[ChunkRow])
     return problems
 
 
-def settled_count(c: Components, namespace: str, expected: int, store: VectorStore | SparseStore | None = None) -> int:
-    """The namespace's vector count in ``store`` (default: the vector store), polled for up to
-    ``config.consistency_wait`` until it equals ``expected``.
+def _none(problems: dict[str, str]) -> bool:
+    return not problems
 
-    Pinecone's stats are eventually consistent; LanceDB's are exact at once.
-    """
-    deadline = time.monotonic() + c.config.consistency_wait
-    delay = 0.25
-    while True:
-        count = (store or c.store).describe_namespace(namespace).vector_count
-        if count == expected or time.monotonic() >= deadline:
-            return count
-        time.sleep(delay)
-        delay = min(delay * 2, 4.0)
+
+def settled_count(c: Components, namespace: str, expected: int, store: VectorStore | SparseStore | None = None) -> int:
+    """The namespace's vector count in ``store`` (default: the vector store) once this process's writes are visible,
+    re-read for up to ``config.consistency_wait`` until it equals ``expected`` (Pinecone's stats trail writes;
+    LanceDB's are exact)."""
+    target = store or c.store
+    await_writes(c, namespace)
+    return within_window(c, lambda: target.describe_namespace(namespace).vector_count, lambda n: n == expected)

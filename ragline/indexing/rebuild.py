@@ -2,7 +2,7 @@
 
 - ``rebuild_index`` (``ragline reconcile --rebuild``): the vector index from the record store's live chunks, with
   their vectors from the embedding cache (only what the cache lacks is embedded again).
-- ``rebuild_records`` (``ragline recordstore rebuild``): the record store's committed documents and chunks, the
+- ``rebuild_records`` (``ragline records rebuild``): the record store's committed documents and chunks, the
   namespace's model binding and the embedding cache, from the index, which holds every chunk's id, text, metadata
   (with its document's content and chunker hashes) and vector.
 

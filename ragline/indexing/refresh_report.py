@@ -41,6 +41,8 @@ def source_rows(report: RefreshReport) -> list[Row]:
                 "embeddings computed": stats.embeddings_computed,
                 "chunks written": stats.chunks_written,
                 "chunks deleted": stats.chunks_deleted,
+                "read units": stats.read_units,
+                "write units": stats.write_units,
                 "seconds": round(sum(stats.seconds.values()), 3),
             }
         )
@@ -75,6 +77,8 @@ def reconcile_rows(report: RefreshReport) -> list[Row]:
             "orphans": len(r.orphans),
             "runs rolled back": len(r.runs_rolled_back),
             "repaired": r.repaired,
+            "read units": r.read_units,
+            "write units": r.write_units,
         }
         for when, r in runs
     ]

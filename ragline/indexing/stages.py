@@ -22,6 +22,7 @@ from ragline.config import CleanupMode
 from ragline.costs import usage_now
 from ragline.embedders.cache import CacheLookup, complete, look_up
 from ragline.errors import ChunkingError, SourceError, ValidationFailed
+from ragline.indexing.consistency import within_window
 from ragline.indexing.journal import (
     RunRef,
     delete_tombstones,
@@ -319,7 +320,9 @@ def verify(c: Components, run: RunRef) -> IngestStats:
     """Reconcile index and record store before commit; raise ``ValidationFailed`` on any disagreement.
 
     Checks: the namespace's vector count equals the record store's distinct ids; sampled chunks of this run (or,
-    if it wrote none, live ones) fetch back with equal vector and metadata; a sampled chunk's own vector finds it.
+    if it wrote none, live ones) fetch back with equal vector and metadata (counts cannot see an overwrite); a
+    sampled chunk's own vector finds it. Each check first waits until reads reflect the run's writes, and fails only
+    on a difference that outlasts ``consistency_wait`` (``ragline.indexing.consistency``).
     """
     stats = IngestStats()
     before = usage_now(c.embedder, c.store, c.sparse)
@@ -347,11 +350,13 @@ def verify(c: Components, run: RunRef) -> IngestStats:
 
 
 def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = False) -> IngestStats:
-    """Make the run live, then delete the ids it made stale (changed documents' leftovers, removed documents).
+    """Make the run live, then delete the ids it made stale (changed documents' leftovers, removed documents), and
+    check the count once the deletes are visible.
 
     ``exported``: the run's records went to a bulk-import file, not the index: only the record store commits.
     """
     stats = IngestStats()
+    before = usage_now(c.embedder, c.store, c.sparse)
     with stats.timed("commit"):
         result = c.records.journal.commit_run(run.run_id, run.namespace, run.source, delete_unseen=cleanup == "full")
         stats.documents_removed = result.documents_removed
@@ -369,6 +374,7 @@ def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = Fa
         ]
         if drifted:
             raise ValidationFailed(f"run {run.run_id} committed but the index drifted", drifted)
+    stats.add_usage(c, before)
     return stats
 
 
@@ -398,15 +404,20 @@ def _oversized(chunks: Sequence[Chunk]) -> str | None:
 def _check_fetch_back(c: Components, namespace: str, rows: dict[str, ChunkRow]) -> list[str]:
     if not rows:
         return []
-    problems = fetch_back_problems(c, namespace, list(rows.values()))
+    problems = fetch_back_problems(c, namespace, list(rows.values()), patient=True)
     failures = [f"{chunk_id} {problem}" for chunk_id, problem in problems.items()]
     probe = next(iter(rows.values()))
-    matches = c.store.query(vectors_for(c, [probe])[0], namespace=namespace, top_k=5)
-    top = matches[0].score if matches else None
-    found = top is not None and any(m.id == probe.chunk_id and abs(m.score - top) < 1e-5 for m in matches)
-    # chunks with the same text share one vector: more than top_k of them tie, and any of them may come first
-    tied_duplicate = top is not None and top >= 1 - 1e-5 and probe.chunk_id not in problems
-    if not (found or tied_duplicate):
+    vector = vectors_for(c, [probe])[0]
+
+    def finds_itself() -> bool:
+        matches = c.store.query(vector, namespace=namespace, top_k=5)
+        top = matches[0].score if matches else None
+        found = top is not None and any(m.id == probe.chunk_id and abs(m.score - top) < 1e-5 for m in matches)
+        # chunks with the same text share one vector: more than top_k of them tie, and any of them may come first
+        tied_duplicate = top is not None and top >= 1 - 1e-5 and probe.chunk_id not in problems
+        return found or tied_duplicate
+
+    if not within_window(c, finds_itself, bool):
         failures.append(f"{probe.chunk_id}'s own vector does not find it first")
     return failures
 

@@ -13,7 +13,7 @@ from ragline.limits import MAX_TOP_K
 from ragline.records import Metadata
 from ragline.stores.filters import Filter, validate_filter
 
-__all__ = ["Filter", "NamespaceStats", "QueryMatch", "VectorRecord", "VectorStore"]
+__all__ = ["EventuallyConsistent", "Filter", "NamespaceStats", "QueryMatch", "VectorRecord", "VectorStore"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,17 @@ class VectorStore(Protocol):
 
     def namespaces(self) -> list[str]:
         """Names of the namespaces that hold at least one record."""
+        ...
+
+
+@runtime_checkable
+class EventuallyConsistent(Protocol):
+    """A store whose reads may trail its writes (Pinecone serverless); a store without this method reads its own
+    writes at once (LanceDB)."""
+
+    def wait_for_writes(self, namespace: str, *, timeout_s: float) -> bool:
+        """Block until reads of ``namespace`` reflect this store's writes to it, for up to ``timeout_s``; True when
+        confirmed, False when not confirmed in time or not confirmable."""
         ...
 
 

@@ -10,6 +10,8 @@ Semantics (shared by ``matches`` and ``to_lance_where``; a store passes the cont
   present. This is Pinecone's behaviour since 2024 (deepset-ai/haystack-core-integrations#590: ``$ne`` returns
   only records where the field is set), unlike MongoDB, where they also match a missing field.
 - An empty ``$in`` list matches nothing; an empty ``$nin`` list matches every record that has the field.
+- ``$in``/``$nin`` take strings and numbers only (no booleans), at most 10,000 values each (Pinecone's documented
+  types and limit; the loopback server, which judges filters with its own code, refuses the rest with a 400).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ _COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _PY_COMPARISONS = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
 _FIELD_OPERATORS = frozenset({"$eq", "$ne", "$in", "$nin", "$exists", *_COMPARISONS})
 _LOGICAL_OPERATORS = frozenset({"$and", "$or"})
+MAX_IN_VALUES = 10_000
+"""Values one ``$in`` or ``$nin`` may list (Pinecone's metadata filter limit)."""
 MAX_FILTER_DEPTH = 16
 """Nested ``$and``/``$or`` levels accepted: deeper filters are refused before they reach recursion or SQL limits."""
 MAX_JSON_DEPTH = 4 * MAX_FILTER_DEPTH + 4
@@ -127,7 +131,11 @@ def _check_operators(ops: dict[Any, Any], path: str) -> None:
         else:  # $in, $nin
             if not isinstance(operand, list):
                 raise FilterError(f"{where}: expected a list, got {operand!r}")
+            if len(operand) > MAX_IN_VALUES:
+                raise FilterError(f"{where}: at most {MAX_IN_VALUES:,} values, got {len(operand):,}")
             for i, item in enumerate(operand):
+                if isinstance(item, bool):
+                    raise FilterError(f"{where}[{i}]: {op} takes strings and numbers, not booleans")
                 _check_scalar(item, f"{where}[{i}]")
 
 

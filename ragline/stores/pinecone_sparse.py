@@ -45,6 +45,7 @@ from ragline.stores.pinecone_store import (
     _refusal_message,
     _Writer,
 )
+from ragline.stores.pinecone_units import record_bytes
 from ragline.stores.sparse import MAX_SPARSE_TOP_K, SparseRecord, SparseValues, sparse_problem
 
 
@@ -69,6 +70,12 @@ class _SparseOutgoing:
         if self.metadata:
             size += len(b',"metadata":') + len(orjson.dumps(self.metadata))
         return size
+
+    @property
+    def stored_bytes(self) -> int:
+        """The record's size as Pinecone bills it: ID, metadata, and each sparse value's index and weight."""
+        metadata = len(orjson.dumps(self.metadata)) if self.metadata else 0
+        return record_bytes(self.id, 0, metadata) + 8 * len(self.sparse.indices)
 
     def wire(self) -> dict[str, Any]:
         """The record as the SDK takes it (``metadata`` left out when empty)."""
@@ -148,7 +155,10 @@ class PineconeSparseStore:
             return 0
         outgoing = _outgoing(records)
         batches = _json_batches(outgoing, namespace)
-        failed = self._index._deliver_all(_Writer(self._index._data_plane()), batches, namespace)
+        started = self._index._writes.begin()
+        lsns: list[int | None] = []
+        failed = self._index._deliver_all(_Writer(self._index._data_plane()), batches, namespace, lsns)
+        self._index._writes.upserted(namespace, started, [r.id for r in outgoing if r.id not in failed], lsns)
         if failed:
             raise UpsertError(_failure_message(failed, len(outgoing), namespace), failed_ids=list(failed))
         return len(outgoing)
@@ -226,6 +236,10 @@ class PineconeSparseStore:
 
     def namespaces(self) -> list[str]:
         return self._index.namespaces()
+
+    def wait_for_writes(self, namespace: str, *, timeout_s: float) -> bool:
+        """Block until reads of ``namespace`` reflect this store's writes (``PineconeStore.wait_for_writes``)."""
+        return self._index.wait_for_writes(namespace, timeout_s=timeout_s)
 
 
 def _outgoing(records: Sequence[SparseRecord]) -> list[_SparseOutgoing]:

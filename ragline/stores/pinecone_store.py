@@ -40,8 +40,14 @@ tests/test_pinecone_store.py.
 - **Pinecone semantics callers see.** Metadata numbers come back as float64; ``delete_all`` leaves an empty
   namespace, which ``namespaces()`` leaves out; on real Pinecone, counts from ``describe_index_stats`` trail writes
   for a few seconds (eventual consistency).
+- **Eventual consistency.** Pinecone applies a write before it shows in reads. The store keeps the log sequence
+  number (LSN) of its upserts and the deletes no later LSN covers (``ragline.stores.pinecone_freshness``);
+  ``wait_for_writes`` blocks until a query reports an LSN at least that high and the deleted ids (or the deleting
+  filter) read back as gone, so a caller can read its own writes.
 - **Cost counters**, thread-safe: ``read_units`` (from the usage of query, fetch and list responses),
-  ``requests_sent`` (every attempt this store made, control plane included) and ``retries``.
+  ``write_units`` (estimated per successful upsert and delete request from Pinecone's documented rules, which its
+  responses do not report: ``ragline.stores.pinecone_units``), ``requests_sent`` (every attempt this store made,
+  control plane included) and ``retries``.
 - **Secrets.** The API key is held in a ``SecretStr``; it never reaches a log line, ``repr`` or an error message
   (vendor messages are scrubbed of it as well).
 
@@ -77,7 +83,9 @@ from ragline.stores.base import (
     check_query_arguments,
 )
 from ragline.stores.filters import column_cell
+from ragline.stores.pinecone_freshness import Unsettled, WriteTracker
 from ragline.stores.pinecone_protobuf import upsert_overhead, vector_field_size
+from ragline.stores.pinecone_units import DELETE_ALL_WRITE_UNITS, record_bytes, request_write_units
 
 if TYPE_CHECKING:
     from pinecone import Pinecone
@@ -137,6 +145,11 @@ class _Wire(Protocol):
         """Bytes the record adds to a REST upsert body."""
         ...
 
+    @property
+    def stored_bytes(self) -> int:
+        """The record's size as Pinecone bills it."""
+        ...
+
     def wire(self) -> dict[str, Any]:
         """The record as the SDK's upsert takes it."""
         ...
@@ -173,8 +186,18 @@ class _Outgoing:
             + len(orjson.dumps(self.values.astype(np.float64), option=orjson.OPT_SERIALIZE_NUMPY))
         )
         if self.metadata:
-            size += len(b',"metadata":') + len(orjson.dumps(self.metadata))
+            size += len(b',"metadata":') + self.metadata_bytes
         return size
+
+    @cached_property
+    def metadata_bytes(self) -> int:
+        """The metadata's size as compact JSON (0 when empty)."""
+        return len(orjson.dumps(self.metadata)) if self.metadata else 0
+
+    @cached_property
+    def stored_bytes(self) -> int:
+        """The record's size as Pinecone bills it: ID, metadata and 4 bytes per dimension."""
+        return record_bytes(self.id, len(self.values), self.metadata_bytes)
 
     def wire(self) -> dict[str, Any]:
         """The record as the SDK takes it (``metadata`` left out when empty)."""
@@ -255,8 +278,9 @@ class PineconeStore:
         self._grpc: GrpcIndex | None = None  # kept after a fall-back too, for close()
         self._grpc_worked = False
         self._counter_lock = threading.Lock()
-        self._read_units = self._requests_sent = self._retries = 0
+        self._read_units = self._write_units = self._requests_sent = self._retries = 0
         self._rng = random.Random()
+        self._writes = WriteTracker()
 
     def __repr__(self) -> str:
         host = self._host or "https://api.pinecone.io"
@@ -274,6 +298,12 @@ class PineconeStore:
             return self._read_units
 
     @property
+    def write_units(self) -> int:
+        """Write units of this store's upserts and deletes, estimated from Pinecone's rules (a lower bound)."""
+        with self._counter_lock:
+            return self._write_units
+
+    @property
     def requests_sent(self) -> int:
         """Requests this store sent, retries included (the SDK's own transport retries are not seen here)."""
         with self._counter_lock:
@@ -285,11 +315,12 @@ class PineconeStore:
         with self._counter_lock:
             return self._retries
 
-    def _count(self, *, requests: int = 0, retries: int = 0, read_units: int = 0) -> None:
+    def _count(self, *, requests: int = 0, retries: int = 0, read_units: int = 0, write_units: int = 0) -> None:
         with self._counter_lock:
             self._requests_sent += requests
             self._retries += retries
             self._read_units += read_units
+            self._write_units += write_units
 
     # --- VectorStore ----------------------------------------------------------------------------------------
 
@@ -301,7 +332,10 @@ class PineconeStore:
         outgoing = self._outgoing(records)
         writer = self._writer()
         batches = _grpc_batches(outgoing, namespace) if writer.grpc else _json_batches(outgoing, namespace)
-        failed = self._deliver_all(writer, batches, namespace)
+        started = self._writes.begin()
+        lsns: list[int | None] = []
+        failed = self._deliver_all(writer, batches, namespace, lsns)
+        self._writes.upserted(namespace, started, [r.id for r in outgoing if r.id not in failed], lsns)
         if failed:
             logger.warning("%d of %d records did not land in namespace %r", len(failed), len(outgoing), namespace)
             raise UpsertError(_failure_message(failed, len(outgoing), namespace), failed_ids=list(failed))
@@ -387,11 +421,12 @@ class PineconeStore:
         if ids is not None:
             stored_ids = [i for i in dict.fromkeys(ids) if _id_problem(i) is None]
             for chunk in _groups(stored_ids, max_items=MAX_IDS_PER_REQUEST):
-                self._delete(namespace, ids=chunk)
-        elif filter is not None:
-            self._delete(namespace, filter=filter)
-        else:
-            self._delete(namespace, delete_all=True)
+                if self._delete(namespace, ids=chunk):
+                    self._count(write_units=request_write_units(record_bytes(i, self.dimension or 0) for i in chunk))
+                    self._writes.deleted(namespace, ids=chunk, by_ids=True)
+        elif self._delete(namespace, **({"filter": filter} if filter is not None else {"delete_all": True})):
+            self._count(write_units=DELETE_ALL_WRITE_UNITS)  # the minimum per request: what it removed is unknown
+            self._writes.deleted(namespace, selection=filter, by_ids=False)
 
     def list_ids(self, *, namespace: str, prefix: str = "") -> Iterator[str]:
         """Ids starting with ``prefix`` in lexicographic order, read lazily a page of 100 at a time.
@@ -414,6 +449,56 @@ class PineconeStore:
     def namespaces(self) -> list[str]:
         """Names of the namespaces that hold at least one record, sorted."""
         return sorted(name for name, summary in self._stats().namespaces.items() if summary.vector_count > 0)
+
+    # --- eventual consistency -------------------------------------------------------------------------------
+
+    def wait_for_writes(self, namespace: str, *, timeout_s: float) -> bool:
+        """Block until reads of ``namespace`` reflect every write this store made to it, for up to ``timeout_s``.
+
+        True when confirmed: a query reported an LSN at least as high as the last upsert's, and every delete no LSN
+        covers reads back as gone. False when not confirmed in time, or not confirmable (a response without an LSN).
+        """
+        namespace = _checked_namespace(namespace)
+        unsettled = self._writes.unsettled(namespace)
+        if unsettled.empty:
+            return True
+        if unsettled.unconfirmable_since is not None:
+            return False
+        deadline = time.monotonic() + timeout_s
+        confirmed = _poll_until(deadline, lambda: self._confirmed(namespace, unsettled))
+        if confirmed:
+            self._writes.settled(namespace, unsettled)
+        else:
+            logger.info("writes to namespace %r not confirmed visible within %.1f s", namespace, timeout_s)
+        return confirmed
+
+    def _confirmed(self, namespace: str, unsettled: Unsettled) -> bool | None:
+        """True if reads now reflect ``unsettled``; False if not yet; None if they never can be shown to."""
+        if unsettled.lsn is not None:
+            reached = self._probe(namespace, None)[1]
+            if reached is None:
+                return None  # the response carried no LSN: nothing to compare
+            if reached < unsettled.lsn:
+                return False
+        if unsettled.deleted_ids and self.fetch(list(unsettled.deleted_ids), namespace=namespace):
+            return False
+        return not any(self._probe(namespace, selection)[0] for _, selection in unsettled.selections)
+
+    def _probe(self, namespace: str, filter: Filter | None) -> tuple[bool, int | None]:
+        """One cheap query of the namespace: whether anything matches ``filter``, and the LSN the query reflects."""
+        index = self._data_plane()
+        if self.dimension is None:  # a sparse index: a one-term sparse query
+            query = partial(index.query, sparse_vector={"indices": [0], "values": [1.0]})
+        else:
+            probe = np.zeros(self.dimension, dtype=np.float32)
+            probe[0] = 1.0
+            query = partial(index.query, vector=probe.tolist())
+        response = self._call(
+            f"freshness query of namespace {namespace!r}",
+            partial(query, top_k=1, namespace=namespace, filter=filter),
+        )
+        self._count(read_units=_read_units(response))
+        return bool(response.matches), _lsn(response, "lsn_reconciled")
 
     # --- index and client -----------------------------------------------------------------------------------
 
@@ -676,13 +761,15 @@ class PineconeStore:
             raise UpsertError(_refusal_message(problems, len(latest)), failed_ids=list(problems))
         return outgoing
 
-    def _deliver_all(self, writer: _Writer, batches: Iterator[Sequence[_Wire]], namespace: str) -> dict[str, str]:
+    def _deliver_all(
+        self, writer: _Writer, batches: Iterator[Sequence[_Wire]], namespace: str, lsns: list[int | None]
+    ) -> dict[str, str]:
         """Send every batch, ``upsert_concurrency`` at a time, each as soon as it is packed (so measuring the next
-        overlaps with sending); the ids that did not land, with why."""
+        overlaps with sending); the ids that did not land, with why. Each landed request's LSN goes to ``lsns``."""
         gave_up = threading.Event()
         failed: dict[str, str] = {}
         with ThreadPoolExecutor(max_workers=self._upsert_concurrency, thread_name_prefix="pinecone-upsert") as pool:
-            futures = [pool.submit(self._deliver, writer, batch, namespace, gave_up) for batch in batches]
+            futures = [pool.submit(self._deliver, writer, batch, namespace, gave_up, lsns) for batch in batches]
             try:
                 for future in as_completed(futures):
                     failed.update(future.result())
@@ -692,7 +779,12 @@ class PineconeStore:
         return failed
 
     def _deliver(
-        self, writer: _Writer, batch: Sequence[_Wire], namespace: str, gave_up: threading.Event
+        self,
+        writer: _Writer,
+        batch: Sequence[_Wire],
+        namespace: str,
+        gave_up: threading.Event,
+        lsns: list[int | None],
     ) -> dict[str, str]:
         """Send one batch; a refused batch is split until its bad records are alone. Returns what did not land."""
         if gave_up.is_set():
@@ -700,31 +792,34 @@ class PineconeStore:
         if writer.grpc and not self._writer().grpc:  # packed for gRPC before the fall-back: repack for REST
             failed: dict[str, str] = {}
             for part in _json_batches(batch, namespace):
-                failed |= self._deliver(self._writer(), part, namespace, gave_up)
+                failed |= self._deliver(self._writer(), part, namespace, gave_up, lsns)
             return failed
         try:
-            self._call(
+            response = self._call(
                 f"upsert of {len(batch)} records into namespace {namespace!r}",
                 partial(writer.index.upsert, vectors=[r.wire() for r in batch], namespace=namespace),
                 grpc=writer.grpc,
             )
         except _GrpcUnusable as exc:
             self._fall_back_to_rest(writer, exc)
-            return self._deliver(writer, batch, namespace, gave_up)
+            return self._deliver(writer, batch, namespace, gave_up, lsns)
         except _RequestFailed as exc:
             if exc.refused and len(batch) > 1:
                 middle = len(batch) // 2
-                return self._deliver(writer, batch[:middle], namespace, gave_up) | self._deliver(
-                    writer, batch[middle:], namespace, gave_up
+                return self._deliver(writer, batch[:middle], namespace, gave_up, lsns) | self._deliver(
+                    writer, batch[middle:], namespace, gave_up, lsns
                 )
             if not (exc.refused or exc.transient):
                 raise
             if exc.transient:
                 gave_up.set()
             return dict.fromkeys((r.id for r in batch), exc.detail)
+        lsns.append(_lsn(response, "lsn_committed"))
+        self._count(write_units=request_write_units(r.stored_bytes for r in batch))
         return {}
 
-    def _delete(self, namespace: str, **selector: Any) -> None:
+    def _delete(self, namespace: str, **selector: Any) -> bool:
+        """Send one delete; False if Pinecone does not know the namespace (404: nothing to delete)."""
         writer = self._writer()
         try:
             self._call(
@@ -734,10 +829,12 @@ class PineconeStore:
             )
         except _GrpcUnusable as exc:
             self._fall_back_to_rest(writer, exc)
-            self._delete(namespace, **selector)
+            return self._delete(namespace, **selector)
         except _RequestFailed as exc:
-            if exc.status != 404:  # Pinecone's answer for a namespace it does not know: nothing to delete
+            if exc.status != 404:
                 raise
+            return False
+        return True
 
     def _id_pages(self, namespace: str, prefix: str) -> Iterator[str]:
         index = self._data_plane()
@@ -819,6 +916,8 @@ def _metadata_problem(metadata: Any) -> str | None:
     if not isinstance(metadata, dict):
         return f"metadata must be a dict, not {type(metadata).__name__}"
     for key, value in metadata.items():
+        if isinstance(key, str) and key.startswith("$"):
+            return f"metadata key {_short(key)} starts with '$', which Pinecone refuses"
         if not isinstance(key, str) or column_cell(value) is None:
             return (
                 f"metadata {_short(key)} holds a {type(value).__name__} Pinecone refuses; values are strings, "
@@ -906,6 +1005,27 @@ def _status(exc: Exception) -> int | None:
 def _kind(exc: Exception) -> str:
     status = _status(exc)
     return type(exc).__name__ + (f" {status}" if status is not None else "")
+
+
+def _lsn(response: Any, kind: str) -> int | None:
+    """The LSN a response carries (``lsn_committed`` on writes, ``lsn_reconciled`` on queries), if any."""
+    info = getattr(response, "response_info", None)
+    value = getattr(info, kind, None) if info is not None else None
+    return value if isinstance(value, int) else None
+
+
+def _poll_until(deadline: float, check: Callable[[], bool | None]) -> bool:
+    """Call ``check`` with growing pauses (50 ms doubling to 1 s) until it answers True (True), None (False: it
+    never can), or the deadline passes (False)."""
+    delay = 0.05
+    while True:
+        answer = check()
+        if answer is not False:
+            return bool(answer)
+        if time.monotonic() + delay > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
 
 
 def _read_units(response: Any) -> int:

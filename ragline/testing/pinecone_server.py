@@ -6,17 +6,25 @@
   ``dense_vector`` field, or sparse indexes with one ``sparse_vector`` field: ``ragline.testing.pinecone_sparse``).
   An index's host is ``http://127.0.0.1:<port>/data/<name>``: real hosts are bare names the
   SDK prefixes with ``https://``; it keeps an explicit ``http://`` and does not warn about it on loopback.
-- data plane under that host: ``POST /vectors/upsert``, ``POST /query``, ``GET /vectors/fetch``,
-  ``POST /vectors/delete`` (``ids``, ``deleteAll`` or ``filter``), ``POST /describe_index_stats``,
-  ``GET /vectors/list``.
+- data plane under that host: ``POST /vectors/upsert``, ``POST /vectors/update`` (by ``id``, or metadata by
+  ``filter``), ``POST /query``, ``GET /vectors/fetch``, ``POST /vectors/delete`` (``ids``, ``deleteAll`` or
+  ``filter``), ``POST /describe_index_stats``, ``GET /vectors/list``.
 
 It behaves like Pinecone where ragline can tell: camelCase JSON; the ``Api-Key`` header (401 otherwise); Pinecone's
 limits, refused with Pinecone-worded 400 bodies (at most 1,000 records and 2 MB per upsert, 40 KB of metadata per
 record, ids of 1-512 ASCII characters, 1,000 ids per fetch or delete, top_k 10,000, a 4 MB query result, the index's
-dimension); metadata numbers stored as float64 and null values dropped; filters evaluated by
-``ragline.stores.filters.matches``; cosine scores; ``usage.readUnits`` on query, fetch and list; ids listed in sorted
-order, 100 per page; a namespace emptied by ``deleteAll`` stays listed with 0 vectors; a delete in a namespace that
-never existed answers 404. Everything is held in memory and every write is applied atomically.
+dimension, metadata keys starting with ``$``); metadata numbers stored as float64 and null values dropped; filters
+judged by the server's own reading of Pinecone's rules (``ragline.testing.pinecone_filters``, not ragline's code);
+cosine scores; ``usage.readUnits`` on query, fetch and list; ids listed in sorted order, 100 per page; a namespace
+emptied by ``deleteAll`` stays listed with 0 vectors; a delete in a namespace that never existed answers 404.
+Everything is held in memory and every write request is applied atomically.
+
+Eventual consistency (``ragline.testing.pinecone_log``): each write request gets the next log sequence number of its
+namespace, returned in ``x-pinecone-request-lsn``; with ``write_lag_s`` (or ``set_write_lag``) above 0 it becomes
+visible to query, fetch, list and describe_index_stats only that many seconds later, in write order, as on
+serverless. Query responses carry ``x-pinecone-max-indexed-lsn``, the LSN of the latest write they reflect;
+``requests`` logs each write's LSN and the LSN each read reflected. The default lag is 0: every write is visible at
+once.
 
 Faults (``server.faults``) can be changed at any time from any thread: a fixed latency per request, a seeded random
 error rate, failing, slowing or resetting the next N requests of a route, and poison ids that make an upsert fail
@@ -27,6 +35,7 @@ with 400. ``server.requests`` logs every request; ``records``, ``write_counts`` 
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import random
 import re
@@ -46,9 +55,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 import orjson
 
-from ragline.errors import FilterError
 from ragline.limits import MAX_ID_LENGTH, MAX_METADATA_BYTES
-from ragline.stores.filters import matches, validate_filter
+from ragline.testing.pinecone_filters import FilterRejected, Predicate, compile_filter
+from ragline.testing.pinecone_log import Clock, WriteLog
 from ragline.testing.pinecone_sparse import (
     Sparse,
     SparseRefused,
@@ -70,7 +79,7 @@ __all__ = [
 ]
 
 CONTROL_ROUTES = ("create_index", "list_indexes", "describe_index", "delete_index")
-DATA_ROUTES = ("upsert", "query", "fetch", "delete", "describe_index_stats", "list")
+DATA_ROUTES = ("upsert", "update", "query", "fetch", "delete", "describe_index_stats", "list")
 
 MAX_UPSERT_RECORDS = 1_000
 MAX_REQUEST_BYTES = 2_000_000  # "2 MB", read as the stricter decimal megabytes
@@ -124,6 +133,7 @@ class LoggedRequest:
     fault: str | None  # "fail", "random", "slow", "reset" or "poison"
     started: float
     finished: float
+    lsn: int | None = None  # a write's LSN, or the LSN a read reflected (see ``pinecone_log``)
 
 
 @dataclass(frozen=True)
@@ -160,6 +170,7 @@ class FaultPlan:
         self._slowdowns: dict[str, deque[float]] = {}
         self._resets: Counter[str] = Counter()
         self._poison: set[str] = set()
+        self._gatherings: dict[str, tuple[threading.Barrier, list[int]]] = {}
 
     def set_latency(self, seconds: float) -> None:
         """Delay every request (control and data plane) by ``seconds`` before it is handled."""
@@ -203,6 +214,24 @@ class FaultPlan:
         with self._lock:
             self._resets[route] += count
 
+    def gather_next(self, count: int, *, route: str, timeout_s: float = 60.0) -> None:
+        """Hold each of the next ``count`` requests of ``route`` until all ``count`` are in flight at once (or
+        ``timeout_s`` has passed, then let them go): concurrency a test can assert without timing anything."""
+        _check_routes([route])
+        with self._lock:
+            self._gatherings[route] = (threading.Barrier(count, timeout=timeout_s), [count])
+
+    def gathering(self, route: str) -> threading.Barrier | None:
+        """The barrier this request of ``route`` must wait at, if ``gather_next`` set one it belongs to."""
+        with self._lock:
+            if route not in self._gatherings:
+                return None
+            barrier, left = self._gatherings[route]
+            left[0] -= 1
+            if not left[0]:
+                del self._gatherings[route]
+            return barrier
+
     def poison(self, *ids: str) -> None:
         """Make every upsert that carries one of ``ids`` fail with 400, as a record Pinecone refuses would."""
         with self._lock:
@@ -217,6 +246,7 @@ class FaultPlan:
             self._slowdowns.clear()
             self._resets.clear()
             self._poison.clear()
+            self._gatherings.clear()
 
     def latency(self) -> float:
         with self._lock:
@@ -256,7 +286,7 @@ class _Index:
     field_name: str
     spec: IndexSpec
     describes_until_ready: int
-    namespaces: dict[str, dict[str, StoredRecord]] = field(default_factory=dict)
+    log: WriteLog[StoredRecord]
     write_counts: dict[str, Counter[str]] = field(default_factory=dict)
 
 
@@ -273,6 +303,8 @@ class _Exchange:
     items: int = 0
     namespace: str | None = None
     fault: str | None = None
+    lsn: int | None = None
+    reply_headers: dict[str, str] = field(default_factory=dict)
     parsed: dict[str, Any] | None = None  # the body of a request decoded elsewhere (``serve_decoded``)
     wire_bytes: int | None = None  # that request's size as it was sent
 
@@ -324,10 +356,22 @@ _DATA_PREFIX = r"/data/(?P<index>[^/]+)"
 class LoopbackPinecone:
     """A threaded Pinecone-compatible server on 127.0.0.1; use it as a context manager (see module docstring)."""
 
-    def __init__(self, api_key: str = "loopback-api-key", *, seed: int = 0, describes_until_ready: int = 1) -> None:
+    def __init__(
+        self,
+        api_key: str = "loopback-api-key",
+        *,
+        seed: int = 0,
+        describes_until_ready: int = 1,
+        write_lag_s: float = 0.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        """``write_lag_s``: seconds before a write becomes visible to reads (``set_write_lag`` changes it later);
+        ``clock`` measures that lag (tests may pass one they advance by hand)."""
         self.api_key = api_key
         self.faults = FaultPlan(seed)
         self._describes_until_ready = describes_until_ready
+        self._write_lag_s = write_lag_s
+        self._clock = clock
         self._lock = threading.RLock()
         self._indexes: dict[str, _Index] = {}
         self._log: list[LoggedRequest] = []
@@ -371,16 +415,48 @@ class LoopbackPinecone:
         field_name, vector_type = ("_sparse_values", "sparse") if sparse else ("_values", "dense")
         spec = IndexSpec(dimension, metric, "aws", "us-east-1", vector_type)
         with self._lock:
-            self._indexes[name] = _Index(name, field_name, spec, 0)
+            self._indexes[name] = _Index(name, field_name, spec, 0, self._new_log())
+
+    # --- eventual consistency (see ragline.testing.pinecone_log) -------------------------------------------
+
+    @property
+    def write_lag_s(self) -> float:
+        """Seconds after which a write becomes visible to query, fetch, list and describe_index_stats."""
+        with self._lock:
+            return self._write_lag_s
+
+    def set_write_lag(self, seconds: float) -> None:
+        """Make writes from now on visible ``seconds`` after they are applied (0: at once, the default)."""
+        with self._lock:
+            self._write_lag_s = seconds
+
+    def settle(self) -> None:
+        """Make every write so far visible now (test set-up)."""
+        with self._lock:
+            for index in self._indexes.values():
+                index.log.settle()
+
+    def lsn(self, index: str, namespace: str) -> int:
+        """The LSN of the latest write to a namespace (0 if never written)."""
+        with self._lock:
+            return self._indexes[index].log.lsn(namespace)
+
+    def visible_records(self, index: str, namespace: str) -> dict[str, StoredRecord]:
+        """A copy of what reads of one namespace see now (``records`` is every write, visible or not)."""
+        with self._lock:
+            return dict(self._indexes[index].log.read(namespace)[0])
+
+    def _new_log(self) -> WriteLog[StoredRecord]:
+        return WriteLog(lambda: self._write_lag_s, self._clock)
 
     def indexes(self) -> dict[str, IndexSpec]:
         with self._lock:
             return {name: index.spec for name, index in self._indexes.items()}
 
     def records(self, index: str, namespace: str) -> dict[str, StoredRecord]:
-        """A copy of the records one namespace holds."""
+        """A copy of the records one namespace holds once every write so far is visible."""
         with self._lock:
-            return dict(self._indexes[index].namespaces.get(namespace, {}))
+            return dict(self._indexes[index].log.committed(namespace))
 
     def write_counts(self, index: str, namespace: str) -> Counter[str]:
         """How many times each id was written by an upsert that succeeded."""
@@ -460,12 +536,16 @@ class LoopbackPinecone:
             exchange.fault,
             started,
             time.monotonic(),
+            exchange.lsn,
         )
         with self._lock:
             self._in_flight[exchange.route] -= 1
             self._log.append(entry)
 
     def _answer(self, exchange: _Exchange, handler: _Handler) -> _Reply:
+        if (barrier := self.faults.gathering(exchange.route)) is not None:
+            with contextlib.suppress(threading.BrokenBarrierError):  # timed out: the client sent fewer at once
+                barrier.wait()
         latency = self.faults.latency()
         if latency:
             time.sleep(latency)
@@ -484,7 +564,17 @@ class LoopbackPinecone:
             status, payload = handler(self, exchange)
         except _HttpError as exc:
             return _error_reply(exchange, exc.status, exc.message)
-        return _Reply(status, b"" if payload is None else orjson.dumps(payload))
+        return _Reply(status, b"" if payload is None else orjson.dumps(payload), headers=exchange.reply_headers)
+
+    def _written(self, exchange: _Exchange, index: _Index, changes: dict[str, StoredRecord | None]) -> None:
+        """Log one write request (under the lock): it gets the namespace's next LSN, in ``x-pinecone-request-lsn``."""
+        exchange.lsn = index.log.write(exchange.namespace or DEFAULT_NAMESPACE, changes)
+        exchange.reply_headers["x-pinecone-request-lsn"] = str(exchange.lsn)
+
+    def _read(self, exchange: _Exchange, index: _Index, namespace: str) -> dict[str, StoredRecord]:
+        """What a read of ``namespace`` sees now (under the lock); its LSN goes to the request log."""
+        visible, exchange.lsn = index.log.read(namespace)
+        return visible
 
     def _index(self, exchange: _Exchange) -> _Index:
         index = self._indexes.get(exchange.index or "")
@@ -511,7 +601,7 @@ class LoopbackPinecone:
         with self._lock:
             if name in self._indexes:
                 raise _HttpError(409, f"Resource {name} already exists")
-            index = self._indexes[name] = _Index(name, field_name, spec, self._describes_until_ready)
+            index = self._indexes[name] = _Index(name, field_name, spec, self._describes_until_ready, self._new_log())
             return 201, self._index_model(index)
 
     def _list_indexes(self, exchange: _Exchange) -> tuple[int, dict[str, Any]]:
@@ -573,12 +663,42 @@ class LoopbackPinecone:
             exchange.fault = "poison"
             raise _HttpError(400, f"Vector {poisoned!r} was refused (a poison id of LoopbackPinecone)")
         with self._lock:
-            stored = index.namespaces.setdefault(namespace, {})
+            self._written(exchange, index, {record.id: record for record in records})
             counts = index.write_counts.setdefault(namespace, Counter())
             for record in records:
-                stored[record.id] = record
                 counts[record.id] += 1
         return 200, {"upsertedCount": len(records)}
+
+    def _update(self, exchange: _Exchange) -> tuple[int, dict[str, Any]]:
+        """Patch one record by id (values and/or metadata), or the metadata of every record a filter selects."""
+        request = exchange.json()
+        exchange.namespace = namespace = _namespace(request.get("namespace"))
+        record_id, filter_ = request.get("id"), request.get("filter")
+        values, set_metadata = request.get("values"), request.get("setMetadata")
+        if (record_id is None) == (filter_ is None):
+            raise _HttpError(400, "Exactly one of id or filter must be provided")
+        if filter_ is not None and values is not None:
+            raise _HttpError(400, "An update by filter can only set metadata, not values")
+        patch = _stored_metadata(set_metadata) if set_metadata is not None else {}
+        with self._lock:
+            index = self._index(exchange)
+            committed = index.log.committed(namespace)
+            if record_id is not None:
+                new_values = None if values is None else _dense_values(values, index.spec)
+                chosen = [committed[record_id]] if isinstance(record_id, str) and record_id in committed else []
+            else:
+                predicate = _checked_filter(filter_)
+                chosen = [r for r in committed.values() if predicate is not None and predicate(r.metadata)]
+                new_values = None
+            if request.get("dryRun") is True and filter_ is not None:
+                return 200, {"matchedRecords": len(chosen)}
+            changes: dict[str, StoredRecord | None] = {
+                r.id: StoredRecord(r.id, r.values if new_values is None else new_values, {**r.metadata, **patch})
+                for r in chosen
+            }
+            exchange.items = len(changes)
+            self._written(exchange, index, changes)
+        return 200, {} if filter_ is None else {"matchedRecords": len(chosen)}
 
     def _query(self, exchange: _Exchange) -> tuple[int, dict[str, Any]]:
         request = exchange.json()
@@ -586,13 +706,14 @@ class LoopbackPinecone:
         top_k = request.get("topK")
         if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
             raise _HttpError(400, f"topK must be an integer between 1 and {MAX_TOP_K}, got {top_k!r}")
-        filter_ = _checked_filter(request.get("filter"))
+        predicate = _checked_filter(request.get("filter"))
         with self._lock:
             index = self._index(exchange)
-            candidates = list(index.namespaces.get(namespace, {}).values())
+            candidates = list(self._read(exchange, index, namespace).values())
+        exchange.reply_headers["x-pinecone-max-indexed-lsn"] = str(exchange.lsn)
         rank = _query_ranker(request, index.spec, top_k)
-        if filter_ is not None:
-            candidates = [r for r in candidates if matches(filter_, r.metadata)]
+        if predicate is not None:
+            candidates = [r for r in candidates if predicate(r.metadata)]
         found = [_match_json(r, score, request) for r, score in rank(candidates)]
         if len(orjson.dumps(found)) > MAX_QUERY_RESULT_BYTES:
             raise _HttpError(
@@ -607,7 +728,7 @@ class LoopbackPinecone:
         if not ids or len(ids) > MAX_IDS_PER_REQUEST:
             raise _HttpError(400, f"Fetch takes 1 to {MAX_IDS_PER_REQUEST} ids, got {len(ids)}")
         with self._lock:
-            stored = self._index(exchange).namespaces.get(namespace, {})
+            stored = self._read(exchange, self._index(exchange), namespace)
             found = {i: _vector_json(stored[i]) for i in ids if i in stored}
         read_units = max(1, math.ceil(len(found) / 10))
         return 200, {"vectors": found, "namespace": namespace, "usage": {"readUnits": read_units}}
@@ -624,28 +745,30 @@ class LoopbackPinecone:
             exchange.items = len(ids)
             if len(ids) > MAX_IDS_PER_REQUEST:
                 raise _HttpError(400, f"Delete takes at most {MAX_IDS_PER_REQUEST} ids, got {len(ids)}")
-        filter_ = _checked_filter(filter_)
+        if filter_ is not None and filter_ == {}:
+            raise _HttpError(400, "Delete with empty metadata filter is not allowed")
+        predicate = _checked_filter(filter_)
         with self._lock:
-            stored = self._index(exchange).namespaces.get(namespace)
-            if stored is None:
+            index = self._index(exchange)
+            if not index.log.exists(namespace):
                 raise _HttpError(404, "Namespace not found")
+            committed = index.log.committed(namespace)
             if ids is not None:
-                doomed = ids
-            elif filter_ is not None:
-                doomed = [i for i, r in stored.items() if matches(filter_, r.metadata)]
+                doomed = [i for i in ids if i in committed]
+            elif predicate is not None:
+                doomed = [i for i, r in committed.items() if predicate(r.metadata)]
             else:
-                doomed = list(stored)
-            for record_id in doomed:
-                stored.pop(record_id, None)
+                doomed = list(committed)
+            self._written(exchange, index, dict.fromkeys(doomed))
         return 200, {}
 
     def _describe_index_stats(self, exchange: _Exchange) -> tuple[int, dict[str, Any]]:
-        filter_ = _checked_filter(exchange.json().get("filter"))
+        predicate = _checked_filter(exchange.json().get("filter"))
         with self._lock:
             index = self._index(exchange)
             counts = {
-                ns: sum(1 for r in stored.values() if filter_ is None or matches(filter_, r.metadata))
-                for ns, stored in index.namespaces.items()
+                ns: sum(1 for r in stored.values() if predicate is None or predicate(r.metadata))
+                for ns, stored in index.log.visible_namespaces().items()
             }
         return 200, {
             "namespaces": {ns: {"vectorCount": n} for ns, n in counts.items()},
@@ -662,7 +785,7 @@ class LoopbackPinecone:
         limit = _list_limit(exchange.param("limit", str(LIST_PAGE_LIMIT)))
         after = _token_id(exchange.param("paginationToken"))
         with self._lock:
-            stored = self._index(exchange).namespaces.get(namespace, {})
+            stored = self._read(exchange, self._index(exchange), namespace)
             ids = sorted(i for i in stored if i.startswith(prefix) and i > after)
         page = ids[:limit]
         payload: dict[str, Any] = {
@@ -683,6 +806,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, _Handler]] = [
         ("GET", r"/indexes/(?P<index>[^/]+)", "describe_index", LoopbackPinecone._describe_index),
         ("DELETE", r"/indexes/(?P<index>[^/]+)", "delete_index", LoopbackPinecone._delete_index),
         ("POST", _DATA_PREFIX + r"/vectors/upsert", "upsert", LoopbackPinecone._upsert),
+        ("POST", _DATA_PREFIX + r"/vectors/update", "update", LoopbackPinecone._update),
         ("POST", _DATA_PREFIX + r"/query", "query", LoopbackPinecone._query),
         ("GET", _DATA_PREFIX + r"/vectors/fetch", "fetch", LoopbackPinecone._fetch),
         ("POST", _DATA_PREFIX + r"/vectors/delete", "delete", LoopbackPinecone._delete),
@@ -835,6 +959,8 @@ def _stored_metadata(raw: Any) -> dict[str, Any]:
         )
     stored: dict[str, Any] = {}
     for key, value in raw.items():
+        if key.startswith("$"):
+            raise _HttpError(400, f"Metadata keys must not start with '$', got {key!r}")
         if value is None:
             continue
         if isinstance(value, str | bool) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
@@ -850,14 +976,14 @@ def _stored_metadata(raw: Any) -> dict[str, Any]:
     return stored
 
 
-def _checked_filter(raw: Any) -> dict[str, Any] | None:
+def _checked_filter(raw: Any) -> Predicate | None:
+    """The filter's predicate under Pinecone's rules (``ragline.testing.pinecone_filters``); 400 if malformed."""
     if raw is None:
         return None
     try:
-        validate_filter(raw)
-    except FilterError as exc:
-        raise _HttpError(400, f"Invalid filter: {exc}") from exc
-    return raw
+        return compile_filter(raw)
+    except FilterRejected as exc:
+        raise _HttpError(400, str(exc)) from exc
 
 
 def _nearest(

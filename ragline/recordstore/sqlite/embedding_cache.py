@@ -23,7 +23,7 @@ class SQLiteEmbeddingCache:
 
     def __init__(self, path: Path) -> None:
         self.db = SQLiteDatabase(
-            path, role="embedding cache", if_damaged="rebuild it from the index (`ragline recordstore rebuild`)"
+            path, role="embedding cache", if_damaged="rebuild it from the index (`ragline records rebuild`)"
         )
         self.db.ensure_schema(SCHEMA, SCHEMA_VERSION, MIGRATIONS, marker_table="embeddings")
 

@@ -24,8 +24,8 @@ MIGRATIONS = (
 PARTS = (journal, quarantine, aliases, backfills, near_duplicates, keywords)
 
 IF_DAMAGED = (
-    "restore it from a backup (`ragline recordstore restore BACKUP`), or rebuild it from the index "
-    "(`ragline recordstore rebuild`)"
+    "restore it from a backup (`ragline records restore BACKUP`), or rebuild it from the index "
+    "(`ragline records rebuild`)"
 )
 
 
