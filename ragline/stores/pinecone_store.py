@@ -43,7 +43,9 @@ tests/test_pinecone_store.py.
 - **Eventual consistency.** Pinecone applies a write before it shows in reads. The store keeps the log sequence
   number (LSN) of its upserts and the deletes no later LSN covers (``ragline.stores.pinecone_freshness``);
   ``wait_for_writes`` blocks until a query reports an LSN at least that high and the deleted ids (or the deleting
-  filter) read back as gone, so a caller can read its own writes.
+  filter) read back as gone, so a caller can read its own writes. The SDK's gRPC responses carry no LSN, so after
+  an upsert that used gRPC the store re-sends its last landed record (same content) over REST once every batch is
+  acknowledged: that **fence**'s LSN is higher than any of theirs, and stands for them.
 - **Cost counters**, thread-safe: ``read_units`` (from the usage of query, fetch and list responses),
   ``write_units`` (estimated per successful upsert and delete request from Pinecone's documented rules, which its
   responses do not report: ``ragline.stores.pinecone_units``), ``requests_sent`` (every attempt this store made,
@@ -335,7 +337,10 @@ class PineconeStore:
         started = self._writes.begin()
         lsns: list[int | None] = []
         failed = self._deliver_all(writer, batches, namespace, lsns)
-        self._writes.upserted(namespace, started, [r.id for r in outgoing if r.id not in failed], lsns)
+        landed = [r for r in outgoing if r.id not in failed]
+        if landed and None in lsns and writer.grpc:
+            lsns = self._fence(landed[-1], namespace) or lsns
+        self._writes.upserted(namespace, started, [r.id for r in landed], lsns)
         if failed:
             logger.warning("%d of %d records did not land in namespace %r", len(failed), len(outgoing), namespace)
             raise UpsertError(_failure_message(failed, len(outgoing), namespace), failed_ids=list(failed))
@@ -817,6 +822,13 @@ class PineconeStore:
         lsns.append(_lsn(response, "lsn_committed"))
         self._count(write_units=request_write_units(r.stored_bytes for r in batch))
         return {}
+
+    def _fence(self, record: _Wire, namespace: str) -> list[int | None]:
+        """Re-send ``record`` over REST for its LSN (module docstring: Eventual consistency); [] if it fails."""
+        lsns: list[int | None] = []
+        if self._deliver(_Writer(self._data_plane()), [record], namespace, threading.Event(), lsns):
+            return []
+        return lsns
 
     def _delete(self, namespace: str, **selector: Any) -> bool:
         """Send one delete; False if Pinecone does not know the namespace (404: nothing to delete)."""
