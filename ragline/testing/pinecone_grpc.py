@@ -3,8 +3,9 @@ transport (``GrpcIndex``) sends, for tests and benchmarks.
 
 The SDK (v10) compiles its gRPC client into a native module and ships no Python protobuf definitions, so the
 messages it sends are described here, field for field as the wire carries them (API 2026-07): ``UpsertRequest``
-(``vectors`` of ``Vector {id, values, metadata, sparse_values}``, ``namespace``), ``DeleteRequest`` (``ids``,
-``delete_all``, ``namespace``, ``filter``), metadata and filters as ``google.protobuf.Struct``. The service has no
+(``vectors`` of ``Vector {id, values, metadata}``, ``namespace``; sparse values, field 4, are not served: ragline
+writes sparse indexes over REST), ``DeleteRequest`` (``ids``, ``delete_all``, ``namespace``, ``filter``), metadata
+and filters as ``google.protobuf.Struct``. The service has no
 package: the SDK calls ``/VectorService/Upsert`` and ``/VectorService/Delete``; every other method answers
 UNIMPLEMENTED (ragline reads over REST).
 
@@ -47,14 +48,12 @@ _OPTIONAL, _REPEATED = 1, 3
 _BOOL, _STRING, _MESSAGE, _UINT32, _FLOAT = 8, 9, 11, 13, 2
 _STRUCT = ".google.protobuf.Struct"
 _MESSAGES: list[tuple[str, list[tuple[str, int, int, int, str]]]] = [
-    ("SparseValues", [("indices", 1, _UINT32, _REPEATED, ""), ("values", 2, _FLOAT, _REPEATED, "")]),
     (
         "Vector",
         [
             ("id", 1, _STRING, _OPTIONAL, ""),
             ("values", 2, _FLOAT, _REPEATED, ""),
             ("metadata", 3, _MESSAGE, _OPTIONAL, _STRUCT),
-            ("sparse_values", 4, _MESSAGE, _OPTIONAL, ".SparseValues"),
         ],
     ),
     ("UpsertRequest", [("vectors", 1, _MESSAGE, _REPEATED, ".Vector"), ("namespace", 2, _STRING, _OPTIONAL, "")]),
@@ -153,12 +152,6 @@ def _upsert(plane: LoopbackPineconeGrpc, message: Any, size: int, context: grpc.
         item: dict[str, Any] = {"id": vector.id, "values": np.array(vector.values, dtype=np.float32)}
         if vector.HasField("metadata"):
             item["metadata"] = MessageToDict(vector.metadata)
-        if vector.HasField("sparse_values"):
-            item["sparseValues"] = {
-                "indices": list(vector.sparse_values.indices),
-                "values": list(vector.sparse_values.values),
-            }
-            item["values"] = list(vector.values)  # the REST rule for sparse indexes reads it as a list
         vectors.append(item)
     body = plane.call("upsert", {"vectors": vectors, "namespace": message.namespace}, size, context)
     return message_class("UpsertResponse")(upserted_count=body.get("upsertedCount", 0))
