@@ -89,7 +89,8 @@ def make_store(config: RaglineConfig, dimension: int) -> VectorStore:
             region=config.pinecone_region,
             host=config.pinecone_host,
             upsert_concurrency=config.pinecone_upsert_concurrency,
-            use_grpc=config.pinecone_use_grpc,
+            transport=config.pinecone_transport,
+            grpc_host=config.pinecone_grpc_host,
             max_retries=config.pinecone_max_retries,
             backoff_base_s=config.pinecone_retry_backoff_s,
         )
@@ -115,7 +116,6 @@ def make_sparse_store(config: RaglineConfig) -> SparseStore | None:
         region=config.pinecone_region,
         host=config.pinecone_host,
         upsert_concurrency=config.pinecone_upsert_concurrency,
-        use_grpc=config.pinecone_use_grpc,
         max_retries=config.pinecone_max_retries,
         backoff_base_s=config.pinecone_retry_backoff_s,
     )

@@ -219,7 +219,16 @@ class RaglineConfig(BaseSettings):
     pinecone_region: str = "us-east-1"
     pinecone_host: str | None = Field(default=None, description="Control-plane URL override (e.g. a loopback server).")
     pinecone_upsert_concurrency: int = Field(default=16, ge=1, le=64)
-    pinecone_use_grpc: bool = False
+    pinecone_transport: Literal["auto", "grpc", "rest"] = Field(
+        default="auto",
+        description="How Pinecone upserts and deletes travel: 'grpc' (the SDK's protobuf data plane), 'rest', or "
+        "'auto': gRPC against Pinecone's own hosts (or pinecone_grpc_host), REST when pinecone_host points elsewhere. "
+        "Reads always use REST; gRPC falls back to REST if it cannot connect.",
+    )
+    pinecone_grpc_host: str | None = Field(
+        default=None,
+        description="gRPC data-plane address override (e.g. a loopback server); default: the index's host.",
+    )
     pinecone_max_retries: int = Field(default=5, ge=0)
     pinecone_retry_backoff_s: float = Field(default=0.5, gt=0, description="Base of the exponential backoff.")
     pinecone_sparse_index: str | None = Field(

@@ -355,12 +355,12 @@ def test_ensure_index_refuses_an_index_of_another_dimension_or_metric(
     assert server.count("upsert") == 0
 
 
-def test_use_grpc_without_the_grpc_transport_is_a_config_error(
+def test_grpc_transport_without_pinecone_grpc_is_a_config_error(
     make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "pinecone.grpc", None)  # what an install without gRPC support looks like
     with pytest.raises(ConfigError, match="gRPC"):
-        make_store(use_grpc=True).ensure_index()
+        make_store(transport="grpc").upsert([record("a")], namespace=NS)
 
 
 def test_importing_the_store_does_not_import_pinecone() -> None:

@@ -10,6 +10,8 @@ refused batches, deletes, listing, counters, secrets), and adds the sparse shape
   distinct uint32 indices with finite float32 values (``ragline.stores.sparse.sparse_problem``).
 - **Wire shape**: ``{"id", "sparse_values": {"indices", "values"}, "metadata"}``; the SDK sends it as
   ``{"id","values":[],"sparseValues":{…},"metadata":{…}}``, which is what a record is measured as.
+- **Transport**: REST for everything, writes included (sparse records are small; gRPC writes are the dense
+  store's).
 - **Queries** pass ``sparse_vector`` with ``top_k`` at most 1,000 (Pinecone's limit for sparse indexes); records
   scoring 0 are not returned.
 """
@@ -30,19 +32,18 @@ from ragline.errors import StoreError, UpsertError
 from ragline.records import Metadata
 from ragline.stores.base import Filter, NamespaceStats, QueryMatch, check_query_arguments
 from ragline.stores.pinecone_store import (
-    _UPSERT_ENVELOPE,
     MAX_FETCH_QUERY_BYTES,
     MAX_IDS_PER_REQUEST,
-    MAX_RECORDS_PER_UPSERT,
-    MAX_UPSERT_BYTES,
     PineconeStore,
     _checked_namespace,
     _failure_message,
     _groups,
     _id_problem,
+    _json_batches,
     _metadata_problem,
     _read_units,
     _refusal_message,
+    _Writer,
 )
 from ragline.stores.pinecone_units import record_bytes
 from ragline.stores.sparse import MAX_SPARSE_TOP_K, SparseRecord, SparseValues, sparse_problem
@@ -102,7 +103,6 @@ class PineconeSparseStore:
         backoff_max_s: float = 20.0,
         request_timeout_s: float = 30.0,
         index_ready_timeout_s: float = 300.0,
-        use_grpc: bool = False,
     ) -> None:
         """Store the configuration only; the client is built, and the index opened (created if missing), on first
         use."""
@@ -120,7 +120,7 @@ class PineconeSparseStore:
             backoff_max_s=backoff_max_s,
             request_timeout_s=request_timeout_s,
             index_ready_timeout_s=index_ready_timeout_s,
-            use_grpc=use_grpc,
+            transport="rest",
         )
         self.index_name = index_name
 
@@ -154,17 +154,10 @@ class PineconeSparseStore:
         if not records:
             return 0
         outgoing = _outgoing(records)
-        batches = _groups(
-            outgoing,
-            max_items=MAX_RECORDS_PER_UPSERT,
-            max_bytes=MAX_UPSERT_BYTES,
-            size=lambda r: r.size,
-            overhead=_UPSERT_ENVELOPE + len(orjson.dumps(namespace)),
-            separator=1,
-        )
+        batches = _json_batches(outgoing, namespace)
         started = self._index._writes.begin()
         lsns: list[int | None] = []
-        failed = self._index._deliver_all(self._index._data_plane(), batches, namespace, lsns)
+        failed = self._index._deliver_all(_Writer(self._index._data_plane()), batches, namespace, lsns)
         self._index._writes.upserted(namespace, started, [r.id for r in outgoing if r.id not in failed], lsns)
         if failed:
             raise UpsertError(_failure_message(failed, len(outgoing), namespace), failed_ids=list(failed))

@@ -1,4 +1,4 @@
-"""Pinecone serverless as a ``VectorStore``, through the official SDK (``pinecone`` v10: REST, or gRPC on request).
+"""Pinecone serverless as a ``VectorStore``, through the official SDK (``pinecone`` v10: REST, and gRPC for writes).
 
 The rules below are proven against ``ragline.testing.pinecone_server.LoopbackPinecone`` in
 tests/test_pinecone_store.py.
@@ -12,14 +12,25 @@ tests/test_pinecone_store.py.
   without NUL; metadata values that are strings, finite numbers, booleans or lists of strings, at most 40 KB as
   compact UTF-8 JSON; a finite, non-zero vector of the index's dimension. The pipeline quarantines such chunks before
   they get here; this is the last guard, so a bad record never costs a request or splits a batch.
+- **Transport.** Reads (query, fetch, list, stats) and the control plane go over REST. Upserts and deletes go over
+  the SDK's gRPC data path (``GrpcIndex``, protobuf: a 1,536-d record is ~6.2 KB instead of ~34 KB of JSON) when
+  ``transport`` is ``"grpc"``, or ``"auto"`` (the default) with ``pinecone.grpc`` importable and the index reached
+  at its own host (no ``host`` override) or at ``grpc_host``; otherwise over REST. ``grpc_host`` overrides the gRPC
+  address (e.g. a ``LoopbackPineconeGrpc``); an ``http://`` address is dialled in plaintext. **Fallback**: if
+  gRPC fails at the connection level (no connection, a peer that does not speak HTTP/2 gRPC such as a proxy, a
+  method the server does not serve) before any gRPC write of this store has succeeded, writes switch to REST for
+  the store's life, with a warning, and the write is re-sent over REST (repacked as JSON). Once gRPC has worked,
+  such failures are transient and retried like any other.
 - **Batches by measured bytes.** Records are packed, in order, into requests of at most 1,000 records and 2,000,000
-  bytes, each record measured as the JSON the SDK sends for it (orjson, the SDK's own encoder) plus the request
-  envelope. Duplicate ids in one call: the last one wins.
+  bytes, each record measured as the transport encodes it: for REST the JSON the SDK sends (orjson, the SDK's own
+  encoder) plus the request envelope, for gRPC its protobuf bytes (``ragline.stores.pinecone_protobuf``, exact).
+  Duplicate ids in one call: the last one wins.
 - **Delivery.** Batches go out in parallel on ``upsert_concurrency`` threads. A request that fails with 408, 429 or
   5xx, a timeout or a connection error is re-sent after exponential backoff with full jitter (a random wait up to
   ``backoff_base_s`` · 2^attempt, capped at ``backoff_max_s``, never shorter than a Retry-After), at most
   ``max_retries`` times. (The SDK's REST transport already retries each attempt up to 3 times, within a per-host
-  retry budget; it offers no switch for the data plane, so these retries sit on top.) A batch refused with 400 or 413
+  retry budget; it offers no switch for the data plane, so these retries sit on top. Its gRPC transport is set to
+  retry 3 times as well, with this store's backoff.) A batch refused with 400 or 413
   is split in halves, recursively, until the refused records are alone, so every good record lands. Once a batch has
   used up its retries, batches not yet started are not sent. Whatever did not land raises
   ``UpsertError(failed_ids=...)`` after everything else is written.
@@ -32,7 +43,9 @@ tests/test_pinecone_store.py.
 - **Eventual consistency.** Pinecone applies a write before it shows in reads. The store keeps the log sequence
   number (LSN) of its upserts and the deletes no later LSN covers (``ragline.stores.pinecone_freshness``);
   ``wait_for_writes`` blocks until a query reports an LSN at least that high and the deleted ids (or the deleting
-  filter) read back as gone, so a caller can read its own writes.
+  filter) read back as gone, so a caller can read its own writes. The SDK's gRPC responses carry no LSN, so after
+  an upsert that used gRPC the store re-sends its last landed record (same content) over REST once every batch is
+  acknowledged: that **fence**'s LSN is higher than any of theirs, and stands for them.
 - **Cost counters**, thread-safe: ``read_units`` (from the usage of query, fetch and list responses),
   ``write_units`` (estimated per successful upsert and delete request from Pinecone's documented rules, which its
   responses do not report: ``ragline.stores.pinecone_units``), ``requests_sent`` (every attempt this store made,
@@ -73,6 +86,7 @@ from ragline.stores.base import (
 )
 from ragline.stores.filters import column_cell
 from ragline.stores.pinecone_freshness import Unsettled, WriteTracker
+from ragline.stores.pinecone_protobuf import upsert_overhead, vector_field_size
 from ragline.stores.pinecone_units import DELETE_ALL_WRITE_UNITS, record_bytes, request_write_units
 
 if TYPE_CHECKING:
@@ -117,12 +131,21 @@ class _RequestFailed(StoreError):
         return self.status in _REFUSED_STATUSES
 
 
+class _GrpcUnusable(StoreError):
+    """The gRPC data plane cannot be used here; the store falls back to REST."""
+
+
 class _Wire(Protocol):
     """A validated record on its way to Pinecone: what ``_deliver`` sends (dense here, sparse in
     ``ragline.stores.pinecone_sparse``)."""
 
     @property
     def id(self) -> str: ...
+
+    @property
+    def size(self) -> int:
+        """Bytes the record adds to a REST upsert body."""
+        ...
 
     @property
     def stored_bytes(self) -> int:
@@ -145,6 +168,11 @@ class _Outgoing:
     id: str
     values: np.ndarray
     metadata: Metadata
+
+    @cached_property
+    def grpc_size(self) -> int:
+        """Bytes the record adds to a gRPC ``UpsertRequest`` (protobuf)."""
+        return vector_field_size(self.id, len(self.values), self.metadata)
 
     @cached_property
     def size(self) -> int:
@@ -181,6 +209,18 @@ class _Outgoing:
         return wire
 
 
+Transport = Literal["auto", "grpc", "rest"]
+TRANSPORTS: tuple[Transport, ...] = ("auto", "grpc", "rest")
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """Where upserts and deletes go: the REST ``Index`` or the gRPC ``GrpcIndex``."""
+
+    index: Index | GrpcIndex
+    grpc: bool = False
+
+
 class PineconeStore:
     """A ``VectorStore`` on a Pinecone serverless index; the module docstring states its rules."""
 
@@ -201,11 +241,13 @@ class PineconeStore:
         backoff_max_s: float = 20.0,
         request_timeout_s: float = 30.0,
         index_ready_timeout_s: float = 300.0,
-        use_grpc: bool = False,
+        transport: Transport = "auto",
+        grpc_host: str | None = None,
     ) -> None:
         """Store the configuration only; the client is built, and the index opened, on first use.
 
-        ``host`` overrides the control-plane URL (e.g. a ``LoopbackPinecone``); ``request_timeout_s`` bounds one
+        ``host`` overrides the control-plane URL (e.g. a ``LoopbackPinecone``), ``grpc_host`` the address gRPC
+        writes go to; ``transport`` chooses how writes travel (module docstring); ``request_timeout_s`` bounds one
         attempt of one request.
         """
         self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
@@ -215,6 +257,8 @@ class PineconeStore:
             raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
         if (dimension is None) != (vector_type == "sparse") or (vector_type == "sparse" and metric != "dotproduct"):
             raise ConfigError("a dense index needs a dimension; a sparse index has none and is scored by dotproduct")
+        if transport not in TRANSPORTS:
+            raise ConfigError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
         if (dimension is not None and dimension < 1) or upsert_concurrency < 1 or max_retries < 0:
             raise ConfigError("dimension and upsert_concurrency must be at least 1, max_retries at least 0")
         self.index_name = index_name
@@ -227,10 +271,14 @@ class PineconeStore:
         self._backoff_base_s, self._backoff_max_s = backoff_base_s, backoff_max_s
         self._request_timeout_s = request_timeout_s
         self._index_ready_timeout_s = index_ready_timeout_s
-        self._use_grpc = use_grpc
+        self._transport = transport
+        self._grpc_host = grpc_host
         self._setup_lock = threading.Lock()
         self._client: Pinecone | None = None
-        self._index: Index | GrpcIndex | None = None
+        self._index: Index | None = None
+        self._writer_: _Writer | None = None
+        self._grpc: GrpcIndex | None = None  # kept after a fall-back too, for close()
+        self._grpc_worked = False
         self._counter_lock = threading.Lock()
         self._read_units = self._write_units = self._requests_sent = self._retries = 0
         self._rng = random.Random()
@@ -240,7 +288,7 @@ class PineconeStore:
         host = self._host or "https://api.pinecone.io"
         return (
             f"PineconeStore(index_name={self.index_name!r}, dimension={self.dimension}, metric={self.metric!r}, "
-            f"host={host!r}, use_grpc={self._use_grpc})"
+            f"host={host!r}, transport={self._transport!r})"
         )
 
     # --- cost counters --------------------------------------------------------------------------------------
@@ -284,18 +332,15 @@ class PineconeStore:
         if not records:
             return 0
         outgoing = self._outgoing(records)
-        batches = _groups(
-            outgoing,
-            max_items=MAX_RECORDS_PER_UPSERT,
-            max_bytes=MAX_UPSERT_BYTES,
-            size=lambda r: r.size,
-            overhead=_UPSERT_ENVELOPE + len(orjson.dumps(namespace)),
-            separator=1,
-        )
+        writer = self._writer()
+        batches = _grpc_batches(outgoing, namespace) if writer.grpc else _json_batches(outgoing, namespace)
         started = self._writes.begin()
         lsns: list[int | None] = []
-        failed = self._deliver_all(self._data_plane(), batches, namespace, lsns)
-        self._writes.upserted(namespace, started, [r.id for r in outgoing if r.id not in failed], lsns)
+        failed = self._deliver_all(writer, batches, namespace, lsns)
+        landed = [r for r in outgoing if r.id not in failed]
+        if landed and None in lsns and writer.grpc:
+            lsns = self._fence(landed[-1], namespace) or lsns
+        self._writes.upserted(namespace, started, [r.id for r in landed], lsns)
         if failed:
             logger.warning("%d of %d records did not land in namespace %r", len(failed), len(outgoing), namespace)
             raise UpsertError(_failure_message(failed, len(outgoing), namespace), failed_ids=list(failed))
@@ -378,14 +423,13 @@ class PineconeStore:
         """Delete by ids (1,000 per request), by filter, or every record of the namespace (exactly one of the three)."""
         namespace = _checked_namespace(namespace)
         check_delete_arguments(ids, filter, delete_all)
-        index = self._data_plane()
         if ids is not None:
             stored_ids = [i for i in dict.fromkeys(ids) if _id_problem(i) is None]
             for chunk in _groups(stored_ids, max_items=MAX_IDS_PER_REQUEST):
-                if self._delete(index, namespace, ids=chunk):
+                if self._delete(namespace, ids=chunk):
                     self._count(write_units=request_write_units(record_bytes(i, self.dimension or 0) for i in chunk))
                     self._writes.deleted(namespace, ids=chunk, by_ids=True)
-        elif self._delete(index, namespace, **({"filter": filter} if filter is not None else {"delete_all": True})):
+        elif self._delete(namespace, **({"filter": filter} if filter is not None else {"delete_all": True})):
             self._count(write_units=DELETE_ALL_WRITE_UNITS)  # the minimum per request: what it removed is unknown
             self._writes.deleted(namespace, selection=filter, by_ids=False)
 
@@ -464,29 +508,93 @@ class PineconeStore:
     # --- index and client -----------------------------------------------------------------------------------
 
     def ensure_index(self) -> None:
-        """Create the index if it is missing (waiting until it is ready), check its dimension and metric, open it."""
-        self._data_plane()
+        """Create the index if it is missing (waiting until it is ready), check its dimension and metric, open it
+        (and the gRPC channel writes will use)."""
+        self._writer()
 
     def close(self) -> None:
-        """Release the SDK's connection pools; the store reopens them if used again."""
+        """Release the SDK's connection pools and gRPC channel; the store reopens them if used again."""
         with self._setup_lock:
-            for resource in (self._index, self._client):
+            for resource in (self._grpc, self._index, self._client):
                 if resource is not None:
                     resource.close()
-            self._index = self._client = None
+            self._index = self._client = self._writer_ = self._grpc = None
+            self._grpc_worked = False
 
-    def _data_plane(self) -> Index | GrpcIndex:
+    @property
+    def transport(self) -> Literal["grpc", "rest"]:
+        """How this store's writes travel now (``auto`` resolved; ``rest`` after a fallback)."""
+        return "grpc" if self._writer().grpc else "rest"
+
+    def _data_plane(self) -> Index:
+        """The REST data plane: reads, and writes when gRPC is not used."""
         from pinecone import PineconeError
 
         with self._setup_lock:
             if self._index is None:
                 model = self._ready_index()
                 try:
-                    self._index = self._pinecone().index(host=model.host or "", grpc=self._use_grpc)
+                    self._index = self._pinecone().index(host=model.host or "")
                 except PineconeError as exc:  # the SDK validates the host before any request
                     message = f"cannot open Pinecone index {self.index_name!r}: {self._scrub(str(exc))}"
                     raise StoreError(message) from exc
             return self._index
+
+    def _writer(self) -> _Writer:
+        """Where writes go, chosen on first use (module docstring: Transport)."""
+        rest = self._data_plane()
+        with self._setup_lock:
+            if self._writer_ is None:
+                self._writer_ = self._grpc_writer() if self._wants_grpc() else _Writer(rest)
+            return self._writer_
+
+    def _wants_grpc(self) -> bool:
+        if self._transport == "rest":
+            return False
+        try:
+            import pinecone.grpc  # noqa: F401  (compiled into the v10 wheel; an install may lack it)
+        except ImportError as exc:
+            if self._transport == "auto":
+                return False
+            raise ConfigError(
+                "transport 'grpc' needs Pinecone's gRPC transport (pinecone.grpc), which cannot be imported here; "
+                "install the pinecone SDK with its gRPC support or choose transport 'rest'"
+            ) from exc
+        return self._transport == "grpc" or self._host is None or self._grpc_host is not None
+
+    def _grpc_writer(self) -> _Writer:
+        from pinecone import PineconeError, RetryConfig
+        from pinecone.grpc import GrpcIndex
+
+        assert self._index is not None  # opened by _data_plane first
+        target = self._grpc_host or self._index.host
+        try:
+            index = GrpcIndex(
+                host=target,
+                api_key=self._api_key.get_secret_value(),
+                grpc_scheme="http" if target.startswith("http://") else None,
+                source_tag="ragline",
+                timeout=self._request_timeout_s,
+                retry_config=RetryConfig(
+                    max_retries=3, backoff_factor=self._backoff_base_s, max_wait=self._backoff_max_s
+                ),
+            )
+        except PineconeError as exc:
+            raise StoreError(f"cannot open Pinecone's gRPC data plane: {self._scrub(str(exc))}") from exc
+        logger.debug("Pinecone writes to index %r go over gRPC to %s", self.index_name, target)
+        self._grpc = index
+        return _Writer(index, grpc=True)
+
+    def _fall_back_to_rest(self, failed: _Writer, exc: Exception) -> None:
+        """Send every write from now on over REST (once, whichever thread sees gRPC fail first)."""
+        with self._setup_lock:
+            if self._writer_ is failed:
+                logger.warning(
+                    "Pinecone's gRPC data plane is unusable (%s); writes to index %r fall back to REST",
+                    self._scrub(str(exc)) or type(exc).__name__,
+                    self.index_name,
+                )
+                self._writer_ = _Writer(self._index) if self._index is not None else None
 
     def _pinecone(self) -> Pinecone:
         if self._client is None:
@@ -496,18 +604,8 @@ class PineconeStore:
     def _build_client(self) -> Pinecone:
         import pinecone
 
-        client_class: type[Pinecone] = pinecone.Pinecone
-        if self._use_grpc:
-            try:
-                from pinecone.grpc import PineconeGRPC
-            except ImportError as exc:
-                raise ConfigError(
-                    "use_grpc=True needs Pinecone's gRPC transport (pinecone.grpc), which cannot be imported here; "
-                    "install the pinecone SDK with its gRPC support or set use_grpc=False"
-                ) from exc
-            client_class = PineconeGRPC
         try:
-            return client_class(
+            return pinecone.Pinecone(
                 api_key=self._api_key.get_secret_value(),
                 host=self._host,
                 timeout=self._request_timeout_s,
@@ -598,16 +696,19 @@ class PineconeStore:
 
     # --- requests -------------------------------------------------------------------------------------------
 
-    def _call(self, action: str, request: Callable[[], T]) -> T:
-        """Send one request, re-sending it after transient failures; a final failure raises ``_RequestFailed``."""
+    def _call(self, action: str, request: Callable[[], T], *, grpc: bool = False) -> T:
+        """Send one request, re-sending it after transient failures; a final failure raises ``_RequestFailed``
+        (``_GrpcUnusable`` at once for a ``grpc`` request failing at the connection level before gRPC ever worked)."""
         from pinecone import PineconeError
 
         attempt = 0
         while True:
             self._count(requests=1)
             try:
-                return request()
+                response = request()
             except PineconeError as exc:
+                if grpc and not self._grpc_worked and _grpc_unusable(exc):
+                    raise _GrpcUnusable(str(exc)) from exc
                 transient = _is_transient(exc)
                 if not transient or attempt >= self._max_retries:
                     raise self._failure(action, exc, attempt, transient) from exc
@@ -623,6 +724,9 @@ class PineconeStore:
                     delay,
                 )
                 time.sleep(delay)
+            else:
+                self._grpc_worked = self._grpc_worked or grpc
+                return response
 
     def _failure(self, action: str, exc: Exception, retries: int, transient: bool) -> _RequestFailed:
         detail = self._scrub(str(exc)) or type(exc).__name__
@@ -663,14 +767,14 @@ class PineconeStore:
         return outgoing
 
     def _deliver_all(
-        self, index: Index | GrpcIndex, batches: Iterator[Sequence[_Wire]], namespace: str, lsns: list[int | None]
+        self, writer: _Writer, batches: Iterator[Sequence[_Wire]], namespace: str, lsns: list[int | None]
     ) -> dict[str, str]:
         """Send every batch, ``upsert_concurrency`` at a time, each as soon as it is packed (so measuring the next
         overlaps with sending); the ids that did not land, with why. Each landed request's LSN goes to ``lsns``."""
         gave_up = threading.Event()
         failed: dict[str, str] = {}
         with ThreadPoolExecutor(max_workers=self._upsert_concurrency, thread_name_prefix="pinecone-upsert") as pool:
-            futures = [pool.submit(self._deliver, index, batch, namespace, gave_up, lsns) for batch in batches]
+            futures = [pool.submit(self._deliver, writer, batch, namespace, gave_up, lsns) for batch in batches]
             try:
                 for future in as_completed(futures):
                     failed.update(future.result())
@@ -681,7 +785,7 @@ class PineconeStore:
 
     def _deliver(
         self,
-        index: Index | GrpcIndex,
+        writer: _Writer,
         batch: Sequence[_Wire],
         namespace: str,
         gave_up: threading.Event,
@@ -690,16 +794,25 @@ class PineconeStore:
         """Send one batch; a refused batch is split until its bad records are alone. Returns what did not land."""
         if gave_up.is_set():
             return dict.fromkeys((r.id for r in batch), "not sent: an earlier batch failed after every retry")
+        if writer.grpc and not self._writer().grpc:  # packed for gRPC before the fall-back: repack for REST
+            failed: dict[str, str] = {}
+            for part in _json_batches(batch, namespace):
+                failed |= self._deliver(self._writer(), part, namespace, gave_up, lsns)
+            return failed
         try:
             response = self._call(
                 f"upsert of {len(batch)} records into namespace {namespace!r}",
-                partial(index.upsert, vectors=[r.wire() for r in batch], namespace=namespace),
+                partial(writer.index.upsert, vectors=[r.wire() for r in batch], namespace=namespace),
+                grpc=writer.grpc,
             )
+        except _GrpcUnusable as exc:
+            self._fall_back_to_rest(writer, exc)
+            return self._deliver(writer, batch, namespace, gave_up, lsns)
         except _RequestFailed as exc:
             if exc.refused and len(batch) > 1:
                 middle = len(batch) // 2
-                return self._deliver(index, batch[:middle], namespace, gave_up, lsns) | self._deliver(
-                    index, batch[middle:], namespace, gave_up, lsns
+                return self._deliver(writer, batch[:middle], namespace, gave_up, lsns) | self._deliver(
+                    writer, batch[middle:], namespace, gave_up, lsns
                 )
             if not (exc.refused or exc.transient):
                 raise
@@ -710,10 +823,25 @@ class PineconeStore:
         self._count(write_units=request_write_units(r.stored_bytes for r in batch))
         return {}
 
-    def _delete(self, index: Index | GrpcIndex, namespace: str, **selector: Any) -> bool:
+    def _fence(self, record: _Wire, namespace: str) -> list[int | None]:
+        """Re-send ``record`` over REST for its LSN (module docstring: Eventual consistency); [] if it fails."""
+        lsns: list[int | None] = []
+        if self._deliver(_Writer(self._data_plane()), [record], namespace, threading.Event(), lsns):
+            return []
+        return lsns
+
+    def _delete(self, namespace: str, **selector: Any) -> bool:
         """Send one delete; False if Pinecone does not know the namespace (404: nothing to delete)."""
+        writer = self._writer()
         try:
-            self._call(f"delete from namespace {namespace!r}", partial(index.delete, namespace=namespace, **selector))
+            self._call(
+                f"delete from namespace {namespace!r}",
+                partial(writer.index.delete, namespace=namespace, **selector),
+                grpc=writer.grpc,
+            )
+        except _GrpcUnusable as exc:
+            self._fall_back_to_rest(writer, exc)
+            return self._delete(namespace, **selector)
         except _RequestFailed as exc:
             if exc.status != 404:
                 raise
@@ -813,6 +941,29 @@ def _metadata_problem(metadata: Any) -> str | None:
     return None
 
 
+def _json_batches(records: Sequence[_Wire], namespace: str) -> Iterator[Sequence[_Wire]]:
+    """Records packed for REST: their JSON sizes, the request envelope and the commas between them."""
+    return _groups(
+        records,
+        max_items=MAX_RECORDS_PER_UPSERT,
+        max_bytes=MAX_UPSERT_BYTES,
+        size=lambda r: r.size,
+        overhead=_UPSERT_ENVELOPE + len(orjson.dumps(namespace)),
+        separator=1,
+    )
+
+
+def _grpc_batches(records: Sequence[_Outgoing], namespace: str) -> Iterator[Sequence[_Wire]]:
+    """Records packed for gRPC: their protobuf sizes and the namespace field."""
+    return _groups(
+        records,
+        max_items=MAX_RECORDS_PER_UPSERT,
+        max_bytes=MAX_UPSERT_BYTES,
+        size=lambda r: r.grpc_size,
+        overhead=upsert_overhead(namespace),
+    )
+
+
 def _groups(
     items: Sequence[T],
     *,
@@ -845,6 +996,17 @@ def _is_transient(exc: Exception) -> bool:
         return True
     status = _status(exc)
     return status is not None and (status in (408, 429) or status >= 500)
+
+
+def _grpc_unusable(exc: Exception) -> bool:
+    """A connection-level gRPC failure: the SDK raises these without a status (no connection, a method the server
+    does not serve; also UNAVAILABLE, which is why only a first contact counts), or as UNKNOWN for an HTTP/2
+    protocol error (a peer that does not speak gRPC)."""
+    from pinecone import PineconeTimeoutError
+
+    if isinstance(exc, PineconeTimeoutError):
+        return False
+    return _status(exc) is None or (getattr(exc, "error_code", None) == "UNKNOWN" and "protocol error" in str(exc))
 
 
 def _status(exc: Exception) -> int | None:

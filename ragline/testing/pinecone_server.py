@@ -29,6 +29,7 @@ once.
 Faults (``server.faults``) can be changed at any time from any thread: a fixed latency per request, a seeded random
 error rate, failing, slowing or resetting the next N requests of a route, and poison ids that make an upsert fail
 with 400. ``server.requests`` logs every request; ``records``, ``write_counts`` and ``max_in_flight`` serve assertions.
+``ragline.testing.pinecone_grpc`` serves the gRPC writes of one index through ``serve_decoded``, on the same state.
 """
 
 from __future__ import annotations
@@ -304,12 +305,21 @@ class _Exchange:
     fault: str | None = None
     lsn: int | None = None
     reply_headers: dict[str, str] = field(default_factory=dict)
+    parsed: dict[str, Any] | None = None  # the body of a request decoded elsewhere (``serve_decoded``)
+    wire_bytes: int | None = None  # that request's size as it was sent
 
     @property
     def control_plane(self) -> bool:
         return self.route in CONTROL_ROUTES
 
+    @property
+    def size(self) -> int:
+        """The request's size on the wire, which Pinecone's request size limit judges."""
+        return len(self.body) if self.wire_bytes is None else self.wire_bytes
+
     def json(self) -> dict[str, Any]:
+        if self.parsed is not None:
+            return self.parsed
         try:
             value = orjson.loads(self.body or b"{}")
         except orjson.JSONDecodeError as exc:
@@ -484,7 +494,24 @@ class LoopbackPinecone:
             return _Reply(404, orjson.dumps({"code": 5, "message": f"No route for {method} {url.path}", "details": []}))
         route, handler, index = found
         exchange = _Exchange(method, route, index, parse_qs(url.query, keep_blank_values=True), headers, body)
-        self._enter(route)
+        return self._serve(exchange, handler, started)
+
+    def serve_decoded(
+        self, protocol: str, route: str, index: str, api_key: str | None, request: dict[str, Any], wire_bytes: int
+    ) -> _Reply:
+        """Answer one data-plane request that arrived in another protocol (``ragline.testing.pinecone_grpc``):
+        ``request`` is its body in the REST JSON shape, ``wire_bytes`` its size as sent. It shares this server's
+        state, faults and log (as method ``protocol``), and its size limit is judged by ``wire_bytes``."""
+        started = time.monotonic()
+        handler = next(handler for _, _, name, handler in _ROUTES if name == route)
+        headers = Message()
+        if api_key is not None:
+            headers["Api-Key"] = api_key
+        exchange = _Exchange(protocol, route, index, {}, headers, b"", parsed=request, wire_bytes=wire_bytes)
+        return self._serve(exchange, handler, started)
+
+    def _serve(self, exchange: _Exchange, handler: _Handler, started: float) -> _Reply:
+        self._enter(exchange.route)
         status = 500  # what the log says if a handler breaks
         try:
             reply = self._answer(exchange, handler)
@@ -503,7 +530,7 @@ class LoopbackPinecone:
             exchange.route,
             exchange.method,
             status,
-            len(exchange.body),
+            exchange.size,
             exchange.items,
             exchange.namespace,
             exchange.fault,
@@ -616,10 +643,8 @@ class LoopbackPinecone:
     # --- data plane -----------------------------------------------------------------------------------------
 
     def _upsert(self, exchange: _Exchange) -> tuple[int, dict[str, Any]]:
-        if len(exchange.body) > MAX_REQUEST_BYTES:
-            raise _HttpError(
-                400, f"Request size {len(exchange.body) / 1e6:.1f}MB exceeds the maximum supported size of 2MB"
-            )
+        if exchange.size > MAX_REQUEST_BYTES:
+            raise _HttpError(400, f"Request size {exchange.size / 1e6:.1f}MB exceeds the maximum supported size of 2MB")
         request = exchange.json()
         vectors = request.get("vectors")
         exchange.namespace = namespace = _namespace(request.get("namespace"))
