@@ -39,7 +39,7 @@ from ragline.limits import MAX_METADATA_BYTES
 from ragline.records import Chunk, Document, QuarantineRecord, index_metadata
 from ragline.recordstore import LIVE, PENDING, ChunkRow, DocumentRow
 from ragline.sources.base import SourceItem
-from ragline.stores.base import VectorRecord
+from ragline.stores.base import MaintainedStore, VectorRecord
 
 __all__ = [
     "Chunked",
@@ -347,7 +347,8 @@ def verify(c: Components, run: RunRef) -> IngestStats:
 
 
 def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = False) -> IngestStats:
-    """Make the run live, then delete the ids it made stale (changed documents' leftovers, removed documents).
+    """Make the run live, delete the ids it made stale (changed documents' leftovers, removed documents), then let
+    the store tidy the namespace (``MaintainedStore``: LanceDB compacts and drops old versions).
 
     ``exported``: the run's records went to a bulk-import file, not the index: only the record store commits.
     """
@@ -369,6 +370,8 @@ def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = Fa
         ]
         if drifted:
             raise ValidationFailed(f"run {run.run_id} committed but the index drifted", drifted)
+        if isinstance(c.store, MaintainedStore):
+            c.store.maintain(run.namespace)
     return stats
 
 

@@ -13,7 +13,7 @@ from ragline.limits import MAX_TOP_K
 from ragline.records import Metadata
 from ragline.stores.filters import Filter, validate_filter
 
-__all__ = ["Filter", "NamespaceStats", "QueryMatch", "VectorRecord", "VectorStore"]
+__all__ = ["Filter", "MaintainedStore", "NamespaceStats", "QueryMatch", "VectorRecord", "VectorStore"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,15 @@ class VectorStore(Protocol):
 
     def namespaces(self) -> list[str]:
         """Names of the namespaces that hold at least one record."""
+        ...
+
+
+@runtime_checkable
+class MaintainedStore(Protocol):
+    """A store whose namespaces need housekeeping after writes (LanceDB: compaction, old versions, its index)."""
+
+    def maintain(self, namespace: str) -> None:
+        """Tidy one namespace after a committed run; never raises for housekeeping that could not run."""
         ...
 
 
