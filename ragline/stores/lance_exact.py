@@ -56,7 +56,10 @@ class ExactIndex:
 
     def search(self, query: np.ndarray, top_k: int, filter: Filter | None, include_values: bool) -> list[QueryMatch]:
         """The ``top_k`` rows most similar to ``query`` that match ``filter``, best first (ties by storage order)."""
-        scores = (self.vectors @ (query / np.linalg.norm(query))) * self.inverse_norms
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"):  # BLAS threads waking for one product cost more than they save
+            scores = (self.vectors @ (query / np.linalg.norm(query))) * self.inverse_norms
         if filter is not None:
             rows = np.flatnonzero(to_mask(filter, self.filter_columns, len(scores)))
             scores = scores[rows]
