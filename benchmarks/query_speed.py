@@ -8,8 +8,9 @@ directory, with a metadata field ``bucket`` (0-9), then ``maintain`` runs as aft
 the IVF_PQ index above the exact-search limit). Queries are drawn from the same clusters; the filter is
 ``{"bucket": 3}`` (10 % of the records). Recall@10 is measured against numpy exact search over the same vectors.
 Reported: p50/p95 ms of single queries (after one warm-up query, which builds the in-memory index), the warm-up
-and index-build seconds, and for comparison LanceDB's flat search (``exact_search_max_vectors=0`` without an index)
-at sizes up to ``--flat-up-to``. Writes benchmarks/results/query_speed.json with the machine's load average.
+and index-build seconds, the p50 of the bare numpy product over the matrix (the floor of exact search), and for
+comparison LanceDB's flat search (``exact_search_max_vectors=0``, no index) at sizes up to ``--flat-up-to``.
+Writes benchmarks/results/query_speed.json with the machine's load average (the machine may be shared).
 """
 
 from __future__ import annotations
@@ -53,6 +54,19 @@ def exact_top10(unit: np.ndarray, query: np.ndarray, allowed: np.ndarray | None)
     return set(np.argpartition(-scores, 10)[:10].tolist())
 
 
+def product_p50(unit: np.ndarray, queries: np.ndarray) -> float:
+    """The limit of exact search: one float32 matrix-vector product over the whole matrix (one BLAS thread)."""
+    from threadpoolctl import threadpool_limits
+
+    times = []
+    with threadpool_limits(1, user_api="blas"):
+        for query in queries:
+            start = time.perf_counter()
+            unit @ query
+            times.append(time.perf_counter() - start)
+    return round(float(np.median(times)) * 1000, 2)
+
+
 def measure(store: LanceDBStore, queries: np.ndarray, truth: list[set[int]], filter_: Any) -> dict[str, float]:
     start = time.perf_counter()
     store.query(queries[0], namespace=NS, top_k=10, filter=filter_)  # warm-up: builds the in-memory index
@@ -82,8 +96,9 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
         "no filter": [exact_top10(unit, q, None) for q in queries],
         "filter": [exact_top10(unit, q, buckets == FILTER["bucket"]) for q in queries],
     }
-    del unit
     result: dict[str, Any] = {"vectors": size, "dimension": args.dim}
+    result["numpy_product_p50_ms"] = product_p50(unit, queries)
+    del unit
     with tempfile.TemporaryDirectory() as tmp:
         store = LanceDBStore(Path(tmp), exact_search_max_vectors=args.exact_limit)
         start = time.perf_counter()
