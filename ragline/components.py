@@ -96,9 +96,18 @@ def make_store(config: RaglineConfig, dimension: int) -> VectorStore:
         )
         store.ensure_index()
         return store
+    from datetime import timedelta
+
     from ragline.stores.lancedb_store import LanceDBStore
 
-    return LanceDBStore(config.lancedb_path)
+    return LanceDBStore(
+        config.lancedb_path,
+        exact_search_max_vectors=config.lancedb_exact_search_max_vectors,
+        ann_nprobes=config.lancedb_ann_nprobes,
+        ann_refine_factor=config.lancedb_ann_refine_factor,
+        compact_min_fragments=config.lancedb_compact_min_fragments,
+        version_retention=timedelta(seconds=config.lancedb_version_retention_s),
+    )
 
 
 def make_sparse_store(config: RaglineConfig) -> SparseStore | None:

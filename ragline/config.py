@@ -208,6 +208,29 @@ class RaglineConfig(BaseSettings):
 
     # store: "auto" is Pinecone when an API key is set, else LanceDB on disk
     store: Literal["auto", "lancedb", "pinecone"] = "auto"
+    lancedb_exact_search_max_vectors: int = Field(
+        default=300_000,
+        ge=0,
+        description="LanceDB namespaces of at most this many records are searched exactly in memory (about "
+        "4 bytes per dimension per record, cached per process, re-read after any write); larger ones through a "
+        "vector index built after a committed run.",
+    )
+    lancedb_ann_nprobes: int = Field(default=32, ge=1, description="IVF partitions an indexed LanceDB query probes.")
+    lancedb_ann_refine_factor: int = Field(
+        default=10, ge=1, description="An indexed LanceDB query re-ranks this many × top_k candidates exactly."
+    )
+    lancedb_compact_min_fragments: int = Field(
+        default=8,
+        ge=0,
+        description="After a committed run, compact a LanceDB namespace once it has this many fragments (each "
+        "write adds one) and delete its old versions; 0: never.",
+    )
+    lancedb_version_retention_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="Compaction keeps LanceDB versions younger than this, so readers in other processes that "
+        "opened one can finish (rollback does not need old versions).",
+    )
     pinecone_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("RAGLINE_PINECONE_API_KEY", "PINECONE_API_KEY", "pinecone_api_key")
     )

@@ -198,9 +198,11 @@ QUERY = np.ones(8, dtype=np.float32)
 FIXED_RECORDS = with_vectors([random_metadata(random.Random(seed)) for seed in range(120)])
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> LanceDBStore:
-    store = LanceDBStore(tmp_path_factory.mktemp("filters"))
+@pytest.fixture(scope="module", params=["in-memory", "lancedb-sql"])
+def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> LanceDBStore:
+    """Both query paths: exact search in memory (``to_mask``) and LanceDB's own search (``to_lance_where``)."""
+    limit = 300_000 if request.param == "in-memory" else 0
+    store = LanceDBStore(tmp_path_factory.mktemp("filters"), exact_search_max_vectors=limit)
     store.upsert(FIXED_RECORDS, namespace="fixed")
     return store
 

@@ -81,7 +81,7 @@ QUERY = np.ones(8, dtype=np.float32)
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> LanceDBStore:
-    store = LanceDBStore(tmp_path_factory.mktemp("fuzz-filters"))
+    store = LanceDBStore(tmp_path_factory.mktemp("fuzz-filters"), exact_search_max_vectors=0)  # the SQL path
     store.upsert(RECORDS, namespace=NS)
     return store
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +22,14 @@ class TestLanceDBStore(StoreContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> LanceDBStore:
         return LanceDBStore(tmp_path / "lancedb")
+
+
+class TestLanceDBStoreWithoutExactSearch(StoreContract):
+    """The contract again with every query answered by LanceDB's own search (namespaces above the exact limit)."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> LanceDBStore:
+        return LanceDBStore(tmp_path / "lancedb", exact_search_max_vectors=0)
 
 
 def test_records_persist_across_reopen(tmp_path: Path) -> None:
@@ -75,6 +85,87 @@ def test_query_is_exact(tmp_path: Path) -> None:
     matches = store.query(query, namespace="n", top_k=10, filter={"even": True})
     assert [m.id for m in matches] == expected
     np.testing.assert_allclose([m.score for m in matches], np.sort(scores[even])[::-1][:10], atol=1e-5)
+
+
+@pytest.mark.parametrize("limit", [300_000, 0], ids=["in-memory", "lancedb"])
+def test_query_is_exact_on_both_paths(tmp_path: Path, limit: int) -> None:
+    rng = np.random.default_rng(8)
+    vectors = rng.standard_normal((300, 16)).astype(np.float32)
+    store = LanceDBStore(tmp_path, exact_search_max_vectors=limit)
+    store.upsert([VectorRecord(f"r{i}", v, {"n": i}) for i, v in enumerate(vectors)], namespace="n")
+    query = rng.standard_normal(16).astype(np.float32)
+    scores = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
+    low = np.arange(100)
+    expected = [f"r{i}" for i in low[np.argsort(-scores[low])][:7]]
+    assert [m.id for m in store.query(query, namespace="n", top_k=7, filter={"n": {"$lt": 100}})] == expected
+    assert [m.id for m in store.query(query, namespace="n", top_k=3)] == [f"r{i}" for i in np.argsort(-scores)[:3]]
+
+
+def test_queries_see_writes_of_another_store_on_the_same_directory(tmp_path: Path) -> None:
+    """The in-memory search is keyed by table version: another process's upsert, delete or re-creation of the
+    namespace shows in the very next query."""
+    reader, writer = LanceDBStore(tmp_path), LanceDBStore(tmp_path)
+    writer.upsert([record("a", unit(1, 0)), record("b", unit(0, 1))], namespace="n")
+    assert [m.id for m in reader.query(unit(1, 0), namespace="n", top_k=1)] == ["a"]
+    writer.upsert([record("c", unit(1, 0.01), k="v")], namespace="n")
+    assert [m.id for m in reader.query(unit(1, 0.01), namespace="n", top_k=1)] == ["c"]
+    assert [m.id for m in reader.query(unit(1, 0), namespace="n", filter={"k": "v"})] == ["c"]
+    writer.delete(namespace="n", ids=["c"])
+    assert [m.id for m in reader.query(unit(1, 0.01), namespace="n", top_k=1)] == ["a"]
+    writer.delete(namespace="n", delete_all=True)  # dropped and re-created: its version numbers start again
+    writer.upsert([record("x", unit(1, 0)), record("y", unit(0, 1))], namespace="n")
+    writer.upsert([record("z", unit(1, 1))], namespace="n")
+    assert {m.id for m in reader.query(unit(1, 0), namespace="n")} == {"x", "y", "z"}
+
+
+def _fragments(store: LanceDBStore, namespace: str) -> int:
+    table = store._open(f"ns_{namespace}")
+    assert table is not None
+    stats: Any = table.stats()
+    return int(stats["fragment_stats"]["num_fragments"])
+
+
+def _versions(store: LanceDBStore, namespace: str) -> int:
+    table = store._open(f"ns_{namespace}")
+    assert table is not None
+    return len(table.list_versions())
+
+
+def test_maintain_compacts_fragments_and_deletes_old_versions(tmp_path: Path) -> None:
+    store = LanceDBStore(tmp_path, compact_min_fragments=4, version_retention=timedelta(0))
+    for i in range(3):
+        store.upsert([record(f"r{i}", unit(1, i), n=i), record(f"s{i}", unit(i, 1))], namespace="n")
+    store.maintain("n")
+    assert (_fragments(store, "n"), _versions(store, "n")) == (3, 3)  # below the threshold: nothing to do
+    store.delete(namespace="n", ids=["s0"])
+    store.upsert([record("r3", unit(1, 3), n=3)], namespace="n")
+    store.maintain("n")
+    assert (_fragments(store, "n"), _versions(store, "n")) == (1, 1)
+    assert list(store.list_ids(namespace="n")) == ["r0", "r1", "r2", "r3", "s1", "s2"]
+    assert store.fetch(["r2"], namespace="n")["r2"].metadata == {"n": 2}
+    assert [m.id for m in store.query(unit(1, 3), namespace="n", top_k=1, filter={"n": {"$gte": 2}})] == ["r3"]
+
+
+def test_maintain_keeps_versions_younger_than_the_retention(tmp_path: Path) -> None:
+    store = LanceDBStore(tmp_path, compact_min_fragments=2, version_retention=timedelta(hours=1))
+    for i in range(3):
+        store.upsert([record(f"r{i}", unit(1, i))], namespace="n")
+    store.maintain("n")
+    assert _fragments(store, "n") == 1 and _versions(store, "n") > 3  # the three writes' versions stay
+
+
+def test_maintain_builds_a_vector_index_above_the_exact_limit(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((600, 16)).astype(np.float32)
+    store = LanceDBStore(tmp_path, exact_search_max_vectors=500, ann_nprobes=64, ann_refine_factor=20)
+    store.upsert([VectorRecord(f"r{i}", v, {"n": i}) for i, v in enumerate(vectors)], namespace="n")
+    store.maintain("n")
+    table = store._open("ns_n")
+    assert table is not None and [i.columns for i in table.list_indices()] == [["vector"]]
+    query = vectors[5] + 0.01
+    assert store.query(query, namespace="n", top_k=1)[0].id == "r5"
+    only = store.query(query, namespace="n", top_k=3, filter={"n": {"$in": [1, 2, 3]}})
+    assert sorted(m.id for m in only) == ["r1", "r2", "r3"]  # a selective filter still fills top_k
 
 
 def test_importing_stores_does_not_import_lancedb() -> None:

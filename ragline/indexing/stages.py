@@ -40,7 +40,7 @@ from ragline.limits import MAX_METADATA_BYTES
 from ragline.records import Chunk, Document, QuarantineRecord, index_metadata
 from ragline.recordstore import LIVE, PENDING, ChunkRow, DocumentRow
 from ragline.sources.base import SourceItem
-from ragline.stores.base import VectorRecord
+from ragline.stores.base import MaintainedStore, VectorRecord
 
 __all__ = [
     "Chunked",
@@ -354,8 +354,9 @@ def verify(c: Components, run: RunRef) -> IngestStats:
 
 
 def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = False) -> IngestStats:
-    """Make the run live, then delete the ids it made stale (changed documents' leftovers, removed documents), and
-    check the count once the deletes are visible.
+    """Make the run live, delete the ids it made stale (changed documents' leftovers, removed documents), check the
+    count once the deletes are visible, then let the store tidy the namespace (``MaintainedStore``: LanceDB compacts
+    and drops old versions).
 
     ``exported``: the run's records went to a bulk-import file, not the index: only the record store commits.
     """
@@ -378,6 +379,8 @@ def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = Fa
         ]
         if drifted:
             raise ValidationFailed(f"run {run.run_id} committed but the index drifted", drifted)
+        if isinstance(c.store, MaintainedStore):
+            c.store.maintain(run.namespace)
     stats.add_usage(c, before)
     return stats
 

@@ -13,7 +13,15 @@ from ragline.limits import MAX_TOP_K
 from ragline.records import Metadata
 from ragline.stores.filters import Filter, validate_filter
 
-__all__ = ["EventuallyConsistent", "Filter", "NamespaceStats", "QueryMatch", "VectorRecord", "VectorStore"]
+__all__ = [
+    "EventuallyConsistent",
+    "Filter",
+    "MaintainedStore",
+    "NamespaceStats",
+    "QueryMatch",
+    "VectorRecord",
+    "VectorStore",
+]
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,15 @@ class EventuallyConsistent(Protocol):
     def wait_for_writes(self, namespace: str, *, timeout_s: float) -> bool:
         """Block until reads of ``namespace`` reflect this store's writes to it, for up to ``timeout_s``; True when
         confirmed, False when not confirmed in time or not confirmable."""
+        ...
+
+
+@runtime_checkable
+class MaintainedStore(Protocol):
+    """A store whose namespaces need housekeeping after writes (LanceDB: compaction, old versions, its index)."""
+
+    def maintain(self, namespace: str) -> None:
+        """Tidy one namespace after a committed run; never raises for housekeeping that could not run."""
         ...
 
 

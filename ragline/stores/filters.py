@@ -1,6 +1,7 @@
-"""Pinecone's metadata filter language: validation, a reference evaluator, and a translation to LanceDB SQL.
+"""Pinecone's metadata filter language: validation, a reference evaluator, a translation to LanceDB SQL and an
+evaluation over in-memory Arrow columns.
 
-Semantics (shared by ``matches`` and ``to_lance_where``; a store passes the contract only if both agree):
+Semantics (shared by ``matches``, ``to_lance_where`` and ``to_mask``; a store passes the contract only if they agree):
 
 - Numbers compare as float64 (Pinecone converts every number to a 64-bit float); booleans are not numbers,
   and strings, numbers and booleans never equal one another.
@@ -20,11 +21,16 @@ import json
 import math
 import operator
 import re
-from collections.abc import Callable, Collection
-from typing import Any, Literal, TypeGuard
+from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
+
+import numpy as np
 
 from ragline.errors import FilterError
 from ragline.records import Metadata, MetadataValue
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 Filter = dict[str, Any]
 """A metadata filter in Pinecone's language: $eq $ne $gt $gte $lt $lte $in $nin $exists $and $or."""
@@ -317,3 +323,95 @@ def _sql_number(value: int | float) -> str:
 
 def _sql_bool(value: bool) -> str:
     return "TRUE" if value else "FALSE"
+
+
+# --- evaluation over Arrow columns --------------------------------------------------------------------------
+
+
+def to_mask(f: Filter, columns: Mapping[str, pa.Array], rows: int) -> np.ndarray:
+    """Evaluate a filter over in-memory ``metadata_column`` columns: a boolean array, True where a row matches.
+
+    The same semantics as ``to_lance_where`` over the same layout (``columns`` maps column names to Arrow arrays
+    of ``rows`` rows; a key/kind with no column holds no values), computed with Arrow kernels instead of SQL.
+    """
+    validate_filter(f)
+    return _MaskBuilder(columns, rows).clause(f)
+
+
+class _MaskBuilder:
+    """Computes the row mask of one validated filter over in-memory columns."""
+
+    def __init__(self, columns: Mapping[str, pa.Array], rows: int) -> None:
+        self._columns = columns
+        self._rows = rows
+
+    def clause(self, clause: Filter) -> np.ndarray:
+        return self._all([self._item(key, value) for key, value in clause.items()])
+
+    def _item(self, key: str, value: Any) -> np.ndarray:
+        if key in _LOGICAL_OPERATORS:
+            parts = [self.clause(sub) for sub in value]
+            return self._all(parts) if key == "$and" else self._any(parts)
+        ops = value if isinstance(value, dict) else {"$eq": value}
+        return self._all([self._operator(key, op, operand) for op, operand in ops.items()])
+
+    def _operator(self, key: str, op: str, operand: Any) -> np.ndarray:
+        if op == "$exists":
+            return self._present(key) if operand else ~self._present(key)
+        if op in ("$eq", "$ne"):
+            hit = self._any_in(key, [operand])
+        elif op in ("$in", "$nin"):
+            hit = self._any_in(key, operand)
+        else:
+            return self._compare(key, op, operand)
+        return hit if op in ("$eq", "$in") else self._present(key) & ~hit
+
+    def _present(self, key: str) -> np.ndarray:
+        names = [c for kind in ("s", "n", "b", "l") if (c := metadata_column(key, kind)) in self._columns]
+        return self._any([_boolean(self._columns[c].is_valid()) for c in names])
+
+    def _any_in(self, key: str, values: list[Scalar]) -> np.ndarray:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        strings = [v for v in values if isinstance(v, str)]
+        numbers = [float(v) for v in values if _is_number(v)]
+        bools = [v for v in values if isinstance(v, bool)]
+        parts = []
+        scalar_columns: list[tuple[ColumnKind, list[Any], pa.DataType]] = [
+            ("s", strings, pa.string()),
+            ("b", bools, pa.bool_()),
+        ]
+        for kind, literals, value_type in scalar_columns:
+            column = self._columns.get(metadata_column(key, kind))
+            if column is not None and literals:
+                parts.append(_boolean(pc.is_in(column, value_set=pa.array(literals, value_type))))
+        column = self._columns.get(metadata_column(key, "n"))
+        if column is not None and numbers:  # numpy: -0.0 equals 0.0 (Arrow's is_in hashes bits); NaN (null) nothing
+            parts.append(np.isin(column.to_numpy(zero_copy_only=False), numbers))
+        column = self._columns.get(metadata_column(key, "l"))
+        if column is not None and strings:
+            hits = _boolean(pc.is_in(pc.list_flatten(column), value_set=pa.array(strings, pa.string())))
+            parents = pc.list_parent_indices(column).to_numpy()
+            row_hits = np.zeros(self._rows, dtype=bool)
+            row_hits[parents[hits]] = True
+            parts.append(row_hits)
+        return self._any(parts)
+
+    def _compare(self, key: str, op: str, operand: int | float) -> np.ndarray:
+        column = self._columns.get(metadata_column(key, "n"))
+        if column is None:
+            return np.zeros(self._rows, dtype=bool)
+        values = column.to_numpy(zero_copy_only=False)  # nulls become NaN, which compares False
+        return np.asarray(_PY_COMPARISONS[op](values, float(operand)), dtype=bool)
+
+    def _all(self, parts: list[np.ndarray]) -> np.ndarray:
+        return np.logical_and.reduce(parts) if parts else np.ones(self._rows, dtype=bool)
+
+    def _any(self, parts: list[np.ndarray]) -> np.ndarray:
+        return np.logical_or.reduce(parts) if parts else np.zeros(self._rows, dtype=bool)
+
+
+def _boolean(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """An Arrow boolean result as a numpy mask, nulls as False."""
+    return np.asarray(values.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)

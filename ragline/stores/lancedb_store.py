@@ -8,8 +8,19 @@ A namespace ``ns`` lives in table ``ns_<ns>`` with columns:
   bool or list<string>. Columns are added when a key/kind first appears. A key may hold different kinds in
   different records, as Pinecone allows: each kind has its own column, and filters look at all of them.
 
-Queries are exact (flat cosine search, no ANN index), with the filter translated to SQL by
-``filters.to_lance_where`` and applied as a prefilter, so ``top_k`` counts only matching records.
+Queries on a namespace of at most ``exact_search_max_vectors`` records are exact and in memory
+(``lance_exact.ExactIndex``: the table version read once, one matrix-vector product a query, the filter evaluated
+over in-memory columns); the cache is keyed by the table's identity and version, checked on every query, so a write
+by any process on this host is seen by the next query. Larger namespaces are searched by LanceDB: through the
+IVF_PQ vector index ``maintain`` builds for them (``ann_nprobes`` partitions, re-ranked exactly over
+``ann_refine_factor`` × top_k candidates), or flat until it exists. Filters are prefilters either way, so ``top_k``
+counts only matching records; an index search that finds fewer than ``top_k`` matches is redone flat.
+
+``maintain`` (run after each committed run) compacts a namespace's fragments once there are
+``compact_min_fragments`` of them, then deletes versions older than ``version_retention``: every write makes a
+version and a fragment, and old versions keep their files. Rollback never reads an old version (it rewrites ids from the
+record store), so only concurrent readers need the retention: a version another process is still reading stays
+on disk until it is that old.
 A namespace exists while it holds records: a delete that empties it drops its table.
 A table whose files cannot be read (a data file or manifest lost, truncated) raises ``IndexDamaged`` on every read;
 ``describe_namespace`` reads the id column to count, so a lost data file shows as damage, not as the old count.
@@ -19,10 +30,16 @@ lancedb is imported in the constructor, so importing this module stays cheap.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import threading
+import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +58,12 @@ from ragline.stores.base import (
     check_query_arguments,
 )
 from ragline.stores.filters import ColumnKind, column_cell, metadata_column, sql_string, to_lance_where
+from ragline.stores.lance_exact import ExactIndex, IndexKey
 
 if TYPE_CHECKING:
     from lancedb.table import Table
+
+log = logging.getLogger(__name__)
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _TABLE_PREFIX = "ns_"
@@ -59,16 +79,34 @@ _KIND_TYPES: dict[ColumnKind, pa.DataType] = {
 _VENDOR_ERRORS = (ValueError, TypeError, RuntimeError, OSError)  # what lancedb and pyarrow raise
 _READ_FAILURES = (RuntimeError, OSError)  # what lance raises when a table's files are missing or damaged
 _SOURCE_LOCATION = re.compile(r",\s*/\S+\.rs:\d+:\d+")  # the Rust source location lance appends to errors
+_TABLE_ID = b"ragline.table"  # schema metadata: a table's identity, so a dropped and re-created table is not stale
 
 
 class LanceDBStore:
     """A ``VectorStore`` on a LanceDB directory; see the module docstring for the table layout."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        exact_search_max_vectors: int = 300_000,
+        ann_nprobes: int = 32,
+        ann_refine_factor: int = 10,
+        compact_min_fragments: int = 8,
+        version_retention: timedelta = timedelta(minutes=10),
+    ) -> None:
         import lancedb  # heavy (~1.5 s): only when a store is actually built
 
         with _vendor_errors(f"opening {path}"):
             self._db = lancedb.connect(Path(path))
+        self._path = Path(path)
+        self._exact_limit = exact_search_max_vectors
+        self._nprobes = ann_nprobes
+        self._refine_factor = ann_refine_factor
+        self._compact_min_fragments = compact_min_fragments
+        self._retention = version_retention
+        self._exact: dict[str, ExactIndex] = {}
+        self._exact_lock = threading.Lock()
 
     def upsert(self, records: Sequence[VectorRecord], *, namespace: str) -> int:
         """Insert or overwrite records by id (the last of duplicate ids wins); returns the distinct ids written."""
@@ -79,7 +117,8 @@ class LanceDBStore:
         table = self._open(name)
         with _vendor_errors(f"upsert into namespace {namespace!r}"):
             if table is None:
-                self._db.create_table(name, data=batch.to_arrow(batch.schema()))
+                schema = batch.schema().with_metadata({_TABLE_ID: uuid.uuid4().hex.encode()})
+                self._db.create_table(name, data=batch.to_arrow(schema))
                 return batch.size
             _check_dimension(table, batch.dimension, namespace)
             new_fields = [f for f in batch.schema() if f.name not in table.schema.names]
@@ -106,19 +145,100 @@ class LanceDBStore:
         if table is None:
             return []
         _check_dimension(table, len(query_vector), namespace)
-        columns = ["id", "metadata", "_distance", *(["vector"] if include_values else [])]
         with _read_errors(namespace, "query"):
-            search = (
-                table.search(query_vector, vector_column_name="vector")
-                .distance_type("cosine")  # type: ignore[attr-defined]  # on the vector query builder
-                .bypass_vector_index()
-                .select(columns)
-                .limit(top_k)
+            exact = self._exact_index(name, table)
+            if exact is not None:
+                return exact.search(query_vector, top_k, filter, include_values)
+            indexed = any(i.columns == ["vector"] for i in table.list_indices())
+            matches = self._lance_search(table, query_vector, top_k, filter, include_values, indexed)
+            if indexed and len(matches) < top_k:  # the probed partitions held too few matches
+                matches = self._lance_search(table, query_vector, top_k, filter, include_values, False)
+        return matches
+
+    def maintain(self, namespace: str) -> None:
+        """Once the namespace has ``compact_min_fragments`` fragments, compact them and delete versions older than
+        the retention (one LanceDB ``optimize``); build its vector index once it holds more than
+        ``exact_search_max_vectors`` records.
+
+        Housekeeping only: a failure (another process compacting at the same moment) is logged, not raised.
+        """
+        table = self._open(_table_name(namespace))
+        if table is None:
+            return
+        try:
+            with _vendor_errors(f"maintenance of namespace {namespace!r}"):
+                self._maintain(table)
+        except StoreError as exc:
+            log.warning("%s", exc)
+
+    def _maintain(self, table: Table) -> None:
+        stats: Any = table.stats()  # a dict at run time, typed as a class
+        fragments = int(stats["fragment_stats"]["num_fragments"])
+        if self._compact_min_fragments and fragments >= self._compact_min_fragments:
+            with warnings.catch_warnings():  # lancedb warns about a zero retention, which is the caller's choice
+                warnings.simplefilter("ignore", UserWarning)
+                table.optimize(cleanup_older_than=self._retention)  # also adds new rows to the vector index
+        rows = table.count_rows()
+        if rows > self._exact_limit and not any(i.columns == ["vector"] for i in table.list_indices()):
+            table.create_index(
+                metric="cosine",
+                index_type="IVF_PQ",
+                num_partitions=max(1, int(rows**0.5)),
+                num_sub_vectors=_sub_vectors(_dimension(table)),
+                vector_column_name="vector",
             )
-            if filter is not None:
-                search = search.where(to_lance_where(filter, table.schema.names), prefilter=True)
-            rows = search.to_arrow()
-        return _matches(rows, include_values)
+
+    def _exact_index(self, name: str, table: Table) -> ExactIndex | None:
+        """The in-memory index of the table's current version (built on a miss), or None above the size limit.
+
+        A hit also needs every data file seen at build time to be on disk unchanged: a lost or truncated file
+        makes the next query read the table again, which reports the damage as every read does.
+        """
+        key: IndexKey = ((table.schema.metadata or {}).get(_TABLE_ID, b"").decode(), table.version)
+        files = self._data_files(name)
+        cached = self._exact.get(name)
+        if cached is not None and cached.key == key and cached.files <= files:
+            return cached
+        with self._exact_lock:
+            self._exact.pop(name, None)
+            if table.count_rows() > self._exact_limit:
+                return None
+            filter_columns = [c for c in table.schema.names if c not in _BASE_COLUMNS]
+            rows = table.search().select([*_BASE_COLUMNS, *filter_columns]).limit(None).to_arrow()
+            self._exact[name] = ExactIndex.build(key, files, rows, filter_columns)
+            return self._exact[name]
+
+    def _data_files(self, name: str) -> frozenset[tuple[str, int]]:
+        """Names and sizes of the files in the table's data folder (LanceDB's on-disk layout)."""
+        try:
+            with os.scandir(self._path / f"{name}.lance" / "data") as entries:
+                return frozenset((e.name, e.stat().st_size) for e in entries)
+        except FileNotFoundError:
+            return frozenset()
+
+    def _lance_search(
+        self,
+        table: Table,
+        query_vector: np.ndarray,
+        top_k: int,
+        filter: Filter | None,
+        include_values: bool,
+        indexed: bool,
+    ) -> list[QueryMatch]:
+        columns = ["id", "metadata", "_distance", *(["vector"] if include_values else [])]
+        search = (
+            table.search(query_vector, vector_column_name="vector")
+            .distance_type("cosine")  # type: ignore[attr-defined]  # on the vector query builder
+            .select(columns)
+            .limit(top_k)
+        )
+        if indexed:
+            search = search.nprobes(self._nprobes).refine_factor(self._refine_factor)
+        else:
+            search = search.bypass_vector_index()
+        if filter is not None:
+            search = search.where(to_lance_where(filter, table.schema.names), prefilter=True)
+        return _matches(search.to_arrow(), include_values)
 
     def fetch(self, ids: Sequence[str], *, namespace: str) -> dict[str, VectorRecord]:
         """The records with these ids that exist, in the order asked for."""
@@ -316,6 +436,11 @@ def _vector_matrix(vectors: Sequence[Any], what: str) -> np.ndarray:
     if not np.any(matrix, axis=1).all():
         raise StoreError(f"{what}: an all-zero vector has no cosine similarity")
     return matrix
+
+
+def _sub_vectors(dimension: int) -> int:
+    """PQ sub-vectors: about 8 dimensions each, a divisor of the dimension."""
+    return max(d for d in range(1, dimension // 8 + 1) if dimension % d == 0) if dimension >= 8 else 1
 
 
 def _dimension(table: Table) -> int:
