@@ -92,7 +92,8 @@ def write_batches(
     on_progress: Progress | None = None,
 ) -> StagesOutcome:
     """load → (reverify) → chunk → dedupe → embed → validate → upsert for each batch of ``batch_size`` items; up to
-    ``steps.window`` batches embed while the next one loads. The run's writes are pending until ``commit``."""
+    ``steps.window`` batches embed while the next one loads, and the validation suites are built beside the first.
+    The run's writes are pending until ``commit``."""
     stats, counts = IngestStats(), FreshnessCounts()
     source = iter(items)
     embedding: deque[tuple[int, Pending[stages.EmbeddedBatch]]] = deque()
@@ -104,6 +105,7 @@ def write_batches(
         stats.add(steps.run(stages.validate, f"validate-{group}", run, batch))
         stats.add(steps.run(stages.upsert, f"upsert-{group}", run, batch, write))
 
+    warming: threading.Thread | None = None
     with steps.session():
         group = 0
         while True:
@@ -119,6 +121,9 @@ def write_batches(
                 deduped = steps.run(stages.dedupe, f"dedupe-{group}", run, chunked)
                 stats.add(deduped.stats)
                 if deduped.documents:
+                    if not warming:  # GX takes seconds to import: only a run that will validate something pays
+                        warming = threading.Thread(target=warm_up, name="ragline-gx-warm-up", daemon=True)
+                        warming.start()
                     embedding.append((group, steps.submit(stages.embed, f"embed-{group}", run, deduped)))
             while len(embedding) > (0 if plan.exhausted else steps.window):
                 write_oldest()
@@ -150,7 +155,6 @@ def ingest(
     with c.locks.hold(namespace):
         run = steps.run(stages.open_run, "open", namespace, source.name)
         with rollback_on_failure(c, run):
-            threading.Thread(target=warm_up, name="ragline-gx-warm-up", daemon=True).start()
             outcome = run_stages(
                 steps, run, source.items(), batch_size=c.config.batch_size, cleanup=cleanup, on_progress=on_progress
             )
