@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from ragline import progress
 from ragline.batching import batched
 from ragline.components import Components
 from ragline.indexing.health import crashed_runs
@@ -54,7 +55,9 @@ def reconcile(c: Components, namespace: str, *, repair: bool = True, sample_size
     rolled_back = recover(c, namespace) if repair else []
     crashed = [] if repair else crashed_runs(c.locks, c.records.journal, namespace)
     expected = set(c.records.journal.live_chunk_ids(namespace))
+    progress.phase(f"reconcile {namespace}: reading the index's ids", "ids")
     indexed = set(c.store.list_ids(namespace=namespace))
+    progress.advance(len(indexed))
     present = sorted(expected & indexed)
     sample = sorted(random.Random(namespace).sample(present, min(sample_size, len(present))))
     sample_rows = c.records.journal.chunk_rows(namespace, sample)
@@ -72,8 +75,11 @@ def reconcile(c: Components, namespace: str, *, repair: bool = True, sample_size
         crashed_pending=sum(len(c.records.journal.pending_chunk_ids(run_id)) for run_id in crashed),
     )
     if repair and not report.in_sync:
-        rows = c.records.journal.chunk_rows(namespace, report.missing + report.different)
-        upsert_rows(c, namespace, list(rows.values()))
+        rows = list(c.records.journal.chunk_rows(namespace, report.missing + report.different).values())
+        progress.phase(f"reconcile {namespace}: repairing", "chunks", len(rows))
+        for batch in batched(rows, STORE_BATCH):
+            upsert_rows(c, namespace, batch)
+            progress.advance(len(batch))
         for part in batched(report.orphans, STORE_BATCH):
             c.store.delete(namespace=namespace, ids=part)
         if report.keywords is not None:
