@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional, get_args
 import typer
 from rich.table import Table
 
+from ragline.cli.progress import showing_progress
 from ragline.cli.shared import FlowOption, HomeOption, NamespaceOption, console, in_range, styled, tracked
 from ragline.config import RaglineConfig, RetrievalMode, load_config
 
@@ -90,7 +91,8 @@ def _evaluate_directly(config: RaglineConfig) -> list[str]:
     from ragline.evaluation.suite import golden_sets, run_suite
     from ragline.indexing.journal import new_run_id
 
-    run = run_suite(build_components(config), golden_sets(config), run_id=new_run_id())
+    with showing_progress():
+        run = run_suite(build_components(config), golden_sets(config), run_id=new_run_id())
     trends = {(t.dataset, t.mode): t for t in run.trends}
     for report in run.reports:
         summary = report.metrics  # one row per mode

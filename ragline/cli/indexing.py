@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from ragline.cli.progress import showing_progress
 from ragline.cli.shared import (
     FlowOption,
     HomeOption,
@@ -50,28 +51,15 @@ def ingest_command(
 
 
 def _ingest_directly(path: Path, config: RaglineConfig) -> None:
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from ragline.components import build_components
     from ragline.indexing.pipeline import ingest
     from ragline.indexing.report import summary_rows
-    from ragline.indexing.stats import IngestStats
     from ragline.sources import open_source
 
     source = open_source(path, max_file_bytes=config.max_file_bytes)
     components = build_components(config)
-    columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        bar = progress.add_task("loading", total=None)
-
-        def show(stats: IngestStats) -> None:
-            progress.update(
-                bar,
-                description=f"{stats.documents_seen} documents read, {stats.chunks_written} chunks written, "
-                f"{stats.embeddings_computed} embedded",
-            )
-
-        result = ingest(components, source, on_progress=show)
+    with showing_progress():
+        result = ingest(components, source)
     table = Table(title=f"run {result.run_id}: {result.source} → namespace {result.namespace}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -169,14 +157,17 @@ def reconcile_command(
     config = load_config(namespace=namespace, home=home, index_version=index_version)
     components = build_components(config)
     ns = write_namespace(components.records, config)
-    if dry_run:
-        report = reconcile(components, ns, repair=False)
-    else:
-        with components.locks.hold(ns):
-            if rebuild:
-                _show_rebuild(rebuild_index(components, ns))
-                return
-            report = reconcile(components, ns, force=force)
+    if rebuild:
+        with components.locks.hold(ns), showing_progress():
+            rebuilt = rebuild_index(components, ns)
+        _show_rebuild(rebuilt)
+        return
+    with showing_progress():
+        if dry_run:
+            report = reconcile(components, ns, repair=False)
+        else:
+            with components.locks.hold(ns):
+                report = reconcile(components, ns, force=force)
     verb = "repaired" if report.repaired else "found"
     runs = (
         f"{len(report.crashed_runs)} crashed runs ({report.crashed_pending} pending chunks) to roll back"
@@ -299,7 +290,8 @@ def _backfill_directly(path: Path, config: RaglineConfig, export_dir: Path | Non
             soft_wrap=True,
         )
 
-    result = run_backfill(components, source, spec, on_progress=show)
+    with showing_progress():
+        result = run_backfill(components, source, spec, on_progress=show)
     ran = [o for o in result.outcomes if not o.skipped]
     console.print(
         f"backfill {result.backfill_id} complete: {len(ran)} partitions run, "
@@ -386,7 +378,8 @@ def _refresh_directly(config: RaglineConfig, paths: list[Path] | None, namespace
     from ragline.indexing.refresh_report import reconcile_rows, source_rows, transposed
 
     c = build_components(config)
-    report = refresh(c, refresh_targets(config, c.records, paths, namespace=namespace, ttl=ttl))
+    with showing_progress():
+        report = refresh(c, refresh_targets(config, c.records, paths, namespace=namespace, ttl=ttl))
     header, lines = transposed(source_rows(report), "source")
     table = Table(title="refresh")
     for column in ("", *header):

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
+from ragline import progress
 from ragline.components import Components
 from ragline.errors import ConfigError
 from ragline.evaluation.datasets import EvalDataset
@@ -125,11 +126,13 @@ def evaluate_mode(
     search(c, queries[0][1], namespace=namespace, mode=retrieval_mode, top_k=depth)  # loads models, builds BM25 state
     per_query: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
+    progress.phase(f"{dataset.name}, {mode} retrieval", "queries", len(queries))
     for query_id, text in queries:
         start = time.perf_counter()
         result = search(c, text, namespace=namespace, mode=retrieval_mode, top_k=depth)
         seconds[query_id] = time.perf_counter() - start
         per_query[query_id] = query_metrics(ranked_documents(result.hits), dataset.qrels[query_id], k)
+        progress.advance(1)
     log.info("%s/%s: %d queries evaluated", dataset.name, mode, len(queries))
     return ModeResult(dataset.name, namespace, mode, k, per_query, seconds)
 

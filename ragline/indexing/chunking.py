@@ -22,11 +22,14 @@ Decisions:
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from ragline.errors import ChunkingError, ConfigError
 from ragline.records import Chunk, Document, Metadata, make_chunk_id, sha256_hex, stable_json
+
+if TYPE_CHECKING:
+    from langchain_text_splitters import MarkdownHeaderTextSplitter
 
 CHUNKER_VERSION = "1"
 """Bump when the splitting algorithm changes: it is part of ``config_hash``, so every document is re-chunked."""
@@ -55,7 +58,12 @@ class Chunker:
         self.tokenizer_id = tokenizer_id
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
-        self._markdown = MarkdownHeaderTextSplitter(headers_to_split_on=_HEADERS, strip_headers=False)
+
+    @cached_property
+    def _markdown(self) -> MarkdownHeaderTextSplitter:
+        from langchain_text_splitters import MarkdownHeaderTextSplitter  # imported when a document is split
+
+        return MarkdownHeaderTextSplitter(headers_to_split_on=_HEADERS, strip_headers=False)
 
     @property
     def config_hash(self) -> str:
@@ -94,6 +102,8 @@ class Chunker:
             count = self._count(text)
             if count <= self.chunk_size:
                 return [(text, count)] if count else []
+        from langchain_text_splitters import RecursiveCharacterTextSplitter
+
         splitter = RecursiveCharacterTextSplitter(
             separators=_SEPARATORS,
             chunk_size=self.chunk_size,

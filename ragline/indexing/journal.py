@@ -26,6 +26,7 @@ from ragline.embedders.cache import embed_with_cache
 from ragline.indexing.consistency import await_writes, within_window
 from ragline.indexing.health import require_whole_index
 from ragline.indexing.keywords import keep_encoding_current, live_records, sparse_problems
+from ragline.indexing.seal import Seal, current_seal
 from ragline.records import index_metadata
 from ragline.recordstore import LIVE, ChunkRow
 from ragline.stores.base import VectorRecord, VectorStore
@@ -39,11 +40,13 @@ STORE_BATCH = 1000
 
 @dataclass(frozen=True)
 class RunRef:
-    """An open run: its id, the physical namespace it writes and the source it reads."""
+    """An open run: its id, the physical namespace it writes and the source it reads, and the index's seal when it
+    opened on files the last run checked (``ragline.indexing.seal``)."""
 
     run_id: str
     namespace: str
     source: str
+    seal: Seal | None = None
 
 
 def new_run_id() -> str:
@@ -54,13 +57,15 @@ def new_run_id() -> str:
 def open_run(c: Components, namespace: str, source: str, *, check_index: bool = True) -> RunRef:
     """Refuse an index that lost vectors, finish what crashed runs left, check the namespace's model, open a run.
 
-    ``check_index=False`` skips the first check, for runs that write a bulk-import file instead of the index.
+    ``check_index=False`` skips the first check, for runs that write a bulk-import file instead of the index; so does
+    an index sealed by the last run (its files are the ones that run checked).
     """
-    if check_index:
+    seal = current_seal(c, namespace)
+    if check_index and seal is None:
         require_whole_index(c.store, c.records.journal, namespace)
     recover(c, namespace)
     c.records.journal.bind_namespace_model(namespace, c.embedder.model_id, c.embedder.dimension)
-    run = RunRef(new_run_id(), namespace, source)
+    run = RunRef(new_run_id(), namespace, source, seal)
     c.records.journal.begin_run(run.run_id, namespace, source)
     log.info("run %s opened on namespace %s for source %s", run.run_id, namespace, source)
     return run

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from ragline import progress
 from ragline.components import Components
 from ragline.config import CleanupMode
 from ragline.costs import usage_now
@@ -100,24 +101,29 @@ def write_batches(
     track_seen: bool = True,
 ) -> StagesOutcome:
     """load → (reverify) → chunk → dedupe → embed → validate → upsert for each batch of ``batch_size`` items; up to
-    ``steps.window`` batches embed while the next one loads. The run's writes are pending until ``commit``.
-    ``track_seen``: record the documents read (a full cleanup's commit deletes the others)."""
+    ``steps.window`` batches embed while the next one loads, and the validation suites are built beside the first.
+    The run's writes are pending until ``commit``. ``track_seen``: record the documents read (a full cleanup's
+    commit deletes the others)."""
     stats, counts = IngestStats(), FreshnessCounts()
     source = iter(items)
-    embedding: deque[tuple[int, Pending[stages.EmbeddedBatch]]] = deque()
+    embedding: deque[tuple[int, Pending[stages.EmbeddedBatch], int]] = deque()
 
     def write_oldest() -> None:
-        group, pending = embedding.popleft()
+        group, pending, documents = embedding.popleft()
         batch = pending.result()
         stats.add(batch.stats)
         stats.add(steps.run(stages.validate, f"validate-{group}", run, batch))
         stats.add(steps.run(stages.upsert, f"upsert-{group}", run, batch, write))
+        progress.advance(documents)
 
+    warming: threading.Thread | None = None
+    progress.phase(f"{run.source} → {run.namespace}", "documents")
     with steps.session():
         group = 0
         while True:
             plan = steps.run(stages.load, f"load-{group}", run, source, batch_size, track_seen)
             stats.add(plan.stats)
+            documents = plan.stats.documents_seen  # done once their batch is written
             if freshness is not None and plan.unchanged:
                 reverified = steps.run(stages.reverify, f"reverify-{group}", run, plan, freshness)
                 stats.add(reverified.stats)
@@ -128,7 +134,12 @@ def write_batches(
                 deduped = steps.run(stages.dedupe, f"dedupe-{group}", run, chunked)
                 stats.add(deduped.stats)
                 if deduped.documents:
-                    embedding.append((group, steps.submit(stages.embed, f"embed-{group}", run, deduped)))
+                    if not warming:  # GX takes seconds to import: only a run that will validate something pays
+                        warming = threading.Thread(target=warm_up, name="ragline-gx-warm-up", daemon=True)
+                        warming.start()
+                    embedding.append((group, steps.submit(stages.embed, f"embed-{group}", run, deduped), documents))
+                    documents = 0
+            progress.advance(documents)
             while len(embedding) > (0 if plan.exhausted else steps.window):
                 write_oldest()
             if on_progress:
@@ -159,7 +170,6 @@ def ingest(
     with c.locks.hold(namespace):
         run = steps.run(stages.open_run, "open", namespace, source.name)
         with rollback_on_failure(c, run):
-            threading.Thread(target=warm_up, name="ragline-gx-warm-up", daemon=True).start()
             outcome = run_stages(
                 steps, run, source.items(), batch_size=c.config.batch_size, cleanup=cleanup, on_progress=on_progress
             )

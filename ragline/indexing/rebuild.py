@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ragline import progress
 from ragline.batching import batched
 from ragline.components import Components
 from ragline.errors import ConfigError, IndexDamaged, StoreError, ValidationFailed
@@ -79,9 +80,11 @@ def rebuild_index(c: Components, namespace: str) -> IndexRebuild:
         indexed, dropped = set(), True
     live = journal.live_chunk_ids(namespace)
     embedded = 0
+    progress.phase(f"rebuild {namespace}", "chunks", len(live))
     for part in batched(live, STORE_BATCH):
         rows = journal.chunk_rows(namespace, part)
         embedded += upsert_rows(c, namespace, [rows[chunk_id] for chunk_id in part])
+        progress.advance(len(part))
     orphans = sorted(indexed.difference(live))
     for part in batched(orphans, STORE_BATCH):
         c.store.delete(namespace=namespace, ids=part)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from ragline import progress
 from ragline.batching import batched
 from ragline.components import Components
 from ragline.costs import usage_now
@@ -81,7 +82,9 @@ def reconcile(
     crashed = [] if repair else crashed_runs(c.locks, c.records.journal, namespace)
     await_writes(c, namespace)
     expected = set(c.records.journal.live_chunk_ids(namespace))
+    progress.phase(f"reconcile {namespace}: reading the index's ids", "ids")
     indexed = set(c.store.list_ids(namespace=namespace))
+    progress.advance(len(indexed))
     recovering = set() if repair else _recovered_by_repair(c, namespace, unfinished)
     present = sorted((expected & indexed) - recovering)
     sample = sorted(random.Random(namespace).sample(present, min(sample_size, len(present))))
@@ -104,8 +107,11 @@ def reconcile(
     if repair and report.refusal:
         raise ReconcileRefused(report.refusal)
     if repair and not report.in_sync:
-        rows = c.records.journal.chunk_rows(namespace, report.missing + report.different)
-        upsert_rows(c, namespace, list(rows.values()))
+        rows = list(c.records.journal.chunk_rows(namespace, report.missing + report.different).values())
+        progress.phase(f"reconcile {namespace}: repairing", "chunks", len(rows))
+        for batch in batched(rows, STORE_BATCH):
+            upsert_rows(c, namespace, batch)
+            progress.advance(len(batch))
         for part in batched(report.orphans, STORE_BATCH):
             c.store.delete(namespace=namespace, ids=part)
         if report.keywords is not None:

@@ -34,6 +34,7 @@ from ragline.indexing.journal import (
 )
 from ragline.indexing.keywords import pending_records
 from ragline.indexing.near_duplicates import TAG_KEY
+from ragline.indexing.seal import still_sealed, write_seal
 from ragline.indexing.stats import FreshnessCounts, IngestStats
 from ragline.indexing.validation import validate_chunks, validate_embeddings
 from ragline.limits import MAX_METADATA_BYTES
@@ -326,27 +327,21 @@ def verify(c: Components, run: RunRef) -> IngestStats:
     Checks: the namespace's vector count equals the record store's distinct ids; sampled chunks of this run (or,
     if it wrote none, live ones) fetch back with equal vector and metadata (counts cannot see an overwrite); a
     sampled chunk's own vector finds it. Each check first waits until reads reflect the run's writes, and fails only
-    on a difference that outlasts ``consistency_wait`` (``ragline.indexing.consistency``).
+    on a difference that outlasts ``consistency_wait`` (``ragline.indexing.consistency``). On an index still sealed
+    by the last run (``ragline.indexing.seal``) the count is the seal's and nothing is fetched back: those files
+    passed these checks.
     """
     stats = IngestStats()
     before = usage_now(c.embedder, c.store, c.sparse)
     with stats.timed("verify"):
         failures: list[str] = []
         expected = c.records.journal.expected_index_ids_count(run.namespace)
-        actual = settled_count(c, run.namespace, expected)
+        seal = still_sealed(c, run.namespace, run.seal)  # the files the last run checked, and this run wrote none
+        actual = seal.vectors if seal else settled_count(c, run.namespace, expected)
         if expected != actual:
             failures.append(f"namespace {run.namespace!r} holds {actual} vectors; the record store expects {expected}")
-        if c.sparse is not None and expected != (sparse := settled_count(c, run.namespace, expected, c.sparse)):
-            failures.append(
-                f"namespace {run.namespace!r} holds {sparse} sparse vectors; the record store expects {expected} "
-                "(a namespace indexed before it had a sparse index: run `ragline reconcile` to fill it)"
-            )
-        k = c.config.validation_sample_size
-        sample = c.records.journal.sample_chunk_ids(run.namespace, k, run_id=run.run_id)
-        state = PENDING
-        if not sample:
-            sample, state = c.records.journal.sample_chunk_ids(run.namespace, k), LIVE
-        failures += _check_fetch_back(c, run.namespace, c.records.journal.chunk_rows(run.namespace, sample, state))
+        if seal is None:
+            failures += _index_problems(c, run, expected)
         if failures:
             raise ValidationFailed(f"reconciliation of run {run.run_id} failed", failures)
     stats.add_usage(c, before)
@@ -355,8 +350,8 @@ def verify(c: Components, run: RunRef) -> IngestStats:
 
 def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = False) -> IngestStats:
     """Make the run live, delete the ids it made stale (changed documents' leftovers, removed documents), check the
-    count once the deletes are visible, then let the store tidy the namespace (``MaintainedStore``: LanceDB compacts
-    and drops old versions).
+    count once the deletes are visible, let the store tidy a namespace the run changed (``MaintainedStore``: LanceDB
+    compacts and drops old versions) and seal the index for the next run.
 
     ``exported``: the run's records went to a bulk-import file, not the index: only the record store commits.
     """
@@ -369,7 +364,8 @@ def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = Fa
             return stats
         stats.chunks_deleted = delete_tombstones(c, run.namespace)
         live = c.records.journal.live_chunk_count(run.namespace)
-        counts = {"vectors": settled_count(c, run.namespace, live)}
+        seal = still_sealed(c, run.namespace, run.seal)
+        counts = {"vectors": seal.vectors if seal else settled_count(c, run.namespace, live)}
         if c.sparse is not None:
             counts["sparse vectors"] = settled_count(c, run.namespace, live, c.sparse)
         drifted = [
@@ -379,8 +375,9 @@ def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = Fa
         ]
         if drifted:
             raise ValidationFailed(f"run {run.run_id} committed but the index drifted", drifted)
-        if isinstance(c.store, MaintainedStore):
+        if seal is None and isinstance(c.store, MaintainedStore):
             c.store.maintain(run.namespace)
+        write_seal(c, run.namespace, live)
     stats.add_usage(c, before)
     return stats
 
@@ -406,6 +403,22 @@ def _oversized(chunks: Sequence[Chunk]) -> str | None:
         if size > MAX_METADATA_BYTES:
             return f"chunk metadata is {size} bytes, over the index's {MAX_METADATA_BYTES}-byte limit"
     return None
+
+
+def _index_problems(c: Components, run: RunRef, expected: int) -> list[str]:
+    """What the index disagrees on: its sparse count, sampled chunks fetched back, a sampled chunk's own query."""
+    failures = []
+    if c.sparse is not None and expected != (sparse := settled_count(c, run.namespace, expected, c.sparse)):
+        failures.append(
+            f"namespace {run.namespace!r} holds {sparse} sparse vectors; the record store expects {expected} "
+            "(a namespace indexed before it had a sparse index: run `ragline reconcile` to fill it)"
+        )
+    k = c.config.validation_sample_size
+    sample = c.records.journal.sample_chunk_ids(run.namespace, k, run_id=run.run_id)
+    state = PENDING
+    if not sample:
+        sample, state = c.records.journal.sample_chunk_ids(run.namespace, k), LIVE
+    return failures + _check_fetch_back(c, run.namespace, c.records.journal.chunk_rows(run.namespace, sample, state))
 
 
 def _check_fetch_back(c: Components, namespace: str, rows: dict[str, ChunkRow]) -> list[str]:

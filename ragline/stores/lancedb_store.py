@@ -24,11 +24,14 @@ on disk until it is that old.
 A namespace exists while it holds records: a delete that empties it drops its table.
 A table whose files cannot be read (a data file or manifest lost, truncated) raises ``IndexDamaged`` on every read;
 ``describe_namespace`` reads the id column to count, so a lost data file shows as damage, not as the old count.
-lancedb is imported in the constructor, so importing this module stays cheap.
+lancedb (~1.5 s to import) is imported and the directory opened on first use, so importing this module and building
+a store stay cheap. ``fingerprint`` reads only the file system: a run that changes nothing checks its seal with it
+(``ragline.indexing.seal``) without importing lancedb.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -40,6 +43,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +65,7 @@ from ragline.stores.filters import ColumnKind, column_cell, metadata_column, sql
 from ragline.stores.lance_exact import ExactIndex, IndexKey
 
 if TYPE_CHECKING:
+    from lancedb.db import DBConnection
     from lancedb.table import Table
 
 log = logging.getLogger(__name__)
@@ -95,10 +100,6 @@ class LanceDBStore:
         compact_min_fragments: int = 8,
         version_retention: timedelta = timedelta(minutes=10),
     ) -> None:
-        import lancedb  # heavy (~1.5 s): only when a store is actually built
-
-        with _vendor_errors(f"opening {path}"):
-            self._db = lancedb.connect(Path(path))
         self._path = Path(path)
         self._exact_limit = exact_search_max_vectors
         self._nprobes = ann_nprobes
@@ -107,6 +108,26 @@ class LanceDBStore:
         self._retention = version_retention
         self._exact: dict[str, ExactIndex] = {}
         self._exact_lock = threading.Lock()
+
+    @cached_property
+    def _db(self) -> DBConnection:
+        import lancedb  # heavy (~1.5 s): only when the index is read or written
+
+        with _vendor_errors(f"opening {self._path}"):
+            return lancedb.connect(self._path)
+
+    def fingerprint(self, namespace: str) -> str | None:
+        """A digest of the namespace's files (names, sizes, modification times), None if it has none: every write
+        makes a new table version, so any write, repair or damage changes it. Reads only the file system."""
+        root = self._path / f"{_table_name(namespace)}.lance"
+        entries = sorted(
+            f"{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}" for path, stat in _file_stats(root)
+        )
+        return hashlib.sha256("\n".join(entries).encode()).hexdigest() if entries else None
+
+    def seal_path(self, namespace: str) -> Path:
+        """Where the namespace's seal is kept: beside its table, where LanceDB does not look."""
+        return self._path / f"{_table_name(namespace)}.seal.json"
 
     def upsert(self, records: Sequence[VectorRecord], *, namespace: str) -> int:
         """Insert or overwrite records by id (the last of duplicate ids wins); returns the distinct ids written."""
@@ -397,6 +418,19 @@ def _table_name(namespace: str) -> str:
     if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
         raise StoreError(f"invalid namespace {namespace!r}: use 1-128 ASCII letters, digits, '-', '_' or '.'")
     return _TABLE_PREFIX + namespace
+
+
+def _file_stats(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Every file under ``root`` with its stat; nothing when ``root`` does not exist."""
+    try:
+        entries = list(os.scandir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _file_stats(Path(entry.path))
+        else:
+            yield entry.path, entry.stat(follow_symlinks=False)
 
 
 def _checked_id(record_id: Any) -> str:
