@@ -7,7 +7,9 @@ process, each with a new state home: *direct* calls ``ragline.indexing.pipeline.
 *flow* calls ``ingest_flow`` against the server, which runs the same driver with every stage of every batch as a
 task run. Both load the model and import Great Expectations before the clock starts, so the timed part is the
 first ingest of the corpus and, for the flow, the flow run itself (creation, task runs, artifacts). Reports median
-seconds of each and the overhead (flow / direct − 1). Writes benchmarks/results/flow_overhead.json.
+seconds of each and the overhead (flow / direct − 1), and the same in CPU seconds: the run's process (all its
+threads) plus, for the flow, everything the Prefect server's processes did meanwhile. Wall time is what a user
+waits for; CPU seconds are what the machine's other jobs cannot move much. Writes benchmarks/results/flow_overhead.json.
 
 The datasets under ../shared are for benchmarks only: without them this script says so and exits.
 """
@@ -37,24 +39,54 @@ def child(kind: str, dataset: Path, home: Path) -> None:
     from ragline.config import load_config
     from ragline.indexing.validation import warm_up
 
-    config = load_config(home=home, namespace="bench")  # as the flow builds it: models dir from the environment
-    c = components_for(config)  # the flow's tasks find these same components, model loaded
+    config = load_config(
+        home=home, namespace="bench"
+    )  # as the flow builds it: models dir from the environment
+    c = components_for(
+        config
+    )  # the flow's tasks find these same components, model loaded
     c.embedder.embed(["warm up the model"])
     warm_up()
     if kind == "direct":
         from ragline.indexing.pipeline import ingest
         from ragline.sources import open_source
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         stats = ingest(c, open_source(dataset)).stats.as_dict()
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     else:
         from ragline.flows.ingest import ingest_flow
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         stats = ingest_flow(str(dataset), namespace="bench", home=str(home))
-        seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "stats": {k: v for k, v in stats.items() if k != "seconds"}}))
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu": cpu,
+                "stats": {k: v for k, v in stats.items() if k != "seconds"},
+            }
+        )
+    )
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants, from /proc (Linux)."""
+    total, pending = 0.0, [pid]
+    ticks = os.sysconf("SC_CLK_TCK")
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [
+                    int(child) for child in (task / "children").read_text().split()
+                ]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 def free_port() -> int:
@@ -65,9 +97,23 @@ def free_port() -> int:
 
 def start_server(prefect_home: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -85,7 +131,9 @@ def start_server(prefect_home: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("prefect server did not become healthy within 120 s")
 
 
-def measure(kind: str, dataset: Path, models_dir: Path, env: dict[str, str]) -> dict[str, object]:
+def measure(
+    kind: str, dataset: Path, models_dir: Path, env: dict[str, str]
+) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as home:
         done = subprocess.run(
             [
@@ -114,9 +162,15 @@ def measure(kind: str, dataset: Path, models_dir: Path, env: dict[str, str]) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=REPO.parent / "shared" / "datasets" / "cranfield")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        default=REPO.parent / "shared" / "datasets" / "cranfield",
+    )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--models-dir", type=Path, default=REPO / "data" / ".ragline" / "models")
+    parser.add_argument(
+        "--models-dir", type=Path, default=REPO / "data" / ".ragline" / "models"
+    )
     parser.add_argument("--child", choices=["direct", "flow"])
     parser.add_argument("--home", type=Path)
     args = parser.parse_args()
@@ -124,20 +178,40 @@ def main() -> None:
         child(args.child, args.dataset, args.home)
         return
     if not (args.dataset / "corpus.jsonl").is_file():
-        print(f"{args.dataset} not found: this benchmark needs the shared Cranfield dataset; nothing measured")
+        print(
+            f"{args.dataset} not found: this benchmark needs the shared Cranfield dataset; nothing measured"
+        )
         return
 
     with tempfile.TemporaryDirectory() as prefect_home:
         server, url = start_server(Path(prefect_home))
         try:
-            base = {k: v for k, v in os.environ.items() if not k.startswith(("RAGLINE_", "PREFECT_API"))}
-            base.update(HF_HUB_OFFLINE="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_HOME=prefect_home)
+            base = {
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("RAGLINE_", "PREFECT_API"))
+            }
+            base.update(
+                HF_HUB_OFFLINE="1",
+                PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                PREFECT_HOME=prefect_home,
+            )
             runs: dict[str, list[dict[str, object]]] = {"direct": [], "flow": []}
             for round_ in range(args.rounds):
-                for kind in ("direct", "flow") if round_ % 2 == 0 else ("flow", "direct"):
+                for kind in (
+                    ("direct", "flow") if round_ % 2 == 0 else ("flow", "direct")
+                ):
                     env = {**base, "PREFECT_API_URL": url} if kind == "flow" else base
+                    server_cpu = tree_cpu_seconds(server.pid)
                     runs[kind].append(measure(kind, args.dataset, args.models_dir, env))
-                    print(f"round {round_ + 1} {kind}: {runs[kind][-1]['seconds']:.2f} s", flush=True)
+                    runs[kind][-1]["server_cpu"] = (
+                        tree_cpu_seconds(server.pid) - server_cpu
+                    )
+                    last = runs[kind][-1]
+                    print(
+                        f"round {round_ + 1} {kind}: {last['seconds']:.2f} s, cpu {last['cpu']:.2f} s",
+                        flush=True,
+                    )
         finally:
             server.terminate()
             server.wait(30)
@@ -146,6 +220,12 @@ def main() -> None:
         raise SystemExit("the two paths counted different work")
     direct = statistics.median(float(r["seconds"]) for r in runs["direct"])  # type: ignore[arg-type]
     flow = statistics.median(float(r["seconds"]) for r in runs["flow"])  # type: ignore[arg-type]
+    # CPU: the run's own process (every thread) and, for the flow, all the Prefect server did meanwhile; the server's
+    # idle work during direct runs is not counted against them, so the CPU overhead is an upper bound
+    direct_cpu = statistics.median(float(r["cpu"]) for r in runs["direct"])  # type: ignore[arg-type]
+    flow_cpu = statistics.median(
+        float(r["cpu"]) + float(r["server_cpu"]) for r in runs["flow"]
+    )  # type: ignore[arg-type]
     stats = runs["direct"][0]["stats"]
     result = {
         "dataset": str(args.dataset.name),
@@ -155,6 +235,15 @@ def main() -> None:
         "direct_median_s": round(direct, 3),
         "flow_median_s": round(flow, 3),
         "overhead": round(flow / direct - 1, 4),
+        "direct_cpu_seconds": [round(float(r["cpu"]), 3) for r in runs["direct"]],  # type: ignore[arg-type]
+        "flow_cpu_seconds": [round(float(r["cpu"]), 3) for r in runs["flow"]],  # type: ignore[arg-type]
+        "flow_server_cpu_seconds": [
+            round(float(r["server_cpu"]), 3) for r in runs["flow"]
+        ],  # type: ignore[arg-type]
+        "direct_median_cpu_s": round(direct_cpu, 3),
+        "flow_median_cpu_s": round(flow_cpu, 3),
+        "cpu_overhead": round(flow_cpu / direct_cpu - 1, 4),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "chunks_written": stats["chunks_written"],  # type: ignore[index]
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
     }
