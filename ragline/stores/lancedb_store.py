@@ -8,9 +8,9 @@ A namespace ``ns`` lives in table ``ns_<ns>`` with columns:
   bool or list<string>. Columns are added when a key/kind first appears. A key may hold different kinds in
   different records, as Pinecone allows: each kind has its own column, and filters look at all of them.
 
-Queries on a namespace of at most ``exact_search_max_vectors`` records are exact and in memory
-(``lance_exact.ExactIndex``: the table version read once, one matrix-vector product a query, the filter evaluated
-over in-memory columns); the cache is keyed by the table's identity and version, checked on every query, so a write
+Queries on a namespace of at most ``exact_search_max_vectors`` records are answered in memory
+(``lance_exact.ExactIndex``: the table version read once, one matrix-vector product a query, through 8-bit codes
+first above ``quantize_above_vectors``, the filter evaluated over in-memory columns); the cache is keyed by the table's identity and version, checked on every query, so a write
 by any process on this host is seen by the next query. Larger namespaces are searched by LanceDB: through the
 IVF_PQ vector index ``maintain`` builds for them (``ann_nprobes`` partitions, re-ranked exactly over
 ``ann_refine_factor`` × top_k candidates), or flat until it exists. Filters are prefilters either way, so ``top_k``
@@ -62,7 +62,7 @@ from ragline.stores.base import (
     check_query_arguments,
 )
 from ragline.stores.filters import ColumnKind, column_cell, metadata_column, sql_string, to_lance_where
-from ragline.stores.lance_exact import ExactIndex, IndexKey
+from ragline.stores.lance_exact import QUANTIZE_ABOVE, ExactIndex, IndexKey
 
 if TYPE_CHECKING:
     from lancedb.db import DBConnection
@@ -95,6 +95,7 @@ class LanceDBStore:
         path: Path,
         *,
         exact_search_max_vectors: int = 300_000,
+        quantize_above_vectors: int = QUANTIZE_ABOVE,
         ann_nprobes: int = 32,
         ann_refine_factor: int = 10,
         compact_min_fragments: int = 8,
@@ -102,6 +103,7 @@ class LanceDBStore:
     ) -> None:
         self._path = Path(path)
         self._exact_limit = exact_search_max_vectors
+        self._quantize_above = quantize_above_vectors
         self._nprobes = ann_nprobes
         self._refine_factor = ann_refine_factor
         self._compact_min_fragments = compact_min_fragments
@@ -226,7 +228,7 @@ class LanceDBStore:
                 return None
             filter_columns = [c for c in table.schema.names if c not in _BASE_COLUMNS]
             rows = table.search().select([*_BASE_COLUMNS, *filter_columns]).limit(None).to_arrow()
-            self._exact[name] = ExactIndex.build(key, files, rows, filter_columns)
+            self._exact[name] = ExactIndex.build(key, files, rows, filter_columns, self._quantize_above)
             return self._exact[name]
 
     def _data_files(self, name: str) -> frozenset[tuple[str, int]]:
