@@ -39,12 +39,8 @@ def child(kind: str, dataset: Path, home: Path) -> None:
     from ragline.config import load_config
     from ragline.indexing.validation import warm_up
 
-    config = load_config(
-        home=home, namespace="bench"
-    )  # as the flow builds it: models dir from the environment
-    c = components_for(
-        config
-    )  # the flow's tasks find these same components, model loaded
+    config = load_config(home=home, namespace="bench")  # as the flow builds it: models dir from the environment
+    c = components_for(config)  # the flow's tasks find these same components, model loaded
     c.embedder.embed(["warm up the model"])
     warm_up()
     if kind == "direct":
@@ -81,9 +77,7 @@ def tree_cpu_seconds(pid: int) -> float:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / ticks
             for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [
-                    int(child) for child in (task / "children").read_text().split()
-                ]
+                pending += [int(child) for child in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):
             continue
     return total
@@ -131,9 +125,7 @@ def start_server(prefect_home: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("prefect server did not become healthy within 120 s")
 
 
-def measure(
-    kind: str, dataset: Path, models_dir: Path, env: dict[str, str]
-) -> dict[str, object]:
+def measure(kind: str, dataset: Path, models_dir: Path, env: dict[str, str]) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as home:
         done = subprocess.run(
             [
@@ -168,9 +160,7 @@ def main() -> None:
         default=REPO.parent / "shared" / "datasets" / "cranfield",
     )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument(
-        "--models-dir", type=Path, default=REPO / "data" / ".ragline" / "models"
-    )
+    parser.add_argument("--models-dir", type=Path, default=REPO / "data" / ".ragline" / "models")
     parser.add_argument("--child", choices=["direct", "flow"])
     parser.add_argument("--home", type=Path)
     args = parser.parse_args()
@@ -178,19 +168,13 @@ def main() -> None:
         child(args.child, args.dataset, args.home)
         return
     if not (args.dataset / "corpus.jsonl").is_file():
-        print(
-            f"{args.dataset} not found: this benchmark needs the shared Cranfield dataset; nothing measured"
-        )
+        print(f"{args.dataset} not found: this benchmark needs the shared Cranfield dataset; nothing measured")
         return
 
     with tempfile.TemporaryDirectory() as prefect_home:
         server, url = start_server(Path(prefect_home))
         try:
-            base = {
-                k: v
-                for k, v in os.environ.items()
-                if not k.startswith(("RAGLINE_", "PREFECT_API"))
-            }
+            base = {k: v for k, v in os.environ.items() if not k.startswith(("RAGLINE_", "PREFECT_API"))}
             base.update(
                 HF_HUB_OFFLINE="1",
                 PREFECT_SERVER_ANALYTICS_ENABLED="false",
@@ -198,15 +182,11 @@ def main() -> None:
             )
             runs: dict[str, list[dict[str, object]]] = {"direct": [], "flow": []}
             for round_ in range(args.rounds):
-                for kind in (
-                    ("direct", "flow") if round_ % 2 == 0 else ("flow", "direct")
-                ):
+                for kind in ("direct", "flow") if round_ % 2 == 0 else ("flow", "direct"):
                     env = {**base, "PREFECT_API_URL": url} if kind == "flow" else base
                     server_cpu = tree_cpu_seconds(server.pid)
                     runs[kind].append(measure(kind, args.dataset, args.models_dir, env))
-                    runs[kind][-1]["server_cpu"] = (
-                        tree_cpu_seconds(server.pid) - server_cpu
-                    )
+                    runs[kind][-1]["server_cpu"] = tree_cpu_seconds(server.pid) - server_cpu
                     last = runs[kind][-1]
                     print(
                         f"round {round_ + 1} {kind}: {last['seconds']:.2f} s, cpu {last['cpu']:.2f} s",
@@ -223,9 +203,7 @@ def main() -> None:
     # CPU: the run's own process (every thread) and, for the flow, all the Prefect server did meanwhile; the server's
     # idle work during direct runs is not counted against them, so the CPU overhead is an upper bound
     direct_cpu = statistics.median(float(r["cpu"]) for r in runs["direct"])  # type: ignore[arg-type]
-    flow_cpu = statistics.median(
-        float(r["cpu"]) + float(r["server_cpu"]) for r in runs["flow"]
-    )  # type: ignore[arg-type]
+    flow_cpu = statistics.median(float(r["cpu"]) + float(r["server_cpu"]) for r in runs["flow"])  # type: ignore[arg-type]
     stats = runs["direct"][0]["stats"]
     result = {
         "dataset": str(args.dataset.name),
@@ -237,9 +215,7 @@ def main() -> None:
         "overhead": round(flow / direct - 1, 4),
         "direct_cpu_seconds": [round(float(r["cpu"]), 3) for r in runs["direct"]],  # type: ignore[arg-type]
         "flow_cpu_seconds": [round(float(r["cpu"]), 3) for r in runs["flow"]],  # type: ignore[arg-type]
-        "flow_server_cpu_seconds": [
-            round(float(r["server_cpu"]), 3) for r in runs["flow"]
-        ],  # type: ignore[arg-type]
+        "flow_server_cpu_seconds": [round(float(r["server_cpu"]), 3) for r in runs["flow"]],  # type: ignore[arg-type]
         "direct_median_cpu_s": round(direct_cpu, 3),
         "flow_median_cpu_s": round(flow_cpu, 3),
         "cpu_overhead": round(flow_cpu / direct_cpu - 1, 4),

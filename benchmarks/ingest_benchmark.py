@@ -5,10 +5,10 @@
 Measures ``--rounds`` times, each on a fresh state directory and back to back so that a change in the machine's
 load falls on both: (1) the first ingest of the corpus (load → chunk → dedupe → embed → upsert → validate →
 commit) in chunks/s; (2) the raw embedder alone on exactly the chunk texts that ingest produced, in passages/s;
-the round with the median ratio is reported, with every round's ratio. Then (3) the unchanged re-run, in the same process and as ``ragline ingest`` in a new process (median wall
-time of ``--cli-runs``, with the heavy modules that process imported). One-off process start-up (loading the model,
-importing Great Expectations and building its suites) is timed separately and done before the throughput runs, as a
-long-running worker pays it once.
+the round with the median ratio is reported, with every round's ratio. Then (3) the unchanged re-run, in the same
+process and as ``ragline ingest`` in a new process (median wall time of ``--cli-runs``, with the heavy modules
+that process imported). One-off process start-up (loading the model, importing Great Expectations and building
+its suites) is timed separately and done before the throughput runs, as a long-running worker pays it once.
 Writes benchmarks/results/ingest.json.
 """
 

@@ -10,8 +10,9 @@ A namespace ``ns`` lives in table ``ns_<ns>`` with columns:
 
 Queries on a namespace of at most ``exact_search_max_vectors`` records are answered in memory
 (``lance_exact.ExactIndex``: the table version read once, one matrix-vector product a query, through 8-bit codes
-first above ``quantize_above_vectors``, the filter evaluated over in-memory columns); the cache is keyed by the table's identity and version, checked on every query, so a write
-by any process on this host is seen by the next query. Larger namespaces are searched by LanceDB: through the
+first above ``quantize_above_vectors``, the filter evaluated over in-memory columns); the cache is keyed by the
+table's identity and version, checked on every query, so a write by any process on this host is seen by the next
+query. Larger namespaces are searched by LanceDB: through the
 IVF_PQ vector index ``maintain`` builds for them (``ann_nprobes`` partitions, re-ranked exactly over
 ``ann_refine_factor`` × top_k candidates), or flat until it exists. Filters are prefilters either way, so ``top_k``
 counts only matching records; an index search that finds fewer than ``top_k`` matches is redone flat.
