@@ -228,8 +228,8 @@ class RaglineConfig(BaseSettings):
     lancedb_version_retention_s: float = Field(
         default=600.0,
         ge=0,
-        description="Compaction keeps LanceDB versions younger than this, so readers in other processes that "
-        "opened one can finish (rollback does not need old versions).",
+        description="Compaction keeps every LanceDB version that was the latest within this time, so readers in "
+        "other processes that opened one can finish (rollback does not need old versions).",
     )
     pinecone_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("RAGLINE_PINECONE_API_KEY", "PINECONE_API_KEY", "pinecone_api_key")

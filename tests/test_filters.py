@@ -240,6 +240,35 @@ def test_store_agrees_with_reference_on_random_records(
     assert store_ids(store, "random", filter_, len(records) + 1) == reference_ids(records, filter_)
 
 
+@pytest.fixture(scope="module")
+def batched(store: LanceDBStore) -> list[VectorRecord]:
+    """Records written over several batches, as runs write them: later batches bring keys and kinds the earlier
+    rows have no column for, overwrite records with values of other kinds, and some records are deleted."""
+    rng, vectors = random.Random(11), np.random.default_rng(11)
+    current: dict[str, VectorRecord] = {}
+    for _ in range(12):
+        batch = [
+            VectorRecord(f"r{rng.randint(0, 40)}", vectors.standard_normal(8).astype(np.float32), random_metadata(rng))
+            for _ in range(rng.randint(1, 8))
+        ]
+        store.upsert(batch, namespace="batched")
+        current.update((r.id, r) for r in batch)
+        if rng.random() < 0.4 and len(current) > 1:
+            gone = rng.choice(sorted(current))
+            store.delete(namespace="batched", ids=[gone])
+            del current[gone]
+    assert len(current) > 20
+    return list(current.values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(filter_=filters(st.sampled_from([*KEYS, "ghost"]), st.sampled_from(STRINGS)))
+def test_store_agrees_with_reference_after_batched_writes(
+    store: LanceDBStore, batched: list[VectorRecord], filter_: Filter
+) -> None:
+    assert store_ids(store, "batched", filter_, len(batched)) == reference_ids(batched, filter_)
+
+
 HOSTILE = st.one_of(
     st.text(max_size=8),
     st.sampled_from(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,23 @@ def test_maintain_keeps_versions_younger_than_the_retention(tmp_path: Path) -> N
         store.upsert([record(f"r{i}", unit(1, i))], namespace="n")
     store.maintain("n")
     assert _fragments(store, "n") == 1 and _versions(store, "n") > 3  # the three writes' versions stay
+
+
+def test_maintain_spares_the_version_a_reader_opened_however_old_it_is(tmp_path: Path) -> None:
+    """The retention counts from when a version stopped being the latest, not from when it was written: a query
+    service that opened the last version before a run can finish reading it after the run's housekeeping, even
+    though that version was written long before (here: longer ago than the retention)."""
+    retention = timedelta(seconds=2)
+    writer = LanceDBStore(tmp_path, compact_min_fragments=2, version_retention=retention)
+    for doc in "abc":
+        writer.upsert([record(f"{doc}#{i}", unit(1, i)) for i in range(3)], namespace="n")
+    time.sleep(retention.total_seconds() + 0.5)  # the version a reader opens next is older than the retention
+    opened = LanceDBStore(tmp_path)._open("ns_n")
+    assert opened is not None
+    writer.upsert([record(f"a#{i}", unit(i, 1)) for i in range(3)], namespace="n")  # replaces a's fragment whole
+    writer.maintain("n")
+    assert _fragments(writer, "n") == 1
+    assert opened.to_arrow().num_rows == 9  # its files are still there
 
 
 def test_maintain_builds_a_vector_index_above_the_exact_limit(tmp_path: Path) -> None:

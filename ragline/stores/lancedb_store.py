@@ -20,8 +20,8 @@ counts only matching records; an index search that finds fewer than ``top_k`` ma
 ``maintain`` (run after each committed run) compacts a namespace's fragments once there are
 ``compact_min_fragments`` of them, then deletes versions older than ``version_retention``: every write makes a
 version and a fragment, and old versions keep their files. Rollback never reads an old version (it rewrites ids from the
-record store), so only concurrent readers need the retention: a version another process is still reading stays
-on disk until it is that old.
+record store), so only concurrent readers need the retention: a version another process may still be reading (one
+that was the latest at some moment of the retention, however long ago it was written) stays on disk.
 A namespace exists while it holds records: a delete that empties it drops its table.
 A table whose files cannot be read (a data file or manifest lost, truncated) raises ``IndexDamaged`` on every read;
 ``describe_namespace`` reads the id column to count, so a lost data file shows as damage, not as the old count.
@@ -38,6 +38,7 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
@@ -201,7 +202,7 @@ class LanceDBStore:
         if self._compact_min_fragments and fragments >= self._compact_min_fragments:
             with warnings.catch_warnings():  # lancedb warns about a zero retention, which is the caller's choice
                 warnings.simplefilter("ignore", UserWarning)
-                table.optimize(cleanup_older_than=self._retention)  # also adds new rows to the vector index
+                table.optimize(cleanup_older_than=self._cleanup_age(table))  # also adds new rows to the vector index
         rows = table.count_rows()
         if rows > self._exact_limit and not any(i.columns == ["vector"] for i in table.list_indices()):
             table.create_index(
@@ -211,6 +212,22 @@ class LanceDBStore:
                 num_sub_vectors=_sub_vectors(_dimension(table)),
                 vector_column_name="vector",
             )
+
+    def _cleanup_age(self, table: Table) -> timedelta:
+        """The age from which ``optimize`` may delete a version without pulling it from under a reader.
+
+        A reader in another process may be on any version that was the latest at some moment of the retention: those
+        written within it, and the one that was the latest when it began, however old (an unchanged namespace's
+        version can be days old when a run supersedes it). LanceDB deletes by the time a version was written, so the
+        age passed is that version's age plus the retention, a margin for the compaction that runs first.
+        """
+        if not self._retention:
+            return self._retention
+        now = time.time()
+        began = now - self._retention.total_seconds()
+        written = [v["timestamp"].timestamp() for v in table.list_versions()]  # naive local times, as LanceDB gives
+        latest_then = max((t for t in written if t <= began), default=None)
+        return self._retention if latest_then is None else self._retention + timedelta(seconds=now - latest_then)
 
     def _exact_index(self, name: str, table: Table) -> ExactIndex | None:
         """The in-memory index of the table's current version (built on a miss), or None above the size limit.
