@@ -573,6 +573,10 @@ def test_missing_jsonl_raises_source_error(tmp_path: Path) -> None:
         (("a", "b"), ["a", "b"]),
         ([1, 2], "[1, 2]"),
         ({"k": None}, '{"k": null}'),
+        (2**64 - 1, 2**64 - 1),
+        (-(2**63), -(2**63)),
+        (-(2**63) - 1, "-9223372036854775809"),
+        (2**70, "1180591620717411303424"),
     ],
 )
 def test_metadata_value(value: object, expected: object) -> None:

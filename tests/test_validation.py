@@ -134,8 +134,9 @@ def test_id_longer_than_pinecone_allows_is_reported() -> None:
         (float("inf"), "'bad': non-finite float"),
         (np.int64(3), "'bad': int64"),
         (("a", "b"), "'bad': tuple"),
+        (2**64, "'bad': integer wider than 64 bits"),
     ],
-    ids=["none", "nested-dict", "list-of-int", "nan", "inf", "numpy-int", "tuple"],
+    ids=["none", "nested-dict", "list-of-int", "nan", "inf", "numpy-int", "tuple", "huge-int"],
 )
 def test_metadata_pinecone_cannot_store_is_reported(value: object, problem: str) -> None:
     chunks = make_chunks()

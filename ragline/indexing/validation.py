@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragline.errors import ValidationFailed
-from ragline.limits import MAX_ID_LENGTH, MAX_METADATA_BYTES
+from ragline.limits import MAX_ID_LENGTH, MAX_METADATA_BYTES, fits_64_bits
 from ragline.records import Chunk
 
 if TYPE_CHECKING:
@@ -87,6 +87,8 @@ def _value_problem(value: object) -> str | None:
     if isinstance(value, list):
         wrong = next((type(item).__name__ for item in value if not isinstance(item, str)), None)
         return None if wrong is None else f"list holding {wrong}"
+    if isinstance(value, int) and not isinstance(value, bool) and not fits_64_bits(value):
+        return "integer wider than 64 bits"
     return None if isinstance(value, (str, int, bool)) else type(value).__name__
 
 

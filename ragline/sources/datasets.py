@@ -11,12 +11,14 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ragline.errors import SourceError
+from ragline.limits import fits_64_bits
 from ragline.records import Document, Metadata, MetadataValue, QuarantineRecord, make_doc_id
 from ragline.sources.base import SourceItem
 
@@ -67,6 +69,10 @@ class JsonlSource:
             return records.reject(REASON_MALFORMED_JSON, where, f"{exc.msg} at column {exc.colno}")
         except RecursionError:
             return records.reject(REASON_MALFORMED_JSON, where, "nested too deeply")
+        if _LONE_SURROGATE_ESCAPE.search(line) and _holds_lone_surrogate(record):
+            return records.reject(
+                REASON_MALFORMED_JSON, where, "a \\ud800-\\udfff escape without its pair (not Unicode)"
+            )
         if not isinstance(record, dict):
             return records.reject(REASON_NOT_AN_OBJECT, where, f"a JSON {type(record).__name__}")
         return records.convert(record, where)
@@ -199,10 +205,12 @@ class _RecordConverter:
 
 
 def metadata_value(value: Any) -> MetadataValue | None:
-    """A Pinecone-compatible value: scalars and lists of strings kept, None/NaN dropped, dates as ISO text, else
-    JSON."""
+    """A Pinecone-compatible value: scalars and lists of strings kept, None/NaN dropped, dates as ISO text, integers
+    wider than 64 bits (which no store takes) as decimal text, else JSON."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
+    if isinstance(value, int) and not isinstance(value, bool) and not fits_64_bits(value):
+        return str(value)
     if isinstance(value, (str, bool, int, float)):
         return value
     if isinstance(value, (datetime.date, datetime.time)):
@@ -210,6 +218,19 @@ def metadata_value(value: Any) -> MetadataValue | None:
     if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
         return list(value)
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+_LONE_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A surrogate escape in a JSON line: only then can ``json.loads`` have returned a string UTF-8 cannot encode."""
+
+
+def _holds_lone_surrogate(record: object) -> bool:
+    """Whether a parsed JSON value holds a lone surrogate (a valid pair decodes to one character)."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _record_id(record: dict[str, Any]) -> str | None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 import numpy as np
 
 from ragline.errors import FilterError
+from ragline.limits import fits_64_bits
 from ragline.records import Metadata, MetadataValue
 
 if TYPE_CHECKING:
@@ -227,10 +228,13 @@ def metadata_column(key: str, kind: ColumnKind) -> str:
 def column_cell(value: MetadataValue) -> tuple[ColumnKind, Any] | None:
     """The column kind and stored cell of one metadata value, or None if Pinecone does not allow the value.
 
-    Numbers are stored as float64, as Pinecone does; the store keeps the exact values elsewhere.
+    Numbers are stored as float64, as Pinecone does; the store keeps the exact values elsewhere. Integers wider
+    than 64 bits are refused: the Pinecone client cannot send them.
     """
     if isinstance(value, str | bool):
         return ("s" if isinstance(value, str) else "b"), value
+    if isinstance(value, int) and not fits_64_bits(value):
+        return None
     if _is_number(value):
         return ("n", float(value)) if _is_finite(value) else None
     if isinstance(value, list) and all(isinstance(item, str) for item in value):

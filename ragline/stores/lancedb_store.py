@@ -469,7 +469,7 @@ def _metadata_cells(record_id: str, metadata: Metadata) -> dict[str, tuple[Colum
         if cell is None:
             raise StoreError(
                 f"record {record_id!r}: metadata {key!r}: {value!r} is not allowed; keys are strings and values "
-                "are strings, finite numbers, booleans or lists of strings"
+                "are strings, finite numbers (integers of at most 64 bits), booleans or lists of strings"
             )
         cells[key] = cell
     return cells

@@ -933,7 +933,7 @@ def _metadata_problem(metadata: Any) -> str | None:
         if not isinstance(key, str) or column_cell(value) is None:
             return (
                 f"metadata {_short(key)} holds a {type(value).__name__} Pinecone refuses; values are strings, "
-                "finite numbers, booleans or lists of strings"
+                "finite numbers (integers of at most 64 bits), booleans or lists of strings"
             )
     size = len(orjson.dumps(metadata))
     if size > MAX_METADATA_BYTES:

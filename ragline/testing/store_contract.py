@@ -175,7 +175,7 @@ class StoreContract:
         assert {k: kind(v) for k, v in fetched.items()} == {k: kind(v) for k, v in metadata.items()}
         assert as_float64(store.query(unit(1), namespace=namespace, top_k=1)[0].metadata) == as_float64(metadata)
 
-    @pytest.mark.parametrize("bad", [None, {"nested": 1}, [1, 2], float("nan"), float("inf")])
+    @pytest.mark.parametrize("bad", [None, {"nested": 1}, [1, 2], float("nan"), float("inf"), 2**64, -(2**63) - 1])
     def test_invalid_metadata_values_are_refused(self, store: VectorStore, namespace: str, bad: Any) -> None:
         with pytest.raises(StoreError):
             store.upsert([VectorRecord("a", unit(1), {"k": bad})], namespace=namespace)

@@ -164,6 +164,9 @@ def write_hostile_jsonl(path: Path, max_record_bytes: int = 100_000) -> HostileJ
         (_json({"_id": "../../etc/passwd", "text": _PROSE}), None),
         (_json({"_id": "x' OR '1'='1", "text": _PROSE}), None),
         (_json({"_id": "nul-text", "text": "before\x00after " + _PROSE}), REASON_NUL),
+        (b'{"_id": "lone-surrogate", "text": "before \\ud800 after ' + _PROSE.encode() + b'"}', REASON_MALFORMED_JSON),
+        (b'{"_id": "surrogate-pair", "text": "\\ud83d\\ude00 ' + _PROSE.encode() + b'"}', None),
+        (_json({"_id": "huge-int", "text": _PROSE, "count": 2**70, "exact": 2**53 + 1}), None),
     ]
     expected: dict[str, str | None] = {}
     with open(path, "wb") as out:
