@@ -20,6 +20,8 @@ from ragline.config import RaglineConfig
 from ragline.embedders.base import Embedder
 from ragline.errors import ConfigError
 from ragline.indexing.pipeline import ingest
+from ragline.indexing.rebuild import rebuild_index
+from ragline.indexing.reconcile import reconcile
 from ragline.service import create_app
 from ragline.service.auth import ApiKeys, key_digest
 from ragline.service.ratelimit import RateLimiter
@@ -29,7 +31,11 @@ SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 DOCS_KEY = "docs-tenant-key-0123456789"
 OTHER_KEY = "other-tenant-key-9876543210"
 BOTH_KEY = "both-namespaces-key-abcdef"
-KEYS = {DOCS_KEY: ["docs", "fresh"], OTHER_KEY: ["other"], f"sha256:{key_digest(BOTH_KEY)}": ["docs", "other"]}
+KEYS = {
+    DOCS_KEY: ["docs", "fresh", "repair-reconcile", "repair-rebuild"],
+    OTHER_KEY: ["other"],
+    f"sha256:{key_digest(BOTH_KEY)}": ["docs", "other"],
+}
 OPERATOR_KEY = "operator-key-0123456789abcdef"
 
 
@@ -261,6 +267,30 @@ def test_cache_hits_until_the_namespace_is_reindexed(home: Components, client: T
     fresh = query(client, DOCS_KEY, **ask)
     assert fresh["cached"] is False and "laser vibrometry" in fresh["results"][0]["text"]
     assert query(client, DOCS_KEY, **ask)["cached"] is True
+
+
+@pytest.mark.parametrize("repair", ["reconcile", "rebuild"])
+def test_a_repair_of_the_index_ends_what_was_cached_before_it(
+    home: Components, client: TestClient, tmp_path: Path, repair: str
+) -> None:
+    """Results cached while the index had drifted (here: the best chunk lost) are not served once a repair has put
+    the index right, though no run committed in between."""
+    notes = write_notes(tmp_path / "notes.jsonl", "Flutter of swept wings is analysed with piston theory.")
+    namespace = f"repair-{repair}"
+    ingest(home, JsonlSource(notes, name="notes"), namespace=namespace)
+    ask = {"query": "wing flutter analysis", "namespace": namespace, "top_k": 1, "mode": "dense"}
+    best = query(client, DOCS_KEY, **{**ask, "top_k": 2})["results"][0]["chunk_id"]
+    home.store.delete(namespace=namespace, ids=[best])
+    drifted = query(client, DOCS_KEY, **ask)
+    assert query(client, DOCS_KEY, **ask)["cached"] is True and drifted["results"][0]["chunk_id"] != best
+
+    with home.locks.hold(namespace):
+        if repair == "reconcile":
+            assert reconcile(home, namespace).repaired
+        else:
+            rebuild_index(home, namespace)
+    repaired = query(client, DOCS_KEY, **ask)
+    assert repaired["cached"] is False and repaired["results"][0]["chunk_id"] == best
 
 
 def test_nothing_is_cached_while_a_run_is_open(home: Components) -> None:

@@ -54,6 +54,15 @@ def new_run_id() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
 
 
+def record_repair(c: Components, namespace: str, source: str) -> str:
+    """Commit an empty run named ``source`` for a repair that changed the index: the namespace's generation moves on,
+    so nothing read before the repair is served from a cache keyed by it (the query service's, a seal)."""
+    run_id = new_run_id()
+    c.records.journal.begin_run(run_id, namespace, source)
+    c.records.journal.commit_run(run_id, namespace, source, delete_unseen=False)
+    return run_id
+
+
 def open_run(c: Components, namespace: str, source: str, *, check_index: bool = True) -> RunRef:
     """Refuse an index that lost vectors, finish what crashed runs left, check the namespace's model, open a run.
 

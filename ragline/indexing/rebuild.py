@@ -21,7 +21,7 @@ from ragline import progress
 from ragline.batching import batched
 from ragline.components import Components
 from ragline.errors import ConfigError, IndexDamaged, StoreError, ValidationFailed
-from ragline.indexing.journal import STORE_BATCH, new_run_id, settled_count, upsert_rows
+from ragline.indexing.journal import STORE_BATCH, new_run_id, record_repair, settled_count, upsert_rows
 from ragline.records import Chunk, Document, sha256_hex
 from ragline.recordstore.protocol import PendingDocument
 from ragline.stores.base import VectorRecord
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 REBUILD_SOURCE = "recordstore-rebuild"
 """The source name of the run ``rebuild_records`` commits its rows with."""
+
+INDEX_REBUILD_SOURCE = "index-rebuild"
+"""The source name of the empty run ``rebuild_index`` commits (``journal.record_repair``)."""
 
 PROBE_SIZE = 8
 """Chunks ``rebuild_records`` embeds again to check that the configured model made the index's vectors."""
@@ -95,6 +98,7 @@ def rebuild_index(c: Components, namespace: str) -> IndexRebuild:
             f"the rebuilt index of namespace {namespace!r} does not match the record store",
             [f"it holds {count} vectors; the record store has {len(live)} live chunks"],
         )
+    record_repair(c, namespace, INDEX_REBUILD_SOURCE)
     return IndexRebuild(namespace, len(live), embedded, len(orphans), dropped, rolled_back)
 
 

@@ -29,10 +29,13 @@ from ragline.costs import usage_now
 from ragline.errors import ReconcileRefused
 from ragline.indexing.consistency import await_writes
 from ragline.indexing.health import crashed_runs
-from ragline.indexing.journal import STORE_BATCH, fetch_back_problems, recover, upsert_rows
+from ragline.indexing.journal import STORE_BATCH, fetch_back_problems, record_repair, recover, upsert_rows
 from ragline.indexing.keywords import KeywordDrift, keep_encoding_current, live_records, sparse_problems, sparse_store
 from ragline.records import index_metadata
 from ragline.recordstore import ChunkRow
+
+REPAIR_SOURCE = "reconcile-repair"
+"""The source name of the empty run a repairing reconcile commits (``journal.record_repair``)."""
 
 
 @dataclass
@@ -117,6 +120,7 @@ def reconcile(
         if report.keywords is not None:
             _repair_keywords(c, namespace, report.keywords)
         await_writes(c, namespace)
+        record_repair(c, namespace, REPAIR_SOURCE)
         report.repaired = True
     spent = usage_now(c.embedder, c.store, c.sparse) - before
     report.read_units, report.write_units = spent.read_units, spent.write_units
