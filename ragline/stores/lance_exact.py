@@ -10,6 +10,7 @@ ids, metadata JSON and filter columns.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,9 @@ from ragline.stores.filters import to_mask
 if TYPE_CHECKING:
     import pyarrow as pa
 
+_NORM_ROWS = 65_536
+"""Rows whose norms are computed at a time (the squares of the whole matrix would double its memory)."""
+
 IndexKey = tuple[str, int]
 """A table's identity (the id in its schema metadata, '' for tables made before it) and version."""
 
@@ -31,27 +35,55 @@ class ExactIndex:
 
     key: IndexKey
     files: frozenset[tuple[str, int]]  # the table's data files (name, size) when it was read
-    ids: pa.Array
-    metadata: pa.Array
+    ids: pa.ChunkedArray
+    metadata: pa.ChunkedArray
     vectors: np.ndarray  # float32, as stored
     inverse_norms: np.ndarray  # float32, 1 / |vector|
-    filter_columns: dict[str, pa.Array]
+    filter_columns: dict[str, pa.ChunkedArray]
 
     @classmethod
     def build(
-        cls, key: IndexKey, files: frozenset[tuple[str, int]], rows: pa.Table, filter_columns: list[str]
+        cls,
+        key: IndexKey,
+        files: frozenset[tuple[str, int]],
+        batches: Iterable[pa.RecordBatch],
+        schema: pa.Schema,
+        filter_columns: list[str],
+        rows: int,
     ) -> ExactIndex:
-        """From rows holding ``id``, ``vector``, ``metadata`` and ``filter_columns``."""
-        column = rows.column("vector").combine_chunks()
-        vectors = column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+        """From record batches of ``schema`` holding ``id``, ``vector``, ``metadata`` and ``filter_columns`` (about
+        ``rows`` rows).
+
+        Read batch by batch: the vectors go straight into one float32 matrix and the other columns stay in the
+        batches' chunks (never copied), so building takes little more memory than the index holds.
+        """
+        import pyarrow as pa
+
+        dimension = schema.field("vector").type.list_size
+        vectors = np.empty((rows, dimension), dtype=np.float32)
+        filled = 0
+        parts: dict[str, list[pa.Array]] = {name: [] for name in ("id", "metadata", *filter_columns)}
+        for batch in batches:
+            if filled + batch.num_rows > len(vectors):  # rows were added since they were counted
+                vectors = np.resize(vectors, (max(filled + batch.num_rows, 2 * len(vectors)), dimension))
+            column = batch.column("vector")
+            vectors[filled : filled + batch.num_rows] = column.flatten().to_numpy().reshape(batch.num_rows, dimension)
+            filled += batch.num_rows
+            for name, chunks in parts.items():
+                chunks.append(batch.column(name))
+        vectors = vectors[:filled]
+        joined = {name: pa.chunked_array(chunks, schema.field(name).type) for name, chunks in parts.items()}
         return cls(
             key=key,
             files=files,
-            ids=rows.column("id").combine_chunks(),
-            metadata=rows.column("metadata").combine_chunks(),
+            ids=joined.pop("id"),
+            metadata=joined.pop("metadata"),
             vectors=vectors,
-            inverse_norms=(1.0 / np.linalg.norm(vectors, axis=1)).astype(np.float32),
-            filter_columns={c: rows.column(c).combine_chunks() for c in filter_columns},
+            inverse_norms=np.concatenate(
+                [1.0 / np.linalg.norm(vectors[i : i + _NORM_ROWS], axis=1) for i in range(0, filled, _NORM_ROWS)]
+                or [np.zeros(0)]
+            ).astype(np.float32),
+            filter_columns=joined,
         )
 
     def search(self, query: np.ndarray, top_k: int, filter: Filter | None, include_values: bool) -> list[QueryMatch]:

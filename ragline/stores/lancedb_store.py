@@ -11,7 +11,9 @@ A namespace ``ns`` lives in table ``ns_<ns>`` with columns:
 Queries on a namespace of at most ``exact_search_max_vectors`` records are exact and in memory
 (``lance_exact.ExactIndex``: the table version read once, one matrix-vector product a query, the filter evaluated
 over in-memory columns); the cache is keyed by the table's identity and version, checked on every query, so a write
-by any process on this host is seen by the next query. Larger namespaces are searched by LanceDB: through the
+by any process on this host is seen by the next query. It is read batch by batch (never the whole table at once), and
+a write or maintenance through this store drops the copy it made stale at once, so an ingest that checked its writes
+with a query does not carry the copy through the rest of the run. Larger namespaces are searched by LanceDB: through the
 IVF_PQ vector index ``maintain`` builds for them (``ann_nprobes`` partitions, re-ranked exactly over
 ``ann_refine_factor`` × top_k candidates), or flat until it exists. Filters are prefilters either way, so ``top_k``
 counts only matching records; an index search that finds fewer than ``top_k`` matches is redone flat.
@@ -74,6 +76,7 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _TABLE_PREFIX = "ns_"
 _MAX_ID_LENGTH = 512  # Pinecone's limit, kept so both backends accept the same ids
 _IDS_PER_CALL = 1_000  # bounds the size of one ``id IN (...)`` predicate
+_EXACT_BATCH_ROWS = 8_192  # rows read at a time into the in-memory index
 _BASE_COLUMNS = ("id", "vector", "metadata")
 _KIND_TYPES: dict[ColumnKind, pa.DataType] = {
     "s": pa.string(),
@@ -135,6 +138,7 @@ class LanceDBStore:
         if not records:
             return 0
         batch = _Batch.build(records)
+        self._exact.pop(name, None)  # the write makes a new version: free the old one's memory now
         table = self._open(name)
         with _vendor_errors(f"upsert into namespace {namespace!r}"):
             if table is None:
@@ -183,6 +187,7 @@ class LanceDBStore:
 
         Housekeeping only: a failure (another process compacting at the same moment) is logged, not raised.
         """
+        self._exact.pop(_table_name(namespace), None)  # compaction makes a new version
         table = self._open(_table_name(namespace))
         if table is None:
             return
@@ -222,11 +227,13 @@ class LanceDBStore:
             return cached
         with self._exact_lock:
             self._exact.pop(name, None)
-            if table.count_rows() > self._exact_limit:
+            rows = table.count_rows()
+            if rows > self._exact_limit:
                 return None
             filter_columns = [c for c in table.schema.names if c not in _BASE_COLUMNS]
-            rows = table.search().select([*_BASE_COLUMNS, *filter_columns]).limit(None).to_arrow()
-            self._exact[name] = ExactIndex.build(key, files, rows, filter_columns)
+            query = table.search().select([*_BASE_COLUMNS, *filter_columns]).limit(None)
+            batches = query.to_batches(_EXACT_BATCH_ROWS)
+            self._exact[name] = ExactIndex.build(key, files, batches, table.schema, filter_columns, rows)
             return self._exact[name]
 
     def _data_files(self, name: str) -> frozenset[tuple[str, int]]:
@@ -285,6 +292,7 @@ class LanceDBStore:
         """Delete by ids, by filter, or the whole namespace (exactly one of the three)."""
         name = _table_name(namespace)
         check_delete_arguments(ids, filter, delete_all)
+        self._exact.pop(name, None)
         if delete_all:  # without opening the table: this is how a damaged one is dropped
             with _vendor_errors(f"delete of namespace {namespace!r}"):
                 self._db.drop_table(name, ignore_missing=True)  # type: ignore[call-arg]  # lancedb 0.40 takes it
