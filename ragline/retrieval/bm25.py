@@ -168,10 +168,10 @@ def live_fingerprint(records: RecordStore, namespace: str) -> str:
     return digest.hexdigest()
 
 
-def live_pages(records: RecordStore, namespace: str, size: int = _PAGE) -> Iterator[list[ChunkRow]]:
-    """The live chunk rows in chunk id order, ``size`` at a time."""
+def live_pages(records: RecordStore, namespace: str) -> Iterator[list[ChunkRow]]:
+    """The live chunk rows in chunk id order, ``_PAGE`` at a time."""
     after = ""
-    while page := records.journal.live_chunks_after(namespace, after, size):
+    while page := records.journal.live_chunks_after(namespace, after, _PAGE):
         yield page
         after = page[-1].chunk_id
 

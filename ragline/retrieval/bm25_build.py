@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-_SLICE = 4_000_000
+_SLICE = 1_000_000
 """Entries (document, term) scored and placed at a time in ``finish``."""
 _TERMS, _COUNTS = "terms.scratch", "counts.scratch"
 
