@@ -94,10 +94,13 @@ def child_env(home: Path) -> dict[str, str]:
 
 
 def run_child(args: list[str], env: dict[str, str], log: Path) -> tuple[float, int, str]:
-    """Run a process; its wall seconds, peak RSS in bytes (``ru_maxrss`` of that child alone) and stdout."""
+    """Run a process; its wall seconds, peak RSS in bytes (``ru_maxrss`` of that child alone) and stdout. Its RSS
+    every ``TIMELINE_S`` seconds goes to ``<log>.rss`` (seconds, MiB), to see when the peak came."""
     start = time.perf_counter()
     with log.open("w") as err:
         process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        sampler = threading.Thread(target=_sample_rss, args=(process.pid, start, log.with_suffix(".rss")), daemon=True)
+        sampler.start()
         assert process.stdout is not None
         out = process.stdout.read()
         _, status, usage = os.wait4(process.pid, 0)
@@ -106,6 +109,22 @@ def run_child(args: list[str], env: dict[str, str], log: Path) -> tuple[float, i
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(args[:4])} failed ({process.returncode}):\n{log.read_text()[-3000:]}")
     return wall, usage.ru_maxrss * 1024, out
+
+
+TIMELINE_S = 5.0
+
+
+def _sample_rss(pid: int, start: float, path: Path) -> None:
+    with path.open("w") as out:
+        while True:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                return
+            rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+            out.write(f"{time.perf_counter() - start:.0f} {rss // 1024}\n")
+            out.flush()
+            time.sleep(TIMELINE_S)
 
 
 def config_for(home: Path) -> Any:
