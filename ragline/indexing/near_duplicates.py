@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ragline.config import NearDuplicateMode, RaglineConfig
+from ragline.indexing.minhash_index import MinHashIndex
 from ragline.records import Document, NearDuplicate
 from ragline.recordstore import DocumentRow, RecordStore
 
 if TYPE_CHECKING:
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHash
 
 TAG_KEY = "near_duplicate_of"
 """Chunk metadata naming the original; filter near-duplicates out with ``{"near_duplicate_of": {"$exists": false}}``."""
@@ -76,13 +77,14 @@ class Verdict:
 
 @dataclass
 class _RunIndex:
-    """One run's view of a namespace's originals; the LSH is built at the first comparison."""
+    """One run's view of a namespace's originals (``MinHashIndex``); the stored ones are read at the first
+    comparison."""
 
     namespace: str
     run_id: str
+    originals: MinHashIndex
     touched: set[str] = field(default_factory=set)
-    originals: dict[str, tuple[str, MinHash]] = field(default_factory=dict)
-    lsh: MinHashLSH | None = None
+    stored_read: bool = False
     unsaved_signatures: list[tuple[str, str, bytes]] = field(default_factory=list)
     unsaved_flags: list[NearDuplicate] = field(default_factory=list)
 
@@ -132,17 +134,12 @@ class NearDuplicateDetector:
         minhash.update_batch(items)
         return minhash
 
-    def _from_blob(self, blob: bytes) -> MinHash:
-        from datasketch import MinHash
-
-        values = np.frombuffer(blob, dtype="<u4")
-        return MinHash(seed=_SEED, hashvalues=values, permutations=self._permutations, scheme=_SCHEME)
-
     # --- one run -------------------------------------------------------------------------------------------------
 
     def _index(self, namespace: str, run_id: str) -> _RunIndex:
         if self._run is None or (self._run.namespace, self._run.run_id) != (namespace, run_id):
-            self._run = _RunIndex(namespace, run_id)
+            bands, rows = lsh_bands(self.threshold, self.num_perm)
+            self._run = _RunIndex(namespace, run_id, MinHashIndex(bands, rows, self.num_perm))
         return self._run
 
     def unchanged_to_replan(
@@ -188,20 +185,21 @@ class NearDuplicateDetector:
         """
         run = self._index(namespace, run_id)
         run.touched.add(doc.doc_id)
-        lsh = self._lsh(records, run)
-        self._forget(run, doc.doc_id)
+        self._read_stored(records, run)
+        run.originals.remove(doc.doc_id)
         signature = self.signature(doc)
         best: tuple[float, str] | None = None
         if signature is not None:
-            for candidate in lsh.query(signature):
-                similarity = signature.jaccard(run.originals[candidate][1])
+            values = signature.hashvalues
+            for candidate in run.originals.candidates(values):
+                similarity = float(np.count_nonzero(values == run.originals.signature(candidate))) / len(values)
                 if similarity >= self.threshold and (best is None or (similarity, candidate) > best):
                     best = (similarity, candidate)
         if best is None:
             return Verdict(doc, signature, None)
         similarity, original = best
         action = "skipped" if self.mode == "skip" and not indexed else "tagged"
-        flag = NearDuplicate(doc.doc_id, original, round(similarity, 4), action, run.originals[original][0])
+        flag = NearDuplicate(doc.doc_id, original, round(similarity, 4), action, run.originals.content_hash(original))
         if action == "tagged":
             doc = replace(doc, metadata={**doc.metadata, TAG_KEY: original})
         return Verdict(doc, signature, flag)
@@ -225,33 +223,19 @@ class NearDuplicateDetector:
         run.unsaved_signatures, run.unsaved_flags = [], []
         return flagged
 
-    def _lsh(self, records: RecordStore, run: _RunIndex) -> MinHashLSH:
-        """The run's LSH, built on first use from the stored originals and those added in this run."""
-        from datasketch import MinHashLSH
-
-        if run.lsh is None:
-            records.near_duplicates.prune_signatures(run.namespace, self.params, run.run_id)
-            for doc_id, content_hash, blob in records.near_duplicates.original_signatures(
-                run.namespace, self.params, run.run_id
-            ):
-                if doc_id not in run.touched and doc_id not in run.originals:
-                    run.originals[doc_id] = (content_hash, self._from_blob(blob))
-            run.lsh = MinHashLSH(num_perm=self.num_perm, params=lsh_bands(self.threshold, self.num_perm))
-            with run.lsh.insertion_session() as session:
-                for doc_id, (_, signature) in run.originals.items():
-                    session.insert(doc_id, signature, check_duplication=False)
-        return run.lsh
+    def _read_stored(self, records: RecordStore, run: _RunIndex) -> None:
+        """Add the stored originals to the run's index, once, at its first comparison (those this run signed or
+        touched before keep their newer state)."""
+        if run.stored_read:
+            return
+        records.near_duplicates.prune_signatures(run.namespace, self.params, run.run_id)
+        for doc_id, content_hash, blob in records.near_duplicates.original_signatures(
+            run.namespace, self.params, run.run_id
+        ):
+            if doc_id not in run.touched and doc_id not in run.originals:
+                run.originals.insert(doc_id, content_hash, np.frombuffer(blob, dtype="<u4"))
+        run.stored_read = True
 
     def _add_original(self, run: _RunIndex, doc: Document, signature: MinHash) -> None:
-        self._forget(run, doc.doc_id)
-        run.originals[doc.doc_id] = (doc.content_hash, signature)
-        if run.lsh is not None:
-            run.lsh.insert(doc.doc_id, signature, check_duplication=False)
+        run.originals.insert(doc.doc_id, doc.content_hash, signature.hashvalues)
         run.unsaved_signatures.append((doc.doc_id, doc.content_hash, signature.hashvalues.astype("<u4").tobytes()))
-
-    @staticmethod
-    def _forget(run: _RunIndex, doc_id: str) -> None:
-        """Take a document's earlier version out of the originals (it is being decided again)."""
-        run.originals.pop(doc_id, None)
-        if run.lsh is not None and doc_id in run.lsh:
-            run.lsh.remove(doc_id)

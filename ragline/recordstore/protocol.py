@@ -114,6 +114,11 @@ class RunJournal(Protocol):
         """Live chunk ids starting with ``prefix``, sorted."""
         ...
 
+    def live_chunks_after(self, namespace: str, after: str, limit: int) -> list[ChunkRow]:
+        """Up to ``limit`` live chunk rows with ids after ``after`` ("" for the first), in chunk id order: one page of
+        the live chunks, so a reader of the whole namespace never holds it all."""
+        ...
+
     def commit_run(self, run_id: str, namespace: str, source: str, delete_unseen: bool) -> CommitResult:
         """Make the run's pending rows live in one transaction; queue the ids they make stale as tombstones.
 

@@ -14,6 +14,11 @@ Layout: ``<home>/bm25/<namespace>/<key>/`` holds bm25s's arrays and ``manifest.j
 the namespace's sources). A build writes a hidden temporary folder and renames it into place, so readers in other
 processes never see half an index; older keys are removed after.
 
+Memory: the live chunks are read a page at a time, both to fingerprint them and to build
+(``ragline.retrieval.bm25_build``: the score arrays are written to disk, never held whole), and an index is loaded
+memory-mapped, so a query reads only its terms' columns. Held per chunk: its id (the manifest), a few bytes while
+building.
+
 Hits take their text and metadata from the record store's live rows at query time; metadata filters are applied
 with ``ragline.stores.filters.matches``, walking down the BM25 ranking until ``top_k`` chunks pass.
 """
@@ -29,18 +34,19 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ragline.components import Components
 from ragline.config import RaglineConfig
-from ragline.errors import ConfigError
+from ragline.errors import ConfigError, StoreError
 from ragline.records import Metadata
 from ragline.recordstore import ChunkRow, RecordStore
+from ragline.retrieval.bm25_build import StreamingBM25
 from ragline.retrieval.hits import Hit
 from ragline.stores.base import Filter
 from ragline.stores.filters import matches
@@ -54,6 +60,8 @@ MANIFEST = "manifest.json"
 _SAFE_NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _STALE_TEMP_S = 3600.0
 """A temporary build folder older than this was left by a crashed build and is removed."""
+_PAGE = 2_000
+"""Live chunk rows read at a time when fingerprinting or building."""
 _RECHECK_S = 60.0
 """A search scans the live chunks at least this often, even when the record store's stamp has not changed."""
 
@@ -152,15 +160,25 @@ def index_folder(config: RaglineConfig, namespace: str) -> Path:
     return config.home / "bm25" / namespace
 
 
-def live_fingerprint(records: RecordStore, namespace: str) -> tuple[str, list[ChunkRow]]:
-    """SHA-256 over the live chunks' sorted (chunk id, text hash, title), and the rows it was computed from."""
-    ids = records.journal.live_chunk_ids(namespace)
-    by_id = records.journal.chunk_rows(namespace, ids)
-    rows = [by_id[chunk_id] for chunk_id in ids if chunk_id in by_id]
+def live_fingerprint(records: RecordStore, namespace: str) -> str:
+    """SHA-256 over the live chunks' sorted (chunk id, text hash, title), read page by page."""
     digest = hashlib.sha256()
+    for page in live_pages(records, namespace):
+        _digest_rows(digest, page)
+    return digest.hexdigest()
+
+
+def live_pages(records: RecordStore, namespace: str) -> Iterator[list[ChunkRow]]:
+    """The live chunk rows in chunk id order, ``_PAGE`` at a time."""
+    after = ""
+    while page := records.journal.live_chunks_after(namespace, after, _PAGE):
+        yield page
+        after = page[-1].chunk_id
+
+
+def _digest_rows(digest: Any, rows: Sequence[ChunkRow]) -> None:
     for row in rows:
         digest.update(f"{row.chunk_id}\x00{row.text_hash}\x00{_title(row.metadata)}\n".encode())
-    return digest.hexdigest(), rows
 
 
 # --- keeping loaded indexes in sync ---------------------------------------------------------------------------
@@ -180,15 +198,14 @@ def _synced(c: Components, namespace: str, params: BM25Params, *, force_check: b
         cached = _loaded.get((folder, params))
         if cached is not None and cached[1] == stamp and now - cached[2] < _RECHECK_S and not force_check:
             return cached[0], False
-        fingerprint, rows = live_fingerprint(c.records, namespace)
-        key = _index_key(fingerprint, params)
+        key = _index_key(live_fingerprint(c.records, namespace), params)
         rebuilt = False
         if cached is not None and cached[0].key == key:
             index = cached[0]
         elif (loaded := _load(folder / key, params)) is not None:
             index = loaded
         else:
-            index, rebuilt = _build(folder, key, rows, params), True
+            index, rebuilt = _build(folder, c.records, namespace, params), True
         _loaded[(folder, params)] = (index, stamp, now)
         return index, rebuilt
 
@@ -212,30 +229,38 @@ def _index_key(fingerprint: str, params: BM25Params) -> str:
 # --- building and loading -------------------------------------------------------------------------------------
 
 
-def _build(folder: Path, key: str, rows: list[ChunkRow], params: BM25Params) -> BM25Index:
-    """Index ``rows``, persist the index under ``folder/key`` and remove older keys."""
-    import bm25s
-
+def _build(folder: Path, records: RecordStore, namespace: str, params: BM25Params) -> BM25Index:
+    """Index the live chunks page by page (``StreamingBM25``), persist the index under ``folder/<key>`` and remove
+    older keys. The key is the fingerprint of the rows indexed, read in the same pass."""
     started = time.perf_counter()
-    chunk_ids = [row.chunk_id for row in rows]
-    sources = sorted({source for row in rows if isinstance(source := row.metadata.get("source"), str)})
-    if not rows:
-        _prune(folder, keep=None)
-        return BM25Index(params, key, [], [], None)
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build at DEBUG to its own handler
-    model = bm25s.BM25(k1=params.k1, b=params.b)
-    model.index(tokenizer(params)([indexed_text(row.text, row.metadata) for row in rows]), show_progress=False)
     temporary = folder / f".tmp-{uuid.uuid4().hex}"
-    model.save(temporary, show_progress=False)
-    manifest = {"key": key, "params": asdict(params), "chunk_ids": chunk_ids, "sources": sources}
-    (temporary / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    digest, chunk_ids, sources = hashlib.sha256(), list[str](), set[str]()
     try:
-        temporary.rename(folder / key)
-    except OSError:  # another process built the same key first
+        builder = StreamingBM25(temporary, tokenizer(params), params.k1, params.b)
+        for page in live_pages(records, namespace):
+            _digest_rows(digest, page)
+            chunk_ids += [row.chunk_id for row in page]
+            sources.update(source for row in page if isinstance(source := row.metadata.get("source"), str))
+            builder.add([indexed_text(row.text, row.metadata) for row in page])
+        key = _index_key(digest.hexdigest(), params)
+        if not chunk_ids:
+            _prune(folder, keep=None)
+            return BM25Index(params, key, [], [], None)
+        builder.finish()
+        manifest = {"key": key, "params": asdict(params), "chunk_ids": chunk_ids, "sources": sorted(sources)}
+        (temporary / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+        try:
+            temporary.rename(folder / key)
+        except OSError:  # another process built the same key first
+            pass
+    finally:
         shutil.rmtree(temporary, ignore_errors=True)
     _prune(folder, keep=key)
-    log.info("bm25 index for %s: %d chunks in %.2f s", folder.name, len(rows), time.perf_counter() - started)
-    return BM25Index(params, key, chunk_ids, sources, model)
+    log.info("bm25 index for %s: %d chunks in %.2f s", folder.name, len(chunk_ids), time.perf_counter() - started)
+    index = _load(folder / key, params)
+    if index is None:
+        raise StoreError(f"the bm25 index just built at {folder / key} cannot be read")
+    return index
 
 
 def _load(path: Path, params: BM25Params) -> BM25Index | None:
@@ -246,7 +271,7 @@ def _load(path: Path, params: BM25Params) -> BM25Index | None:
         return None
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        model = bm25s.BM25.load(path, show_progress=False)
+        model = bm25s.BM25.load(path, mmap=True, show_progress=False)  # the score arrays stay on disk
     except (OSError, ValueError, KeyError) as exc:
         log.warning("bm25 index at %s is unreadable (%s); rebuilding", path, type(exc).__name__)
         return None

@@ -332,7 +332,7 @@ def _sql_bool(value: bool) -> str:
 # --- evaluation over Arrow columns --------------------------------------------------------------------------
 
 
-def to_mask(f: Filter, columns: Mapping[str, pa.Array], rows: int) -> np.ndarray:
+def to_mask(f: Filter, columns: Mapping[str, pa.Array | pa.ChunkedArray], rows: int) -> np.ndarray:
     """Evaluate a filter over in-memory ``metadata_column`` columns: a boolean array, True where a row matches.
 
     The same semantics as ``to_lance_where`` over the same layout (``columns`` maps column names to Arrow arrays
@@ -345,7 +345,7 @@ def to_mask(f: Filter, columns: Mapping[str, pa.Array], rows: int) -> np.ndarray
 class _MaskBuilder:
     """Computes the row mask of one validated filter over in-memory columns."""
 
-    def __init__(self, columns: Mapping[str, pa.Array], rows: int) -> None:
+    def __init__(self, columns: Mapping[str, pa.Array | pa.ChunkedArray], rows: int) -> None:
         self._columns = columns
         self._rows = rows
 

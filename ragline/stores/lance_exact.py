@@ -14,6 +14,7 @@ per vector (plus 1 above ``QUANTIZE_ABOVE``), plus the ids, metadata JSON and fi
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ QUANTIZE_ABOVE = 20_000
 CANDIDATES_PER_RESULT = 4
 """Candidates re-ranked exactly per result asked for (at least ``MIN_CANDIDATES``)."""
 MIN_CANDIDATES = 64
+_SLICE_ROWS = 65_536
+"""Rows normalised at a time (a unit copy of the whole matrix would double its memory)."""
 
 IndexKey = tuple[str, int]
 """A table's identity (the id in its schema metadata, '' for tables made before it) and version."""
@@ -37,15 +40,15 @@ IndexKey = tuple[str, int]
 
 @dataclass(frozen=True)
 class ExactIndex:
-    """One table version in memory; ``search`` is exact (flat) cosine search with the filter applied first."""
+    """One table version in memory; ``search`` ranks by exact cosine scores, with the filter applied first."""
 
     key: IndexKey
     files: frozenset[tuple[str, int]]  # the table's data files (name, size) when it was read
-    ids: pa.Array
-    metadata: pa.Array
+    ids: pa.ChunkedArray
+    metadata: pa.ChunkedArray
     vectors: np.ndarray  # float32, as stored
     inverse_norms: np.ndarray  # float32, 1 / |vector|
-    filter_columns: dict[str, pa.Array]
+    filter_columns: dict[str, pa.ChunkedArray]
     codes: Any  # faiss.IndexScalarQuantizer over the unit vectors, or None at most QUANTIZE_ABOVE rows
 
     @classmethod
@@ -53,23 +56,46 @@ class ExactIndex:
         cls,
         key: IndexKey,
         files: frozenset[tuple[str, int]],
-        rows: pa.Table,
+        batches: Iterable[pa.RecordBatch],
+        schema: pa.Schema,
         filter_columns: list[str],
+        rows: int,
         quantize_above: int = QUANTIZE_ABOVE,
     ) -> ExactIndex:
-        """From rows holding ``id``, ``vector``, ``metadata`` and ``filter_columns``; 8-bit codes as well when there
-        are more than ``quantize_above`` rows."""
-        column = rows.column("vector").combine_chunks()
-        vectors = column.flatten().to_numpy().reshape(len(column), column.type.list_size)
-        inverse_norms = (1.0 / np.linalg.norm(vectors, axis=1)).astype(np.float32)
+        """From record batches of ``schema`` holding ``id``, ``vector``, ``metadata`` and ``filter_columns`` (about
+        ``rows`` rows); 8-bit codes as well when there are more than ``quantize_above`` rows.
+
+        Read batch by batch: the vectors go straight into one float32 matrix and the other columns stay in the
+        batches' chunks (never copied), so building takes little more memory than the index holds.
+        """
+        import pyarrow as pa
+
+        dimension = schema.field("vector").type.list_size
+        vectors = np.empty((rows, dimension), dtype=np.float32)
+        filled = 0
+        parts: dict[str, list[pa.Array]] = {name: [] for name in ("id", "metadata", *filter_columns)}
+        for batch in batches:
+            if filled + batch.num_rows > len(vectors):  # rows were added since they were counted
+                vectors = np.resize(vectors, (max(filled + batch.num_rows, 2 * len(vectors)), dimension))
+            column = batch.column("vector")
+            vectors[filled : filled + batch.num_rows] = column.flatten().to_numpy().reshape(batch.num_rows, dimension)
+            filled += batch.num_rows
+            for name, chunks in parts.items():
+                chunks.append(batch.column(name))
+        vectors = vectors[:filled]
+        joined = {name: pa.chunked_array(chunks, schema.field(name).type) for name, chunks in parts.items()}
+        inverse_norms = np.concatenate(
+            [1.0 / np.linalg.norm(vectors[i : i + _SLICE_ROWS], axis=1) for i in range(0, filled, _SLICE_ROWS)]
+            or [np.zeros(0)]
+        ).astype(np.float32)
         return cls(
             key=key,
             files=files,
-            ids=rows.column("id").combine_chunks(),
-            metadata=rows.column("metadata").combine_chunks(),
+            ids=joined.pop("id"),
+            metadata=joined.pop("metadata"),
             vectors=vectors,
             inverse_norms=inverse_norms,
-            filter_columns={c: rows.column(c).combine_chunks() for c in filter_columns},
+            filter_columns=joined,
             codes=_quantised(vectors, inverse_norms) if len(vectors) > quantize_above else None,
         )
 
@@ -126,8 +152,8 @@ def _quantised(vectors: np.ndarray, inverse_norms: np.ndarray) -> Any:
 
     faiss.omp_set_num_threads(1)  # one query's scan is short; the service runs queries side by side instead
     codes = faiss.IndexScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-    step = max(1, len(vectors) // 65_536)  # value ranges learnt from a sample spread over the whole table
+    step = max(1, len(vectors) // _SLICE_ROWS)  # value ranges learnt from a sample spread over the whole table
     codes.train(vectors[::step] * inverse_norms[::step, None])
-    for start in range(0, len(vectors), 65_536):  # unit vectors a slice at a time: no second full-size copy
-        codes.add(vectors[start : start + 65_536] * inverse_norms[start : start + 65_536, None])
+    for start in range(0, len(vectors), _SLICE_ROWS):  # unit vectors a slice at a time: no second full-size copy
+        codes.add(vectors[start : start + _SLICE_ROWS] * inverse_norms[start : start + _SLICE_ROWS, None])
     return codes

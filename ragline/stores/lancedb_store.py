@@ -8,13 +8,15 @@ A namespace ``ns`` lives in table ``ns_<ns>`` with columns:
   bool or list<string>. Columns are added when a key/kind first appears. A key may hold different kinds in
   different records, as Pinecone allows: each kind has its own column, and filters look at all of them.
 
-Queries on a namespace of at most ``exact_search_max_vectors`` records are answered in memory
-(``lance_exact.ExactIndex``: the table version read once, one matrix-vector product a query, through 8-bit codes
-first above ``quantize_above_vectors``, the filter evaluated over in-memory columns); the cache is keyed by the
-table's identity and version, checked on every query, so a write by any process on this host is seen by the next
-query. Larger namespaces are searched by LanceDB: through the
-IVF_PQ vector index ``maintain`` builds for them (``ann_nprobes`` partitions, re-ranked exactly over
-``ann_refine_factor`` × top_k candidates), or flat until it exists. Filters are prefilters either way, so ``top_k``
+Queries on a namespace of at most ``exact_search_max_vectors`` records are answered in memory from a version's
+second query on (``lance_exact.ExactIndex``: the table version read once, batch by batch, one matrix-vector product
+a query, through 8-bit codes first above ``quantize_above_vectors``, the filter evaluated over in-memory columns).
+The first query of a version searches flat on disk, so a process that queries once (an ingest checking its writes)
+never holds a copy. The copy is keyed by the table's identity and version, checked on every query, so a write by
+any process on this host is seen by the next query, and a write or maintenance through this store drops it at once.
+Larger namespaces are searched by LanceDB: through the IVF_PQ vector index ``maintain`` builds for them
+(``ann_nprobes`` partitions, re-ranked exactly over ``ann_refine_factor`` × top_k candidates), or flat until it
+exists. Filters are prefilters either way, so ``top_k``
 counts only matching records; an index search that finds fewer than ``top_k`` matches is redone flat.
 
 ``maintain`` (run after each committed run) compacts a namespace's fragments once there are
@@ -76,6 +78,7 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _TABLE_PREFIX = "ns_"
 _MAX_ID_LENGTH = 512  # Pinecone's limit, kept so both backends accept the same ids
 _IDS_PER_CALL = 1_000  # bounds the size of one ``id IN (...)`` predicate
+_EXACT_BATCH_ROWS = 8_192  # rows read at a time into the in-memory index
 _BASE_COLUMNS = ("id", "vector", "metadata")
 _KIND_TYPES: dict[ColumnKind, pa.DataType] = {
     "s": pa.string(),
@@ -111,6 +114,7 @@ class LanceDBStore:
         self._compact_min_fragments = compact_min_fragments
         self._retention = version_retention
         self._exact: dict[str, ExactIndex] = {}
+        self._queried: dict[str, IndexKey] = {}  # the version each table was last queried at without a copy
         self._exact_lock = threading.Lock()
 
     @cached_property
@@ -139,6 +143,7 @@ class LanceDBStore:
         if not records:
             return 0
         batch = _Batch.build(records)
+        self._exact.pop(name, None)  # the write makes a new version: free the old one's memory now
         table = self._open(name)
         with _vendor_errors(f"upsert into namespace {namespace!r}"):
             if table is None:
@@ -171,10 +176,10 @@ class LanceDBStore:
             return []
         _check_dimension(table, len(query_vector), namespace)
         with _read_errors(namespace, "query"):
-            exact = self._exact_index(name, table)
+            exact, within_limit = self._exact_index(name, table)
             if exact is not None:
                 return exact.search(query_vector, top_k, filter, include_values)
-            indexed = any(i.columns == ["vector"] for i in table.list_indices())
+            indexed = not within_limit and any(i.columns == ["vector"] for i in table.list_indices())
             matches = self._lance_search(table, query_vector, top_k, filter, include_values, indexed)
             if indexed and len(matches) < top_k:  # the probed partitions held too few matches
                 matches = self._lance_search(table, query_vector, top_k, filter, include_values, False)
@@ -187,6 +192,7 @@ class LanceDBStore:
 
         Housekeeping only: a failure (another process compacting at the same moment) is logged, not raised.
         """
+        self._exact.pop(_table_name(namespace), None)  # compaction makes a new version
         table = self._open(_table_name(namespace))
         if table is None:
             return
@@ -229,9 +235,13 @@ class LanceDBStore:
         latest_then = max((t for t in written if t <= began), default=None)
         return self._retention if latest_then is None else self._retention + timedelta(seconds=now - latest_then)
 
-    def _exact_index(self, name: str, table: Table) -> ExactIndex | None:
-        """The in-memory index of the table's current version (built on a miss), or None above the size limit.
+    def _exact_index(self, name: str, table: Table) -> tuple[ExactIndex | None, bool]:
+        """The in-memory index of the table's current version, and whether the table is within the exact limit.
 
+        The index is built when a version within the limit is queried a second time: the first query of a version
+        searches flat on disk (``None``). A process that checks its writes with one query (an ingest's verify)
+        never holds a copy of the table; one that serves queries builds it on its second (about as long as a
+        flat search at 100,000 records).
         A hit also needs every data file seen at build time to be on disk unchanged: a lost or truncated file
         makes the next query read the table again, which reports the damage as every read does.
         """
@@ -239,15 +249,22 @@ class LanceDBStore:
         files = self._data_files(name)
         cached = self._exact.get(name)
         if cached is not None and cached.key == key and cached.files <= files:
-            return cached
+            return cached, True
         with self._exact_lock:
             self._exact.pop(name, None)
-            if table.count_rows() > self._exact_limit:
-                return None
+            rows = table.count_rows()
+            if rows > self._exact_limit:
+                return None, False
+            if self._queried.get(name) != key:
+                self._queried[name] = key
+                return None, True
             filter_columns = [c for c in table.schema.names if c not in _BASE_COLUMNS]
-            rows = table.search().select([*_BASE_COLUMNS, *filter_columns]).limit(None).to_arrow()
-            self._exact[name] = ExactIndex.build(key, files, rows, filter_columns, self._quantize_above)
-            return self._exact[name]
+            query = table.search().select([*_BASE_COLUMNS, *filter_columns]).limit(None)
+            batches = query.to_batches(_EXACT_BATCH_ROWS)
+            self._exact[name] = ExactIndex.build(
+                key, files, batches, table.schema, filter_columns, rows, self._quantize_above
+            )
+            return self._exact[name], True
 
     def _data_files(self, name: str) -> frozenset[tuple[str, int]]:
         """Names and sizes of the files in the table's data folder (LanceDB's on-disk layout)."""
@@ -305,6 +322,7 @@ class LanceDBStore:
         """Delete by ids, by filter, or the whole namespace (exactly one of the three)."""
         name = _table_name(namespace)
         check_delete_arguments(ids, filter, delete_all)
+        self._exact.pop(name, None)
         if delete_all:  # without opening the table: this is how a damaged one is dropped
             with _vendor_errors(f"delete of namespace {namespace!r}"):
                 self._db.drop_table(name, ignore_missing=True)  # type: ignore[call-arg]  # lancedb 0.40 takes it

@@ -127,6 +127,9 @@ class RunJournalContract(_Fixture):
         assert journal.tombstones(NS) == ["d1#1", "d1#2"]
         assert journal.live_chunk_ids(NS) == ["d1#0", "d2#0"]
         assert journal.chunk_rows(NS, ["d1#0"])["d1#0"].text == "a2"
+        first, second = journal.live_chunks_after(NS, "", 1), journal.live_chunks_after(NS, "d1#0", 5)
+        assert [r.chunk_id for r in first] == ["d1#0"] and first[0].text == "a2"
+        assert [r.chunk_id for r in second] == ["d2#0"] and journal.live_chunks_after(NS, "d2#0", 5) == []
         journal.clear_tombstones(NS, ["d1#1"])
         assert journal.tombstones(NS) == ["d1#2"]
 

@@ -266,6 +266,14 @@ class PostgresRunJournal:
         )
         return [r[0] for r in rows]
 
+    def live_chunks_after(self, namespace: str, after: str, limit: int) -> list[ChunkRow]:
+        rows = self._db.rows(
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE namespace = %s AND state = 'live' AND chunk_id > %s "
+            "ORDER BY chunk_id LIMIT %s",
+            (namespace, after, limit),
+        )
+        return [_chunk_row(r) for r in rows]
+
     def commit_run(self, run_id: str, namespace: str, source: str, delete_unseen: bool) -> CommitResult:
         with self._db.transaction() as db:
             removed: list[str] = []

@@ -235,47 +235,57 @@ class SQLiteRunJournal:
         )
         return [r[0] for r in rows]
 
+    def live_chunks_after(self, namespace: str, after: str, limit: int) -> list[ChunkRow]:
+        rows = self._db.rows(
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE namespace = ? AND state = 'live' AND chunk_id > ? "
+            "ORDER BY chunk_id LIMIT ?",
+            (namespace, after, limit),
+        )
+        return [_chunk_row(r) for r in rows]
+
     def commit_run(self, run_id: str, namespace: str, source: str, delete_unseen: bool) -> CommitResult:
+        """A fixed handful of statements whatever the run's size: the documents it replaces (changed, and with
+        ``delete_unseen`` the unseen ones) are gathered in a temporary table, not read into memory."""
         with self._db.transaction() as db:
-            removed: list[str] = []
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS replaced (doc_id TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM temp.replaced")
+            removed = 0
             if delete_unseen:
-                removed = [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT doc_id FROM documents WHERE namespace = ? AND state = 'live' AND source = ? "
-                        "AND doc_id NOT IN (SELECT doc_id FROM run_seen WHERE run_id = ?)",
-                        (namespace, source, run_id),
-                    )
-                ]
-            changed = [
+                removed = db.execute(
+                    "INSERT OR IGNORE INTO temp.replaced SELECT doc_id FROM documents WHERE namespace = ? "
+                    "AND state = 'live' AND source = ? "
+                    "AND doc_id NOT IN (SELECT doc_id FROM run_seen WHERE run_id = ?)",
+                    (namespace, source, run_id),
+                ).rowcount
+            db.execute(
+                "INSERT OR IGNORE INTO temp.replaced "
+                "SELECT doc_id FROM documents WHERE run_id = ? AND state = 'pending'",
+                (run_id,),
+            )
+            stale = [
                 r[0]
-                for r in db.execute("SELECT doc_id FROM documents WHERE run_id = ? AND state = 'pending'", (run_id,))
+                for r in db.execute(
+                    "SELECT chunk_id FROM chunks c WHERE namespace = ? AND state = 'live' "
+                    "AND doc_id IN (SELECT doc_id FROM temp.replaced) AND NOT EXISTS (SELECT 1 FROM chunks p "
+                    "WHERE p.namespace = c.namespace AND p.chunk_id = c.chunk_id AND p.state = 'pending' "
+                    "AND p.doc_id = c.doc_id) ORDER BY chunk_id",
+                    (namespace,),
+                )
             ]
-            stale: list[str] = []
-            for doc_id in removed + changed:
-                stale += [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT chunk_id FROM chunks WHERE namespace = ? AND doc_id = ? AND state = 'live' "
-                        "AND chunk_id NOT IN (SELECT chunk_id FROM chunks WHERE namespace = ? AND doc_id = ? "
-                        "AND state = 'pending')",
-                        (namespace, doc_id, namespace, doc_id),
-                    )
-                ]
+            for table in ("chunks", "documents"):
                 db.execute(
-                    "DELETE FROM chunks WHERE namespace = ? AND doc_id = ? AND state = 'live'", (namespace, doc_id)
+                    f"DELETE FROM {table} WHERE namespace = ? AND state = 'live' "
+                    "AND doc_id IN (SELECT doc_id FROM temp.replaced)",
+                    (namespace,),
                 )
-                db.execute(
-                    "DELETE FROM documents WHERE namespace = ? AND doc_id = ? AND state = 'live'", (namespace, doc_id)
-                )
-            db.execute("UPDATE chunks SET state = 'live' WHERE run_id = ? AND state = 'pending'", (run_id,))
-            db.execute("UPDATE documents SET state = 'live' WHERE run_id = ? AND state = 'pending'", (run_id,))
+                db.execute(f"UPDATE {table} SET state = 'live' WHERE run_id = ? AND state = 'pending'", (run_id,))
             db.executemany(
                 "INSERT OR IGNORE INTO tombstones VALUES (?, ?, ?)", [(namespace, cid, run_id) for cid in stale]
             )
             db.execute("UPDATE runs SET status = 'committed' WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM run_seen WHERE run_id = ?", (run_id,))
-        return CommitResult(documents_removed=len(removed), stale_chunk_ids=stale)
+            db.execute("DELETE FROM temp.replaced")
+        return CommitResult(documents_removed=removed, stale_chunk_ids=stale)
 
     def tombstones(self, namespace: str) -> list[str]:
         rows = self._db.rows("SELECT chunk_id FROM tombstones WHERE namespace = ? ORDER BY chunk_id", (namespace,))

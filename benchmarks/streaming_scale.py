@@ -1,0 +1,359 @@
+"""Benchmark: streaming at scale. A generated JSONL of ``--chunks`` chunks (default 1,000,000) ingested with the hashing
+embedder on the embedded default (LanceDB + SQLite), through the command line users run (``ragline ingest``).
+
+    python benchmarks/streaming_scale.py                    # 1,000,000 chunks → benchmarks/results/streaming_scale.json
+    python benchmarks/streaming_scale.py --chunks 100000 --profile
+
+Each measurement runs in its own process, so their memory never mixes; peak RSS is the child's ``ru_maxrss``
+(``os.wait4``):
+
+1. ingest: ``ragline ingest corpus.jsonl`` (the CLI, the hashing embedder), wall time and peak RSS;
+2. embedder alone: the same chunk texts (read back from the record store in 1,000-text batches) embedded by the
+   same embedder with no pipeline; only the ``embed`` calls are timed;
+3. queries: ``--queries`` single top-10 queries on the namespace (``LanceDBStore.query``, as ``ragline query`` and
+   the service call it), p50/p95, and recall@10 against exact search over every stored vector (streamed from the
+   table in batches, so the check itself stays small).
+
+The corpus: documents of ``--chunks-per-doc`` paragraphs of 120-150 words (one chunk each with the default chunker,
+200 tokens: two paragraphs never fit one chunk), from a vocabulary of 30,000 made-up words and 500 topics (each
+paragraph draws 60 % of its words from its document's topic), so vectors cluster by topic as embeddings do. The
+run asserts the chunk count. ``--profile`` also ingests in-process with RSS sampled per stage (development aid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results" / "streaming_scale.json"
+NAMESPACE = "scale"
+SOURCE = "scale"
+EMBED_BATCH = 1_000
+T = TypeVar("T")
+
+
+# --- the corpus ------------------------------------------------------------------------------------------------
+
+
+def vocabulary(rng: np.random.Generator, size: int = 30_000) -> np.ndarray:
+    """Distinct made-up words of 2-4 syllables."""
+    syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"] + ["an", "el", "or", "is", "um"]
+    words: dict[str, None] = {}
+    while len(words) < size:
+        parts = rng.integers(0, len(syllables), rng.integers(2, 5))
+        words["".join(syllables[p] for p in parts)] = None
+    return np.array(list(words), dtype=object)
+
+
+def generate(path: Path, chunks: int, chunks_per_doc: int, seed: int = 7) -> int:
+    """Write the JSONL corpus; returns the number of documents."""
+    rng = np.random.default_rng(seed)
+    words = vocabulary(rng)
+    zipf = 1.0 / np.arange(1, len(words) + 1)
+    zipf /= zipf.sum()
+    topics = [rng.choice(len(words), 300, replace=False) for _ in range(500)]
+    documents = -(-chunks // chunks_per_doc)
+    with path.open("w", encoding="utf-8") as out:
+        for d in range(documents):
+            topic = topics[int(rng.integers(0, len(topics)))]
+            paragraphs = min(chunks_per_doc, chunks - d * chunks_per_doc)
+            text = "\n\n".join(_paragraph(rng, words, zipf, topic) for _ in range(paragraphs))
+            title = " ".join(words[topic[rng.integers(0, len(topic), 4)]]).capitalize()
+            out.write(json.dumps({"_id": f"doc-{d:07d}", "title": title, "text": text}) + "\n")
+    return documents
+
+
+def _paragraph(rng: np.random.Generator, words: np.ndarray, zipf: np.ndarray, topic: np.ndarray) -> str:
+    n = int(rng.integers(120, 151))
+    from_topic = rng.random(n) < 0.6
+    picks = np.where(from_topic, topic[rng.integers(0, len(topic), n)], rng.choice(len(words), n, p=zipf))
+    sentence = list(words[picks])
+    for i in range(14, n, 15):
+        sentence[i] += "."
+    return " ".join(sentence).capitalize() + "."
+
+
+# --- children ----------------------------------------------------------------------------------------------------
+
+
+def child_env(home: Path) -> dict[str, str]:
+    return {**os.environ, "RAGLINE_HOME": str(home), "RAGLINE_EMBEDDER": "hashing", "PYTHONUNBUFFERED": "1"}
+
+
+def run_child(args: list[str], env: dict[str, str], log: Path) -> tuple[float, int, str]:
+    """Run a process; its wall seconds, peak RSS in bytes (``ru_maxrss`` of that child alone) and stdout. Its RSS
+    every ``TIMELINE_S`` seconds goes to ``<log>.rss`` (seconds, MiB), to see when the peak came."""
+    start = time.perf_counter()
+    with log.open("w") as err:
+        process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        sampler = threading.Thread(target=_sample_rss, args=(process.pid, start, log.with_suffix(".rss")), daemon=True)
+        sampler.start()
+        assert process.stdout is not None
+        out = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:4])} failed ({process.returncode}):\n{log.read_text()[-3000:]}")
+    return wall, usage.ru_maxrss * 1024, out
+
+
+TIMELINE_S = 5.0
+
+
+def _sample_rss(pid: int, start: float, path: Path) -> None:
+    with path.open("w") as out:
+        while True:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                return
+            rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+            out.write(f"{time.perf_counter() - start:.0f} {rss // 1024}\n")
+            out.flush()
+            time.sleep(TIMELINE_S)
+
+
+def config_for(home: Path) -> Any:
+    from ragline.config import RaglineConfig
+
+    return RaglineConfig(home=home, embedder="hashing", namespace=NAMESPACE)
+
+
+def embed_alone(home: Path) -> dict[str, Any]:
+    """Child: embed every chunk text of the namespace, as the pipeline embedded them, with no pipeline."""
+    import sqlite3
+
+    from ragline.components import make_embedder
+
+    config = config_for(home)
+    embedder = make_embedder(config)
+    conn = sqlite3.connect(config.record_store_path)
+    cursor = conn.execute("SELECT text FROM chunks WHERE namespace = ? AND state = 'live'", (NAMESPACE,))
+    seconds, texts = 0.0, 0
+    while batch := [row[0] for row in cursor.fetchmany(EMBED_BATCH)]:
+        start = time.perf_counter()
+        embedder.embed(batch)
+        seconds += time.perf_counter() - start
+        texts += len(batch)
+    return {"texts": texts, "embed_s": round(seconds, 1)}
+
+
+def query_speed(home: Path, queries: int) -> dict[str, Any]:
+    """Child: single top-10 queries on the namespace, p50/p95, recall@10 against exact search."""
+    from ragline.components import make_embedder, make_record_store, make_store
+
+    config = config_for(home)
+    embedder = make_embedder(config)
+    store: Any = make_store(config, embedder.dimension)
+    records = make_record_store(config)
+    total = records.journal.live_chunk_count(NAMESPACE)
+    rng = np.random.default_rng(11)
+    ids = records.journal.sample_chunk_ids(NAMESPACE, 4 * queries)
+    rows = records.journal.chunk_rows(NAMESPACE, ids)
+    texts = []
+    for chunk_id in sorted(rows)[:queries]:
+        words = rows[chunk_id].text.split()
+        offset = int(rng.integers(0, max(1, len(words) - 12)))
+        texts.append(" ".join(words[offset : offset + 12]))
+    vectors = embedder.embed(texts)
+    truth = exact_top10(store, vectors)
+    for vector in vectors[:2]:  # warm-up: below the exact limit, the second query builds the in-memory index
+        store.query(vector, namespace=NAMESPACE, top_k=10)
+    times: list[float] = []
+    recalls: list[float] = []
+    for vector, expected in zip(vectors, truth):
+        start = time.perf_counter()
+        matches = store.query(vector, namespace=NAMESPACE, top_k=10)
+        times.append(time.perf_counter() - start)
+        recalls.append(len({m.id for m in matches} & expected) / 10)
+    table = store._open(f"ns_{NAMESPACE}")
+    indexed = any(i.columns == ["vector"] for i in table.list_indices())
+    return {
+        "vectors": total,
+        "path": "IVF_PQ index, refined" if indexed else "in-memory exact",
+        "queries": len(texts),
+        "p50_ms": round(float(np.median(times)) * 1000, 2),
+        "p95_ms": round(float(np.percentile(times, 95)) * 1000, 2),
+        "recall@10": round(float(np.mean(recalls)), 4),
+    }
+
+
+def exact_top10(store: Any, queries: np.ndarray) -> list[set[str]]:
+    """The exact top 10 ids per query by cosine, streaming the table's vectors in batches."""
+    table = store._open(f"ns_{NAMESPACE}")
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    best_scores = np.full((len(queries), 10), -np.inf, dtype=np.float32)
+    best_ids = np.full((len(queries), 10), "", dtype=object)
+    reader = table.search().select(["id", "vector"]).limit(None).to_batches(65_536)
+    for batch in reader:
+        column = batch.column("vector")
+        vectors = column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+        scores = (unit @ vectors.T) / np.linalg.norm(vectors, axis=1)
+        ids = np.array(batch.column("id").to_pylist(), dtype=object)
+        all_scores = np.concatenate([best_scores, scores], axis=1)
+        all_ids = np.concatenate([best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
+        top = np.argpartition(-all_scores, 9, axis=1)[:, :10]
+        best_scores = np.take_along_axis(all_scores, top, axis=1)
+        best_ids = np.take_along_axis(all_ids, top, axis=1)
+    return [set(row) for row in best_ids]
+
+
+# --- the profile (development aid) -----------------------------------------------------------------------------
+
+
+def profile_ingest(home: Path, corpus: Path) -> dict[str, Any]:
+    """Child: ingest in-process, sampling RSS every 50 ms and attributing the growth of the peak to the stage
+    running when it grew."""
+    import psutil
+
+    from ragline.components import build_components
+    from ragline.indexing import pipeline
+    from ragline.indexing.steps import DirectSteps
+    from ragline.sources import open_source
+
+    process = psutil.Process()
+    current = ["start"]
+    peaks: dict[str, float] = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            rss = process.memory_info().rss / 2**20
+            stage = current[0]
+            peaks[stage] = max(peaks.get(stage, 0.0), rss)
+
+    class ProfiledSteps(DirectSteps):
+        def run(self, stage: Callable[..., T], label: str, *args: Any) -> T:
+            current[0] = label.split("-")[0] if label[-1].isdigit() else label
+            return super().run(stage, label, *args)
+
+    threading.Thread(target=sample, daemon=True).start()
+    c = build_components(config_for(home))
+    start = time.perf_counter()
+    result = pipeline.ingest(c, open_source(corpus), steps=ProfiledSteps(c))
+    done.set()
+    return {
+        "wall_s": round(time.perf_counter() - start, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb_by_stage": {k: round(v, 1) for k, v in peaks.items()},
+        "stats": result.stats.as_dict(),
+    }
+
+
+# --- the parent -------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", type=int, default=1_000_000)
+    parser.add_argument("--chunks-per-doc", type=int, default=8)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--profile", action="store_true", help="ingest in-process with RSS per stage instead")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--child", choices=["embed", "query", "profile"], help=argparse.SUPPRESS)
+    parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_child(args)))
+        return
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        report = measure(args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="ragline-scale-") as tmp:
+            report = measure(args, Path(tmp))
+    if not args.profile:
+        args.results.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+def _child(args: argparse.Namespace) -> dict[str, Any]:
+    if args.child == "embed":
+        result = embed_alone(args.home)
+    elif args.child == "query":
+        result = query_speed(args.home, args.queries)
+    else:
+        result = profile_ingest(args.home, args.home.parent / "corpus.jsonl")
+    return result | {"child_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    corpus, home = work / "corpus.jsonl", work / "home"
+    start = time.perf_counter()
+    if not corpus.exists():
+        documents = generate(corpus, args.chunks, args.chunks_per_doc)
+    else:
+        documents = sum(1 for _ in corpus.open("rb"))
+    size = corpus.stat().st_size / 2**20
+    print(f"corpus: {documents} documents, {size:.0f} MiB in {time.perf_counter() - start:.0f} s")
+    env = child_env(home)
+    me = [sys.executable, str(Path(__file__).resolve()), "--home", str(home), "--queries", str(args.queries)]
+    if args.profile:
+        _, _, out = run_child([*me, "--child", "profile"], env, work / "profile.log")
+        return json.loads(out.splitlines()[-1])
+    ragline = [sys.executable, "-m", "ragline.cli", "ingest", str(corpus), "-n", NAMESPACE]
+    wall, rss, _ = run_child(ragline, env, work / "ingest.log")
+    print(f"ingest: {wall:.0f} s, peak RSS {rss / 2**20:.0f} MiB")
+    stats = _run_stats(home)
+    if stats.get("chunks_written") != args.chunks:
+        raise SystemExit(f"expected {args.chunks} chunks written, the run wrote {stats.get('chunks_written')}")
+    embed_wall, embed_rss, out = run_child([*me, "--child", "embed"], env, work / "embed.log")
+    embedder = json.loads(out.splitlines()[-1])
+    print(f"embedder alone: {embedder['embed_s']} s")
+    _, _, out = run_child([*me, "--child", "query"], env, work / "query.log")
+    queries = json.loads(out.splitlines()[-1])
+    load = os.getloadavg()
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {_memory_gib()} GiB",
+        "load_average_at_end": [round(x, 2) for x in load],
+        "corpus": {"documents": documents, "chunks": args.chunks, "bytes": corpus.stat().st_size},
+        "ingest": {
+            "command": "ragline ingest corpus.jsonl -n scale (RAGLINE_EMBEDDER=hashing)",
+            "wall_s": round(wall, 1),
+            "peak_rss_mib": round(rss / 2**20, 1),
+            "stage_s": stats.get("seconds", {}),
+        },
+        "embedder_alone": {
+            "texts": embedder["texts"],
+            "embed_s": embedder["embed_s"],
+            "process_wall_s": round(embed_wall, 1),
+            "peak_rss_mib": round(embed_rss / 2**20, 1),
+        },
+        "ingest_to_embedder_ratio": round(wall / embedder["embed_s"], 2),
+        "queries": queries,
+        "goals": {"peak_rss_mib": "< 1536", "ratio": "<= 2", "p50_ms": "< 50", "recall@10": ">= 0.95"},
+    }
+
+
+def _run_stats(home: Path) -> dict[str, Any]:
+    import sqlite3
+
+    conn = sqlite3.connect(config_for(home).record_store_path)
+    row = conn.execute("SELECT stats_json FROM runs WHERE namespace = ? ORDER BY started_at DESC", (NAMESPACE,))
+    stats: dict[str, Any] = json.loads(row.fetchone()[0])
+    conn.close()
+    return stats
+
+
+def _memory_gib() -> int:
+    return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
+
+
+if __name__ == "__main__":
+    main()
