@@ -114,6 +114,7 @@ def ingest_waiting_for_input(home: Path, env: dict[str, str], tmp_path: Path) ->
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_default_sigint,
     )
     try:
         lines = (
@@ -134,6 +135,12 @@ def ingest_waiting_for_input(home: Path, env: dict[str, str], tmp_path: Path) ->
         process.wait()
         os.close(writer)
         log.close()
+
+
+def _default_sigint() -> None:
+    """Give the child Python's own Ctrl-C handling even when this test runs with SIGINT ignored (a background job of
+    a non-interactive shell), which the child would inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def assert_as_before(home: Path, clean: IndexState) -> None:
@@ -210,6 +217,6 @@ def test_a_run_stopped_by_sigterm_or_sigint_rolls_back_before_it_exits(
     clean = read_state(home, NS)
     with ingest_waiting_for_input(home, env, tmp_path) as process:
         process.send_signal(stop)
-        assert process.wait() == exit_status
+        assert process.wait(timeout=300) == exit_status  # a guard against a hang, not a measurement
     assert run_statuses(home) == ["committed", "rolled_back"]
     assert_as_before(home, clean)  # without any further command
