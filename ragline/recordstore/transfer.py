@@ -25,6 +25,7 @@ from ragline.errors import ConfigError
 from ragline.indexing.locks import make_locks
 from ragline.recordstore.postgres.database import copy_rows, describe_url
 from ragline.recordstore.postgres.embedding_cache import PostgresEmbeddingCache
+from ragline.recordstore.postgres.journal import CHUNK_TABLE_COLUMNS
 from ragline.recordstore.postgres.store import PostgresRecordStore
 from ragline.recordstore.sqlite import SQLiteEmbeddingCache, SQLiteRecordStore
 
@@ -76,22 +77,7 @@ NAMESPACE_TABLES = (
         ),
         order="doc_id, state",
     ),
-    _Table(
-        "chunks",
-        (
-            "namespace",
-            "chunk_id",
-            "state",
-            "run_id",
-            "doc_id",
-            "position",
-            "text_hash",
-            "token_count",
-            "text",
-            "metadata_json",
-        ),
-        order="chunk_id, state",
-    ),
+    _Table("chunks", CHUNK_TABLE_COLUMNS, order="chunk_id, state"),
     _Table("tombstones", ("namespace", "chunk_id", "run_id"), order="chunk_id"),
     _Table("quarantine", ("run_id", "namespace", "source", "uri", "doc_id", "reason", "detail", "created_at")),
     _Table(

@@ -55,7 +55,7 @@ TABLES = ("runs", "namespaces", "documents", "chunks", "tombstones")
 """The journal's tables with a ``namespace`` column (``run_seen`` rows go with their run)."""
 
 _CHUNK_COLUMNS = "chunk_id, doc_id, position, text_hash, token_count, text, metadata_json"
-_CHUNK_TABLE_COLUMNS = (
+CHUNK_TABLE_COLUMNS = (
     "namespace",
     "chunk_id",
     "state",
@@ -67,6 +67,7 @@ _CHUNK_TABLE_COLUMNS = (
     "text",
     "metadata_json",
 )
+"""Every column of ``chunks``, in table order (``COPY`` here, and ``ragline records copy``)."""
 
 
 def _chunk_row(row: Row) -> ChunkRow:
@@ -192,7 +193,7 @@ class PostgresRunJournal:
             copy_rows(
                 db,
                 "chunks",
-                _CHUNK_TABLE_COLUMNS,
+                CHUNK_TABLE_COLUMNS,
                 (
                     (
                         namespace,
