@@ -2,10 +2,11 @@
 
     python benchmarks/ingest_benchmark.py --dataset ../shared/datasets/cranfield
 
-Measures ``--rounds`` times, each on a fresh state directory and back to back so that a change in the machine's
-load falls on both: (1) the first ingest of the corpus (load → chunk → dedupe → embed → upsert → validate →
-commit) in chunks/s; (2) the raw embedder alone on exactly the chunk texts that ingest produced, in passages/s;
-the round with the median ratio is reported, with every round's ratio. Then (3) the unchanged re-run, in the same
+Measures ``--rounds`` times, each in a new process on a fresh state directory, back to back so that a change in the
+machine's load falls on both: (1) the first ingest of the corpus (load → chunk → dedupe → embed → upsert →
+validate → commit) in chunks/s; (2) the raw embedder alone on exactly the chunk texts that ingest produced, in
+passages/s; the round with the median ratio is reported, with every round's ratio. (Rounds in one process drifted:
+each left its model's thread pool and LanceDB's threads behind.) Then (3) the unchanged re-run, in the same
 process and as ``ragline ingest`` in a new process (median wall time of ``--cli-runs``, with the heavy modules
 that process imported). One-off process start-up (loading the model, importing Great Expectations and building
 its suites) is timed separately and done before the throughput runs, as a long-running worker pays it once.
@@ -63,7 +64,11 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=Path("data/.ragline/models"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cli-runs", type=int, default=5)
+    parser.add_argument("--round-home", type=Path, help=argparse.SUPPRESS)  # set when this process is one round
     args = parser.parse_args()
+    if args.round_home:
+        _measure_round(args, args.round_home)
+        return
     if not (args.dataset / "corpus.jsonl").exists():
         print(f"{args.dataset} not found: this benchmark needs the shared Cranfield dataset", file=sys.stderr)
         return
@@ -120,7 +125,18 @@ def _config(args: argparse.Namespace, home: Path) -> RaglineConfig:
 
 
 def _round(args: argparse.Namespace, home: Path) -> Round:
-    """First ingest into a fresh ``home``, then the raw embedder on the chunk texts it wrote, in one process."""
+    """One round (``_measure_round``) in a new process, so that no round inherits another's threads."""
+    command = [sys.executable, __file__, "--round-home", str(home), "--dataset", str(args.dataset)]
+    command += ["--backend", args.backend, "--models-dir", str(args.models_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"a round failed:\n{done.stderr[-3000:]}")
+    fields = json.loads(done.stdout.strip().splitlines()[-1])
+    return Round(stats=IngestStats(**fields.pop("stats")), **fields)
+
+
+def _measure_round(args: argparse.Namespace, home: Path) -> None:
+    """First ingest into a fresh ``home``, then the raw embedder on the chunk texts it wrote; prints the round."""
     c = build_components(_config(args, home))
     start = time.perf_counter()
     c.embedder.embed(["warm up the model"])
@@ -138,7 +154,8 @@ def _round(args: argparse.Namespace, home: Path) -> Round:
     start = time.perf_counter()
     c.embedder.embed(texts)
     raw_s = time.perf_counter() - start
-    return Round(stats, ingest_s, raw_s, len(texts), model_load_s, gx_setup_s)
+    fields = {"ingest_s": ingest_s, "raw_s": raw_s, "texts": len(texts), "model_load_s": model_load_s}
+    print(json.dumps({"stats": stats.as_dict(), "gx_setup_s": gx_setup_s, **fields}))
 
 
 _HEAVY = ("great_expectations", "lancedb", "langchain_text_splitters", "onnxruntime", "torch")

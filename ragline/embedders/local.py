@@ -122,6 +122,10 @@ class _OnnxRunner:
         options.intra_op_num_threads = _available_cpus()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle pool threads sleep instead of spinning: the model shares the cores with chunking, validation and
+        # writing (and a Prefect server), whose CPU a spinning thread takes. Measured on Cranfield: the same raw
+        # speed, ingest ~1 % faster and ~5 % fewer CPU seconds.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self._tokenizer = _load_tokenizer(truncate_at=max_tokens)
 
