@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TypedDict
 
 from ragline.config import RaglineConfig
 from ragline.embedders.base import Embedder
@@ -79,20 +80,12 @@ def make_store(config: RaglineConfig, dimension: int) -> VectorStore:
     if config.store_kind == "pinecone":
         from ragline.stores.pinecone_store import PineconeStore
 
-        if config.pinecone_api_key is None:
-            raise ConfigError("store 'pinecone' needs PINECONE_API_KEY (or RAGLINE_PINECONE_API_KEY)")
         store = PineconeStore(
-            api_key=config.pinecone_api_key.get_secret_value(),
             index_name=config.pinecone_index,
             dimension=dimension,
-            cloud=config.pinecone_cloud,
-            region=config.pinecone_region,
-            host=config.pinecone_host,
-            upsert_concurrency=config.pinecone_upsert_concurrency,
             transport=config.pinecone_transport,
             grpc_host=config.pinecone_grpc_host,
-            max_retries=config.pinecone_max_retries,
-            backoff_base_s=config.pinecone_retry_backoff_s,
+            **_pinecone_settings(config),
         )
         store.ensure_index()
         return store
@@ -116,20 +109,34 @@ def make_sparse_store(config: RaglineConfig) -> SparseStore | None:
         return None
     from ragline.stores.pinecone_sparse import PineconeSparseStore
 
-    if config.pinecone_api_key is None:
-        raise ConfigError("store 'pinecone' needs PINECONE_API_KEY (or RAGLINE_PINECONE_API_KEY)")
-    store = PineconeSparseStore(
-        api_key=config.pinecone_api_key.get_secret_value(),
-        index_name=config.sparse_index_name,
-        cloud=config.pinecone_cloud,
-        region=config.pinecone_region,
-        host=config.pinecone_host,
-        upsert_concurrency=config.pinecone_upsert_concurrency,
-        max_retries=config.pinecone_max_retries,
-        backoff_base_s=config.pinecone_retry_backoff_s,
-    )
+    store = PineconeSparseStore(index_name=config.sparse_index_name, **_pinecone_settings(config))
     store.ensure_index()
     return store
+
+
+class _PineconeSettings(TypedDict):
+    api_key: str
+    cloud: str
+    region: str
+    host: str | None
+    upsert_concurrency: int
+    max_retries: int
+    backoff_base_s: float
+
+
+def _pinecone_settings(config: RaglineConfig) -> _PineconeSettings:
+    """The settings the dense and the sparse Pinecone stores share: key, placement, concurrency, retries."""
+    if config.pinecone_api_key is None:
+        raise ConfigError("store 'pinecone' needs PINECONE_API_KEY (or RAGLINE_PINECONE_API_KEY)")
+    return {
+        "api_key": config.pinecone_api_key.get_secret_value(),
+        "cloud": config.pinecone_cloud,
+        "region": config.pinecone_region,
+        "host": config.pinecone_host,
+        "upsert_concurrency": config.pinecone_upsert_concurrency,
+        "max_retries": config.pinecone_max_retries,
+        "backoff_base_s": config.pinecone_retry_backoff_s,
+    }
 
 
 def make_record_store(config: RaglineConfig) -> RecordStore:

@@ -217,7 +217,7 @@ class RaglineConfig(BaseSettings):
     )
     lancedb_ann_nprobes: int = Field(default=32, ge=1, description="IVF partitions an indexed LanceDB query probes.")
     lancedb_ann_refine_factor: int = Field(
-        default=10, ge=1, description="An indexed LanceDB query re-ranks this many × top_k candidates exactly."
+        default=50, ge=1, description="An indexed LanceDB query re-ranks this many × top_k candidates exactly."
     )
     lancedb_compact_min_fragments: int = Field(
         default=8,

@@ -102,7 +102,7 @@ class LanceDBStore:
         exact_search_max_vectors: int = 300_000,
         quantize_above_vectors: int = QUANTIZE_ABOVE,
         ann_nprobes: int = 32,
-        ann_refine_factor: int = 10,
+        ann_refine_factor: int = 50,
         compact_min_fragments: int = 8,
         version_retention: timedelta = timedelta(minutes=10),
     ) -> None:
