@@ -52,19 +52,18 @@ def main() -> None:
         "text": [r["text"] for r in records],
         "title + text": [f"{r.get('title') or ''} {r['text']}".strip() for r in records],
     }
+    ndcg: dict[str, float] = {}
     result: dict[str, object] = {
         "dataset": str(args.dataset),
         "date": time.strftime("%Y-%m-%d"),
         "queries": len(queries),
         "documents": len(records),
         "max_tokens": embedder.max_tokens,
-        "ndcg@10": {},
+        "ndcg@10": ndcg,
     }
     for name, texts in variants.items():
-        result["ndcg@10"][name] = round(
-            ndcg_at_10(query_vectors, list(queries), embedder.embed(texts), doc_ids, qrels), 4
-        )
-        print(f"{name}: nDCG@10 {result['ndcg@10'][name]}", flush=True)
+        ndcg[name] = round(ndcg_at_10(query_vectors, list(queries), embedder.embed(texts), doc_ids, qrels), 4)
+        print(f"{name}: nDCG@10 {ndcg[name]}", flush=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
 
 

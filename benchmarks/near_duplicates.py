@@ -108,18 +108,26 @@ def exact_pairs(docs: list[Document], words: int, threshold: float) -> dict[tupl
     return pairs
 
 
+def _pair(a: str, b: str) -> tuple[str, str]:
+    """A pair of doc ids in sorted order, as ``exact_pairs`` keys them."""
+    return (a, b) if a <= b else (b, a)
+
+
 def measure(docs: list[Document], threshold: float, num_perm: int, words: int) -> dict[str, Any]:
     """Both runs at one threshold, and the flags set against the exact pairs at that threshold."""
-    settings = ("tag", threshold, num_perm, words)
+
+    def detector() -> NearDuplicateDetector:
+        return NearDuplicateDetector("tag", threshold, num_perm, words)
+
     with tempfile.TemporaryDirectory() as home:
         records = SQLiteRecordStore(Path(home) / "records.sqlite")
         load_before = os.getloadavg()[0]
-        first = first_run(NearDuplicateDetector(*settings), records, docs)
-        later = later_run(NearDuplicateDetector(*settings), records, docs)
+        first = first_run(detector(), records, docs)
+        later = later_run(detector(), records, docs)
         flags = records.near_duplicates.for_run("run-1")
         records.close()
     exact = exact_pairs(docs, words, threshold)
-    found = {tuple(sorted((f.doc_id, f.duplicate_of))) for f in flags}
+    found = {_pair(f.doc_id, f.duplicate_of) for f in flags}
     return {
         "threshold": threshold,
         "first_run": first,
@@ -130,7 +138,7 @@ def measure(docs: list[Document], threshold: float, num_perm: int, words: int) -
                 "doc_id": f.doc_id,
                 "duplicate_of": f.duplicate_of,
                 "estimated": f.similarity,
-                "exact": exact.get(tuple(sorted((f.doc_id, f.duplicate_of)))),
+                "exact": exact.get(_pair(f.doc_id, f.duplicate_of)),
             }
             for f in flags
         ],

@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import heapq
 import json
 import os
 import platform
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from operator import itemgetter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from pydantic import SecretStr  # noqa: E402
 
 from ragline.components import Components, build_components  # noqa: E402
 from ragline.config import RaglineConfig  # noqa: E402
@@ -60,7 +64,7 @@ def main() -> None:
         common = {"model_cache_dir": args.models_dir, "embedder": "local", "namespace": NAMESPACE}
         local = build_components(RaglineConfig(home=Path(root) / "local", store="lancedb", **common))
         remote_config = RaglineConfig(
-            home=Path(root) / "pinecone", pinecone_api_key="bench-key", pinecone_host=server.url, **common
+            home=Path(root) / "pinecone", pinecone_api_key=SecretStr("bench-key"), pinecone_host=server.url, **common
         )
         remote = build_components(remote_config, embedder=local.embedder)
         remote.cache.close()
@@ -147,12 +151,13 @@ def _drift_effect(c: Components, dataset: EvalDataset) -> dict[str, float]:
                 postings.setdefault(index, []).append((n, value))
         per_query = []
         for query_id, weights in queries.items():
-            vector = query_vector(weights, frequencies, corpus.chunks)
-            totals: Counter[int] = Counter()
-            for index, weight in zip(vector.indices, vector.values) if vector else ():
+            encoded = query_vector(weights, frequencies, corpus.chunks)
+            totals: defaultdict[int, float] = defaultdict(float)
+            for index, weight in zip(encoded.indices, encoded.values) if encoded else ():
                 for n, value in postings.get(index, ()):
                     totals[n] += weight * value
-            ranking = list(dict.fromkeys(rows[ids[n]].doc_id for n, _ in totals.most_common(100)))
+            best = heapq.nlargest(100, totals.items(), key=itemgetter(1))  # as Counter.most_common orders them
+            ranking = list(dict.fromkeys(rows[ids[n]].doc_id for n, _ in best))
             per_query.append(query_metrics(ranking, dataset.qrels[query_id]))
         effect[str(factor)] = round(mean_metrics(per_query)[NDCG], 4)
         print(f"average x {factor}: bm25 nDCG@10 {effect[str(factor)]}", flush=True)
