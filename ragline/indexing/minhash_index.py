@@ -12,8 +12,6 @@ adds a candidate, and every candidate is confirmed by its estimated similarity.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 _BUFFER = 4_096
@@ -40,12 +38,6 @@ class MinHashIndex:
 
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self._row_of
-
-    def __len__(self) -> int:
-        return len(self._row_of)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._row_of)
 
     def insert(self, doc_id: str, content_hash: str, signature: np.ndarray) -> None:
         """Add (or replace) an original."""

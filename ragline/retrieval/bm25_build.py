@@ -42,10 +42,6 @@ class StreamingBM25:
         self._distinct = array("i")  # distinct terms per document: its entries in the scratch files
         folder.mkdir(parents=True, exist_ok=True)
 
-    @property
-    def documents(self) -> int:
-        return len(self._lengths)
-
     def add(self, texts: Sequence[str]) -> None:
         """Tokenize ``texts`` and append each one's term counts to the scratch files."""
         vocabulary = self._vocabulary
@@ -130,13 +126,13 @@ _Npy = tuple[int, int, int]
 
 def _empty_npy(path: Path, dtype: type[np.generic], length: int) -> _Npy:
     """A ``.npy`` file of ``length`` items (a sparse file, nothing written but the header), open for writing."""
-    header = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(length,)) if length else None
-    if header is None:
-        np.save(path, np.zeros(0, dtype=dtype))
-        offset = 0
-    else:
+    offset = 0
+    if length:
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(length,))
         offset = header.offset
         del header  # only its header was written: the pages are never touched
+    else:
+        np.save(path, np.zeros(0, dtype=dtype))
     return os.open(path, os.O_WRONLY), offset, np.dtype(dtype).itemsize
 
 
