@@ -1,7 +1,8 @@
 """Global concurrency limits: OpenAI embedding calls from concurrent ingest tasks serialise under a 1-slot limit.
 
 Order is read from the loopback server's own log (when each request arrived and when it was answered), never from
-how long anything took.
+how long anything took. The server holds each request up to ``LATENCY_S``, releasing it early once two are in
+flight: without a limit the calls overlap however slowly the second task starts, with one slot they cannot.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from ragline.tasks.concurrency import OPENAI_EMBEDDINGS, throttled
 from ragline.testing.openai_server import LoggedRequest, LoopbackOpenAI
 
 NS = "throttled"
-LATENCY_S = 2.0
+LATENCY_S = 8.0
 
 
 @pytest.fixture(scope="module")
 def openai() -> Iterator[LoopbackOpenAI]:
     with LoopbackOpenAI() as server:
         server.latency_s = LATENCY_S
+        server.release_at_in_flight = 2
         yield server
 
 

@@ -129,10 +129,15 @@ class LoopbackOpenAI:
         """How long a ``"timeout"`` fault holds the request: set it above the client's timeout."""
         self.latency_s = 0.0
         """Added to every request."""
+        self.release_at_in_flight = 0
+        """When above zero, a request's latency ends early once this many requests are in flight together: a test
+        sees two callers overlap whenever they can, however slowly the second one starts."""
         self.shuffle_answers = False
         """List ``data`` in a shuffled order: the API promises only that ``index`` says which input is which."""
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._in_flight = threading.Condition()
+        self._in_flight_count = 0
         self._log: list[LoggedRequest] = []
         self._queued_faults: deque[Fault] = deque()
         self._fault_rate = 0.0
@@ -157,6 +162,8 @@ class LoopbackOpenAI:
     def close(self) -> None:
         """Stop serving; stalled requests are released at once."""
         self._closing.set()
+        with self._in_flight:
+            self._in_flight.notify_all()
         stop_serving(self._httpd)
         self._httpd = None
 
@@ -219,7 +226,17 @@ class LoopbackOpenAI:
     def _reply_to(self, path: str, authorization: str | None, raw_body: bytes) -> _Reply:
         """The reply to one request (called by the handler thread); logs the request."""
         received_at = time.monotonic()
-        self._closing.wait(self.latency_s)
+        with self._in_flight:
+            self._in_flight_count += 1
+            self._in_flight.notify_all()
+        try:
+            return self._answer(path, authorization, raw_body, received_at)
+        finally:
+            with self._in_flight:
+                self._in_flight_count -= 1
+
+    def _answer(self, path: str, authorization: str | None, raw_body: bytes, received_at: float) -> _Reply:
+        self._wait_latency()
         body = _json_or_none(raw_body)
         fault: Fault | None = None
         input_tokens: tuple[int, ...] = ()
@@ -235,6 +252,14 @@ class LoopbackOpenAI:
             reply = _error_reply(error.status, str(error), "invalid_request_error", error.param, error.code)
         self._record(path, body, input_tokens, reply, fault, received_at)
         return reply
+
+    def _wait_latency(self) -> None:
+        """Hold the request for ``latency_s``, or until ``release_at_in_flight`` requests are in flight."""
+        gather = self.release_at_in_flight
+        with self._in_flight:
+            self._in_flight.wait_for(
+                lambda: self._closing.is_set() or 0 < gather <= self._in_flight_count, timeout=self.latency_s
+            )
 
     def _stall(self) -> None:
         """Hold a ``"timeout"`` request until ``stall_s`` passes or the server closes."""
