@@ -280,10 +280,10 @@ class RaglineConfig(BaseSettings):
 
     # pipeline
     batch_size: int = Field(
-        default=256,
+        default=1024,
         ge=1,
-        description="Documents per pipeline batch: each stage runs once per batch (a task run each "
-        "in a flow), whichever driver runs it.",
+        description="Documents per pipeline batch at most (the first batches are smaller: 128, 512): each stage "
+        "runs once per batch (a task run each in a flow), whichever driver runs it.",
     )
     max_file_bytes: int = Field(default=10_000_000, ge=1, description="Larger input files are quarantined.")
     validation_sample_size: int = Field(default=8, ge=0)

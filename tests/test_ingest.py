@@ -3,7 +3,9 @@ Pinecone SDK against a loopback server whose writes show in reads only after a l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.errors import ConfigError, ValidationFailed
+from ragline.indexing import stages
 from ragline.indexing.consistency import await_writes
 from ragline.indexing.journal import open_run
 from ragline.indexing.pipeline import ingest, write_batches
@@ -20,6 +23,7 @@ from ragline.sources import DirectorySource
 from ragline.stores.base import VectorRecord
 
 NS = "test"
+T = TypeVar("T")
 PARAGRAPH = (
     "Chunking splits long documents into passages small enough for the embedding model. "
     "Each passage keeps the metadata of its document so filters still work after retrieval. "
@@ -202,3 +206,32 @@ def test_non_ascii_file_names_get_stable_ascii_ids(components: Components, tmp_p
     run(components, root)
     assert list(components.store.list_ids(namespace=NS)) == ["docs/caf%C3%A9.md#0"]
     assert run(components, root).stats.documents_unchanged == 1
+
+
+class LoadSizes(DirectSteps):
+    """``DirectSteps`` that note how many documents each ``load`` read."""
+
+    def __init__(self, c: Components) -> None:
+        super().__init__(c)
+        self.loaded: list[int] = []
+
+    def run(self, stage: Callable[..., T], label: str, *args: Any) -> T:
+        result = super().run(stage, label, *args)
+        if isinstance(result, stages.Plan):
+            self.loaded.append(result.stats.documents_seen)
+        return result
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "expected"), [(1024, [128, 512, 60]), (300, [128, 300, 272]), (50, [50] * 14 + [0])]
+)
+def test_batches_start_small_and_grow_to_the_batch_size(
+    config: RaglineConfig, embedder, tmp_path: Path, batch_size: int, expected: list[int]
+) -> None:
+    write(tmp_path / "docs", {f"d{i:03}.txt": f"Document {i} about topic {i % 7}." for i in range(700)})
+    c = build_components(config.model_copy(update={"batch_size": batch_size}), embedder=embedder)
+    steps = LoadSizes(c)
+    stats = ingest(c, DirectorySource(tmp_path / "docs", name="docs"), steps=steps).stats
+    assert steps.loaded == expected
+    assert (stats.documents_new, stats.chunks_written) == (700, 700)
+    c.close()

@@ -33,6 +33,18 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[IngestStats], None]
 
+FIRST_BATCH = 128
+"""Documents in a run's first batch: the embedder starts after these, however large ``batch_size`` is."""
+BATCH_GROWTH = 4
+"""Each batch holds this many times the documents of the one before, up to ``batch_size``."""
+
+
+def batch_documents(group: int, batch_size: int) -> int:
+    """Documents in batch ``group`` (from 0): a slow start (128, 512, 2,048, …) capped at ``batch_size``. Small
+    batches first keep the embedder from waiting for a whole batch to be chunked; large ones after that keep the
+    per-batch costs (a task run per stage in a flow, a validation suite, a store version) few."""
+    return min(batch_size, FIRST_BATCH * BATCH_GROWTH ** min(group, 8))
+
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -100,7 +112,7 @@ def write_batches(
     on_progress: Progress | None = None,
     track_seen: bool = True,
 ) -> StagesOutcome:
-    """load → (reverify) → chunk → dedupe → embed → validate → upsert for each batch of ``batch_size`` items; up to
+    """load → (reverify) → chunk → dedupe → embed → validate → upsert for each batch (``batch_documents``); up to
     ``steps.window`` batches embed while the next one loads, and the validation suites are built beside the first.
     The run's writes are pending until ``commit``. ``track_seen``: record the documents read (a full cleanup's
     commit deletes the others)."""
@@ -121,7 +133,8 @@ def write_batches(
     with steps.session():
         group = 0
         while True:
-            plan = steps.run(stages.load, f"load-{group}", run, source, batch_size, track_seen)
+            size = batch_documents(group, batch_size)
+            plan = steps.run(stages.load, f"load-{group}", run, source, size, track_seen)
             stats.add(plan.stats)
             documents = plan.stats.documents_seen  # done once their batch is written
             if freshness is not None and plan.unchanged:
