@@ -20,65 +20,26 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import multiprocessing
 import os
 import platform
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing ragline
+
+from pinecone_loopback import API_KEY, INDEX, in_own_process, make_records  # noqa: E402
 
 from ragline.stores.base import VectorRecord  # noqa: E402
 from ragline.stores.pinecone_store import PineconeStore  # noqa: E402
-from ragline.testing.pinecone_grpc import LoopbackPineconeGrpc  # noqa: E402
-from ragline.testing.pinecone_server import LoopbackPinecone  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "pinecone_grpc.json"
-API_KEY = "benchmark-key"
-INDEX = "bench"
 TRANSPORTS = ("rest", "grpc")
 
 
-def make_records(count: int, dimension: int) -> list[VectorRecord]:
-    vectors = np.random.default_rng(0).standard_normal((count, dimension)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return [
-        VectorRecord(f"bench/{i // 10}#{i % 10}", vectors[i], {"doc": f"bench/{i // 10}", "n": i}) for i in range(count)
-    ]
-
-
-def serve(connection: Connection, latency_s: float, dimension: int) -> None:
-    """Run both loopback servers with ``latency_s`` per request, send their addresses, stop when told to."""
-    with LoopbackPinecone(api_key=API_KEY) as rest, LoopbackPineconeGrpc(rest, index=INDEX) as plane:
-        rest.create_index(INDEX, dimension=dimension)
-        rest.faults.set_latency(latency_s)
-        connection.send((rest.url, plane.host))
-        connection.recv()
-
-
-@contextmanager
-def servers(latency_s: float, dimension: int) -> Iterator[tuple[str, str]]:
-    ours, theirs = multiprocessing.Pipe()
-    process = multiprocessing.get_context("spawn").Process(
-        target=serve, args=(theirs, latency_s, dimension), daemon=True
-    )
-    process.start()
-    try:
-        yield ours.recv()
-    finally:
-        ours.send("stop")
-        process.join()
-
-
 def timed_upsert(
-    hosts: tuple[str, str], records: list[VectorRecord], transport: str, concurrency: int, namespace: str
+    hosts: tuple[str, str | None], records: list[VectorRecord], transport: str, concurrency: int, namespace: str
 ) -> dict[str, Any]:
     rest, grpc = hosts
     store = PineconeStore(
@@ -135,7 +96,7 @@ def main() -> None:
         "transports": {},
     }
     run = 0
-    with servers(0.0, args.dimension) as hosts:
+    with in_own_process(0.0, grpc_dimension=args.dimension) as hosts:
         for transport in TRANSPORTS:
             runs = []
             for _ in range(args.repeats):
@@ -144,7 +105,7 @@ def main() -> None:
             cpu = best(runs, "client_cpu_seconds")
             cpu["client_cpu_seconds_per_10k"] = round(cpu["client_cpu_seconds"] * per_10k, 3)
             report["transports"][transport] = {"no_latency": cpu}
-    with servers(args.latency_ms / 1000, args.dimension) as hosts:
+    with in_own_process(args.latency_ms / 1000, grpc_dimension=args.dimension) as hosts:
         for transport in TRANSPORTS:
             modes = {}
             for concurrency in (1, args.concurrency):

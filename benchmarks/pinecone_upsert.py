@@ -18,62 +18,30 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import multiprocessing
 import os
 import platform
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing ragline
+
+from pinecone_loopback import API_KEY, INDEX, in_own_process, make_records, started  # noqa: E402
 
 from ragline.stores.base import VectorRecord  # noqa: E402
 from ragline.stores.pinecone_store import PineconeStore  # noqa: E402
-from ragline.testing.pinecone_server import LoopbackPinecone  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "pinecone_upsert.json"
-API_KEY = "benchmark-key"
-INDEX = "bench"
-
-
-def make_records(count: int, dimension: int) -> list[VectorRecord]:
-    vectors = np.random.default_rng(0).standard_normal((count, dimension)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return [
-        VectorRecord(f"bench/{i // 10}#{i % 10}", vectors[i], {"doc": f"bench/{i // 10}", "n": i}) for i in range(count)
-    ]
-
-
-def serve(connection: Connection, latency_s: float) -> None:
-    """Run a LoopbackPinecone, send its URL, and stop when told to."""
-    with LoopbackPinecone(api_key=API_KEY) as server:
-        server.faults.set_latency(latency_s)
-        connection.send(server.url)
-        connection.recv()
 
 
 @contextmanager
 def loopback(latency_s: float, in_process: bool) -> Iterator[str]:
     """The URL of a LoopbackPinecone with ``latency_s`` per request, in this process or in its own."""
-    if in_process:
-        with LoopbackPinecone(api_key=API_KEY) as server:
-            server.faults.set_latency(latency_s)
-            yield server.url
-        return
-    ours, theirs = multiprocessing.Pipe()
-    process = multiprocessing.get_context("spawn").Process(target=serve, args=(theirs, latency_s), daemon=True)
-    process.start()
-    try:
-        yield ours.recv()
-    finally:
-        ours.send("stop")
-        process.join()
+    with (started if in_process else in_own_process)(latency_s, None) as (url, _):
+        yield url
 
 
 def timed_upsert(url: str, records: list[VectorRecord], dimension: int, concurrency: int, run: int) -> dict[str, Any]:
