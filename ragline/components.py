@@ -18,6 +18,7 @@ from ragline.errors import ConfigError
 from ragline.indexing.chunking import Chunker
 from ragline.indexing.locks import NamespaceLocks, make_locks
 from ragline.indexing.near_duplicates import NearDuplicateDetector
+from ragline.memory import limit_malloc_arenas
 from ragline.records import sha256_hex
 from ragline.recordstore import RecordStore
 from ragline.stores.base import VectorStore
@@ -162,7 +163,10 @@ def make_embedding_cache(config: RaglineConfig) -> EmbeddingCache:
 
 
 def build_components(config: RaglineConfig, embedder: Embedder | None = None) -> Components:
-    """Fresh components for ``config`` (``embedder`` may be shared to avoid loading a model twice)."""
+    """Fresh components for ``config`` (``embedder`` may be shared to avoid loading a model twice). The first call
+    caps the process's malloc arenas (``ragline.memory``): every command, task and service builds its components
+    before the native libraries start their threads."""
+    limit_malloc_arenas()
     embedder = embedder or make_embedder(config)
     chunker = Chunker(
         count_tokens=embedder.count_tokens,
