@@ -3,7 +3,7 @@
 LanceDB and Arrow allocate from many native threads. glibc gives threads their own malloc arenas (up to 8 per core)
 and keeps what is freed in each for reuse, so a process's resident memory ratchets up to the sum of every arena's
 high-water mark: measured on a 1,000,000-chunk namespace (``benchmarks/streaming_scale.py``), compacting it and
-building its IVF_PQ index each left hundreds of MiB resident that nothing used again.
+building its IVF_PQ vector index each left hundreds of MiB resident that nothing used again.
 
 - ``limit_malloc_arenas``: at most two arenas (glibc's ``M_ARENA_MAX``, the setting ``MALLOC_ARENA_MAX=2`` makes),
   unless the environment already chose a number.

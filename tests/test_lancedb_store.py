@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -210,15 +211,91 @@ def test_maintain_spares_the_version_a_reader_opened_however_old_it_is(tmp_path:
 def test_maintain_builds_a_vector_index_above_the_exact_limit(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((600, 16)).astype(np.float32)
-    store = LanceDBStore(tmp_path, exact_search_max_vectors=500, ann_nprobes=64, ann_refine_factor=20)
+    store = LanceDBStore(tmp_path, exact_search_max_vectors=500)
     store.upsert([VectorRecord(f"r{i}", v, {"n": i}) for i, v in enumerate(vectors)], namespace="n")
     store.maintain("n")
     table = store._open("ns_n")
-    assert table is not None and [i.columns for i in table.list_indices()] == [["vector"]]
+    assert table is not None and [(i.columns, i.index_type) for i in table.list_indices()] == [(["vector"], "IvfSq")]
     query = vectors[5] + 0.01
     assert store.query(query, namespace="n", top_k=1)[0].id == "r5"
     only = store.query(query, namespace="n", top_k=3, filter={"n": {"$in": [1, 2, 3]}})
     assert sorted(m.id for m in only) == ["r1", "r2", "r3"]  # a selective filter still fills top_k
+
+
+def _recall_at_10(store: LanceDBStore, vectors: np.ndarray, queries: np.ndarray) -> float:
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    found = 0
+    for query in queries:
+        exact = {f"r{i}" for i in np.argsort(-(unit @ query))[:10]}
+        found += len(exact & {m.id for m in store.query(query, namespace="n", top_k=10)})
+    return found / (10 * len(queries))
+
+
+def _indexed_store(tmp_path: Path, vectors: np.ndarray) -> LanceDBStore:
+    """``vectors`` in namespace ``n``, indexed and calibrated by housekeeping (√4,000: 63 partitions)."""
+    LanceDBStore(tmp_path).upsert([VectorRecord(f"r{i}", v, {}) for i, v in enumerate(vectors)], namespace="n")
+    store = LanceDBStore(tmp_path, exact_search_max_vectors=1_000)
+    store.maintain("n")
+    return store
+
+
+def _calibrated_probes(store: LanceDBStore) -> int | None:
+    return json.loads(store.probes_path("ns_n").read_text())["nprobes"]
+
+
+def test_indexed_search_keeps_recall_on_vectors_without_clusters(tmp_path: Path) -> None:
+    """Near-uniform vectors, whose neighbours are near-ties spread over every IVF partition: the calibration finds
+    that only all partitions keep recall@10; probing a few loses most of it, so the check can fail."""
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((4_000, 32)).astype(np.float32)
+    queries = rng.standard_normal((20, 32)).astype(np.float32)
+    store = _indexed_store(tmp_path, vectors)
+    assert _calibrated_probes(store) is None
+    assert _recall_at_10(LanceDBStore(tmp_path, exact_search_max_vectors=1_000), vectors, queries) >= 0.95
+    few = LanceDBStore(tmp_path, exact_search_max_vectors=1_000, ann_nprobes=2)
+    assert _recall_at_10(few, vectors, queries) < 0.6
+
+
+def test_clustered_vectors_probe_a_few_partitions_and_keep_recall(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    centres = 3 * rng.standard_normal((40, 32))
+    vectors = (centres[rng.integers(0, 40, 4_000)] + rng.standard_normal((4_000, 32))).astype(np.float32)
+    queries = (vectors[rng.integers(0, 4_000, 20)] + 0.3 * rng.standard_normal((20, 32))).astype(np.float32)
+    store = _indexed_store(tmp_path, vectors)
+    probes = _calibrated_probes(store)
+    assert probes is not None and probes <= 16
+    assert _recall_at_10(LanceDBStore(tmp_path, exact_search_max_vectors=1_000), vectors, queries) >= 0.95
+
+
+def test_a_calibration_kept_for_another_index_is_ignored(tmp_path: Path) -> None:
+    """A stale or unreadable calibration means every partition, never too few."""
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((4_000, 32)).astype(np.float32)
+    queries = rng.standard_normal((20, 32)).astype(np.float32)
+    store = _indexed_store(tmp_path, vectors)
+    path = store.probes_path("ns_n")
+    path.write_text(json.dumps({"index_uuid": "another", "nprobes": 1, "recall": 1.0, "rows": 4_000}))
+    assert _recall_at_10(LanceDBStore(tmp_path, exact_search_max_vectors=1_000), vectors, queries) >= 0.95
+    path.write_text("{not json")
+    assert _recall_at_10(LanceDBStore(tmp_path, exact_search_max_vectors=1_000), vectors, queries) >= 0.95
+    path.unlink()
+    store.maintain("n")  # housekeeping measures it again
+    assert _calibrated_probes(store) is None
+
+
+def test_maintain_replaces_an_older_kind_of_vector_index(tmp_path: Path) -> None:
+    """A namespace indexed by an earlier release (IVF_PQ) gets the current index at its next housekeeping."""
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((600, 16)).astype(np.float32)
+    store = LanceDBStore(tmp_path, exact_search_max_vectors=500)
+    store.upsert([VectorRecord(f"r{i}", v, {}) for i, v in enumerate(vectors)], namespace="n")
+    table = store._open("ns_n")
+    assert table is not None
+    table.create_index(metric="cosine", index_type="IVF_PQ", num_partitions=4, num_sub_vectors=2)
+    store.maintain("n")
+    table = store._open("ns_n")
+    assert table is not None and [i.index_type for i in table.list_indices()] == ["IvfSq"]
+    assert store.query(vectors[7], namespace="n", top_k=1)[0].id == "r7"
 
 
 def test_importing_stores_does_not_import_lancedb() -> None:

@@ -14,9 +14,10 @@ a query, through 8-bit codes first above ``quantize_above_vectors``, the filter 
 The first query of a version searches flat on disk, so a process that queries once (an ingest checking its writes)
 never holds a copy. The copy is keyed by the table's identity and version, checked on every query, so a write by
 any process on this host is seen by the next query, and a write or maintenance through this store drops it at once.
-Larger namespaces are searched by LanceDB: through the IVF_PQ vector index ``maintain`` builds for them
-(``ann_nprobes`` partitions, re-ranked exactly over ``ann_refine_factor`` × top_k candidates), or flat until it
-exists. Filters are prefilters either way, so ``top_k``
+Larger namespaces are searched by LanceDB: through the IVF_SQ vector index ``maintain`` builds for them (8-bit
+codes), probing ``ann_nprobes`` partitions (by default the fewest that kept recall on a sample of the namespace's
+own vectors, ``lance_probes``, measured when the index was built) and re-ranking ``ann_refine_factor`` × top_k
+candidates exactly; or flat until the index exists. Filters are prefilters either way, so ``top_k``
 counts only matching records; an index search that finds fewer than ``top_k`` matches is redone flat.
 
 ``maintain`` (run after each committed run) compacts a namespace's fragments once there are
@@ -49,7 +50,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pyarrow as pa
@@ -58,6 +59,7 @@ from ragline.batching import batched
 from ragline.errors import IndexDamaged, StoreError
 from ragline.memory import release_free_memory
 from ragline.records import Metadata
+from ragline.stores import lance_probes
 from ragline.stores.base import (
     Filter,
     NamespaceStats,
@@ -71,6 +73,7 @@ from ragline.stores.lance_exact import QUANTIZE_ABOVE, ExactIndex, IndexKey
 
 if TYPE_CHECKING:
     from lancedb.db import DBConnection
+    from lancedb.index import IndexConfig
     from lancedb.table import Table
 
 log = logging.getLogger(__name__)
@@ -81,9 +84,11 @@ _MAX_ID_LENGTH = 512  # Pinecone's limit, kept so both backends accept the same 
 _IDS_PER_CALL = 1_000  # bounds the size of one ``id IN (...)`` predicate
 _EXACT_BATCH_ROWS = 8_192  # rows read at a time into the in-memory index
 _IVF_SAMPLE_RATE = 64
-"""Training vectors per IVF partition and PQ centroid (LanceDB's default is 256). Measured on 1,000,000 × 384
-(``benchmarks/streaming_scale.py``, ``benchmarks/query_speed.py``): the build's peak memory falls by ~450 MiB, and
-the exact re-rank of ``ann_refine_factor`` × top_k candidates keeps recall."""
+"""Training vectors per IVF partition (LanceDB's default is 256): measured on 1,000,000 × 384 (IVF_PQ, then), the
+build's peak memory fell by ~450 MiB and recall held (``benchmarks/streaming_scale.py``, ``query_speed.py``)."""
+_INDEX_TYPE: Final = "IVF_SQ"  # as ``create_index`` takes it
+_INDEX_KIND = "IvfSq"  # as ``list_indices`` reports it
+_ALL_PARTITIONS = 1_000_000  # more than any index here has (√rows partitions), so ``nprobes`` probes them all
 _BASE_COLUMNS = ("id", "vector", "metadata")
 _KIND_TYPES: dict[ColumnKind, pa.DataType] = {
     "s": pa.string(),
@@ -106,8 +111,8 @@ class LanceDBStore:
         *,
         exact_search_max_vectors: int = 300_000,
         quantize_above_vectors: int = QUANTIZE_ABOVE,
-        ann_nprobes: int = 32,
-        ann_refine_factor: int = 50,
+        ann_nprobes: int | None = None,
+        ann_refine_factor: int = 10,
         compact_min_fragments: int = 8,
         version_retention: timedelta = timedelta(minutes=10),
     ) -> None:
@@ -184,10 +189,11 @@ class LanceDBStore:
             exact, within_limit = self._exact_index(name, table)
             if exact is not None:
                 return exact.search(query_vector, top_k, filter, include_values)
-            indexed = not within_limit and any(i.columns == ["vector"] for i in table.list_indices())
-            matches = self._lance_search(table, query_vector, top_k, filter, include_values, indexed)
-            if indexed and len(matches) < top_k:  # the probed partitions held too few matches
-                matches = self._lance_search(table, query_vector, top_k, filter, include_values, False)
+            index = None if within_limit else _vector_index(table)
+            nprobes = None if index is None else self._probes(name, index)
+            matches = self._lance_search(table, query_vector, top_k, filter, include_values, nprobes)
+            if nprobes is not None and len(matches) < top_k:  # the probed partitions held too few matches
+                matches = self._lance_search(table, query_vector, top_k, filter, include_values, None)
         return matches
 
     def maintain(self, namespace: str) -> None:
@@ -217,16 +223,65 @@ class LanceDBStore:
                 table.optimize(cleanup_older_than=self._cleanup_age(table))  # also adds new rows to the vector index
             release_free_memory()  # compaction's buffers: hundreds of MiB at 1,000,000 rows
         rows = table.count_rows()
-        if rows > self._exact_limit and not any(i.columns == ["vector"] for i in table.list_indices()):
+        index = _vector_index(table)
+        if rows > self._exact_limit and (index is None or index.index_type != _INDEX_KIND):  # or an older kind
             table.create_index(
                 metric="cosine",
-                index_type="IVF_PQ",
+                index_type=_INDEX_TYPE,
                 num_partitions=max(1, int(rows**0.5)),
-                num_sub_vectors=_sub_vectors(_dimension(table)),
                 vector_column_name="vector",
                 sample_rate=_IVF_SAMPLE_RATE,
+                replace=True,
             )
             release_free_memory()
+            index = _vector_index(table)
+        kept = self.probes_path(table.name)
+        if index is not None and index.index_uuid and lance_probes.load(kept, index.index_uuid) is None:
+            self._calibrate(table.name, index.index_uuid, index.num_indexed_rows or rows)
+            release_free_memory()  # the index partitions its queries loaded: ~500 MiB at 1,000,000 × 384
+
+    def probes_path(self, name: str) -> Path:
+        """Where a table's probe calibration is kept: beside it, where LanceDB does not look."""
+        return self._path / f"{name}.probes.json"
+
+    def _probes(self, name: str, index: IndexConfig) -> int:
+        """Partitions an indexed query probes: ``ann_nprobes`` if set, else the index's calibration, else all."""
+        if self._nprobes is not None:
+            return self._nprobes
+        probes = lance_probes.load(self.probes_path(name), index.index_uuid)
+        return probes.nprobes if probes is not None and probes.nprobes is not None else _ALL_PARTITIONS
+
+    def _calibrate(self, name: str, index_uuid: str, indexed_rows: int) -> None:
+        """Measure the fewest probes that find the exact neighbours of ``SAMPLE`` stored vectors, and keep it.
+        Through a connection of its own, whose index cache goes when it returns instead of staying in this one's."""
+        import lancedb
+
+        table = lancedb.connect(self._path).open_table(name)
+        rows = table.count_rows()
+        offsets = np.random.default_rng(0).choice(rows, size=min(lance_probes.SAMPLE, rows), replace=False)
+        sample = table.take_offsets(sorted(offsets.tolist())).select(["id", "vector"]).to_arrow()
+        ids, queries = sample.column("id").to_pylist(), _vectors(sample)
+        k = lance_probes.NEIGHBOURS + 1  # each sample vector finds itself, which does not count
+        batches = (
+            (batch.column("id").to_pylist(), _vectors(pa.Table.from_batches([batch])))
+            for batch in table.search().select(["id", "vector"]).limit(None).to_batches(_EXACT_BATCH_ROWS)
+        )
+        truth = lance_probes.exact_neighbours(queries, batches, k)
+
+        def search(i: int, nprobes: int | None) -> list[str]:
+            found = self._lance_search(table, queries[i], k, None, False, nprobes or _ALL_PARTITIONS)
+            return [m.id for m in found]
+
+        partitions = max(1, int(indexed_rows**0.5))  # as built
+        probes = lance_probes.calibrate(index_uuid, rows, partitions, ids, truth, search)
+        lance_probes.save(self.probes_path(name), probes)
+        log.info(
+            "%s: indexed queries probe %s partitions (recall@10 %.3f on %d stored vectors)",
+            name,
+            probes.nprobes or "all",
+            probes.recall,
+            len(ids),
+        )
 
     def _cleanup_age(self, table: Table) -> timedelta:
         """The age from which ``optimize`` may delete a version without pulling it from under a reader.
@@ -290,8 +345,9 @@ class LanceDBStore:
         top_k: int,
         filter: Filter | None,
         include_values: bool,
-        indexed: bool,
+        nprobes: int | None,
     ) -> list[QueryMatch]:
+        """Through the vector index probing ``nprobes`` partitions, or flat (None)."""
         columns = ["id", "metadata", "_distance", *(["vector"] if include_values else [])]
         search = (
             table.search(query_vector, vector_column_name="vector")
@@ -299,8 +355,8 @@ class LanceDBStore:
             .select(columns)
             .limit(top_k)
         )
-        if indexed:
-            search = search.nprobes(self._nprobes).refine_factor(self._refine_factor)
+        if nprobes is not None:
+            search = search.nprobes(nprobes).refine_factor(self._refine_factor)
         else:
             search = search.bypass_vector_index()
         if filter is not None:
@@ -519,9 +575,8 @@ def _vector_matrix(vectors: Sequence[Any], what: str) -> np.ndarray:
     return matrix
 
 
-def _sub_vectors(dimension: int) -> int:
-    """PQ sub-vectors: about 8 dimensions each, a divisor of the dimension."""
-    return max(d for d in range(1, dimension // 8 + 1) if dimension % d == 0) if dimension >= 8 else 1
+def _vector_index(table: Table) -> IndexConfig | None:
+    return next((i for i in table.list_indices() if i.columns == ["vector"]), None)
 
 
 def _dimension(table: Table) -> int:

@@ -1,0 +1,96 @@
+"""How many IVF partitions an indexed LanceDB query probes: the fewest that find the exact top 10 on a sample of the
+namespace's own vectors, measured once per vector index (``calibrate``) and kept beside the table (``save``/``load``).
+
+Whether a few partitions hold a query's neighbours depends on the vectors: embeddings cluster by topic, so 16-32 of
+√n partitions usually do; vectors without clusters (near-ties everywhere) need all of them. Measuring it per index
+keeps recall without paying the full scan where it is not needed. No calibration, or one made for another index,
+means every partition.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+LADDER = (8, 16, 32, 64, 128, 256)
+"""Probe counts tried, fewest first; one above half the partitions means probing all of them instead."""
+TARGET_RECALL = 0.98
+"""Recall@10 a probe count must reach on the sample (above the 0.95 the store promises, for the sample's error)."""
+SAMPLE = 32
+NEIGHBOURS = 10
+
+
+@dataclass(frozen=True)
+class Probes:
+    """A calibration: ``nprobes`` (None: every partition) found ``recall`` on ``SAMPLE`` stored vectors."""
+
+    index_uuid: str
+    nprobes: int | None
+    recall: float
+    rows: int
+
+
+def load(path: Path, index_uuid: str | None) -> Probes | None:
+    """The calibration kept at ``path`` if it was made for this index; None if missing, unreadable or stale."""
+    if index_uuid is None:
+        return None
+    try:
+        probes = Probes(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+    return probes if probes.index_uuid == index_uuid else None
+
+
+def save(path: Path, probes: Probes) -> None:
+    """Write atomically: a reader sees the old calibration or the new one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(json.dumps(asdict(probes)), encoding="utf-8")
+    partial.replace(path)
+
+
+def exact_neighbours(
+    queries: np.ndarray, batches: Iterable[tuple[Sequence[str], np.ndarray]], k: int
+) -> list[list[str]]:
+    """The ids of each query's ``k`` nearest rows by cosine, nearest first, streaming (ids, vectors) batches."""
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_ids = np.full((len(queries), k), "", dtype=object)
+    for ids, vectors in batches:
+        scores = (unit @ vectors.T) / np.linalg.norm(vectors, axis=1)
+        all_scores = np.concatenate([best_scores, scores], axis=1)
+        all_ids = np.concatenate([best_ids, np.broadcast_to(np.asarray(ids, dtype=object), scores.shape)], axis=1)
+        top = np.argpartition(-all_scores, k - 1, axis=1)[:, :k]
+        best_scores = np.take_along_axis(all_scores, top, axis=1)
+        best_ids = np.take_along_axis(all_ids, top, axis=1)
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    return [list(row) for row in np.take_along_axis(best_ids, order, axis=1)]
+
+
+def calibrate(
+    index_uuid: str,
+    rows: int,
+    partitions: int,
+    sample_ids: Sequence[str],
+    truth: Sequence[Sequence[str]],
+    search: Callable[[int, int | None], list[str]],
+) -> Probes:
+    """The fewest ``LADDER`` probes whose recall@10 reaches ``TARGET_RECALL``, else every partition (None).
+    ``search(i, nprobes)``: the ids found for sample vector ``i``; ``truth``: its exact ``NEIGHBOURS + 1`` nearest,
+    nearest first. The sample vector itself is left out of both sides (a duplicate of it may rank above it)."""
+    expected = [
+        set([i for i in ranked if i != own][:NEIGHBOURS]) for ranked, own in zip(truth, sample_ids, strict=True)
+    ]
+
+    def recall(nprobes: int | None) -> float:
+        found = sum(len(e & (set(search(i, nprobes)) - {own})) for i, (e, own) in enumerate(zip(expected, sample_ids)))
+        return round(found / max(1, sum(map(len, expected))), 4)
+
+    for nprobes in (n for n in LADDER if n <= partitions // 2):
+        if (reached := recall(nprobes)) >= TARGET_RECALL:
+            return Probes(index_uuid, nprobes, reached, rows)
+    return Probes(index_uuid, None, recall(None), rows)

@@ -1,0 +1,79 @@
+"""The probe calibration's choice and its file (the LanceDB side: tests/test_lancedb_store.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ragline.stores import lance_probes
+from ragline.stores.lance_probes import Probes
+
+IDS = [f"s{i}" for i in range(4)]
+TRUTH = [[own, *(f"{own}-n{j}" for j in range(10))] for own in IDS]  # nearest first
+
+
+def _search_finding_all_from(enough: int | None) -> Callable[[int, int | None], list[str]]:
+    """A search that finds the whole truth from ``enough`` probes on (None: only with every partition)."""
+
+    def search(i: int, nprobes: int | None) -> list[str]:
+        complete = nprobes is None or (enough is not None and nprobes >= enough)
+        return TRUTH[i][: 11 if complete else 5]
+
+    return search
+
+
+def test_calibration_picks_the_fewest_probes_that_reach_the_target() -> None:
+    probes = lance_probes.calibrate("u", 1_000, 1_000, IDS, TRUTH, _search_finding_all_from(32))
+    assert probes == Probes("u", 32, 1.0, 1_000)
+
+
+def test_calibration_falls_back_to_every_partition() -> None:
+    probes = lance_probes.calibrate("u", 1_000, 1_000, IDS, TRUTH, _search_finding_all_from(None))
+    assert probes == Probes("u", None, 1.0, 1_000)
+
+
+def test_calibration_tries_at_most_half_the_partitions() -> None:
+    tried: list[int | None] = []
+
+    def search(i: int, nprobes: int | None) -> list[str]:
+        tried.append(nprobes)
+        return []
+
+    probes = lance_probes.calibrate("u", 1_000, 40, IDS, TRUTH, search)
+    assert sorted(set(tried), key=lambda n: n or 10**9) == [8, 16, None] and probes.recall == 0.0
+
+
+def test_the_sample_vector_itself_does_not_count() -> None:
+    def search(i: int, nprobes: int | None) -> list[str]:
+        return TRUTH[i][:10]  # itself and 9 of its 10 neighbours
+
+    assert lance_probes.calibrate("u", 1_000, 1_000, IDS, TRUTH, search).recall == 0.9
+
+
+def test_a_duplicate_ranked_above_the_sample_vector_still_leaves_ten_to_find() -> None:
+    truth = [[f"{own}-copy", own, *(f"{own}-n{j}" for j in range(9))] for own in IDS]
+    probes = lance_probes.calibrate("u", 1_000, 1_000, IDS, truth, lambda i, nprobes: truth[i])
+    assert probes.nprobes == 8 and probes.recall == 1.0
+
+
+def test_exact_neighbours_streams_batches() -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((500, 8)).astype(np.float32)
+    ids = [f"r{i}" for i in range(500)]
+    queries = vectors[:3]
+    batches = [(ids[s : s + 64], vectors[s : s + 64]) for s in range(0, 500, 64)]
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    expected = [[ids[j] for j in np.argsort(-(unit @ q))[:5]] for q in queries]
+    assert lance_probes.exact_neighbours(queries, batches, 5) == expected
+
+
+def test_a_kept_calibration_is_read_only_for_its_own_index(tmp_path: Path) -> None:
+    path = tmp_path / "ns_n.probes.json"
+    lance_probes.save(path, Probes("u1", 16, 0.99, 10))
+    assert lance_probes.load(path, "u1") == Probes("u1", 16, 0.99, 10)
+    assert lance_probes.load(path, "u2") is None and lance_probes.load(path, None) is None
+    path.write_text("[1, 2")
+    assert lance_probes.load(path, "u1") is None
+    assert lance_probes.load(tmp_path / "missing.json", "u1") is None
