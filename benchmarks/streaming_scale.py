@@ -182,9 +182,11 @@ def query_speed(home: Path, queries: int) -> dict[str, Any]:
         recalls.append(len({m.id for m in matches} & expected) / 10)
     table = store._open(f"ns_{NAMESPACE}")
     indexed = any(i.columns == ["vector"] for i in table.list_indices())
+    probes = store.probes_path(f"ns_{NAMESPACE}")
     return {
         "vectors": total,
-        "path": "IVF_PQ index, refined" if indexed else "in-memory exact",
+        "path": "IVF_SQ index, refined" if indexed else "in-memory exact",
+        "probes_calibration": json.loads(probes.read_text()) if probes.exists() else None,
         "queries": len(texts),
         "p50_ms": round(float(np.median(times)) * 1000, 2),
         "p95_ms": round(float(np.percentile(times, 95)) * 1000, 2),
