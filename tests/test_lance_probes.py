@@ -24,9 +24,11 @@ def _search_finding_all_from(enough: int | None) -> Callable[[int, int | None], 
     return search
 
 
-def test_calibration_picks_the_fewest_probes_that_reach_the_target() -> None:
+def test_calibration_keeps_one_step_above_the_fewest_probes_that_reach_the_target() -> None:
     probes = lance_probes.calibrate("u", 1_000, 1_000, IDS, TRUTH, _search_finding_all_from(32))
-    assert probes == Probes("u", 32, 1.0, 1_000)
+    assert probes == Probes("u", 64, 1.0, 1_000)
+    probes = lance_probes.calibrate("u", 1_000, 1_000, IDS, TRUTH, _search_finding_all_from(256))
+    assert probes == Probes("u", None, 1.0, 1_000)  # no step above the last one
 
 
 def test_calibration_falls_back_to_every_partition() -> None:
@@ -42,7 +44,7 @@ def test_calibration_tries_at_most_half_the_partitions() -> None:
         return []
 
     probes = lance_probes.calibrate("u", 1_000, 40, IDS, TRUTH, search)
-    assert sorted(set(tried), key=lambda n: n or 10**9) == [8, 16, None] and probes.recall == 0.0
+    assert sorted(set(tried), key=lambda n: n or 10**9) == [8, None] and probes.recall == 0.0  # 16 is the margin
 
 
 def test_the_sample_vector_itself_does_not_count() -> None:
@@ -55,7 +57,7 @@ def test_the_sample_vector_itself_does_not_count() -> None:
 def test_a_duplicate_ranked_above_the_sample_vector_still_leaves_ten_to_find() -> None:
     truth = [[f"{own}-copy", own, *(f"{own}-n{j}" for j in range(9))] for own in IDS]
     probes = lance_probes.calibrate("u", 1_000, 1_000, IDS, truth, lambda i, nprobes: truth[i])
-    assert probes.nprobes == 8 and probes.recall == 1.0
+    assert probes.nprobes == 16 and probes.recall == 1.0
 
 
 def test_exact_neighbours_streams_batches() -> None:

@@ -324,3 +324,25 @@ def test_hostile_ids_and_prefixes(hostile_ids_store: LanceDBStore, ids: list[str
     assert sorted(store.fetch([*ids, prefix], namespace="ids")) == sorted(ids)
     store.delete(namespace="ids", ids=ids[:1])
     assert sorted(store.list_ids(namespace="ids")) == sorted(ids[1:])
+
+
+def test_a_selective_filter_widens_the_calibrated_probes(tmp_path: Path) -> None:
+    """A filter that lets 1 % of the rows through: the calibrated partitions hold only 1 % of the matches the
+    calibration counted on, so the query probes proportionally more and still finds the exact filtered top 10."""
+    rng = np.random.default_rng(6)
+    centres = 3 * rng.standard_normal((40, 32))
+    vectors = (centres[rng.integers(0, 40, 4_000)] + rng.standard_normal((4_000, 32))).astype(np.float32)
+    share = rng.random(4_000)
+    records = [VectorRecord(f"r{i}", v, {"u": float(s)}) for i, (v, s) in enumerate(zip(vectors, share))]
+    LanceDBStore(tmp_path).upsert(records, namespace="n")
+    store = LanceDBStore(tmp_path, exact_search_max_vectors=1_000)
+    store.maintain("n")
+    assert _calibrated_probes(store) is not None
+    allowed = np.flatnonzero(share < 0.01)
+    unit = vectors[allowed] / np.linalg.norm(vectors[allowed], axis=1, keepdims=True)
+    found = 0
+    for query in (vectors[rng.integers(0, 4_000, 20)] + 0.3 * rng.standard_normal((20, 32))).astype(np.float32):
+        exact = {f"r{allowed[j]}" for j in np.argsort(-(unit @ query))[:10]}
+        matches = store.query(query, namespace="n", top_k=10, filter={"u": {"$lt": 0.01}})
+        found += len(exact & {m.id for m in matches})
+    assert found / 200 >= 0.95

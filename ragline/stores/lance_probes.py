@@ -1,16 +1,17 @@
 """How many IVF partitions an indexed LanceDB query probes: the fewest that find the exact top 10 on a sample of the
 namespace's own vectors, measured once per vector index (``calibrate``) and kept beside the table (``save``/``load``).
 
-Whether a few partitions hold a query's neighbours depends on the vectors: embeddings cluster by topic, so 16-32 of
+Whether a few partitions hold a query's neighbours depends on the vectors: embeddings cluster by topic, so a few of
 √n partitions usually do; vectors without clusters (near-ties everywhere) need all of them. Measuring it per index
-keeps recall without paying the full scan where it is not needed. No calibration, or one made for another index,
-means every partition.
+keeps recall without paying the full scan where it is not needed. The count kept is one step above the fewest that
+passed, since questions lie off the stored points the sample stands on. No calibration, or one made for another
+index, means every partition.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ def load(path: Path, index_uuid: str | None) -> Probes | None:
 
 def save(path: Path, probes: Probes) -> None:
     """Write atomically: a reader sees the old calibration or the new one."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     partial.write_text(json.dumps(asdict(probes)), encoding="utf-8")
     partial.replace(path)
 
@@ -79,7 +80,8 @@ def calibrate(
     truth: Sequence[Sequence[str]],
     search: Callable[[int, int | None], list[str]],
 ) -> Probes:
-    """The fewest ``LADDER`` probes whose recall@10 reaches ``TARGET_RECALL``, else every partition (None).
+    """One ``LADDER`` step above the fewest probes whose recall@10 reaches ``TARGET_RECALL`` (a margin for queries
+    that lie off the stored points, as questions do), else every partition (None).
     ``search(i, nprobes)``: the ids found for sample vector ``i``; ``truth``: its exact ``NEIGHBOURS + 1`` nearest,
     nearest first. The sample vector itself is left out of both sides (a duplicate of it may rank above it)."""
     expected = [
@@ -90,7 +92,8 @@ def calibrate(
         found = sum(len(e & (set(search(i, nprobes)) - {own})) for i, (e, own) in enumerate(zip(expected, sample_ids)))
         return round(found / max(1, sum(map(len, expected))), 4)
 
-    for nprobes in (n for n in LADDER if n <= partitions // 2):
-        if (reached := recall(nprobes)) >= TARGET_RECALL:
-            return Probes(index_uuid, nprobes, reached, rows)
+    ladder = [n for n in LADDER if n <= partitions // 2]
+    for step, nprobes in enumerate(ladder[:-1]):
+        if recall(nprobes) >= TARGET_RECALL:
+            return Probes(index_uuid, ladder[step + 1], recall(ladder[step + 1]), rows)
     return Probes(index_uuid, None, recall(None), rows)

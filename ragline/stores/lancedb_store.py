@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -190,9 +191,9 @@ class LanceDBStore:
             if exact is not None:
                 return exact.search(query_vector, top_k, filter, include_values)
             index = None if within_limit else _vector_index(table)
-            nprobes = None if index is None else self._probes(name, index)
+            nprobes = None if index is None else self._probes(name, index, table, filter)
             matches = self._lance_search(table, query_vector, top_k, filter, include_values, nprobes)
-            if nprobes is not None and len(matches) < top_k:  # the probed partitions held too few matches
+            if nprobes is not None and nprobes < _ALL_PARTITIONS and len(matches) < top_k:  # too few in the probed
                 matches = self._lance_search(table, query_vector, top_k, filter, include_values, None)
         return matches
 
@@ -244,12 +245,19 @@ class LanceDBStore:
         """Where a table's probe calibration is kept: beside it, where LanceDB does not look."""
         return self._path / f"{name}.probes.json"
 
-    def _probes(self, name: str, index: IndexConfig) -> int:
-        """Partitions an indexed query probes: ``ann_nprobes`` if set, else the index's calibration, else all."""
+    def _probes(self, name: str, index: IndexConfig, table: Table, filter: Filter | None) -> int:
+        """Partitions an indexed query probes: ``ann_nprobes`` if set, else the index's calibration, else all.
+        A filter divides a calibrated count by the share of rows it lets through: the probed partitions hold only
+        that share of the matches the calibration counted on."""
         if self._nprobes is not None:
             return self._nprobes
         probes = lance_probes.load(self.probes_path(name), index.index_uuid)
-        return probes.nprobes if probes is not None and probes.nprobes is not None else _ALL_PARTITIONS
+        if probes is None or probes.nprobes is None:
+            return _ALL_PARTITIONS
+        if filter is None:
+            return probes.nprobes
+        matching = table.count_rows(to_lance_where(filter, table.schema.names))
+        return min(_ALL_PARTITIONS, math.ceil(probes.nprobes * table.count_rows() / max(1, matching)))
 
     def _calibrate(self, name: str, index_uuid: str, indexed_rows: int) -> None:
         """Measure the fewest probes that find the exact neighbours of ``SAMPLE`` stored vectors, and keep it.
