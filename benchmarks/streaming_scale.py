@@ -196,22 +196,18 @@ def query_speed(home: Path, queries: int) -> dict[str, Any]:
 
 def exact_top10(store: Any, queries: np.ndarray) -> list[set[str]]:
     """The exact top 10 ids per query by cosine, streaming the table's vectors in batches."""
+    from ragline.stores.lance_probes import exact_neighbours
+
     table = store._open(f"ns_{NAMESPACE}")
-    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    best_scores = np.full((len(queries), 10), -np.inf, dtype=np.float32)
-    best_ids = np.full((len(queries), 10), "", dtype=object)
-    reader = table.search().select(["id", "vector"]).limit(None).to_batches(65_536)
-    for batch in reader:
-        column = batch.column("vector")
-        vectors = column.flatten().to_numpy().reshape(len(column), column.type.list_size)
-        scores = (unit @ vectors.T) / np.linalg.norm(vectors, axis=1)
-        ids = np.array(batch.column("id").to_pylist(), dtype=object)
-        all_scores = np.concatenate([best_scores, scores], axis=1)
-        all_ids = np.concatenate([best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
-        top = np.argpartition(-all_scores, 9, axis=1)[:, :10]
-        best_scores = np.take_along_axis(all_scores, top, axis=1)
-        best_ids = np.take_along_axis(all_ids, top, axis=1)
-    return [set(row) for row in best_ids]
+    batches = (
+        (batch.column("id").to_pylist(), _matrix(batch.column("vector")))
+        for batch in table.search().select(["id", "vector"]).limit(None).to_batches(65_536)
+    )
+    return [set(row) for row in exact_neighbours(queries, batches, 10)]
+
+
+def _matrix(column: Any) -> np.ndarray:
+    return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
 
 
 # --- the profile (development aid) -----------------------------------------------------------------------------
