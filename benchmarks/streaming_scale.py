@@ -203,7 +203,7 @@ def exact_top10(store: Any, queries: np.ndarray) -> list[set[str]]:
         (batch.column("id").to_pylist(), _matrix(batch.column("vector")))
         for batch in table.search().select(["id", "vector"]).limit(None).to_batches(65_536)
     )
-    return [set(row) for row in exact_neighbours(queries, batches, 10)]
+    return [{id for id, _ in row} for row in exact_neighbours(queries, batches, 10)]
 
 
 def _matrix(column: Any) -> np.ndarray:

@@ -6,18 +6,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ragline.stores import lance_probes
-from ragline.stores.lance_probes import Probes
+from ragline.stores.lance_probes import Neighbour, Probes
 
 IDS = [f"s{i}" for i in range(4)]
-TRUTH = [[own, *(f"{own}-n{j}" for j in range(10))] for own in IDS]  # nearest first
+TRUTH = [[(own, 1.0), *((f"{own}-n{j}", 0.9 - j / 100) for j in range(10))] for own in IDS]  # nearest first
+Search = Callable[[int, int | None], list[Neighbour]]
 
 
-def _search_finding_all_from(enough: int | None) -> Callable[[int, int | None], list[str]]:
+def _search_finding_all_from(enough: int | None) -> Search:
     """A search that finds the whole truth from ``enough`` probes on (None: only with every partition)."""
 
-    def search(i: int, nprobes: int | None) -> list[str]:
+    def search(i: int, nprobes: int | None) -> list[Neighbour]:
         complete = nprobes is None or (enough is not None and nprobes >= enough)
         return TRUTH[i][: 11 if complete else 5]
 
@@ -39,7 +41,7 @@ def test_calibration_falls_back_to_every_partition() -> None:
 def test_calibration_tries_at_most_half_the_partitions() -> None:
     tried: list[int | None] = []
 
-    def search(i: int, nprobes: int | None) -> list[str]:
+    def search(i: int, nprobes: int | None) -> list[Neighbour]:
         tried.append(nprobes)
         return []
 
@@ -48,16 +50,35 @@ def test_calibration_tries_at_most_half_the_partitions() -> None:
 
 
 def test_the_sample_vector_itself_does_not_count() -> None:
-    def search(i: int, nprobes: int | None) -> list[str]:
+    def search(i: int, nprobes: int | None) -> list[Neighbour]:
         return TRUTH[i][:10]  # itself and 9 of its 10 neighbours
 
     assert lance_probes.calibrate("u", 1_000, 1_000, IDS, TRUTH, search).recall == 0.9
 
 
 def test_a_duplicate_ranked_above_the_sample_vector_still_leaves_ten_to_find() -> None:
-    truth = [[f"{own}-copy", own, *(f"{own}-n{j}" for j in range(9))] for own in IDS]
+    truth = [[(f"{own}-copy", 1.0), (own, 1.0), *((f"{own}-n{j}", 0.9 - j / 100) for j in range(9))] for own in IDS]
     probes = lance_probes.calibrate("u", 1_000, 1_000, IDS, truth, lambda i, nprobes: truth[i])
     assert probes.nprobes == 16 and probes.recall == 1.0
+
+
+def test_a_tied_copy_of_a_neighbour_counts_as_found() -> None:
+    """Boilerplate: 30 chunks share one vector, so the exact top 10 is any 10 of them; the index finds other copies."""
+    truth = [[(own, 1.0), *((f"{own}-copy{j}", 0.8) for j in range(10))] for own in IDS]
+
+    def search(i: int, nprobes: int | None) -> list[Neighbour]:
+        copies = [(f"{IDS[i]}-copy{j}", 0.8 - 1e-6) for j in range(20, 30)]  # other copies, float32 rounding apart
+        return [*copies[:9], (f"{IDS[i]}-far", 0.5)] if nprobes == 8 else copies
+
+    probes = lance_probes.calibrate("u", 1_000, 1_000, IDS, truth, search)
+    assert probes.nprobes == 32 and probes.recall == 1.0  # 8 probes found 9 of 10: not enough; 16 passed
+
+
+def test_a_result_below_the_tenth_score_is_not_found() -> None:
+    def search(i: int, nprobes: int | None) -> list[Neighbour]:
+        return [(f"{IDS[i]}-other{j}", 0.8) for j in range(10)]  # under the tenth neighbour's 0.81
+
+    assert lance_probes.calibrate("u", 1_000, 1_000, IDS, TRUTH, search).nprobes is None
 
 
 def test_exact_neighbours_streams_batches() -> None:
@@ -68,7 +89,17 @@ def test_exact_neighbours_streams_batches() -> None:
     batches = [(ids[s : s + 64], vectors[s : s + 64]) for s in range(0, 500, 64)]
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     expected = [[ids[j] for j in np.argsort(-(unit @ q))[:5]] for q in queries]
-    assert lance_probes.exact_neighbours(queries, batches, 5) == expected
+    found = lance_probes.exact_neighbours(queries, batches, 5)
+    assert [[id for id, _ in row] for row in found] == expected
+    scores = [score for row in found for _, score in row]
+    assert scores == pytest.approx(
+        [
+            float(unit[j] @ (q / np.linalg.norm(q)))
+            for q, row in zip(queries, found)
+            for j in (ids.index(id) for id, _ in row)
+        ],
+        abs=1e-6,
+    )
 
 
 def test_a_kept_calibration_is_read_only_for_its_own_index(tmp_path: Path) -> None:

@@ -267,6 +267,41 @@ def test_clustered_vectors_probe_a_few_partitions_and_keep_recall(tmp_path: Path
     assert _recall_at_10(LanceDBStore(tmp_path, exact_search_max_vectors=1_000), vectors, queries) >= 0.95
 
 
+def test_copies_of_one_vector_do_not_force_every_partition(tmp_path: Path) -> None:
+    """Boilerplate chunks share one vector: for a sampled copy the exact top 10 is any 10 of the copies, so the
+    calibration counts tied copies as found instead of falling back to every partition."""
+    rng = np.random.default_rng(6)
+    centres = 3 * rng.standard_normal((40, 32))
+    vectors = (centres[rng.integers(0, 40, 4_000)] + rng.standard_normal((4_000, 32))).astype(np.float32)
+    vectors[::4] = vectors[0]  # a quarter of the rows are one text
+    store = _indexed_store(tmp_path, vectors)
+    probes = _calibrated_probes(store)
+    assert probes is not None and probes <= 16
+
+
+def test_an_explicit_probe_count_needs_no_calibration(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    vectors = rng.standard_normal((1_200, 16)).astype(np.float32)
+    LanceDBStore(tmp_path).upsert([VectorRecord(f"r{i}", v, {}) for i, v in enumerate(vectors)], namespace="n")
+    store = LanceDBStore(tmp_path, exact_search_max_vectors=1_000, ann_nprobes=8)
+    store.maintain("n")
+    assert not store.probes_path("ns_n").exists() and store.fingerprint("n") is not None
+    assert store.query(vectors[3], namespace="n", top_k=1)[0].id == "r3"
+
+
+def test_an_index_without_its_calibration_withholds_the_seal(tmp_path: Path) -> None:
+    """No fingerprint (so no seal, and the next run's commit runs housekeeping) while the index lacks its calibration:
+    an index built by an earlier release, or a calibration that failed."""
+    rng = np.random.default_rng(6)
+    vectors = rng.standard_normal((1_200, 16)).astype(np.float32)
+    store = _indexed_store(tmp_path, vectors)
+    assert store.fingerprint("n") is not None
+    store.probes_path("ns_n").unlink()
+    assert store.fingerprint("n") is None
+    store.maintain("n")
+    assert store.fingerprint("n") is not None
+
+
 def test_a_calibration_kept_for_another_index_is_ignored(tmp_path: Path) -> None:
     """A stale or unreadable calibration means every partition, never too few."""
     rng = np.random.default_rng(5)

@@ -21,7 +21,9 @@ from ragline.components import build_components
 from ragline.config import RaglineConfig
 from ragline.errors import ValidationFailed
 from ragline.indexing.pipeline import ingest
+from ragline.indexing.seal import current_seal, write_seal
 from ragline.sources import open_source
+from ragline.stores import LanceDBStore
 from ragline.stores.base import VectorRecord
 
 NS = "docs"
@@ -124,4 +126,32 @@ def test_a_seal_left_by_an_older_run_is_not_trusted(config: RaglineConfig, embed
     seal.write_text(older)  # as after restoring an older record store: trusting it would expect 5 vectors
     assert ingest(c, open_source(root)).stats.chunks_written == 0
     assert json.loads(seal.read_text())["vectors"] == 6
+    c.close()
+
+
+def test_an_unchanged_namespace_indexed_by_an_earlier_release_gets_housekeeping(
+    config: RaglineConfig, embedder, tmp_path: Path
+) -> None:
+    """An index an earlier release built (IVF_PQ, no probe calibration) holds no seal: the next run, though it
+    changes nothing, checks the index and its commit replaces the index and calibrates it; the run after is sealed."""
+    c = build_components(
+        config.model_copy(update={"namespace": NS, "lancedb_exact_search_max_vectors": 100}), embedder=embedder
+    )
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for n in range(300):
+        (root / f"note{n}.md").write_text(f"# Note {n}\n\nPanel {n} of wing {n % 7} flutters at Mach {n % 5}.\n")
+    ingest(c, open_source(root))
+    store = c.store
+    assert isinstance(store, LanceDBStore)
+    table = store._open(f"ns_{NS}")
+    assert table is not None
+    table.create_index(metric="cosine", index_type="IVF_PQ", num_partitions=4, num_sub_vectors=2, replace=True)
+    store.probes_path(f"ns_{NS}").unlink()
+    write_seal(c, NS, 300)  # as the earlier release's commit left it
+    assert current_seal(c, NS) is None
+    assert ingest(c, open_source(root)).stats.chunks_written == 0
+    table = store._open(f"ns_{NS}")
+    assert table is not None and [i.index_type for i in table.list_indices()] == ["IvfSq"]
+    assert store.probes_path(f"ns_{NS}").exists() and current_seal(c, NS) is not None
     c.close()

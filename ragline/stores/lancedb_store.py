@@ -137,8 +137,14 @@ class LanceDBStore:
 
     def fingerprint(self, namespace: str) -> str | None:
         """A digest of the namespace's files (names, sizes, modification times), None if it has none: every write
-        makes a new table version, so any write, repair or damage changes it. Reads only the file system."""
-        root = self._path / f"{_table_name(namespace)}.lance"
+        makes a new table version, so any write, repair or damage changes it. Reads only the file system.
+
+        Also None while housekeeping is owed (a vector index without its probe calibration: built by an earlier
+        release, or its calibration failed), so the next run is not sealed and its commit runs ``maintain``."""
+        name = _table_name(namespace)
+        root = self._path / f"{name}.lance"
+        if self._nprobes is None and any((root / "_indices").glob("*")) and not self.probes_path(name).exists():
+            return None
         entries = sorted(
             f"{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}" for path, stat in _file_stats(root)
         )
@@ -226,6 +232,7 @@ class LanceDBStore:
         rows = table.count_rows()
         index = _vector_index(table)
         if rows > self._exact_limit and (index is None or index.index_type != _INDEX_KIND):  # or an older kind
+            self.probes_path(table.name).unlink(missing_ok=True)  # until the new index is calibrated: all partitions
             table.create_index(
                 metric="cosine",
                 index_type=_INDEX_TYPE,
@@ -236,8 +243,9 @@ class LanceDBStore:
             )
             release_free_memory()
             index = _vector_index(table)
-        kept = self.probes_path(table.name)
-        if index is not None and index.index_uuid and lance_probes.load(kept, index.index_uuid) is None:
+        if index is None or not index.index_uuid or self._nprobes is not None:  # ``ann_nprobes``: no calibration
+            return
+        if lance_probes.load(self.probes_path(table.name), index.index_uuid) is None:
             self._calibrate(table.name, index.index_uuid, index.num_indexed_rows or rows)
             release_free_memory()  # the index partitions its queries loaded: ~500 MiB at 1,000,000 × 384
 
@@ -276,9 +284,9 @@ class LanceDBStore:
         )
         truth = lance_probes.exact_neighbours(queries, batches, k)
 
-        def search(i: int, nprobes: int | None) -> list[str]:
+        def search(i: int, nprobes: int | None) -> list[lance_probes.Neighbour]:
             found = self._lance_search(table, queries[i], k, None, False, nprobes or _ALL_PARTITIONS)
-            return [m.id for m in found]
+            return [(m.id, m.score) for m in found]
 
         partitions = max(1, int(indexed_rows**0.5))  # as built
         probes = lance_probes.calibrate(index_uuid, rows, partitions, ids, truth, search)
