@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +14,7 @@ import pytest
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.errors import ValidationFailed
-from ragline.indexing.near_duplicates import TAG_KEY, NearDuplicateDetector, shingles
+from ragline.indexing.near_duplicates import TAG_KEY, NearDuplicateDetector, shingle_hashes, shingles
 from ragline.indexing.pipeline import IngestResult, ingest
 from ragline.indexing.report import summary_markdown
 from ragline.indexing.stats import IngestStats
@@ -200,3 +204,40 @@ def test_off_finds_nothing_and_shingles_cover_short_and_empty_texts(components_w
     assert shingles(doc("Two words"), 3) == {b"two words"}
     assert shingles(doc("One, two. Three four!"), 3) == {b"one two three", b"two three four"}
     assert NearDuplicateDetector("tag", 0.9, 64, 3).signature(doc(" ... ")) is None
+
+
+def _doc(text: str) -> Document:
+    return Document("d/x", "d", "x", "", text, Document.hash_content("", text, {}))
+
+
+def test_shingle_hashes_are_one_per_shingle_and_the_same_in_every_process() -> None:
+    text = "the wing the wing the tail. The wing!"
+    hashes = shingle_hashes(_doc(text), 2)
+    assert len(hashes) == 7 and len(set(hashes.tolist())) == 4  # "the wing" three times, "wing the" twice
+    assert len(shingle_hashes(_doc("Two words"), 3)) == 1 and len(shingle_hashes(_doc(" ... "), 3)) == 0
+    code = (
+        "from ragline.indexing.near_duplicates import shingle_hashes; from ragline.records import Document; "
+        f"print(shingle_hashes(Document('d/x', 'd', 'x', '', {text!r}, 'h'), 2).tolist())"
+    )
+    for seed in ("1", "2"):  # str hashing differs between these processes; shingle hashes must not
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+        assert json.loads(out.stdout) == hashes.tolist()
+
+
+def test_signatures_estimate_the_jaccard_similarity_of_shingles() -> None:
+    rng = np.random.default_rng(2)
+    words = [f"w{i}" for i in range(3_000)]
+    detector = NearDuplicateDetector("tag", 0.9, 128, 3)
+    errors = []
+    for changed in (0, 2, 10, 40, 120, 400):
+        base = list(rng.choice(words, 400))
+        other = base.copy()
+        for position in rng.choice(400, changed, replace=False):
+            other[position] = f"new{position}"
+        a, b = _doc(" ".join(base)), _doc(" ".join(other))
+        exact = len(shingles(a, 3) & shingles(b, 3)) / len(shingles(a, 3) | shingles(b, 3))
+        sig_a, sig_b = detector.signature(a), detector.signature(b)
+        assert sig_a is not None and sig_b is not None
+        errors.append(abs(float(np.mean(sig_a == sig_b)) - exact))
+    assert errors[0] == 0 and max(errors) < 0.15  # 128 permutations: a standard error of at most 0.045
