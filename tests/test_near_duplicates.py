@@ -84,6 +84,7 @@ def test_near_identical_document_is_tagged_and_distinct_ones_are_not(components:
     root = write(tmp_path / "docs", {"a.txt": ORIGINAL, "b.txt": ONE_WORD_CHANGED, "c.txt": DISTINCT, "d.txt": RELATED})
     result = run(components, root)
     assert result.stats.documents_near_duplicate == 1 and result.stats.documents_new == 4
+    assert components.near_duplicates is not None and components.near_duplicates._run is None  # not held after
     [found] = result.near_duplicates
     assert (found.doc_id, found.duplicate_of, found.action) == ("docs/b.txt", "docs/a.txt", "tagged")
     assert 0.9 <= found.similarity < 1.0

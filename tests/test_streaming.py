@@ -22,7 +22,7 @@ from ragline.config import RaglineConfig
 from ragline.indexing.minhash_index import MinHashIndex
 from ragline.indexing.pipeline import ingest
 from ragline.retrieval import bm25, bm25_build
-from ragline.retrieval.bm25 import BM25Params, tokenizer
+from ragline.retrieval.bm25 import BM25Params, id_tokenizer, tokenizer
 from ragline.retrieval.bm25_build import StreamingBM25
 from ragline.sources import open_source
 
@@ -71,7 +71,7 @@ def test_a_run_holds_its_batches_and_under_two_kilobytes_per_document(
 
 def test_the_bm25_build_holds_pages_not_the_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bm25_build, "_SLICE", 20_000)
-    tokenize = tokenizer(BM25Params())
+    tokenize = id_tokenizer(BM25Params())
     rng = random.Random(3)
 
     def build(folder: Path, pages: int) -> int:
@@ -104,6 +104,7 @@ def test_the_minhash_index_keeps_about_a_kilobyte_per_original() -> None:
 
 def test_the_streaming_build_scores_every_term_as_bm25s_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import bm25s
+    import Stemmer
 
     monkeypatch.setattr(bm25_build, "_SLICE", 5_000)  # several slices
     rng = random.Random(5)
@@ -112,9 +113,12 @@ def test_the_streaming_build_scores_every_term_as_bm25s_does(tmp_path: Path, mon
     ]
     texts[3], texts[4] = "", "the and of"  # no terms at all
     tokenize = tokenizer(BM25Params())
+    stemmer = Stemmer.Stemmer("english")
+    as_bm25s = bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)
+    assert tokenize(texts) == as_bm25s
     expected = bm25s.BM25(k1=1.5, b=0.75)
     expected.index(tokenize(texts), show_progress=False)
-    builder = StreamingBM25(tmp_path / "index", tokenize, 1.5, 0.75)
+    builder = StreamingBM25(tmp_path / "index", id_tokenizer(BM25Params()), 1.5, 0.75)
     for start in range(0, len(texts), 300):
         builder.add(texts[start : start + 300])
     builder.finish()

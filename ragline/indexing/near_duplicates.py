@@ -22,8 +22,8 @@ namespace.
 
 from __future__ import annotations
 
+import hashlib
 import re
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -39,13 +39,13 @@ TAG_KEY = "near_duplicate_of"
 """Chunk metadata naming the original; filter near-duplicates out with ``{"near_duplicate_of": {"$exists": false}}``."""
 _SCHEME = "affine32"
 """datasketch's permutation scheme: 32-bit hash values, stored as little-endian uint32."""
-_HASH = "crc32mix"
+_HASH = "blake2b64mix"
 """How a shingle is hashed (``shingle_hashes``); part of the stored signatures' parameters."""
 _SEED = 1
 _WORDS = re.compile(r"\w+")
 _WORD_CODES: dict[str, int] = {}
 _WORD_CODES_MAX = 1 << 20
-"""Distinct words whose CRC-32 is kept (a few tens of MB at most)."""
+"""Distinct words whose code is kept (a few tens of MB at most)."""
 _STEP = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
 _BLOCK = 4_096
@@ -64,8 +64,9 @@ def shingles(doc: Document, words_per_shingle: int) -> set[bytes]:
 
 
 def shingle_hashes(doc: Document, words_per_shingle: int) -> np.ndarray:
-    """A 32-bit hash of each of the document's shingles (as ``shingles``, repeats included): the words'
-    CRC-32 codes combined position by position and mixed, so equal shingles hash equal in every process."""
+    """A 32-bit hash of each of the document's shingles (as ``shingles``, repeats included): the words' 64-bit
+    codes (BLAKE2b, computed once per distinct word) combined position by position and mixed, so equal shingles hash
+    equal in every process."""
     words = _words(doc)
     if not words:
         return np.zeros(0, dtype=np.uint32)
@@ -74,7 +75,7 @@ def shingle_hashes(doc: Document, words_per_shingle: int) -> np.ndarray:
     get = _WORD_CODES.get
     codes = [get(w) for w in words]
     if None in codes:
-        codes = [_WORD_CODES.setdefault(w, zlib.crc32(w.encode())) if c is None else c for w, c in zip(words, codes)]
+        codes = [_WORD_CODES.setdefault(w, _word_code(w)) if c is None else c for w, c in zip(words, codes)]
     words_codes = np.array(codes, dtype=np.uint64)
     k = min(words_per_shingle, len(words))
     count = len(words) - k + 1
@@ -84,6 +85,10 @@ def shingle_hashes(doc: Document, words_per_shingle: int) -> np.ndarray:
     hashes ^= hashes >> np.uint64(31)
     hashes *= _MIX
     return (hashes >> np.uint64(32)).astype(np.uint32)
+
+
+def _word_code(word: str) -> int:
+    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
 
 
 def lsh_bands(threshold: float, num_perm: int, recall: float = 0.99) -> tuple[int, int]:
@@ -263,6 +268,11 @@ class NearDuplicateDetector:
         flagged = len(run.unsaved_flags)
         run.unsaved_signatures, run.unsaved_flags = [], []
         return flagged
+
+    def end_run(self) -> None:
+        """Drop the run's index (about 1 KB a document) once its batches are done, before the commit's housekeeping
+        needs the memory; a later comparison in the run would rebuild it from the stored signatures."""
+        self._run = None
 
     def _read_stored(self, records: RecordStore, run: _RunIndex) -> None:
         """Add the stored originals to the run's index, once, at its first comparison (those this run signed or

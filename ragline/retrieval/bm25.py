@@ -46,7 +46,7 @@ from ragline.config import RaglineConfig
 from ragline.errors import ConfigError, StoreError
 from ragline.records import Metadata
 from ragline.recordstore import ChunkRow, RecordStore
-from ragline.retrieval.bm25_build import StreamingBM25
+from ragline.retrieval.bm25_build import IdTokenizer, StreamingBM25
 from ragline.retrieval.hits import Hit
 from ragline.stores.base import Filter
 from ragline.stores.filters import matches
@@ -236,7 +236,7 @@ def _build(folder: Path, records: RecordStore, namespace: str, params: BM25Param
     temporary = folder / f".tmp-{uuid.uuid4().hex}"
     digest, chunk_ids, sources = hashlib.sha256(), list[str](), set[str]()
     try:
-        builder = StreamingBM25(temporary, tokenizer(params), params.k1, params.b)
+        builder = StreamingBM25(temporary, id_tokenizer(params), params.k1, params.b)
         for page in live_pages(records, namespace):
             _digest_rows(digest, page)
             chunk_ids += [row.chunk_id for row in page]
@@ -303,6 +303,21 @@ def _title(metadata: Metadata) -> str:
 
 def tokenizer(params: BM25Params) -> Callable[[Sequence[str]], list[list[str]]]:
     """bm25s's tokenizer (words of 2+ characters, lower-cased, stopwords out), stemmed with PyStemmer."""
+    tokenize = id_tokenizer(params)
+
+    def as_terms(texts: Sequence[str]) -> list[list[str]]:
+        ids, vocabulary = tokenize(texts)
+        terms = list(vocabulary)
+        for term, term_id in vocabulary.items():
+            terms[term_id] = term
+        return [[terms[i] for i in row] for row in ids]
+
+    return as_terms
+
+
+def id_tokenizer(params: BM25Params) -> IdTokenizer:
+    """``tokenizer`` as bm25s returns it: each text's term ids and the ids' terms (numbered per call); the index
+    build takes ids, skipping the conversion back to strings."""
     import bm25s
 
     stemmer = None
@@ -313,9 +328,10 @@ def tokenizer(params: BM25Params) -> Callable[[Sequence[str]], list[list[str]]]:
             raise ConfigError("BM25 stemming needs PyStemmer (pip install PyStemmer), or set stemmer=None") from exc
         stemmer = Stemmer.Stemmer(params.stemmer)
 
-    def tokenize(texts: Sequence[str]) -> list[list[str]]:
-        return bm25s.tokenize(
-            list(texts), stopwords=params.stopwords, stemmer=stemmer, return_ids=False, show_progress=False
+    def tokenize(texts: Sequence[str]) -> tuple[list[list[int]], dict[str, int]]:
+        ids, vocabulary = bm25s.tokenize(
+            list(texts), stopwords=params.stopwords, stemmer=stemmer, return_ids=True, show_progress=False
         )
+        return ids, vocabulary
 
     return tokenize

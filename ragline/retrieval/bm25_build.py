@@ -3,9 +3,9 @@
 bm25s's own ``index`` takes every document's tokens at once and builds its score matrix in memory, with copies
 (measured: about 9 KB per chunk, so 9 GB at 1,000,000 chunks). ``StreamingBM25`` builds the same index in two passes:
 
-1. ``add`` tokenizes a page of texts; terms get ids in order of first appearance (as bm25s numbers them); each
-   document's distinct term ids and counts are appended to scratch files, and its length and the document
-   frequencies are counted.
+1. ``add`` tokenizes a page of texts into term ids (bm25s numbers them per call; they are mapped to the build's
+   own numbering with one array lookup); each document's distinct term ids and counts are appended to scratch
+   files, and its length and the document frequencies are counted.
 2. ``finish``: with the average length and the idf known, the scratch files are read back a slice at a time, every
    entry is scored with bm25s's Lucene formula and written at its place in the column-major (CSC) arrays on disk:
    each term's column lists its documents in order, as bm25s sorts them.
@@ -20,6 +20,7 @@ import json
 import os
 from array import array
 from collections.abc import Callable, Sequence
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +28,14 @@ import numpy as np
 _SLICE = 1_000_000
 """Entries (document, term) scored and placed at a time in ``finish``."""
 _TERMS, _COUNTS = "terms.scratch", "counts.scratch"
+IdTokenizer = Callable[[Sequence[str]], tuple[list[list[int]], dict[str, int]]]
+"""Texts → each text's term ids, and the term of each id (numbered per call)."""
 
 
 class StreamingBM25:
     """Writes a bm25s (Lucene BM25) index into ``folder`` from texts added page by page."""
 
-    def __init__(self, folder: Path, tokenize: Callable[[Sequence[str]], list[list[str]]], k1: float, b: float) -> None:
+    def __init__(self, folder: Path, tokenize: IdTokenizer, k1: float, b: float) -> None:
         self.folder = folder
         self._tokenize = tokenize
         self.k1, self.b = k1, b
@@ -45,13 +48,15 @@ class StreamingBM25:
     def add(self, texts: Sequence[str]) -> None:
         """Tokenize ``texts`` and append each one's term counts to the scratch files."""
         vocabulary = self._vocabulary
-        ids: list[int] = []
-        owners: list[int] = []
-        for n, tokens in enumerate(self._tokenize(texts)):
-            ids += [vocabulary.setdefault(token, len(vocabulary)) for token in tokens]
-            owners += [n] * len(tokens)
-            self._lengths.append(len(tokens))
-        pairs, counts = np.unique(np.array(owners, np.int64) << 32 | np.array(ids, np.int64), return_counts=True)
+        rows, terms_of_call = self._tokenize(texts)
+        to_build = np.zeros(len(terms_of_call), dtype=np.int64)
+        for term, term_id in terms_of_call.items():
+            to_build[term_id] = vocabulary.setdefault(term, len(vocabulary))
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        ids = to_build[np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))]
+        owners = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
+        self._lengths.extend(lengths.astype(np.int32).tolist())
+        pairs, counts = np.unique(owners << 32 | ids, return_counts=True)
         terms = (pairs & 0xFFFFFFFF).astype(np.int32)
         self._distinct.extend(np.bincount(pairs >> 32, minlength=len(texts)).astype(np.int32).tolist())
         if len(vocabulary) > len(self._frequencies):
