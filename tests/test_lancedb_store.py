@@ -381,3 +381,72 @@ def test_a_selective_filter_widens_the_calibrated_probes(tmp_path: Path) -> None
         matches = store.query(query, namespace="n", top_k=10, filter={"u": {"$lt": 0.01}})
         found += len(exact & {m.id for m in matches})
     assert found / 200 >= 0.95
+
+
+def _uniform_store_with_shares(tmp_path: Path) -> tuple[LanceDBStore, np.ndarray, np.ndarray]:
+    """4,000 near-uniform vectors (the calibration probes every partition), each with a uniform ``u`` in [0, 1)."""
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((4_000, 32)).astype(np.float32)
+    share = rng.random(4_000)
+    records = [VectorRecord(f"r{i}", v, {"u": float(s)}) for i, (v, s) in enumerate(zip(vectors, share))]
+    LanceDBStore(tmp_path).upsert(records, namespace="n")
+    store = LanceDBStore(tmp_path, exact_search_max_vectors=1_000)
+    store.maintain("n")
+    assert _calibrated_probes(store) is None
+    return store, vectors, share
+
+
+def _filtered_recall(store: LanceDBStore, vectors: np.ndarray, allowed: np.ndarray, queries: np.ndarray, **kw) -> float:
+    unit = vectors[allowed] / np.linalg.norm(vectors[allowed], axis=1, keepdims=True)
+    found = 0
+    for query in queries:
+        exact = {f"r{allowed[j]}" for j in np.argsort(-(unit @ query))[:10]}
+        found += len(exact & {m.id for m in store.query(query, namespace="n", top_k=10, **kw)})
+    return found / (10 * len(queries))
+
+
+def test_a_filtered_query_over_every_partition_filters_after_the_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where every partition is probed, a filter letting through a quarter of the rows is applied to an unfiltered
+    over-fetch instead of before the search; a 1 % filter is still a prefilter. Both keep the exact filtered top 10."""
+    store, vectors, share = _uniform_store_with_shares(tmp_path)
+    prefilters: list[bool] = []
+    search = LanceDBStore._lance_search
+
+    def recording(self: LanceDBStore, *args: Any) -> Any:
+        prefilters.append(args[7] if len(args) > 7 else True)
+        return search(self, *args)
+
+    monkeypatch.setattr(LanceDBStore, "_lance_search", recording)
+    queries = np.random.default_rng(8).standard_normal((20, 32)).astype(np.float32)
+    quarter = {"u": {"$lt": 0.25}}
+    assert _filtered_recall(store, vectors, np.flatnonzero(share < 0.25), queries, filter=quarter) >= 0.95
+    assert prefilters.count(False) == 20 and prefilters.count(True) <= 2  # a rare over-fetch falls short
+    prefilters.clear()
+    rare = {"u": {"$lt": 0.01}}
+    assert _filtered_recall(store, vectors, np.flatnonzero(share < 0.01), queries, filter=rare) >= 0.95
+    assert prefilters == [True] * 20
+
+
+def test_an_over_fetch_that_falls_short_is_searched_again_with_the_prefilter(tmp_path: Path) -> None:
+    """Half the rows pass, but none near the query: the over-fetch finds too few, and the prefiltered search finds
+    the filtered top 10."""
+    store, vectors, _ = _uniform_store_with_shares(tmp_path)
+    west = np.flatnonzero(vectors[:, 0] < 0)
+    store.upsert([VectorRecord(f"r{i}", vectors[i], {"u": 0.0, "west": True}) for i in west], namespace="n")
+    query = np.zeros(32, dtype=np.float32)
+    query[0] = 1.0
+    west_filter = {"west": True}
+    assert _filtered_recall(store, vectors, west, query[None, :], filter=west_filter) == 1.0
+
+
+def test_a_filter_share_is_counted_again_after_a_write(tmp_path: Path) -> None:
+    store, vectors, share = _uniform_store_with_shares(tmp_path)
+    table = store._open("ns_n")
+    assert table is not None
+    quarter = {"u": {"$lt": 0.25}}
+    assert store._share("ns_n", table, quarter) == pytest.approx(np.mean(share < 0.25))
+    store.upsert([VectorRecord(f"r{i}", vectors[i], {"u": 0.9}) for i in np.flatnonzero(share < 0.25)], namespace="n")
+    table = store._open("ns_n")
+    assert table is not None and store._share("ns_n", table, quarter) == 0.0
