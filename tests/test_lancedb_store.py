@@ -302,6 +302,22 @@ def test_an_index_without_its_calibration_withholds_the_seal(tmp_path: Path) -> 
     assert store.fingerprint("n") is not None
 
 
+def test_a_failed_calibration_leaves_no_stale_one_and_withholds_the_seal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(6)
+    store = _indexed_store(tmp_path, rng.standard_normal((1_200, 16)).astype(np.float32))
+    path = store.probes_path("ns_n")
+    path.write_text(json.dumps({"index_uuid": "another", "nprobes": 8, "recall": 1.0, "rows": 1_200}))
+
+    def fail(*args: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(LanceDBStore, "_calibrate", fail)
+    store.maintain("n")  # housekeeping logs the failure
+    assert not path.exists() and store.fingerprint("n") is None
+
+
 def test_a_calibration_kept_for_another_index_is_ignored(tmp_path: Path) -> None:
     """A stale or unreadable calibration means every partition, never too few."""
     rng = np.random.default_rng(5)

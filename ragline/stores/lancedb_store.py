@@ -258,7 +258,6 @@ class LanceDBStore:
         rows = table.count_rows()
         index = _vector_index(table)
         if rows > self._exact_limit and (index is None or index.index_type != _INDEX_KIND):  # or an older kind
-            self.probes_path(table.name).unlink(missing_ok=True)  # until the new index is calibrated: all partitions
             table.create_index(
                 metric="cosine",
                 index_type=_INDEX_TYPE,
@@ -271,7 +270,9 @@ class LanceDBStore:
             index = _vector_index(table)
         if index is None or not index.index_uuid or self._nprobes is not None:  # ``ann_nprobes``: no calibration
             return
-        if lance_probes.load(self.probes_path(table.name), index.index_uuid) is None:
+        kept = self.probes_path(table.name)
+        if lance_probes.load(kept, index.index_uuid) is None:
+            kept.unlink(missing_ok=True)  # a stale one, gone: if this calibration fails, the seal is withheld
             self._calibrate(table.name, index.index_uuid, index.num_indexed_rows or rows)
             release_free_memory()  # the index partitions its queries loaded: ~500 MiB at 1,000,000 × 384
 
