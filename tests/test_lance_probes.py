@@ -63,15 +63,30 @@ def test_a_duplicate_ranked_above_the_sample_vector_still_leaves_ten_to_find() -
 
 
 def test_a_tied_copy_of_a_neighbour_counts_as_found() -> None:
-    """Boilerplate: 30 chunks share one vector, so the exact top 10 is any 10 of them; the index finds other copies."""
-    truth = [[(own, 1.0), *((f"{own}-copy{j}", 0.8) for j in range(10))] for own in IDS]
+    """Boilerplate: the five nearest neighbours are copies of one text, sharing a vector with many more copies, so
+    any five of them are the exact answer; the index finds other copies."""
+    others = [(f"n{j}", 0.7 - j / 100) for j in range(5)]
+    truth = [[(own, 1.0), *((f"{own}-copy{j}", 0.8) for j in range(5)), *others] for own in IDS]
 
     def search(i: int, nprobes: int | None) -> list[Neighbour]:
-        copies = [(f"{IDS[i]}-copy{j}", 0.8 - 1e-6) for j in range(20, 30)]  # other copies, float32 rounding apart
-        return [*copies[:9], (f"{IDS[i]}-far", 0.5)] if nprobes == 8 else copies
+        copies = [(f"{IDS[i]}-copy{j}", 0.8 - 1e-6) for j in range(20, 25)]  # other copies, float32 rounding apart
+        return [*copies, *others[:4], ("far", 0.5)] if nprobes == 8 else [*copies, *others]
 
     probes = lance_probes.calibrate("u", 1_000, 1_000, IDS, truth, search)
     assert probes.nprobes == 32 and probes.recall == 1.0  # 8 probes found 9 of 10: not enough; 16 passed
+
+
+def test_a_sample_whose_neighbours_are_all_its_copies_says_nothing() -> None:
+    """59 of 60 samples are among many copies of one vector (any probe count finds ten copies); the other finds its
+    neighbours only with every partition: the copies must not carry the calibration to few probes."""
+    ids = [f"s{i}" for i in range(60)]
+    truth = [[(own, 1.0), *((f"copy{j}", 1.0) for j in range(10))] for own in ids[:59]]
+    truth.append([(ids[59], 1.0), *((f"n{j}", 0.9 - j / 100) for j in range(10))])
+
+    def search(i: int, nprobes: int | None) -> list[Neighbour]:
+        return truth[i] if i < 59 or nprobes is None else []
+
+    assert lance_probes.calibrate("u", 1_000, 1_000, ids, truth, search).nprobes is None
 
 
 def test_a_result_below_the_tenth_score_is_not_found() -> None:

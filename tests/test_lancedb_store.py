@@ -466,3 +466,34 @@ def test_a_filter_share_is_counted_again_after_a_write(tmp_path: Path) -> None:
     store.upsert([VectorRecord(f"r{i}", vectors[i], {"u": 0.9}) for i in np.flatnonzero(share < 0.25)], namespace="n")
     table = store._open("ns_n")
     assert table is not None and store._share("ns_n", table, quarter) == 0.0
+
+
+def test_a_scalar_index_alone_owes_no_calibration(tmp_path: Path) -> None:
+    store = LanceDBStore(tmp_path)
+    store.upsert([record(f"r{i}") for i in range(50)], namespace="n")
+    table = store._open("ns_n")
+    assert table is not None
+    table.create_scalar_index("id")
+    store.maintain("n")
+    assert store.fingerprint("n") is not None
+
+
+def test_a_calibration_for_an_index_that_is_gone_withholds_the_seal(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    store = _indexed_store(tmp_path, rng.standard_normal((1_200, 16)).astype(np.float32))
+    assert store.fingerprint("n") is not None
+    kept = json.loads(store.probes_path("ns_n").read_text())
+    store.probes_path("ns_n").write_text(json.dumps({**kept, "index_uuid": "gone"}))
+    assert store.fingerprint("n") is None
+
+
+def test_a_filter_share_is_not_taken_from_a_dropped_table(tmp_path: Path) -> None:
+    """A table emptied and written again starts its versions over: the share is keyed by the table's identity too."""
+    store = LanceDBStore(tmp_path)
+    store.upsert([record(f"r{i}", k="a") for i in range(20)], namespace="n")
+    table = store._open("ns_n")
+    assert table is not None and store._share("ns_n", table, {"k": "a"}) == 1.0
+    store.delete(namespace="n", delete_all=True)
+    store.upsert([record(f"r{i}", k="b") for i in range(20)], namespace="n")
+    table = store._open("ns_n")
+    assert table is not None and store._share("ns_n", table, {"k": "a"}) == 0.0

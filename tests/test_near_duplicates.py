@@ -242,3 +242,18 @@ def test_signatures_estimate_the_jaccard_similarity_of_shingles() -> None:
         assert sig_a is not None and sig_b is not None
         errors.append(abs(float(np.mean(sig_a == sig_b)) - exact))
     assert errors[0] == 0 and max(errors) < 0.15  # 128 permutations: a standard error of at most 0.045
+
+
+def test_an_unchanged_run_saves_the_signatures_it_makes(components_with, tmp_path: Path) -> None:
+    """Documents indexed before detection was on (or under other parameters) are signed by the next run that sees
+    them, even when it indexes nothing, and the signatures are kept: the run after does not sign them again."""
+    root = write(tmp_path / "docs", {"a.txt": ORIGINAL, "c.txt": DISTINCT})
+    run(components_with(near_duplicates="off"), root)
+    on = components_with(near_duplicates="tag")
+    assert on.near_duplicates is not None
+    params, ids = on.near_duplicates.params, ["docs/a.txt", "docs/c.txt"]
+    assert run(on, root).stats.chunks_written == 0
+    assert {doc_id for doc_id, _ in on.records.near_duplicates.signature_hashes(NS, params, ids)} == set(ids)
+    write(root, {"b.txt": ONE_WORD_CHANGED})
+    [found] = run(on, root).near_duplicates  # compared with a's stored signature
+    assert (found.doc_id, found.duplicate_of) == ("docs/b.txt", "docs/a.txt")

@@ -10,7 +10,10 @@ near-duplicate LSH 5 KB per document. No timing is measured.
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -128,3 +131,28 @@ def test_the_streaming_build_scores_every_term_as_bm25s_does(tmp_path: Path, mon
         got = built.get_scores_from_ids([built.vocab_dict[term]])
         assert np.array_equal(got, expected.get_scores_from_ids([expected.vocab_dict[term]])), term
     assert not list((tmp_path / "index").glob("*.scratch"))
+
+
+_BUILD_IN_A_NEW_PROCESS = """
+import random, sys
+from pathlib import Path
+from ragline.retrieval.bm25 import BM25Params, id_tokenizer
+from ragline.retrieval.bm25_build import StreamingBM25
+rng = random.Random(3)
+words = ["wing", "wings", "flow", "flows", "the", "boundary", "layer", "layers", "mach", "shock", "running", "runs"]
+builder = StreamingBM25(Path(sys.argv[1]), id_tokenizer(BM25Params()), 1.5, 0.75)
+for _ in range(3):
+    builder.add([" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(50)])
+builder.finish()
+"""
+
+
+def test_the_bm25_build_writes_the_same_files_in_every_process(tmp_path: Path) -> None:
+    """bm25s numbers a call's stems in set order, which differs between processes; the build must not."""
+    built = []
+    for seed in ("1", "2"):
+        folder = tmp_path / seed
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", _BUILD_IN_A_NEW_PROCESS, str(folder)], check=True, env=env)
+        built.append({f.name: f.read_bytes() for f in folder.iterdir() if f.name != "params.index.json"})
+    assert built[0] == built[1] and "vocab.index.json" in built[0]

@@ -147,8 +147,9 @@ def test_an_unchanged_namespace_indexed_by_an_earlier_release_gets_housekeeping(
     table = store._open(f"ns_{NS}")
     assert table is not None
     table.create_index(metric="cosine", index_type="IVF_PQ", num_partitions=4, num_sub_vectors=2, replace=True)
+    write_seal(c, NS, 300)  # as the earlier release's commit left it: sealed, with no calibration beside it
+    assert current_seal(c, NS) is not None
     store.probes_path(f"ns_{NS}").unlink()
-    write_seal(c, NS, 300)  # as the earlier release's commit left it
     assert current_seal(c, NS) is None
     assert ingest(c, open_source(root)).stats.chunks_written == 0
     table = store._open(f"ns_{NS}")

@@ -1,10 +1,10 @@
 """Near-duplicate documents across runs: MinHash signatures of word shingles (datasketch's permutations), LSH over a
 namespace.
 
-- A signature is datasketch's ``affine32`` MinHash of the document's word shingles, computed with numpy: each
-  distinct word is hashed once (CRC-32, cached), a shingle's hash mixes its words' (``shingle_hashes``), and the
-  permutations run over all of a document's shingles at once. datasketch's own ``update_batch`` hashes every
-  shingle with SHA-1 in Python, which cost more than embedding with the hashing embedder (a million chunks: 179 s).
+- A signature is datasketch's ``affine32`` MinHash of the document's word shingles: each distinct word is hashed
+  once (BLAKE2b, 64 bits, cached), a shingle's hash mixes its words' codes with numpy (``shingle_hashes``), and
+  datasketch permutes those hashes 4,096 shingles at a time. datasketch's own hashing (SHA-1 of every shingle in
+  Python) cost more than embedding with the hashing embedder (a million chunks: 179 s).
 
 - A new or changed document is compared with the namespace's *originals*: the live documents their indexing run
   did not flag, and the documents this run accepted so far. The first one indexed stays the original.
@@ -44,8 +44,8 @@ _HASH = "blake2b64mix"
 _SEED = 1
 _WORDS = re.compile(r"\w+")
 _WORD_CODES: dict[str, int] = {}
-_WORD_CODES_MAX = 1 << 20
-"""Distinct words whose code is kept (a few tens of MB at most)."""
+_WORD_CODES_MAX = 1 << 17
+"""Distinct words whose code is kept (about 15 MB; cleared when full and at the end of a run)."""
 _STEP = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
 _BLOCK = 4_096
@@ -269,10 +269,14 @@ class NearDuplicateDetector:
         run.unsaved_signatures, run.unsaved_flags = [], []
         return flagged
 
-    def end_run(self) -> None:
-        """Drop the run's index (about 1 KB a document) once its batches are done, before the commit's housekeeping
-        needs the memory; a later comparison in the run would rebuild it from the stored signatures."""
+    def end_run(self, records: RecordStore) -> None:
+        """Once the run's batches are done: save what is still unsaved (signatures made for unchanged originals in
+        batches that had nothing to index), then drop the run's index (about 1 KB a document) and the word codes
+        before the commit's housekeeping needs the memory. A later comparison would rebuild them."""
+        if self._run is not None:
+            self.flush(records, self._run.run_id, self._run.namespace)
         self._run = None
+        _WORD_CODES.clear()
 
     def _read_stored(self, records: RecordStore, run: _RunIndex) -> None:
         """Add the stored originals to the run's index, once, at its first comparison (those this run signed or

@@ -29,7 +29,8 @@ class FingerprintedStore(Protocol):
     """A store whose namespaces live in local files it can fingerprint without opening them."""
 
     def fingerprint(self, namespace: str) -> str | None:
-        """A digest that changes with every write to the namespace; None when it has no files."""
+        """A digest that changes with every write to the namespace; None when it has no files, or when the store
+        wants the next run to read the index and run its housekeeping (nothing is then sealed)."""
         ...
 
     def seal_path(self, namespace: str) -> Path:

@@ -358,7 +358,7 @@ def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = Fa
     stats = IngestStats()
     before = usage_now(c.embedder, c.store, c.sparse)
     if c.near_duplicates is not None:
-        c.near_duplicates.end_run()  # every batch is written: its memory goes back before the housekeeping
+        c.near_duplicates.end_run(c.records)  # every batch is written: its memory goes back before housekeeping
     with stats.timed("commit"):
         result = c.records.journal.commit_run(run.run_id, run.namespace, run.source, delete_unseen=cleanup == "full")
         stats.documents_removed = result.documents_removed

@@ -3,9 +3,10 @@
 bm25s's own ``index`` takes every document's tokens at once and builds its score matrix in memory, with copies
 (measured: about 9 KB per chunk, so 9 GB at 1,000,000 chunks). ``StreamingBM25`` builds the same index in two passes:
 
-1. ``add`` tokenizes a page of texts into term ids (bm25s numbers them per call; they are mapped to the build's
-   own numbering with one array lookup); each document's distinct term ids and counts are appended to scratch
-   files, and its length and the document frequencies are counted.
+1. ``add`` tokenizes a page of texts into term ids (bm25s numbers them per call, in an order that varies between
+   processes; the build numbers terms in order of first appearance, so its files are the same in every process,
+   and maps a page's ids with one array lookup); each document's distinct term ids and counts are appended to
+   scratch files, and its length and the document frequencies are counted.
 2. ``finish``: with the average length and the idf known, the scratch files are read back a slice at a time, every
    entry is scored with bm25s's Lucene formula and written at its place in the column-major (CSC) arrays on disk:
    each term's column lists its documents in order, as bm25s sorts them.
@@ -49,11 +50,16 @@ class StreamingBM25:
         """Tokenize ``texts`` and append each one's term counts to the scratch files."""
         vocabulary = self._vocabulary
         rows, terms_of_call = self._tokenize(texts)
-        to_build = np.zeros(len(terms_of_call), dtype=np.int64)
-        for term, term_id in terms_of_call.items():
-            to_build[term_id] = vocabulary.setdefault(term, len(vocabulary))
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-        ids = to_build[np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))]
+        local = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+        term_of = [""] * len(terms_of_call)
+        for term, term_id in terms_of_call.items():
+            term_of[term_id] = term
+        seen, first = np.unique(local, return_index=True)
+        to_build = np.zeros(len(terms_of_call), dtype=np.int64)
+        for term_id in seen[np.argsort(first)].tolist():  # new terms numbered in order of first appearance
+            to_build[term_id] = vocabulary.setdefault(term_of[term_id], len(vocabulary))
+        ids = to_build[local]
         owners = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
         self._lengths.extend(lengths.astype(np.int32).tolist())
         pairs, counts = np.unique(owners << 32 | ids, return_counts=True)

@@ -17,8 +17,9 @@ any process on this host is seen by the next query, and a write or maintenance t
 Larger namespaces are searched by LanceDB: through the IVF_SQ vector index ``maintain`` builds for them (8-bit
 codes), probing ``ann_nprobes`` partitions (by default the fewest that kept recall on a sample of the namespace's
 own vectors, ``lance_probes``, measured when the index was built) and re-ranking ``ann_refine_factor`` × top_k
-candidates exactly; or flat until the index exists. Filters are prefilters either way, so ``top_k``
-counts only matching records; an index search that finds fewer than ``top_k`` matches is redone flat.
+candidates exactly; or flat until the index exists. Filters are prefilters, so ``top_k`` counts only matching
+records (an index search that finds fewer than ``top_k`` matches is redone flat), except where every partition is
+probed and the filter lets many rows through: then it filters an over-fetch after the search (``_postfiltered``).
 
 ``maintain`` (run after each committed run) compacts a namespace's fragments once there are
 ``compact_min_fragments`` of them, then deletes versions older than ``version_retention``: every write makes a
@@ -133,7 +134,7 @@ class LanceDBStore:
         self._exact: dict[str, ExactIndex] = {}
         self._queried: dict[str, IndexKey] = {}  # the version each table was last queried at without a copy
         self._exact_lock = threading.Lock()
-        self._shares: dict[tuple[str, int, str], float] = {}
+        self._shares: dict[tuple[str, str, int, str], float] = {}  # (table, its identity, version, where)
 
     @cached_property
     def _db(self) -> DBConnection:
@@ -146,16 +147,33 @@ class LanceDBStore:
         """A digest of the namespace's files (names, sizes, modification times), None if it has none: every write
         makes a new table version, so any write, repair or damage changes it. Reads only the file system.
 
-        Also None while housekeeping is owed (a vector index without its probe calibration: built by an earlier
-        release, or its calibration failed), so the next run is not sealed and its commit runs ``maintain``."""
+        Also None while housekeeping is owed (``_uncalibrated``), so the next run is not sealed and its commit runs
+        ``maintain``."""
         name = _table_name(namespace)
         root = self._path / f"{name}.lance"
-        if self._nprobes is None and any((root / "_indices").glob("*")) and not self.probes_path(name).exists():
+        if self._nprobes is None and self._uncalibrated(name, root):
             return None
         entries = sorted(
             f"{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}" for path, stat in _file_stats(root)
         )
         return hashlib.sha256("\n".join(entries).encode()).hexdigest() if entries else None
+
+    def _uncalibrated(self, name: str, root: Path) -> bool:
+        """Whether the table has a vector index whose probe calibration is missing or was made for an index that
+        is gone (an IVF_PQ index from an earlier release, or a calibration that failed). Read from the files: a
+        vector index's folder under ``_indices`` holds ``index.idx`` (scalar indexes hold other files)."""
+        try:
+            with os.scandir(root / "_indices") as entries:
+                vector_indexes = {e.name for e in entries if os.path.exists(os.path.join(e.path, "index.idx"))}
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if not vector_indexes:
+            return False
+        try:
+            kept = json.loads(self.probes_path(name).read_text(encoding="utf-8")).get("index_uuid")
+        except (OSError, ValueError, AttributeError):
+            return True
+        return kept not in vector_indexes
 
     def seal_path(self, namespace: str) -> Path:
         """Where the namespace's seal is kept: beside its table, where LanceDB does not look."""
@@ -225,7 +243,7 @@ class LanceDBStore:
         limit = math.ceil(_POSTFILTER_MARGIN * top_k / max(self._share(name, table, filter), 1e-9))
         if limit > _POSTFILTER_MAX_LIMIT:
             return None
-        refine = max(3, math.ceil(self._refine_factor * top_k / limit))  # no smaller a re-ranked pool
+        refine = math.ceil(self._refine_factor / _POSTFILTER_MARGIN)  # re-ranks about as many passing rows
         found = self._lance_search(table, vector, limit, filter, include_values, _ALL_PARTITIONS, refine, False)
         return found[:top_k] if len(found) >= top_k else None
 
@@ -297,7 +315,7 @@ class LanceDBStore:
         """The share of the table's rows ``filter`` lets through, counted once per table version (a count scans the
         filter's columns: ~15 ms at 1,000,000 rows)."""
         where = to_lance_where(filter, table.schema.names)
-        key = (name, table.version, where)
+        key = (name, (table.schema.metadata or {}).get(_TABLE_ID, b"").decode(), table.version, where)
         share = self._shares.get(key)
         if share is None:
             if len(self._shares) >= _SHARES_KEPT:
