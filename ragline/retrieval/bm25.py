@@ -303,30 +303,24 @@ def _title(metadata: Metadata) -> str:
 
 def tokenizer(params: BM25Params) -> Callable[[Sequence[str]], list[list[str]]]:
     """bm25s's tokenizer (words of 2+ characters, lower-cased, stopwords out), stemmed with PyStemmer."""
-    tokenize = id_tokenizer(params)
+    import bm25s
 
-    def as_terms(texts: Sequence[str]) -> list[list[str]]:
-        ids, vocabulary = tokenize(texts)
-        terms = list(vocabulary)
-        for term, term_id in vocabulary.items():
-            terms[term_id] = term
-        return [[terms[i] for i in row] for row in ids]
+    stemmer = _stemmer(params)
 
-    return as_terms
+    def tokenize(texts: Sequence[str]) -> list[list[str]]:
+        return bm25s.tokenize(
+            list(texts), stopwords=params.stopwords, stemmer=stemmer, return_ids=False, show_progress=False
+        )
+
+    return tokenize
 
 
 def id_tokenizer(params: BM25Params) -> IdTokenizer:
-    """``tokenizer`` as bm25s returns it: each text's term ids and the ids' terms (numbered per call); the index
+    """``tokenizer`` as bm25s returns ids: each text's term ids and the ids' terms (numbered per call); the index
     build takes ids, skipping the conversion back to strings."""
     import bm25s
 
-    stemmer = None
-    if params.stemmer is not None:
-        try:
-            import Stemmer
-        except ImportError as exc:
-            raise ConfigError("BM25 stemming needs PyStemmer (pip install PyStemmer), or set stemmer=None") from exc
-        stemmer = Stemmer.Stemmer(params.stemmer)
+    stemmer = _stemmer(params)
 
     def tokenize(texts: Sequence[str]) -> tuple[list[list[int]], dict[str, int]]:
         ids, vocabulary = bm25s.tokenize(
@@ -335,3 +329,14 @@ def id_tokenizer(params: BM25Params) -> IdTokenizer:
         return ids, vocabulary
 
     return tokenize
+
+
+def _stemmer(params: BM25Params) -> Any:
+    """PyStemmer's stemmer for ``params.stemmer``, or None for no stemming."""
+    if params.stemmer is None:
+        return None
+    try:
+        import Stemmer
+    except ImportError as exc:
+        raise ConfigError("BM25 stemming needs PyStemmer (pip install PyStemmer), or set stemmer=None") from exc
+    return Stemmer.Stemmer(params.stemmer)

@@ -172,13 +172,8 @@ class LanceDBStore:
                 vector_indexes = {e.name for e in entries if os.path.exists(os.path.join(e.path, "index.idx"))}
         except (FileNotFoundError, NotADirectoryError):
             return False
-        if not vector_indexes:
-            return False
-        try:
-            kept = json.loads(self.probes_path(name).read_text(encoding="utf-8")).get("index_uuid")
-        except (OSError, ValueError, AttributeError):
-            return True
-        return kept not in vector_indexes
+        kept = self.probes_path(name)
+        return bool(vector_indexes) and not any(lance_probes.load(kept, uuid) for uuid in vector_indexes)
 
     def seal_path(self, namespace: str) -> Path:
         """Where the namespace's seal is kept: beside its table, where LanceDB does not look."""
@@ -320,7 +315,7 @@ class LanceDBStore:
         """The share of the table's rows ``filter`` lets through, counted once per table version (a count scans the
         filter's columns: ~15 ms at 1,000,000 rows)."""
         where = to_lance_where(filter, table.schema.names)
-        key = (name, (table.schema.metadata or {}).get(_TABLE_ID, b"").decode(), table.version, where)
+        key = (name, *_version_key(table), where)
         share = self._shares.get(key)
         if share is None:
             if len(self._shares) >= _SHARES_KEPT:
@@ -386,7 +381,7 @@ class LanceDBStore:
         A hit also needs every data file seen at build time to be on disk unchanged: a lost or truncated file
         makes the next query read the table again, which reports the damage as every read does.
         """
-        key: IndexKey = ((table.schema.metadata or {}).get(_TABLE_ID, b"").decode(), table.version)
+        key = _version_key(table)
         files = self._data_files(name)
         cached = self._exact.get(name)
         if cached is not None and cached.key == key and cached.files <= files:
@@ -654,6 +649,11 @@ def _vector_matrix(vectors: Sequence[Any], what: str) -> np.ndarray:
     if not np.any(matrix, axis=1).all():
         raise StoreError(f"{what}: an all-zero vector has no cosine similarity")
     return matrix
+
+
+def _version_key(table: Table) -> IndexKey:
+    """The table's identity (so a dropped and re-created table is another one) and its version."""
+    return (table.schema.metadata or {}).get(_TABLE_ID, b"").decode(), table.version
 
 
 def _vector_index(table: Table) -> IndexConfig | None:
