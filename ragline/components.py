@@ -43,6 +43,8 @@ class Components:
     def close(self) -> None:
         self.records.close()
         self.cache.close()
+        if self.near_duplicates is not None:
+            self.near_duplicates.close()
         for store in (self.store, self.sparse):
             close_store = getattr(store, "close", None)
             if close_store is not None:

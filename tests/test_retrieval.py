@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -20,6 +23,7 @@ from ragline.errors import ConfigError, FilterError
 from ragline.indexing.pipeline import ingest
 from ragline.retrieval import MODES, ChatSettings, Hit, Mode, RetrievalSettings, bm25, refresh_bm25, search
 from ragline.retrieval.bm25 import current_index, index_folder
+from ragline.retrieval.bm25_tokens import tokenized_pages
 from ragline.retrieval.expansion import rm3
 from ragline.retrieval.fusion import rrf, zmix
 from ragline.retrieval.understanding import QueryFields, merge_filters, understand_rules
@@ -214,6 +218,32 @@ def test_a_new_process_loads_the_persisted_index(
     monkeypatch.setattr(bm25, "_loaded", {})  # what a new process starts with
     assert refresh_bm25(components, NS) is False
     assert doc_names(search(components, "kite", namespace=NS, mode="bm25").hits) == ["a.md"]
+
+
+def test_a_large_build_tokenizes_in_worker_processes_into_the_same_index(
+    indexed: Components, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bm25, "_PAGE", 2)  # several pages from a few chunks
+    folder = index_folder(indexed.config, NS)
+    workers_used = []
+
+    def observed(*args: Any) -> Any:
+        workers_used.append(args[-1])
+        return tokenized_pages(*args)
+
+    monkeypatch.setattr(bm25.bm25_tokens, "tokenized_pages", observed)
+
+    def rebuilt(workers_from: int) -> dict[str, bytes]:
+        monkeypatch.setattr(bm25, "_WORKERS_FROM", workers_from)
+        monkeypatch.setattr(bm25, "_loaded", {})
+        shutil.rmtree(folder)
+        assert refresh_bm25(indexed, NS) is True
+        return {f.name: f.read_bytes() for f in (folder / current_index(indexed, NS).key).iterdir()}
+
+    assert rebuilt(10**9) == rebuilt(1)
+    cores = os.cpu_count() or 1
+    assert workers_used == [0, cores if cores > 1 else 0]  # one process per core, none on a single core
+    assert doc_names(search(indexed, "supersonic", namespace=NS, mode="bm25").hits) == ["flutter"]
 
 
 # --- fusion and feedback math ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import random
 import subprocess
 import sys
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,9 @@ from ragline.config import RaglineConfig
 from ragline.indexing.minhash_index import MinHashIndex
 from ragline.indexing.pipeline import ingest
 from ragline.retrieval import bm25, bm25_build
-from ragline.retrieval.bm25 import BM25Params, id_tokenizer, tokenizer
+from ragline.retrieval.bm25 import BM25Params, tokenizer
 from ragline.retrieval.bm25_build import StreamingBM25
+from ragline.retrieval.bm25_tokens import id_tokenizer, tokenized_pages
 from ragline.sources import open_source
 
 WORDS = [f"{a}{b}{c}" for a in "bdfgklmnprst" for b in "aeiou" for c in "lmnrst"]
@@ -74,15 +76,15 @@ def test_a_run_holds_its_batches_and_under_two_kilobytes_per_document(
 
 def test_the_bm25_build_holds_pages_not_the_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bm25_build, "_SLICE", 20_000)
-    tokenize = id_tokenizer(BM25Params())
+    tokenize = id_tokenizer("english", "en")
     rng = random.Random(3)
 
     def build(folder: Path, pages: int) -> int:
         tracemalloc.start()
         try:
-            builder = StreamingBM25(folder, tokenize, 1.5, 0.75)
+            builder = StreamingBM25(folder, 1.5, 0.75)
             for _ in range(pages):
-                builder.add([" ".join(rng.choices(WORDS, k=50)) for _ in range(500)])
+                builder.add(tokenize([" ".join(rng.choices(WORDS, k=50)) for _ in range(500)]))
             builder.finish()
             return tracemalloc.get_traced_memory()[1]
         finally:
@@ -121,9 +123,9 @@ def test_the_streaming_build_scores_every_term_as_bm25s_does(tmp_path: Path, mon
     assert tokenize(texts) == as_bm25s
     expected = bm25s.BM25(k1=1.5, b=0.75)
     expected.index(tokenize(texts), show_progress=False)
-    builder = StreamingBM25(tmp_path / "index", id_tokenizer(BM25Params()), 1.5, 0.75)
+    builder = StreamingBM25(tmp_path / "index", 1.5, 0.75)
     for start in range(0, len(texts), 300):
-        builder.add(texts[start : start + 300])
+        builder.add(id_tokenizer("english", "en")(texts[start : start + 300]))
     builder.finish()
     built = bm25s.BM25.load(tmp_path / "index", mmap=True)
     assert set(built.vocab_dict) == set(expected.vocab_dict) and built.scores["num_docs"] == len(texts)
@@ -136,13 +138,14 @@ def test_the_streaming_build_scores_every_term_as_bm25s_does(tmp_path: Path, mon
 _BUILD_IN_A_NEW_PROCESS = """
 import random, sys
 from pathlib import Path
-from ragline.retrieval.bm25 import BM25Params, id_tokenizer
 from ragline.retrieval.bm25_build import StreamingBM25
+from ragline.retrieval.bm25_tokens import id_tokenizer, tokenized_pages
 rng = random.Random(3)
 words = ["wing", "wings", "flow", "flows", "the", "boundary", "layer", "layers", "mach", "shock", "running", "runs"]
-builder = StreamingBM25(Path(sys.argv[1]), id_tokenizer(BM25Params()), 1.5, 0.75)
+builder = StreamingBM25(Path(sys.argv[1]), 1.5, 0.75)
+tokenize = id_tokenizer("english", "en")
 for _ in range(3):
-    builder.add([" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(50)])
+    builder.add(tokenize([" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(50)]))
 builder.finish()
 """
 
@@ -156,3 +159,34 @@ def test_the_bm25_build_writes_the_same_files_in_every_process(tmp_path: Path) -
         subprocess.run([sys.executable, "-c", _BUILD_IN_A_NEW_PROCESS, str(folder)], check=True, env=env)
         built.append({f.name: f.read_bytes() for f in folder.iterdir() if f.name != "params.index.json"})
     assert built[0] == built[1] and "vocab.index.json" in built[0]
+
+
+def test_a_build_tokenized_in_worker_processes_writes_the_same_files(tmp_path: Path) -> None:
+    rng = random.Random(6)
+    pages = [[" ".join(rng.choices(WORDS, k=rng.randint(0, 30))) for _ in range(200)] for _ in range(7)]
+    built = []
+    for workers in (0, 2):
+        folder = tmp_path / str(workers)
+        builder = StreamingBM25(folder, 1.5, 0.75)
+        order = []
+        for page, tokens in tokenized_pages(iter(pages), list, "english", "en", workers):
+            order.append(page)
+            builder.add(tokens)
+        builder.finish()
+        assert order == pages
+        built.append({f.name: f.read_bytes() for f in folder.iterdir()})
+    assert built[0] == built[1] and "vocab.index.json" in built[0]
+
+
+def test_a_failing_page_source_stops_the_workers_and_raises(tmp_path: Path) -> None:
+    good = [[f"wing flow {n}"] * 10 for n in range(5)]
+
+    def pages() -> Iterator[list[str]]:
+        yield from good
+        raise OSError("the record store went away")
+
+    seen = []
+    with pytest.raises(OSError, match="went away"):
+        for page, _ in tokenized_pages(pages(), list, "english", "en", 2):
+            seen.append(page)
+    assert seen == good[: len(seen)]  # the pages before the failure, in order

@@ -23,10 +23,13 @@ namespace.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cache
 
 import numpy as np
 
@@ -50,6 +53,8 @@ _STEP = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
 _BLOCK = 4_096
 """Shingles permuted at a time."""
+_WORKERS_FROM = 256
+"""Documents from which a batch is signed in worker processes (below, in this process)."""
 
 
 def _words(doc: Document) -> list[str]:
@@ -89,6 +94,33 @@ def shingle_hashes(doc: Document, words_per_shingle: int) -> np.ndarray:
 
 def _word_code(word: str) -> int:
     return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+
+
+def minhash_signature(doc: Document, num_perm: int, shingle_words: int) -> np.ndarray | None:
+    """The document's MinHash values (datasketch ``affine32``, uint32, one per permutation) over its
+    ``shingle_hashes``, or None when it has no words."""
+    from datasketch import MinHash
+
+    hashes = shingle_hashes(doc, shingle_words).tolist()
+    if not hashes:
+        return None
+    minhash = MinHash(num_perm, _SEED, hashfunc=int, permutations=_permutations(num_perm), scheme=_SCHEME)
+    for start in range(0, len(hashes), _BLOCK):  # a block is _BLOCK × num_perm values at once
+        minhash.update_batch(hashes[start : start + _BLOCK])
+    return minhash.hashvalues
+
+
+@cache
+def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    """The permutations every signature shares (datasketch is imported here, when first needed: ~1 s)."""
+    from datasketch import MinHash
+
+    return MinHash(num_perm=num_perm, seed=_SEED, scheme=_SCHEME).permutations
+
+
+def _sign(num_perm: int, shingle_words: int, documents: Sequence[Document]) -> list[np.ndarray | None]:
+    """``minhash_signature`` of each document (what a signing process runs)."""
+    return [minhash_signature(doc, num_perm, shingle_words) for doc in documents]
 
 
 def lsh_bands(threshold: float, num_perm: int, recall: float = 0.99) -> tuple[int, int]:
@@ -147,13 +179,8 @@ class NearDuplicateDetector:
         self.shingle_words = shingle_words
         self.params = f"{_SCHEME}/{num_perm}/{_SEED}/{shingle_words}w/{_HASH}"
         self._run: _RunIndex | None = None
-
-    @cached_property
-    def _permutations(self) -> tuple[np.ndarray, np.ndarray]:
-        """The permutations every signature shares (datasketch is imported here, when first needed: ~1 s)."""
-        from datasketch import MinHash
-
-        return MinHash(num_perm=self.num_perm, seed=_SEED, scheme=_SCHEME).permutations
+        self._signed_ahead: dict[tuple[str, str], np.ndarray | None] = {}
+        self._pool: ProcessPoolExecutor | None = None
 
     @classmethod
     def from_config(cls, config: RaglineConfig) -> NearDuplicateDetector | None:
@@ -169,16 +196,32 @@ class NearDuplicateDetector:
 
     def signature(self, doc: Document) -> np.ndarray | None:
         """The document's MinHash values (datasketch ``affine32``, uint32, one per permutation) over its
-        ``shingle_hashes``, or None when it has no words."""
-        from datasketch import MinHash
+        ``shingle_hashes``, or None when it has no words (signed ahead by ``sign_ahead``, or now)."""
+        key = (doc.doc_id, doc.content_hash)
+        if key in self._signed_ahead:
+            return self._signed_ahead.pop(key)
+        return minhash_signature(doc, self.num_perm, self.shingle_words)
 
-        hashes = shingle_hashes(doc, self.shingle_words).tolist()
-        if not hashes:
-            return None
-        minhash = MinHash(self.num_perm, _SEED, hashfunc=int, permutations=self._permutations, scheme=_SCHEME)
-        for start in range(0, len(hashes), _BLOCK):  # a block is _BLOCK × num_perm values at once
-            minhash.update_batch(hashes[start : start + _BLOCK])
-        return minhash.hashvalues
+    def sign_ahead(self, documents: Sequence[Document]) -> None:
+        """Sign a batch's documents now, in worker processes when the batch is large (one per core; signing is
+        CPU work that would otherwise hold this process's interpreter from the embedder): ``signature`` then takes
+        them from here. Replaces what the last batch left unused."""
+        self._signed_ahead.clear()
+        cores = os.cpu_count() or 1
+        if len(documents) < _WORKERS_FROM or cores < 2:
+            return
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn"))
+        slices = [documents[i::cores] for i in range(cores)]
+        signed = self._pool.map(_sign, [self.num_perm] * cores, [self.shingle_words] * cores, slices)
+        for part, signatures in zip(slices, signed):
+            self._signed_ahead.update(((d.doc_id, d.content_hash), sig) for d, sig in zip(part, signatures))
+
+    def close(self) -> None:
+        """Stop the signing processes, if any were started."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
     # --- one run -------------------------------------------------------------------------------------------------
 
@@ -276,6 +319,7 @@ class NearDuplicateDetector:
         if self._run is not None:
             self.flush(records, self._run.run_id, self._run.namespace)
         self._run = None
+        self._signed_ahead.clear()
         _WORD_CODES.clear()
 
     def _read_stored(self, records: RecordStore, run: _RunIndex) -> None:

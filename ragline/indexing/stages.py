@@ -208,6 +208,8 @@ def dedupe(c: Components, run: RunRef, chunked: Chunked) -> Deduped:
     documents: list[PlannedDocument] = []
     problems: list[QuarantineRecord] = []
     with stats.timed("dedupe"):
+        if near is not None:
+            near.sign_ahead([p.document for p in chunked.documents])
         for planned in chunked.documents:
             if near is None:
                 documents.append(planned)

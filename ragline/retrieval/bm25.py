@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import threading
@@ -46,7 +47,8 @@ from ragline.config import RaglineConfig
 from ragline.errors import ConfigError, StoreError
 from ragline.records import Metadata
 from ragline.recordstore import ChunkRow, RecordStore
-from ragline.retrieval.bm25_build import IdTokenizer, StreamingBM25
+from ragline.retrieval import bm25_tokens
+from ragline.retrieval.bm25_build import StreamingBM25
 from ragline.retrieval.hits import Hit
 from ragline.stores.base import Filter
 from ragline.stores.filters import matches
@@ -62,6 +64,8 @@ _STALE_TEMP_S = 3600.0
 """A temporary build folder older than this was left by a crashed build and is removed."""
 _PAGE = 2_000
 """Live chunk rows read at a time when fingerprinting or building."""
+_WORKERS_FROM = 20_000
+"""Live chunks from which a build tokenizes in worker processes (below, spawning them costs more than it saves)."""
 _RECHECK_S = 60.0
 """A search scans the live chunks at least this often, even when the record store's stamp has not changed."""
 
@@ -236,12 +240,14 @@ def _build(folder: Path, records: RecordStore, namespace: str, params: BM25Param
     temporary = folder / f".tmp-{uuid.uuid4().hex}"
     digest, chunk_ids, sources = hashlib.sha256(), list[str](), set[str]()
     try:
-        builder = StreamingBM25(temporary, id_tokenizer(params), params.k1, params.b)
-        for page in live_pages(records, namespace):
+        builder = StreamingBM25(temporary, params.k1, params.b)
+        pages = live_pages(records, namespace)
+        workers = _workers(records.journal.live_chunk_count(namespace))
+        for page, tokens in bm25_tokens.tokenized_pages(pages, _texts, params.stemmer, params.stopwords, workers):
             _digest_rows(digest, page)
             chunk_ids += [row.chunk_id for row in page]
             sources.update(source for row in page if isinstance(source := row.metadata.get("source"), str))
-            builder.add([indexed_text(row.text, row.metadata) for row in page])
+            builder.add(tokens)
         key = _index_key(digest.hexdigest(), params)
         if not chunk_ids:
             _prune(folder, keep=None)
@@ -261,6 +267,16 @@ def _build(folder: Path, records: RecordStore, namespace: str, params: BM25Param
     if index is None:
         raise StoreError(f"the bm25 index just built at {folder / key} cannot be read")
     return index
+
+
+def _workers(chunks: int) -> int:
+    """Tokenizing processes for a build of ``chunks``: one per core, none for a small build or on one core."""
+    cores = os.cpu_count() or 1
+    return cores if chunks >= _WORKERS_FROM and cores > 1 else 0
+
+
+def _texts(page: list[ChunkRow]) -> list[str]:
+    return [indexed_text(row.text, row.metadata) for row in page]
 
 
 def _load(path: Path, params: BM25Params) -> BM25Index | None:
@@ -302,41 +318,5 @@ def _title(metadata: Metadata) -> str:
 
 
 def tokenizer(params: BM25Params) -> Callable[[Sequence[str]], list[list[str]]]:
-    """bm25s's tokenizer (words of 2+ characters, lower-cased, stopwords out), stemmed with PyStemmer."""
-    import bm25s
-
-    stemmer = _stemmer(params)
-
-    def tokenize(texts: Sequence[str]) -> list[list[str]]:
-        return bm25s.tokenize(
-            list(texts), stopwords=params.stopwords, stemmer=stemmer, return_ids=False, show_progress=False
-        )
-
-    return tokenize
-
-
-def id_tokenizer(params: BM25Params) -> IdTokenizer:
-    """``tokenizer`` as bm25s returns ids: each text's term ids and the ids' terms (numbered per call); the index
-    build takes ids, skipping the conversion back to strings."""
-    import bm25s
-
-    stemmer = _stemmer(params)
-
-    def tokenize(texts: Sequence[str]) -> tuple[list[list[int]], dict[str, int]]:
-        ids, vocabulary = bm25s.tokenize(
-            list(texts), stopwords=params.stopwords, stemmer=stemmer, return_ids=True, show_progress=False
-        )
-        return ids, vocabulary
-
-    return tokenize
-
-
-def _stemmer(params: BM25Params) -> Any:
-    """PyStemmer's stemmer for ``params.stemmer``, or None for no stemming."""
-    if params.stemmer is None:
-        return None
-    try:
-        import Stemmer
-    except ImportError as exc:
-        raise ConfigError("BM25 stemming needs PyStemmer (pip install PyStemmer), or set stemmer=None") from exc
-    return Stemmer.Stemmer(params.stemmer)
+    """The index's tokenizer (``ragline.retrieval.bm25_tokens``) with ``params``'s stemmer and stopwords."""
+    return bm25_tokens.tokenizer(params.stemmer, params.stopwords)

@@ -3,10 +3,10 @@
 bm25s's own ``index`` takes every document's tokens at once and builds its score matrix in memory, with copies
 (measured: about 9 KB per chunk, so 9 GB at 1,000,000 chunks). ``StreamingBM25`` builds the same index in two passes:
 
-1. ``add`` tokenizes a page of texts into term ids (bm25s numbers them per call, in an order that varies between
-   processes; the build numbers terms in order of first appearance, so its files are the same in every process,
-   and maps a page's ids with one array lookup); each document's distinct term ids and counts are appended to
-   scratch files, and its length and the document frequencies are counted.
+1. ``add`` takes a page of texts as term ids (``ragline.retrieval.bm25_tokens``: bm25s numbers them per page, in an
+   order that varies between processes; the build numbers terms in order of first appearance, so its files are the
+   same in every process, and maps a page's ids with one array lookup); each document's distinct term ids and
+   counts are appended to scratch files, and its length and the document frequencies are counted.
 2. ``finish``: with the average length and the idf known, the scratch files are read back a slice at a time, every
    entry is scored with bm25s's Lucene formula and written at its place in the column-major (CSC) arrays on disk:
    each term's column lists its documents in order, as bm25s sorts them.
@@ -20,25 +20,22 @@ from __future__ import annotations
 import json
 import os
 from array import array
-from collections.abc import Callable, Sequence
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
+from ragline.retrieval.bm25_tokens import PageTokens
+
 _SLICE = 1_000_000
 """Entries (document, term) scored and placed at a time in ``finish``."""
 _TERMS, _COUNTS = "terms.scratch", "counts.scratch"
-IdTokenizer = Callable[[Sequence[str]], tuple[list[list[int]], dict[str, int]]]
-"""Texts → each text's term ids, and the term of each id (numbered per call)."""
 
 
 class StreamingBM25:
-    """Writes a bm25s (Lucene BM25) index into ``folder`` from texts added page by page."""
+    """Writes a bm25s (Lucene BM25) index into ``folder`` from pages of tokenized texts."""
 
-    def __init__(self, folder: Path, tokenize: IdTokenizer, k1: float, b: float) -> None:
+    def __init__(self, folder: Path, k1: float, b: float) -> None:
         self.folder = folder
-        self._tokenize = tokenize
         self.k1, self.b = k1, b
         self._vocabulary: dict[str, int] = {}
         self._frequencies = np.zeros(1024, dtype=np.int64)  # documents holding each term id
@@ -46,25 +43,20 @@ class StreamingBM25:
         self._distinct = array("i")  # distinct terms per document: its entries in the scratch files
         folder.mkdir(parents=True, exist_ok=True)
 
-    def add(self, texts: Sequence[str]) -> None:
-        """Tokenize ``texts`` and append each one's term counts to the scratch files."""
+    def add(self, tokens: PageTokens) -> None:
+        """Append a page's term counts (its texts tokenized: ``ragline.retrieval.bm25_tokens``) to the scratch files."""
         vocabulary = self._vocabulary
-        rows, terms_of_call = self._tokenize(texts)
-        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-        local = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
-        term_of = [""] * len(terms_of_call)
-        for term, term_id in terms_of_call.items():
-            term_of[term_id] = term
+        local, lengths, term_of = tokens
         seen, first = np.unique(local, return_index=True)
-        to_build = np.zeros(len(terms_of_call), dtype=np.int64)
+        to_build = np.zeros(len(term_of), dtype=np.int64)
         for term_id in seen[np.argsort(first)].tolist():  # new terms numbered in order of first appearance
             to_build[term_id] = vocabulary.setdefault(term_of[term_id], len(vocabulary))
         ids = to_build[local]
-        owners = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
+        owners = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
         self._lengths.extend(lengths.astype(np.int32).tolist())
         pairs, counts = np.unique(owners << 32 | ids, return_counts=True)
         terms = (pairs & 0xFFFFFFFF).astype(np.int32)
-        self._distinct.extend(np.bincount(pairs >> 32, minlength=len(texts)).astype(np.int32).tolist())
+        self._distinct.extend(np.bincount(pairs >> 32, minlength=len(lengths)).astype(np.int32).tolist())
         if len(vocabulary) > len(self._frequencies):
             grown = np.zeros(max(len(vocabulary), 2 * len(self._frequencies)), dtype=np.int64)
             grown[: len(self._frequencies)] = self._frequencies
