@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,14 @@ import pytest
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.errors import ValidationFailed
-from ragline.indexing.near_duplicates import TAG_KEY, NearDuplicateDetector, shingle_hashes, shingles
+from ragline.indexing import near_duplicates
+from ragline.indexing.near_duplicates import (
+    TAG_KEY,
+    NearDuplicateDetector,
+    minhash_signature,
+    shingle_hashes,
+    shingles,
+)
 from ragline.indexing.pipeline import IngestResult, ingest
 from ragline.indexing.report import summary_markdown
 from ragline.indexing.stats import IngestStats
@@ -80,11 +88,16 @@ def components_with(config: RaglineConfig, embedder):
         c.close()
 
 
-def test_near_identical_document_is_tagged_and_distinct_ones_are_not(components: Components, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers_from", [10**9, 2], ids=["signed-here", "signed-in-workers"])
+def test_near_identical_document_is_tagged_and_distinct_ones_are_not(
+    components: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers_from: int
+) -> None:
+    monkeypatch.setattr(near_duplicates, "_WORKERS_FROM", workers_from)
     root = write(tmp_path / "docs", {"a.txt": ORIGINAL, "b.txt": ONE_WORD_CHANGED, "c.txt": DISTINCT, "d.txt": RELATED})
     result = run(components, root)
     assert result.stats.documents_near_duplicate == 1 and result.stats.documents_new == 4
     assert components.near_duplicates is not None and components.near_duplicates._run is None  # not held after
+    assert (components.near_duplicates._pool is not None) == (workers_from == 2 and (os.cpu_count() or 1) > 1)
     [found] = result.near_duplicates
     assert (found.doc_id, found.duplicate_of, found.action) == ("docs/b.txt", "docs/a.txt", "tagged")
     assert 0.9 <= found.similarity < 1.0
@@ -209,6 +222,24 @@ def test_off_finds_nothing_and_shingles_cover_short_and_empty_texts(components_w
 
 def _doc(text: str) -> Document:
     return Document("d/x", "d", "x", "", text, Document.hash_content("", text, {}))
+
+
+def test_signatures_made_in_worker_processes_equal_those_made_here() -> None:
+    documents = [_doc(f"{ORIGINAL} {n}" if n % 3 else DISTINCT * (n % 4)) for n in range(300)]
+    documents = [replace(d, doc_id=f"d/{n}") for n, d in enumerate(documents)]
+    detector = NearDuplicateDetector("tag", 0.9, 64, 3)
+    try:
+        detector.sign_ahead(documents)
+        ahead = [detector.signature(d) for d in documents]
+        assert (detector._pool is not None) == ((os.cpu_count() or 1) > 1)
+    finally:
+        detector.close()
+    here = [minhash_signature(d, 64, 3) for d in documents]
+    assert all(
+        (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+        for a, b in zip(ahead, here)
+    )
+    assert sum(s is None for s in here) == 25 and detector._signed_ahead == {}  # texts without words: no signature
 
 
 def test_shingle_hashes_are_one_per_shingle_and_the_same_in_every_process() -> None:
