@@ -562,8 +562,11 @@ class _Batch:
         for row, record in enumerate(latest):
             for key, (kind, value) in _metadata_cells(record.id, record.metadata).items():
                 column = metadata_column(key, kind)
-                kinds[column] = kind
-                cells.setdefault(column, [None] * len(latest))[row] = value
+                values = cells.get(column)
+                if values is None:  # a column's first value: every other row starts null
+                    values = cells[column] = [None] * len(latest)
+                    kinds[column] = kind
+                values[row] = value
         return cls(
             ids=[r.id for r in latest],
             vectors=_vector_matrix([r.values for r in latest], "vector"),
