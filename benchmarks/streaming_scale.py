@@ -7,7 +7,8 @@ embedder on the embedded default (LanceDB + SQLite), through the command line us
 Each measurement runs in its own process, so their memory never mixes; peak RSS is the child's ``ru_maxrss``
 (``os.wait4``):
 
-1. ingest: ``ragline ingest corpus.jsonl`` (the CLI, the hashing embedder), wall time and peak RSS;
+1. ingest: ``ragline ingest corpus.jsonl`` (the CLI, the hashing embedder), wall time and peak RSS, alone and (sampled
+   every half second) summed with the worker processes it starts (near-duplicate signing, BM25 tokenizing);
 2. embedder alone: the same chunk texts (read back from the record store in 1,000-text batches) embedded by the
    same embedder with no pipeline; only the ``embed`` calls are timed;
 3. queries: ``--queries`` single top-10 queries on the namespace (``LanceDBStore.query``, as ``ragline query`` and
@@ -96,13 +97,17 @@ def child_env(home: Path) -> dict[str, str]:
     return {**os.environ, "RAGLINE_HOME": str(home), "RAGLINE_EMBEDDER": "hashing", "PYTHONUNBUFFERED": "1"}
 
 
-def run_child(args: list[str], env: dict[str, str], log: Path) -> tuple[float, int, str]:
-    """Run a process; its wall seconds, peak RSS in bytes (``ru_maxrss`` of that child alone) and stdout. Its RSS
-    every ``TIMELINE_S`` seconds goes to ``<log>.rss`` (seconds, MiB), to see when the peak came."""
+def run_child(args: list[str], env: dict[str, str], log: Path) -> tuple[float, int, int, str]:
+    """Run a process; its wall seconds, peak RSS in bytes (``ru_maxrss`` of that child alone), the peak of its RSS
+    summed with its child processes' (the worker processes of a large run; sampled every ``SAMPLE_S``) and stdout.
+    The summed RSS every ``TIMELINE_S`` seconds goes to ``<log>.rss`` (seconds, MiB), to see when the peak came."""
     start = time.perf_counter()
+    tree_peak = [0]
     with log.open("w") as err:
         process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-        sampler = threading.Thread(target=_sample_rss, args=(process.pid, start, log.with_suffix(".rss")), daemon=True)
+        sampler = threading.Thread(
+            target=_sample_rss, args=(process.pid, start, log.with_suffix(".rss"), tree_peak), daemon=True
+        )
         sampler.start()
         assert process.stdout is not None
         out = process.stdout.read()
@@ -111,23 +116,46 @@ def run_child(args: list[str], env: dict[str, str], log: Path) -> tuple[float, i
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(args[:4])} failed ({process.returncode}):\n{log.read_text()[-3000:]}")
-    return wall, usage.ru_maxrss * 1024, out
+    return wall, usage.ru_maxrss * 1024, tree_peak[0], out
 
 
 TIMELINE_S = 5.0
+SAMPLE_S = 0.5
 
 
-def _sample_rss(pid: int, start: float, path: Path) -> None:
+def _sample_rss(pid: int, start: float, path: Path, peak: list[int]) -> None:
+    written = -TIMELINE_S
     with path.open("w") as out:
-        while True:
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                return
-            rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-            out.write(f"{time.perf_counter() - start:.0f} {rss // 1024}\n")
-            out.flush()
-            time.sleep(TIMELINE_S)
+        while (rss := _tree_rss(pid)) is not None:
+            peak[0] = max(peak[0], rss)
+            if (now := time.perf_counter() - start) - written >= TIMELINE_S:
+                out.write(f"{now:.0f} {rss // 2**20}\n")
+                out.flush()
+                written = now
+            time.sleep(SAMPLE_S)
+
+
+def _tree_rss(pid: int) -> int | None:
+    """RSS in bytes of ``pid`` and its descendants, or None once ``pid`` has ended."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except OSError:
+            if current == pid:
+                return None
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0) * 1024
+        todo += children.get(current, [])
+    return total
 
 
 def config_for(home: Path) -> Any:
@@ -332,20 +360,20 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     env = child_env(home)
     me = [sys.executable, str(Path(__file__).resolve()), "--home", str(home), "--queries", str(args.queries)]
     if args.profile:
-        _, _, out = run_child([*me, "--child", "profile"], env, work / "profile.log")
+        _, _, _, out = run_child([*me, "--child", "profile"], env, work / "profile.log")
         return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "chunks": args.chunks} | json.loads(
             out.splitlines()[-1]
         )
     ragline = [sys.executable, "-m", "ragline.cli", "ingest", str(corpus), "-n", NAMESPACE]
-    wall, rss, _ = run_child(ragline, env, work / "ingest.log")
-    print(f"ingest: {wall:.0f} s, peak RSS {rss / 2**20:.0f} MiB")
+    wall, rss, tree_rss, _ = run_child(ragline, env, work / "ingest.log")
+    print(f"ingest: {wall:.0f} s, peak RSS {rss / 2**20:.0f} MiB ({tree_rss / 2**20:.0f} MiB with its workers)")
     stats = _run_stats(home)
     if stats.get("chunks_written") != args.chunks:
         raise SystemExit(f"expected {args.chunks} chunks written, the run wrote {stats.get('chunks_written')}")
-    embed_wall, embed_rss, out = run_child([*me, "--child", "embed"], env, work / "embed.log")
+    embed_wall, embed_rss, _, out = run_child([*me, "--child", "embed"], env, work / "embed.log")
     embedder = json.loads(out.splitlines()[-1])
     print(f"embedder alone: {embedder['embed_s']} s")
-    _, _, out = run_child([*me, "--child", "query"], env, work / "query.log")
+    _, _, _, out = run_child([*me, "--child", "query"], env, work / "query.log")
     queries = json.loads(out.splitlines()[-1])
     load = os.getloadavg()
     return {
@@ -357,6 +385,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "command": "ragline ingest corpus.jsonl -n scale (RAGLINE_EMBEDDER=hashing)",
             "wall_s": round(wall, 1),
             "peak_rss_mib": round(rss / 2**20, 1),
+            "peak_rss_with_workers_mib": round(tree_rss / 2**20, 1),
             "stage_s": stats.get("seconds", {}),
         },
         "embedder_alone": {
@@ -367,7 +396,12 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         },
         "ingest_to_embedder_ratio": round(wall / embedder["embed_s"], 2),
         "queries": queries,
-        "goals": {"peak_rss_mib": "< 1430 (1.5 GB)", "ratio": "<= 2", "p50_ms": "< 50", "recall@10": ">= 0.95"},
+        "goals": {
+            "peak_rss_with_workers_mib": "< 1430 (1.5 GB)",
+            "ratio": "<= 2",
+            "p50_ms": "< 50",
+            "recall@10": ">= 0.95",
+        },
     }
 
 
