@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from ragline.batching import batched  # noqa: E402
 from ragline.config import RaglineConfig  # noqa: E402
-from ragline.indexing.near_duplicates import NearDuplicateDetector, shingles  # noqa: E402
+from ragline.indexing.near_duplicates import NearDuplicateDetector  # noqa: E402
+from ragline.indexing.signatures import shingles  # noqa: E402
 from ragline.records import Document  # noqa: E402
 from ragline.recordstore.sqlite import SQLiteRecordStore  # noqa: E402
 from ragline.sources import open_source  # noqa: E402

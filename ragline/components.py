@@ -8,7 +8,7 @@ without reloading the model for every batch.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypedDict
 
 from ragline.config import RaglineConfig
@@ -23,6 +23,7 @@ from ragline.records import sha256_hex
 from ragline.recordstore import RecordStore
 from ragline.stores.base import VectorStore
 from ragline.stores.sparse import SparseStore
+from ragline.workers import WorkerPool, worker_processes
 
 
 @dataclass
@@ -39,12 +40,13 @@ class Components:
     near_duplicates: NearDuplicateDetector | None = None
     sparse: SparseStore | None = None
     """The sparse index of keyword search beside ``store`` (Pinecone); None: BM25 runs locally (LanceDB)."""
+    workers: WorkerPool = field(default_factory=lambda: WorkerPool(0))
+    """Processes for the CPU work of large batches and rebuilds (``ragline.workers``), started on first use."""
 
     def close(self) -> None:
         self.records.close()
         self.cache.close()
-        if self.near_duplicates is not None:
-            self.near_duplicates.close()
+        self.workers.close()
         for store in (self.store, self.sparse):
             close_store = getattr(store, "close", None)
             if close_store is not None:
@@ -171,7 +173,7 @@ def build_components(config: RaglineConfig, embedder: Embedder | None = None) ->
     limit_malloc_arenas()
     embedder = embedder or make_embedder(config)
     chunker = Chunker(
-        count_tokens=embedder.count_tokens,
+        count_tokens=embedder.token_counter,
         tokenizer_id=embedder.model_id,
         chunk_size=min(config.chunk_size, embedder.max_tokens),
         chunk_overlap=config.chunk_overlap,
@@ -186,6 +188,7 @@ def build_components(config: RaglineConfig, embedder: Embedder | None = None) ->
         locks=make_locks(config),
         near_duplicates=NearDuplicateDetector.from_config(config),
         sparse=make_sparse_store(config),
+        workers=WorkerPool(worker_processes(config.worker_processes)),
     )
 
 

@@ -290,6 +290,13 @@ class RaglineConfig(BaseSettings):
         description="Documents per pipeline batch at most (the first batches are smaller: 128, 512): each stage "
         "runs once per batch (a task run each in a flow), whichever driver runs it.",
     )
+    worker_processes: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="Processes a large run starts for CPU-bound work (chunking and near-duplicate signing of big "
+        "batches, BM25 tokenizing of big rebuilds): unset, one per usable core up to 4 (none on one core); 0: none.",
+    )
     max_file_bytes: int = Field(default=10_000_000, ge=1, description="Larger input files are quarantined.")
     validation_sample_size: int = Field(default=8, ge=0)
     consistency_wait_s: float | None = Field(

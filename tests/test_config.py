@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from pydantic import ValidationError
 
 from ragline.config import RaglineConfig, load_config
 from ragline.costs import Usage, estimated_cost_usd
+from ragline.workers import AUTO_MAX, worker_processes
 
 
 @pytest.fixture(autouse=True)
@@ -78,3 +80,12 @@ def test_cost_estimate_uses_the_price_table() -> None:
     assert estimated_cost_usd(config, "local/all-MiniLM-L6-v2", usage) == 0.0
     pinecone = RaglineConfig(store="pinecone", pinecone_price_per_million_read_units=16.0)
     assert estimated_cost_usd(pinecone, "local/all-MiniLM-L6-v2", usage) == pytest.approx(16.0)
+
+
+def test_worker_processes_follow_the_setting_else_the_usable_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert worker_processes(0) == 0 and worker_processes(3) == 3
+    for usable, expected in (({0}, 0), ({0, 1}, 2), (set(range(16)), AUTO_MAX)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cores=usable: cores, raising=False)
+        assert worker_processes(None) == expected
+    monkeypatch.setenv("RAGLINE_WORKER_PROCESSES", "1")
+    assert RaglineConfig().worker_processes == 1

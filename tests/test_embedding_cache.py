@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,10 @@ class CountingEmbedder:
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
+
+    @property
+    def token_counter(self) -> Callable[[str], int]:
+        return self.inner.token_counter
 
     def embed(self, texts: list[str]) -> np.ndarray:
         self.embedded += texts

@@ -15,20 +15,16 @@ import pytest
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.errors import ValidationFailed
-from ragline.indexing import near_duplicates
-from ragline.indexing.near_duplicates import (
-    TAG_KEY,
-    NearDuplicateDetector,
-    minhash_signature,
-    shingle_hashes,
-    shingles,
-)
+from ragline.indexing.near_duplicates import TAG_KEY, NearDuplicateDetector
 from ragline.indexing.pipeline import IngestResult, ingest
 from ragline.indexing.report import summary_markdown
+from ragline.indexing.signatures import minhash_signature, shingle_hashes, shingles
 from ragline.indexing.stats import IngestStats
 from ragline.records import Document
 from ragline.sources import DirectorySource
 from ragline.stores.base import VectorRecord
+from ragline.workers import WorkerPool
+from tests.test_workers import watch
 
 NS = "test"
 ORIGINAL = (
@@ -88,16 +84,17 @@ def components_with(config: RaglineConfig, embedder):
         c.close()
 
 
-@pytest.mark.parametrize("workers_from", [10**9, 2], ids=["signed-here", "signed-in-workers"])
+@pytest.mark.parametrize("workers", [0, 2], ids=["signed-here", "signed-in-workers"])
 def test_near_identical_document_is_tagged_and_distinct_ones_are_not(
-    components: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers_from: int
+    components: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
-    monkeypatch.setattr(near_duplicates, "_WORKERS_FROM", workers_from)
+    components.workers = WorkerPool(workers, large_batch=2)  # this batch of four is "large"
+    sent = watch(components.workers)
     root = write(tmp_path / "docs", {"a.txt": ORIGINAL, "b.txt": ONE_WORD_CHANGED, "c.txt": DISTINCT, "d.txt": RELATED})
     result = run(components, root)
     assert result.stats.documents_near_duplicate == 1 and result.stats.documents_new == 4
     assert components.near_duplicates is not None and components.near_duplicates._run is None  # not held after
-    assert (components.near_duplicates._pool is not None) == (workers_from == 2 and (os.cpu_count() or 1) > 1)
+    assert sent == ([4, 4] if workers else [])  # chunked, then signed, in the workers
     [found] = result.near_duplicates
     assert (found.doc_id, found.duplicate_of, found.action) == ("docs/b.txt", "docs/a.txt", "tagged")
     assert 0.9 <= found.similarity < 1.0
@@ -227,13 +224,13 @@ def _doc(text: str) -> Document:
 def test_signatures_made_in_worker_processes_equal_those_made_here() -> None:
     documents = [_doc(f"{ORIGINAL} {n}" if n % 3 else DISTINCT * (n % 4)) for n in range(300)]
     documents = [replace(d, doc_id=f"d/{n}") for n, d in enumerate(documents)]
-    detector = NearDuplicateDetector("tag", 0.9, 64, 3)
+    detector, workers = NearDuplicateDetector("tag", 0.9, 64, 3), WorkerPool(2)
     try:
-        detector.sign_ahead(documents)
+        detector.sign_ahead(documents, workers)
         ahead = [detector.signature(d) for d in documents]
-        assert (detector._pool is not None) == ((os.cpu_count() or 1) > 1)
+        assert workers._executor is not None
     finally:
-        detector.close()
+        workers.close()
     here = [minhash_signature(d, 64, 3) for d in documents]
     assert all(
         (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
@@ -248,7 +245,7 @@ def test_shingle_hashes_are_one_per_shingle_and_the_same_in_every_process() -> N
     assert len(hashes) == 7 and len(set(hashes.tolist())) == 4  # "the wing" three times, "wing the" twice
     assert len(shingle_hashes(_doc("Two words"), 3)) == 1 and len(shingle_hashes(_doc(" ... "), 3)) == 0
     code = (
-        "from ragline.indexing.near_duplicates import shingle_hashes; from ragline.records import Document; "
+        "from ragline.indexing.signatures import shingle_hashes; from ragline.records import Document; "
         f"print(shingle_hashes(Document('d/x', 'd', 'x', '', {text!r}, 'h'), 2).tolist())"
     )
     for seed in ("1", "2"):  # str hashing differs between these processes; shingle hashes must not

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from ragline.retrieval.understanding import QueryFields, merge_filters, understa
 from ragline.sources import DirectorySource, JsonlSource
 from ragline.stores.filters import matches
 from ragline.testing.chat_server import LoopbackChat, Message
+from ragline.workers import WorkerPool
 
 pytestmark = pytest.mark.slow  # retrieval quality needs the real model
 
@@ -228,21 +228,23 @@ def test_a_large_build_tokenizes_in_worker_processes_into_the_same_index(
     workers_used = []
 
     def observed(*args: Any) -> Any:
-        workers_used.append(args[-1])
+        workers_used.append(args[-1].processes if args[-1] else 0)
         return tokenized_pages(*args)
 
     monkeypatch.setattr(bm25.bm25_tokens, "tokenized_pages", observed)
 
-    def rebuilt(workers_from: int) -> dict[str, bytes]:
+    def rebuilt(workers_from: int, processes: int) -> dict[str, bytes]:
         monkeypatch.setattr(bm25, "_WORKERS_FROM", workers_from)
         monkeypatch.setattr(bm25, "_loaded", {})
+        indexed.workers.close()
+        indexed.workers = WorkerPool(processes)
         shutil.rmtree(folder)
         assert refresh_bm25(indexed, NS) is True
         return {f.name: f.read_bytes() for f in (folder / current_index(indexed, NS).key).iterdir()}
 
-    assert rebuilt(10**9) == rebuilt(1)
-    cores = os.cpu_count() or 1
-    assert workers_used == [0, cores if cores > 1 else 0]  # one process per core, none on a single core
+    in_process = rebuilt(10**9, 2)
+    assert rebuilt(1, 2) == in_process and rebuilt(1, 0) == in_process
+    assert workers_used == [0, 2, 0]  # small: here; large: in the workers, if there are any
     assert doc_names(search(indexed, "supersonic", namespace=NS, mode="bm25").hits) == ["flutter"]
 
 

@@ -30,6 +30,7 @@ from ragline.retrieval.bm25 import BM25Params, tokenizer
 from ragline.retrieval.bm25_build import StreamingBM25
 from ragline.retrieval.bm25_tokens import id_tokenizer, tokenized_pages
 from ragline.sources import open_source
+from ragline.workers import WorkerPool
 
 WORDS = [f"{a}{b}{c}" for a in "bdfgklmnprst" for b in "aeiou" for c in "lmnrst"]
 
@@ -165,13 +166,17 @@ def test_a_build_tokenized_in_worker_processes_writes_the_same_files(tmp_path: P
     rng = random.Random(6)
     pages = [[" ".join(rng.choices(WORDS, k=rng.randint(0, 30))) for _ in range(200)] for _ in range(7)]
     built = []
-    for workers in (0, 2):
-        folder = tmp_path / str(workers)
+    for workers in (None, WorkerPool(2)):
+        folder = tmp_path / str(workers is None)
         builder = StreamingBM25(folder, 1.5, 0.75)
         order = []
-        for page, tokens in tokenized_pages(iter(pages), list, "english", "en", workers):
-            order.append(page)
-            builder.add(tokens)
+        try:
+            for page, tokens in tokenized_pages(iter(pages), list, "english", "en", workers):
+                order.append(page)
+                builder.add(tokens)
+        finally:
+            if workers is not None:
+                workers.close()
         builder.finish()
         assert order == pages
         built.append({f.name: f.read_bytes() for f in folder.iterdir()})
@@ -185,8 +190,9 @@ def test_a_failing_page_source_stops_the_workers_and_raises(tmp_path: Path) -> N
         yield from good
         raise OSError("the record store went away")
 
-    seen = []
+    seen, workers = [], WorkerPool(2)
     with pytest.raises(OSError, match="went away"):
-        for page, _ in tokenized_pages(pages(), list, "english", "en", 2):
+        for page, _ in tokenized_pages(pages(), list, "english", "en", workers):
             seen.append(page)
+    workers.close()
     assert seen == good[: len(seen)]  # the pages before the failure, in order

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -27,6 +27,12 @@ class Embedder(Protocol):
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` costs this model (no special tokens)."""
+        ...
+
+    @property
+    def token_counter(self) -> Callable[[str], int]:
+        """``count_tokens`` as a function a worker process can run (it pickles: a module-level function, or an
+        object of plain data); the chunker counts with it, in the workers for large batches."""
         ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

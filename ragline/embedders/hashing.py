@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 _WORDS = re.compile(r"\w+|[^\w\s]")
+
+
+def count_words(text: str) -> int:
+    """The hashing embedder's tokens: words and punctuation marks."""
+    return len(_WORDS.findall(text))
 
 
 class HashingEmbedder:
@@ -27,7 +32,11 @@ class HashingEmbedder:
 
     def count_tokens(self, text: str) -> int:
         """Words and punctuation marks."""
-        return len(_WORDS.findall(text))
+        return count_words(text)
+
+    @property
+    def token_counter(self) -> Callable[[str], int]:
+        return count_words
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)

@@ -26,11 +26,12 @@ Decisions:
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -98,7 +99,6 @@ class OpenAIEmbedder:
         self._load_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._client: OpenAI | None = None
-        self._tokenizer: PyTokenizer | None = None
 
     @property
     def dimension(self) -> int:
@@ -110,7 +110,11 @@ class OpenAIEmbedder:
 
     def count_tokens(self, text: str) -> int:
         """cl100k tokens of ``text`` (no special tokens, no truncation)."""
-        return self._cl100k().count(_well_formed(text))
+        return count_cl100k(text)
+
+    @property
+    def token_counter(self) -> Callable[[str], int]:
+        return count_cl100k
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """A ``(len(texts), dimension)`` float32 array of unit-norm rows, in input order."""
@@ -129,7 +133,7 @@ class OpenAIEmbedder:
 
     def _prepared(self, texts: Sequence[str]) -> tuple[list[str], list[int]]:
         """The texts as they will be sent (over-long ones truncated) and their token counts."""
-        tokenizer = self._cl100k()
+        tokenizer = _cl100k()
         prepared: list[str] = []
         counts: list[int] = []
         for position, text in enumerate(texts):
@@ -246,14 +250,6 @@ class OpenAIEmbedder:
                 )
             return self._client
 
-    def _cl100k(self) -> PyTokenizer:
-        with self._load_lock:
-            if self._tokenizer is None:
-                from bpe_openai import _bindings
-
-                self._tokenizer = _bindings.tokenizer_for_encoding("cl100k_base")
-            return self._tokenizer
-
     def _add_usage(self, requests: int = 0, tokens: int = 0, retries: int = 0) -> None:
         with self._state_lock:
             self.requests_sent += requests
@@ -288,6 +284,19 @@ def _check_settings(
         raise ConfigError(f"max_batch_inputs must be in 1..{MAX_BATCH_INPUTS}, not {max_batch_inputs}")
     if not 1 <= max_batch_tokens <= MAX_BATCH_TOKENS:
         raise ConfigError(f"max_batch_tokens must be in 1..{MAX_BATCH_TOKENS}, not {max_batch_tokens}")
+
+
+def count_cl100k(text: str) -> int:
+    """cl100k tokens of ``text`` (no special tokens, no truncation), in any process."""
+    return _cl100k().count(_well_formed(text))
+
+
+@functools.cache
+def _cl100k() -> PyTokenizer:
+    """The cl100k tokenizer (one per process; bpe-openai ships its tables, nothing is downloaded)."""
+    from bpe_openai import _bindings
+
+    return _bindings.tokenizer_for_encoding("cl100k_base")
 
 
 def _well_formed(text: str) -> str:

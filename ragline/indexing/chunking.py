@@ -23,12 +23,14 @@ Decisions:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
 from ragline.errors import ChunkingError, ConfigError
-from ragline.records import Chunk, Document, Metadata, make_chunk_id, sha256_hex, stable_json
+from ragline.limits import MAX_METADATA_BYTES
+from ragline.records import Chunk, Document, Metadata, index_metadata, make_chunk_id, sha256_hex, stable_json
 
 if TYPE_CHECKING:
     from langchain_text_splitters import MarkdownHeaderTextSplitter
@@ -65,6 +67,10 @@ class Chunker:
         self.tokenizer_id = tokenizer_id
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
+
+    def __reduce__(self) -> tuple[type[Chunker], tuple[Callable[[str], int], str, int, int]]:
+        """Pickles as its token counter and settings (a worker process starts with empty memos)."""
+        return (Chunker, (self._count, self.tokenizer_id, self.chunk_size, self.chunk_overlap))
 
     @cached_property
     def _markdown(self) -> MarkdownHeaderTextSplitter:
@@ -148,6 +154,31 @@ class Chunker:
             raise ChunkingError(f"one character costs {count} tokens, more than chunk_size {self.chunk_size}")
         left, right = _halve(text)
         return self._fit(left) + self._fit(right)
+
+
+def chunks_or_reasons(chunker: Chunker, documents: list[Document]) -> list[tuple[list[Chunk], str | None]]:
+    """Each document's chunks, or why it cannot be indexed (what a worker process runs for a large batch: this
+    module imports little, so a worker stays small)."""
+    return [_chunks_or_reason(chunker, doc) for doc in documents]
+
+
+def _chunks_or_reason(chunker: Chunker, doc: Document) -> tuple[list[Chunk], str | None]:
+    try:
+        chunks = chunker.split(doc)
+    except ChunkingError as exc:
+        return [], f"chunking failed: {exc}"
+    if not chunks:
+        return [], "no text to index after chunking"
+    return chunks, oversized(chunks)
+
+
+def oversized(chunks: Sequence[Chunk]) -> str | None:
+    """Why a chunk's index metadata is too large for the index, or None."""
+    for ch in chunks:
+        size = len(json.dumps(index_metadata(ch.text, ch.metadata), ensure_ascii=False).encode("utf-8"))
+        if size > MAX_METADATA_BYTES:
+            return f"chunk metadata is {size} bytes, over the index's {MAX_METADATA_BYTES}-byte limit"
+    return None
 
 
 def _heading_path(section_metadata: dict[str, str]) -> list[str]:

@@ -1,10 +1,8 @@
 """Near-duplicate documents across runs: MinHash signatures of word shingles (datasketch's permutations), LSH over a
 namespace.
 
-- A signature is datasketch's ``affine32`` MinHash of the document's word shingles: each distinct word is hashed
-  once (BLAKE2b, 64 bits, cached), a shingle's hash mixes its words' codes with numpy (``shingle_hashes``), and
-  datasketch permutes those hashes 4,096 shingles at a time. datasketch's own hashing (SHA-1 of every shingle in
-  Python) cost more than embedding with the hashing embedder (a million chunks: 179 s).
+- A signature is datasketch's ``affine32`` MinHash of the document's word shingles (``ragline.indexing.signatures``),
+  made in the worker processes for a large batch.
 
 - A new or changed document is compared with the namespace's *originals*: the live documents their indexing run
   did not flag, and the documents this run accepted so far. The first one indexed stays the original.
@@ -22,105 +20,21 @@ namespace.
 
 from __future__ import annotations
 
-import hashlib
-import multiprocessing
-import os
-import re
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import cache
+from functools import partial
 
 import numpy as np
 
 from ragline.config import NearDuplicateMode, RaglineConfig
 from ragline.indexing.minhash_index import MinHashIndex
+from ragline.indexing.signatures import forget_word_codes, minhash_signature, minhash_signatures, signature_params
 from ragline.records import Document, NearDuplicate
 from ragline.recordstore import DocumentRow, RecordStore
+from ragline.workers import WorkerPool
 
 TAG_KEY = "near_duplicate_of"
 """Chunk metadata naming the original; filter near-duplicates out with ``{"near_duplicate_of": {"$exists": false}}``."""
-_SCHEME = "affine32"
-"""datasketch's permutation scheme: 32-bit hash values, stored as little-endian uint32."""
-_HASH = "blake2b64mix"
-"""How a shingle is hashed (``shingle_hashes``); part of the stored signatures' parameters."""
-_SEED = 1
-_WORDS = re.compile(r"\w+")
-_WORD_CODES: dict[str, int] = {}
-_WORD_CODES_MAX = 1 << 17
-"""Distinct words whose code is kept (about 15 MB; cleared when full and at the end of a run)."""
-_STEP = np.uint64(0x9E3779B97F4A7C15)
-_MIX = np.uint64(0xBF58476D1CE4E5B9)
-_BLOCK = 4_096
-"""Shingles permuted at a time."""
-_WORKERS_FROM = 256
-"""Documents from which a batch is signed in worker processes (below, in this process)."""
-
-
-def _words(doc: Document) -> list[str]:
-    return _WORDS.findall(f"{doc.title}\n{doc.text}".lower())
-
-
-def shingles(doc: Document, words_per_shingle: int) -> set[bytes]:
-    """The document's word shingles (title and text, lower-cased); a text shorter than one shingle is one shingle."""
-    words = _words(doc)
-    k = min(words_per_shingle, len(words))
-    return {" ".join(words[i : i + k]).encode("utf-8") for i in range(len(words) - k + 1)} if words else set()
-
-
-def shingle_hashes(doc: Document, words_per_shingle: int) -> np.ndarray:
-    """A 32-bit hash of each of the document's shingles (as ``shingles``, repeats included): the words' 64-bit
-    codes (BLAKE2b, computed once per distinct word) combined position by position and mixed, so equal shingles hash
-    equal in every process."""
-    words = _words(doc)
-    if not words:
-        return np.zeros(0, dtype=np.uint32)
-    if len(_WORD_CODES) > _WORD_CODES_MAX:
-        _WORD_CODES.clear()
-    get = _WORD_CODES.get
-    codes = [get(w) for w in words]
-    if None in codes:
-        codes = [_WORD_CODES.setdefault(w, _word_code(w)) if c is None else c for w, c in zip(words, codes)]
-    words_codes = np.array(codes, dtype=np.uint64)
-    k = min(words_per_shingle, len(words))
-    count = len(words) - k + 1
-    hashes = np.zeros(count, dtype=np.uint64)
-    for offset in range(k):  # uint64 arithmetic wraps: a polynomial in the words' codes
-        hashes = hashes * _STEP + words_codes[offset : offset + count] + np.uint64(1)
-    hashes ^= hashes >> np.uint64(31)
-    hashes *= _MIX
-    return (hashes >> np.uint64(32)).astype(np.uint32)
-
-
-def _word_code(word: str) -> int:
-    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-
-
-def minhash_signature(doc: Document, num_perm: int, shingle_words: int) -> np.ndarray | None:
-    """The document's MinHash values (datasketch ``affine32``, uint32, one per permutation) over its
-    ``shingle_hashes``, or None when it has no words."""
-    from datasketch import MinHash
-
-    hashes = shingle_hashes(doc, shingle_words).tolist()
-    if not hashes:
-        return None
-    minhash = MinHash(num_perm, _SEED, hashfunc=int, permutations=_permutations(num_perm), scheme=_SCHEME)
-    for start in range(0, len(hashes), _BLOCK):  # a block is _BLOCK × num_perm values at once
-        minhash.update_batch(hashes[start : start + _BLOCK])
-    return minhash.hashvalues
-
-
-@cache
-def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
-    """The permutations every signature shares (datasketch is imported here, when first needed: ~1 s)."""
-    from datasketch import MinHash
-
-    return MinHash(num_perm=num_perm, seed=_SEED, scheme=_SCHEME).permutations
-
-
-def _sign(num_perm: int, shingle_words: int, documents: Sequence[Document]) -> list[np.ndarray | None]:
-    """``minhash_signature`` of each document (what a signing process runs)."""
-    return [minhash_signature(doc, num_perm, shingle_words) for doc in documents]
 
 
 def lsh_bands(threshold: float, num_perm: int, recall: float = 0.99) -> tuple[int, int]:
@@ -177,10 +91,9 @@ class NearDuplicateDetector:
         self.threshold = threshold
         self.num_perm = num_perm
         self.shingle_words = shingle_words
-        self.params = f"{_SCHEME}/{num_perm}/{_SEED}/{shingle_words}w/{_HASH}"
+        self.params = signature_params(num_perm, shingle_words)
         self._run: _RunIndex | None = None
         self._signed_ahead: dict[tuple[str, str], np.ndarray | None] = {}
-        self._pool: ProcessPoolExecutor | None = None
 
     @classmethod
     def from_config(cls, config: RaglineConfig) -> NearDuplicateDetector | None:
@@ -202,26 +115,15 @@ class NearDuplicateDetector:
             return self._signed_ahead.pop(key)
         return minhash_signature(doc, self.num_perm, self.shingle_words)
 
-    def sign_ahead(self, documents: Sequence[Document]) -> None:
-        """Sign a batch's documents now, in worker processes when the batch is large (one per core; signing is
-        CPU work that would otherwise hold this process's interpreter from the embedder): ``signature`` then takes
-        them from here. Replaces what the last batch left unused."""
+    def sign_ahead(self, documents: Sequence[Document], workers: WorkerPool) -> None:
+        """Sign a large batch's documents now, in ``workers`` (signing is CPU work that would otherwise hold this
+        process's interpreter from the embedder): ``signature`` then takes them from here. Replaces what the last
+        batch left unused."""
         self._signed_ahead.clear()
-        cores = os.cpu_count() or 1
-        if len(documents) < _WORKERS_FROM or cores < 2:
+        if not workers.takes(len(documents)):
             return
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn"))
-        slices = [documents[i::cores] for i in range(cores)]
-        signed = self._pool.map(_sign, [self.num_perm] * cores, [self.shingle_words] * cores, slices)
-        for part, signatures in zip(slices, signed):
-            self._signed_ahead.update(((d.doc_id, d.content_hash), sig) for d, sig in zip(part, signatures))
-
-    def close(self) -> None:
-        """Stop the signing processes, if any were started."""
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        signed = workers.map_slices(partial(minhash_signatures, self.num_perm, self.shingle_words), documents)
+        self._signed_ahead.update(((d.doc_id, d.content_hash), sig) for d, sig in zip(documents, signed))
 
     # --- one run -------------------------------------------------------------------------------------------------
 
@@ -320,7 +222,7 @@ class NearDuplicateDetector:
             self.flush(records, self._run.run_id, self._run.namespace)
         self._run = None
         self._signed_ahead.clear()
-        _WORD_CODES.clear()
+        forget_word_codes()
 
     def _read_stored(self, records: RecordStore, run: _RunIndex) -> None:
         """Add the stored originals to the run's index, once, at its first comparison (those this run signed or

@@ -9,10 +9,10 @@ counts, so the driver (``ragline.indexing.pipeline``) only adds them up.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import islice
 
 import numpy as np
@@ -21,7 +21,8 @@ from ragline.components import Components
 from ragline.config import CleanupMode
 from ragline.costs import usage_now
 from ragline.embedders.cache import CacheLookup, complete, look_up
-from ragline.errors import ChunkingError, SourceError, ValidationFailed
+from ragline.errors import SourceError, ValidationFailed
+from ragline.indexing.chunking import chunks_or_reasons, oversized
 from ragline.indexing.consistency import within_window
 from ragline.indexing.journal import (
     RunRef,
@@ -37,7 +38,6 @@ from ragline.indexing.near_duplicates import TAG_KEY
 from ragline.indexing.seal import still_sealed, write_seal
 from ragline.indexing.stats import FreshnessCounts, IngestStats
 from ragline.indexing.validation import validate_chunks, validate_embeddings
-from ragline.limits import MAX_METADATA_BYTES
 from ragline.records import Chunk, Document, QuarantineRecord, index_metadata
 from ragline.recordstore import LIVE, PENDING, ChunkRow, DocumentRow
 from ragline.sources.base import SourceItem
@@ -181,17 +181,20 @@ def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int, tra
 
 
 def chunk(c: Components, run: RunRef, plan: Plan) -> Chunked:
-    """Split the plan's documents into chunks; a document that cannot be chunked or indexed is quarantined."""
+    """Split the plan's documents into chunks (a large batch in the worker processes); a document that cannot be
+    chunked or indexed is quarantined."""
     stats = IngestStats()
     chunked: list[PlannedDocument] = []
     problems: list[QuarantineRecord] = []
     with stats.timed("chunk"):
-        for planned in plan.documents:
-            doc = planned.document
-            chunks, problem = _chunk_or_reason(c, doc)
+        documents = [planned.document for planned in plan.documents]
+        split = partial(chunks_or_reasons, c.chunker)
+        outcomes = c.workers.map_slices(split, documents) if c.workers.takes(len(documents)) else split(documents)
+        for planned, (chunks, problem) in zip(plan.documents, outcomes):
             if problem is None:
                 chunked.append(replace(planned, chunks=tuple(chunks)))
             else:
+                doc = planned.document
                 problems.append(QuarantineRecord(doc.source, doc.uri, problem, doc_id=doc.doc_id))
     if problems:
         stats.documents_quarantined = len(problems)
@@ -209,7 +212,7 @@ def dedupe(c: Components, run: RunRef, chunked: Chunked) -> Deduped:
     problems: list[QuarantineRecord] = []
     with stats.timed("dedupe"):
         if near is not None:
-            near.sign_ahead([p.document for p in chunked.documents])
+            near.sign_ahead([p.document for p in chunked.documents], c.workers)
         for planned in chunked.documents:
             if near is None:
                 documents.append(planned)
@@ -223,7 +226,7 @@ def dedupe(c: Components, run: RunRef, chunked: Chunked) -> Deduped:
                 planned = replace(
                     planned, chunks=tuple(replace(ch, metadata={**ch.metadata, **tag}) for ch in planned.chunks)
                 )
-                if problem := _oversized(planned.chunks):
+                if problem := oversized(planned.chunks):
                     doc = planned.document
                     problems.append(QuarantineRecord(doc.source, doc.uri, problem, doc_id=doc.doc_id))
                     continue
@@ -361,6 +364,7 @@ def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = Fa
     before = usage_now(c.embedder, c.store, c.sparse)
     if c.near_duplicates is not None:
         c.near_duplicates.end_run(c.records)  # every batch is written: its memory goes back before housekeeping
+    c.workers.close()  # idle until the next large batch or BM25 rebuild: their memory too
     with stats.timed("commit"):
         result = c.records.journal.commit_run(run.run_id, run.namespace, run.source, delete_unseen=cleanup == "full")
         stats.documents_removed = result.documents_removed
@@ -387,26 +391,6 @@ def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = Fa
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
-
-
-def _chunk_or_reason(c: Components, doc: Document) -> tuple[list[Chunk], str | None]:
-    """The document's chunks, or why it cannot be indexed."""
-    try:
-        chunks = c.chunker.split(doc)
-    except ChunkingError as exc:
-        return [], f"chunking failed: {exc}"
-    if not chunks:
-        return [], "no text to index after chunking"
-    return chunks, _oversized(chunks)
-
-
-def _oversized(chunks: Sequence[Chunk]) -> str | None:
-    """Why a chunk's index metadata is too large for the index, or None."""
-    for ch in chunks:
-        size = len(json.dumps(index_metadata(ch.text, ch.metadata), ensure_ascii=False).encode("utf-8"))
-        if size > MAX_METADATA_BYTES:
-            return f"chunk metadata is {size} bytes, over the index's {MAX_METADATA_BYTES}-byte limit"
-    return None
 
 
 def _index_problems(c: Components, run: RunRef, expected: int) -> list[str]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import threading
@@ -52,6 +51,7 @@ from ragline.retrieval.bm25_build import StreamingBM25
 from ragline.retrieval.hits import Hit
 from ragline.stores.base import Filter
 from ragline.stores.filters import matches
+from ragline.workers import WorkerPool
 
 if TYPE_CHECKING:
     import bm25s
@@ -209,7 +209,7 @@ def _synced(c: Components, namespace: str, params: BM25Params, *, force_check: b
         elif (loaded := _load(folder / key, params)) is not None:
             index = loaded
         else:
-            index, rebuilt = _build(folder, c.records, namespace, params), True
+            index, rebuilt = _build(folder, c.records, namespace, params, c.workers), True
         _loaded[(folder, params)] = (index, stamp, now)
         return index, rebuilt
 
@@ -233,17 +233,18 @@ def _index_key(fingerprint: str, params: BM25Params) -> str:
 # --- building and loading -------------------------------------------------------------------------------------
 
 
-def _build(folder: Path, records: RecordStore, namespace: str, params: BM25Params) -> BM25Index:
+def _build(folder: Path, records: RecordStore, namespace: str, params: BM25Params, workers: WorkerPool) -> BM25Index:
     """Index the live chunks page by page (``StreamingBM25``), persist the index under ``folder/<key>`` and remove
-    older keys. The key is the fingerprint of the rows indexed, read in the same pass."""
+    older keys. The key is the fingerprint of the rows indexed, read in the same pass. A large build tokenizes in
+    ``workers``."""
     started = time.perf_counter()
     temporary = folder / f".tmp-{uuid.uuid4().hex}"
     digest, chunk_ids, sources = hashlib.sha256(), list[str](), set[str]()
     try:
         builder = StreamingBM25(temporary, params.k1, params.b)
         pages = live_pages(records, namespace)
-        workers = _workers(records.journal.live_chunk_count(namespace))
-        for page, tokens in bm25_tokens.tokenized_pages(pages, _texts, params.stemmer, params.stopwords, workers):
+        pool = workers if records.journal.live_chunk_count(namespace) >= _WORKERS_FROM else None
+        for page, tokens in bm25_tokens.tokenized_pages(pages, _texts, params.stemmer, params.stopwords, pool):
             _digest_rows(digest, page)
             chunk_ids += [row.chunk_id for row in page]
             sources.update(source for row in page if isinstance(source := row.metadata.get("source"), str))
@@ -267,12 +268,6 @@ def _build(folder: Path, records: RecordStore, namespace: str, params: BM25Param
     if index is None:
         raise StoreError(f"the bm25 index just built at {folder / key} cannot be read")
     return index
-
-
-def _workers(chunks: int) -> int:
-    """Tokenizing processes for a build of ``chunks``: one per core, none for a small build or on one core."""
-    cores = os.cpu_count() or 1
-    return cores if chunks >= _WORKERS_FROM and cores > 1 else 0
 
 
 def _texts(page: list[ChunkRow]) -> list[str]:

@@ -1,18 +1,16 @@
 """BM25 tokenization: bm25s's tokenizer (words of 2+ characters, lower-cased, stopwords out) stemmed with PyStemmer,
 as strings (queries, hits) or as term ids (the index build), in this process or in worker processes.
 
-A large build tokenizes its pages in worker processes (``tokenized_pages``): bm25s's tokenizer is a Python loop per
-token, so in one process it holds the interpreter for most of a build (measured at 100,000 chunks: 10 of 17 s),
-while reading the pages and filing their ids need the rest. Workers are spawned, not forked: the parent holds
-LanceDB's and SQLite's threads and locks, which a fork would copy mid-operation.
+A large build tokenizes its pages in worker processes (``tokenized_pages``, ``ragline.workers``): bm25s's tokenizer
+is a Python loop per token, so in one process it holds the interpreter for most of a build (measured at 100,000
+chunks: 10 of 17 s), while reading the pages and filing their ids need the rest.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from functools import cache
 from itertools import chain
 from typing import Any, NamedTuple, TypeVar
@@ -20,6 +18,7 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 
 from ragline.errors import ConfigError
+from ragline.workers import WorkerPool
 
 P = TypeVar("P")
 
@@ -66,29 +65,28 @@ def id_tokenizer(stemmer: str | None, stopwords: str) -> Callable[[Sequence[str]
 
 
 def tokenized_pages(
-    pages: Iterable[P], texts: Callable[[P], list[str]], stemmer: str | None, stopwords: str, workers: int
+    pages: Iterable[P], texts: Callable[[P], list[str]], stemmer: str | None, stopwords: str, workers: WorkerPool | None
 ) -> Iterator[tuple[P, PageTokens]]:
-    """Each page with its texts' tokens, in order. ``workers`` > 0 tokenizes in that many spawned processes, with at
-    most one page per worker waiting besides the one being filed (memory stays a few pages); 0 tokenizes here."""
-    if workers <= 0:
+    """Each page with its texts' tokens, in order: tokenized in ``workers`` (with at most one page per worker
+    waiting besides the one being filed, so memory stays a few pages), or here when there are none."""
+    if workers is None or workers.processes < 1:
         tokenize = id_tokenizer(stemmer, stopwords)
         for page in pages:
             yield page, tokenize(texts(page))
         return
     waiting: deque[tuple[P, Future[PageTokens]]] = deque()
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        try:
-            for page in pages:
-                waiting.append((page, pool.submit(_tokenize_in_worker, stemmer, stopwords, texts(page))))
-                if len(waiting) > workers:
-                    oldest, tokens = waiting.popleft()
-                    yield oldest, tokens.result()
-            while waiting:
+    try:
+        for page in pages:
+            waiting.append((page, workers.submit(_tokenize_in_worker, stemmer, stopwords, texts(page))))
+            if len(waiting) > workers.processes:
                 oldest, tokens = waiting.popleft()
                 yield oldest, tokens.result()
-        finally:
-            for _, pending in waiting:  # a failed or abandoned build: do not tokenize the rest
-                pending.cancel()
+        while waiting:
+            oldest, tokens = waiting.popleft()
+            yield oldest, tokens.result()
+    finally:
+        for _, pending in waiting:  # a failed or abandoned build: do not tokenize the rest
+            pending.cancel()
 
 
 def _tokenize_in_worker(stemmer: str | None, stopwords: str, texts: list[str]) -> PageTokens:

@@ -1,0 +1,93 @@
+"""Worker processes (``ragline.workers``): a large batch chunked and signed in them, and a chunker sent to them, give
+what the run's own process gives."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ragline.components import build_components
+from ragline.config import RaglineConfig
+from ragline.embedders.base import Embedder
+from ragline.embedders.hashing import HashingEmbedder
+from ragline.embedders.openai_embedder import OpenAIEmbedder
+from ragline.indexing.chunking import Chunker
+from ragline.indexing.pipeline import ingest
+from ragline.records import Document
+from ragline.sources import DirectorySource
+from ragline.workers import WorkerPool
+
+PARAGRAPH = "The boundary layer thickens along the wing as the flow slows near the surface of the plate. "
+FILES = {
+    "long.txt": "\n\n".join(f"Section {n}. {PARAGRAPH * 12}" for n in range(6)),  # several chunks
+    "notes.md": "# Wings\n\nSwept wings delay shock waves.\n\n## Flutter\n\nPanels flutter at high dynamic pressure.\n",
+    "copy.txt": " ".join(f"term{n}" for n in range(300)),  # an original
+    "twin.txt": " ".join(f"term{n}" for n in range(300)).replace("term150", "other"),  # its near-duplicate
+    "blank.txt": " \n\t\n ",  # no text: quarantined
+    "short.txt": "Shock tubes.",
+}
+
+
+def test_a_large_batch_is_chunked_and_signed_in_the_workers_as_in_the_run_process(
+    config: RaglineConfig, tmp_path: Path
+) -> None:
+    root = tmp_path / "docs"
+    root.mkdir()
+    for name, text in FILES.items():
+        (root / name).write_text(text, encoding="utf-8")
+    outcomes = []
+    for processes in (0, 2):
+        c = build_components(config.model_copy(update={"home": tmp_path / f"home-{processes}"}))
+        c.workers = WorkerPool(processes, large_batch=2)  # a batch of five is "large"
+        sent = watch(c.workers)
+        try:
+            result = ingest(c, DirectorySource(root, name="docs"), namespace="w")
+            assert sent == ([5, 5] if processes else [])  # chunked, then signed, in the workers (blank.txt: not read)
+            assert c.workers._executor is None  # stopped before the commit's housekeeping
+            rows = c.records.journal.live_chunks_after("w", "", 1_000)
+            outcomes.append(
+                (
+                    [(r.chunk_id, r.text, r.metadata) for r in rows],
+                    [(q.doc_id, q.reason) for q in result.quarantined],
+                    [(n.doc_id, n.duplicate_of, n.similarity) for n in result.near_duplicates],
+                )
+            )
+        finally:
+            c.close()
+    chunks, quarantined, near = outcomes[0]
+    assert len(chunks) > len(FILES) and [doc_id for doc_id, _ in quarantined] == ["docs/blank.txt"]
+    assert [n[:2] for n in near] == [("docs/twin.txt", "docs/copy.txt")]
+    assert outcomes[1] == outcomes[0]
+
+
+def watch(workers: WorkerPool) -> list[int]:
+    """The size of every batch ``workers`` is sent, as it runs."""
+    sent: list[int] = []
+    send = workers.map_slices
+
+    def counted(fn: Any, items: Any) -> Any:
+        sent.append(len(items))
+        return send(fn, items)
+
+    workers.map_slices = counted  # type: ignore[method-assign]
+    return sent
+
+
+@pytest.mark.slow  # the local model's tokenizer
+@pytest.mark.parametrize("kind", ["hashing", "local", "openai"])
+def test_a_chunker_pickles_with_its_embedders_token_counter(kind: str, local_embedder: Embedder) -> None:
+    embedder: Embedder = {
+        "hashing": HashingEmbedder(),
+        "local": local_embedder,
+        "openai": OpenAIEmbedder(api_key=None, base_url="http://127.0.0.1:9/v1"),  # never called: counting is local
+    }[kind]
+    chunker = Chunker(embedder.token_counter, embedder.model_id, 40, 8)
+    sent = pickle.loads(pickle.dumps(chunker))
+    text = "\n\n".join(f"Paragraph {n}: {PARAGRAPH * 3}" for n in range(4))
+    doc = Document("d/x", "d", "x", "X", text, Document.hash_content("X", text, {}))
+    assert sent.config_hash == chunker.config_hash and len(chunker.split(doc)) > 1
+    assert sent.split(doc) == chunker.split(doc)
+    assert embedder.token_counter(text) == embedder.count_tokens(text) > 0
