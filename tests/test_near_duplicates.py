@@ -224,7 +224,7 @@ def _doc(text: str) -> Document:
 def test_signatures_made_in_worker_processes_equal_those_made_here() -> None:
     documents = [_doc(f"{ORIGINAL} {n}" if n % 3 else DISTINCT * (n % 4)) for n in range(300)]
     documents = [replace(d, doc_id=f"d/{n}") for n, d in enumerate(documents)]
-    detector, workers = NearDuplicateDetector("tag", 0.9, 64, 3), WorkerPool(2)
+    detector, workers = NearDuplicateDetector("tag", 0.9, 64, 3), WorkerPool(2, large_batch=len(documents))
     try:
         detector.sign_ahead(documents, workers)
         ahead = [detector.signature(d) for d in documents]
