@@ -15,6 +15,7 @@ from ragline.config import RaglineConfig
 from ragline.embedders.base import Embedder
 from ragline.embedders.cache import EmbeddingCache
 from ragline.errors import ConfigError
+from ragline.indexing.ahead import StartedAhead
 from ragline.indexing.chunking import Chunker
 from ragline.indexing.locks import NamespaceLocks, make_locks
 from ragline.indexing.near_duplicates import NearDuplicateDetector
@@ -42,6 +43,8 @@ class Components:
     """The sparse index of keyword search beside ``store`` (Pinecone); None: BM25 runs locally (LanceDB)."""
     workers: WorkerPool = field(default_factory=lambda: WorkerPool(0))
     """Processes for the CPU work of large batches and rebuilds (``ragline.workers``), started on first use."""
+    ahead: StartedAhead = field(default_factory=StartedAhead)
+    """Chunking and signing started in ``workers`` when a batch is read (``ragline.indexing.ahead``)."""
 
     def close(self) -> None:
         self.records.close()

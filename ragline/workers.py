@@ -56,9 +56,13 @@ class WorkerPool:
     def map_slices(self, fn: Callable[[list[T]], list[R]], items: Sequence[T]) -> list[R]:
         """``fn`` over ``items`` cut into one contiguous slice per worker, run in the workers; the results in item
         order. ``fn`` returns one result per item of its slice."""
+        return self.start_slices(fn, items)()
+
+    def start_slices(self, fn: Callable[[list[T]], list[R]], items: Sequence[T]) -> Callable[[], list[R]]:
+        """``map_slices`` started: returns the function that waits for its results."""
         size = -(-len(items) // max(self.processes, 1))
-        slices = [list(items[start : start + size]) for start in range(0, len(items), size)]
-        return [result for part in self._pool().map(fn, slices) for result in part]
+        parts = [self._pool().submit(fn, list(items[start : start + size])) for start in range(0, len(items), size)]
+        return lambda: [result for part in parts for result in part.result()]
 
     def submit(self, fn: Callable[..., R], *args: Any) -> Future[R]:
         """Run ``fn(*args)`` in a worker."""

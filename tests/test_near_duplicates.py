@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from ragline.errors import ValidationFailed
 from ragline.indexing.near_duplicates import TAG_KEY, NearDuplicateDetector
 from ragline.indexing.pipeline import IngestResult, ingest
 from ragline.indexing.report import summary_markdown
-from ragline.indexing.signatures import minhash_signature, shingle_hashes, shingles
+from ragline.indexing.signatures import minhash_signature, minhash_signatures, shingle_hashes, shingles
 from ragline.indexing.stats import IngestStats
 from ragline.records import Document
 from ragline.sources import DirectorySource
@@ -94,7 +95,7 @@ def test_near_identical_document_is_tagged_and_distinct_ones_are_not(
     result = run(components, root)
     assert result.stats.documents_near_duplicate == 1 and result.stats.documents_new == 4
     assert components.near_duplicates is not None and components.near_duplicates._run is None  # not held after
-    assert sent == ([4, 4] if workers else [])  # chunked, then signed, in the workers
+    assert sent == ([4, 4] if workers else [])  # chunked and signed in the workers, started when read
     [found] = result.near_duplicates
     assert (found.doc_id, found.duplicate_of, found.action) == ("docs/b.txt", "docs/a.txt", "tagged")
     assert 0.9 <= found.similarity < 1.0
@@ -224,13 +225,14 @@ def _doc(text: str) -> Document:
 def test_signatures_made_in_worker_processes_equal_those_made_here() -> None:
     documents = [_doc(f"{ORIGINAL} {n}" if n % 3 else DISTINCT * (n % 4)) for n in range(300)]
     documents = [replace(d, doc_id=f"d/{n}") for n, d in enumerate(documents)]
-    detector, workers = NearDuplicateDetector("tag", 0.9, 64, 3), WorkerPool(2, large_batch=len(documents))
+    detector, workers = NearDuplicateDetector("tag", 0.9, 64, 3), WorkerPool(2)
     try:
-        detector.sign_ahead(documents, workers)
-        ahead = [detector.signature(d) for d in documents]
+        signed = workers.map_slices(partial(minhash_signatures, 64, 3), documents)
         assert workers._executor is not None
     finally:
         workers.close()
+    detector.use_signatures({(d.doc_id, d.content_hash): s for d, s in zip(documents, signed)})
+    ahead = [detector.signature(d) for d in documents]
     here = [minhash_signature(d, 64, 3) for d in documents]
     assert all(
         (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))

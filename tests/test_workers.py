@@ -14,6 +14,7 @@ from ragline.config import RaglineConfig
 from ragline.embedders.base import Embedder
 from ragline.embedders.hashing import HashingEmbedder
 from ragline.embedders.openai_embedder import OpenAIEmbedder
+from ragline.errors import EmbeddingError
 from ragline.indexing.chunking import Chunker
 from ragline.indexing.pipeline import ingest
 from ragline.records import Document
@@ -45,7 +46,8 @@ def test_a_large_batch_is_chunked_and_signed_in_the_workers_as_in_the_run_proces
         sent = watch(c.workers)
         try:
             result = ingest(c, DirectorySource(root, name="docs"), namespace="w")
-            assert sent == ([5, 5] if processes else [])  # chunked, then signed, in the workers (blank.txt: not read)
+            # started when the batch was read, chunks then signatures, and collected (blank.txt was not read)
+            assert sent == ([5, 5] if processes else []) and c.ahead._started == {}
             assert c.workers._executor is None  # stopped before the commit's housekeeping
             rows = c.records.journal.live_chunks_after("w", "", 1_000)
             outcomes.append(
@@ -66,13 +68,13 @@ def test_a_large_batch_is_chunked_and_signed_in_the_workers_as_in_the_run_proces
 def watch(workers: WorkerPool) -> list[int]:
     """The size of every batch ``workers`` is sent, as it runs."""
     sent: list[int] = []
-    send = workers.map_slices
+    send = workers.start_slices
 
     def counted(fn: Any, items: Any) -> Any:
         sent.append(len(items))
         return send(fn, items)
 
-    workers.map_slices = counted  # type: ignore[method-assign]
+    workers.start_slices = counted  # type: ignore[method-assign]
     return sent
 
 
@@ -91,3 +93,23 @@ def test_a_chunker_pickles_with_its_embedders_token_counter(kind: str, local_emb
     assert sent.config_hash == chunker.config_hash and len(chunker.split(doc)) > 1
     assert sent.split(doc) == chunker.split(doc)
     assert embedder.token_counter(text) == embedder.count_tokens(text) > 0
+
+
+class FailingEmbedder(HashingEmbedder):
+    def embed(self, texts: Any) -> Any:
+        raise EmbeddingError("the model went away")
+
+
+def test_a_failed_run_drops_the_work_started_for_it(config: RaglineConfig, tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    root.mkdir()
+    for name, text in FILES.items():
+        (root / name).write_text(text, encoding="utf-8")
+    c = build_components(config, FailingEmbedder())
+    c.workers = WorkerPool(2, large_batch=2)
+    try:
+        with pytest.raises(EmbeddingError):
+            ingest(c, DirectorySource(root, name="docs"), namespace="w")
+        assert c.ahead._started == {} and c.records.journal.live_chunks_after("w", "", 10) == []
+    finally:
+        c.close()

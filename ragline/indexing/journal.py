@@ -112,6 +112,7 @@ def rollback_on_failure(c: Components, run: RunRef) -> Iterator[None]:
     try:
         yield
     except BaseException:
+        c.ahead.forget(run.run_id)
         if c.records.journal.run_status(run.run_id) == "running":
             rollback_run(c, run.run_id, run.namespace)
         raise

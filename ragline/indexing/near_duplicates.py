@@ -22,16 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 
 import numpy as np
 
 from ragline.config import NearDuplicateMode, RaglineConfig
 from ragline.indexing.minhash_index import MinHashIndex
-from ragline.indexing.signatures import forget_word_codes, minhash_signature, minhash_signatures, signature_params
+from ragline.indexing.signatures import forget_word_codes, minhash_signature, signature_params
 from ragline.records import Document, NearDuplicate
 from ragline.recordstore import DocumentRow, RecordStore
-from ragline.workers import WorkerPool
 
 TAG_KEY = "near_duplicate_of"
 """Chunk metadata naming the original; filter near-duplicates out with ``{"near_duplicate_of": {"$exists": false}}``."""
@@ -109,21 +107,16 @@ class NearDuplicateDetector:
 
     def signature(self, doc: Document) -> np.ndarray | None:
         """The document's MinHash values (datasketch ``affine32``, uint32, one per permutation) over its
-        ``shingle_hashes``, or None when it has no words (signed ahead by ``sign_ahead``, or now)."""
+        ``shingle_hashes``, or None when it has no words (made ahead, ``use_signatures``, or now)."""
         key = (doc.doc_id, doc.content_hash)
         if key in self._signed_ahead:
             return self._signed_ahead.pop(key)
         return minhash_signature(doc, self.num_perm, self.shingle_words)
 
-    def sign_ahead(self, documents: Sequence[Document], workers: WorkerPool) -> None:
-        """Sign a large batch's documents now, in ``workers`` (signing is CPU work that would otherwise hold this
-        process's interpreter from the embedder): ``signature`` then takes them from here. Replaces what the last
-        batch left unused."""
-        self._signed_ahead.clear()
-        if not workers.takes(len(documents)):
-            return
-        signed = workers.map_slices(partial(minhash_signatures, self.num_perm, self.shingle_words), documents)
-        self._signed_ahead.update(((d.doc_id, d.content_hash), sig) for d, sig in zip(documents, signed))
+    def use_signatures(self, signed: Mapping[tuple[str, str], np.ndarray | None]) -> None:
+        """Signatures made ahead (in the worker processes, ``ragline.indexing.ahead``) by (doc id, content hash):
+        ``signature`` takes them from here. Replaces what the last batch left unused."""
+        self._signed_ahead = dict(signed)
 
     # --- one run -------------------------------------------------------------------------------------------------
 

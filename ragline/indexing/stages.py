@@ -144,7 +144,8 @@ class Reverified:
 
 def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int, track_seen: bool = True) -> Plan:
     """Read up to ``size`` items from the source and plan them: unchanged documents (same content, chunker and
-    model) are skipped before anything is chunked; inputs the source could not read are quarantined.
+    model) are skipped before anything is chunked; inputs the source could not read are quarantined. The workers
+    start chunking and signing a large batch's documents now (``ragline.indexing.ahead``).
 
     ``track_seen`` records the documents read, for a commit that deletes the unseen ones (full cleanup); an
     incremental run skips that write."""
@@ -167,6 +168,8 @@ def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int, tra
                 unchanged.append((doc, row))
             else:
                 planned.append(PlannedDocument(doc, is_new=row is None))
+    near_params = (near.num_perm, near.shingle_words) if near else None
+    c.ahead.start(c.workers, run.run_id, [p.document for p in planned], c.chunker, near_params)
     stats.documents_seen = len(batch)
     stats.documents_unchanged = len(unchanged)
     stats.documents_quarantined = len(quarantined)
@@ -188,8 +191,10 @@ def chunk(c: Components, run: RunRef, plan: Plan) -> Chunked:
     problems: list[QuarantineRecord] = []
     with stats.timed("chunk"):
         documents = [planned.document for planned in plan.documents]
-        split = partial(chunks_or_reasons, c.chunker)
-        outcomes = c.workers.map_slices(split, documents) if c.workers.takes(len(documents)) else split(documents)
+        outcomes = c.ahead.chunks(run.run_id, documents)
+        if outcomes is None:
+            split = partial(chunks_or_reasons, c.chunker)
+            outcomes = c.workers.map_slices(split, documents) if c.workers.takes(len(documents)) else split(documents)
         for planned, (chunks, problem) in zip(plan.documents, outcomes):
             if problem is None:
                 chunked.append(replace(planned, chunks=tuple(chunks)))
@@ -212,7 +217,7 @@ def dedupe(c: Components, run: RunRef, chunked: Chunked) -> Deduped:
     problems: list[QuarantineRecord] = []
     with stats.timed("dedupe"):
         if near is not None:
-            near.sign_ahead([p.document for p in chunked.documents], c.workers)
+            near.use_signatures(c.ahead.signatures(run.run_id, [p.document for p in chunked.documents]))
         for planned in chunked.documents:
             if near is None:
                 documents.append(planned)
@@ -364,6 +369,7 @@ def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = Fa
     before = usage_now(c.embedder, c.store, c.sparse)
     if c.near_duplicates is not None:
         c.near_duplicates.end_run(c.records)  # every batch is written: its memory goes back before housekeeping
+    c.ahead.forget(run.run_id)
     c.workers.close()  # idle until the next large batch or BM25 rebuild: their memory too
     with stats.timed("commit"):
         result = c.records.journal.commit_run(run.run_id, run.namespace, run.source, delete_unseen=cleanup == "full")
