@@ -1,8 +1,9 @@
 """A batch's chunking and near-duplicate signing, started in the worker processes as soon as the batch is read.
 
 ``load`` starts them (for a batch the workers take, ``ragline.workers``); ``chunk`` and ``dedupe`` collect them, so
-the workers prepare batch k while the run's own process embeds, validates and upserts batch k−1 (the driver writes
-the previous batch between reading a batch and chunking it). A stage that finds nothing started for its documents
+the workers prepare batch k while the run's own process embeds, validates and upserts batch k−1 (for such a batch
+the driver writes the previous one between reading it and chunking it; a smaller batch is chunked while the
+previous one embeds, as a model that uses every core needs). A stage that finds nothing started for its documents
 (a small batch, a task on another host) does the work itself: what is collected is exactly what it would compute.
 """
 
@@ -47,15 +48,16 @@ class StartedAhead:
         documents: Sequence[Document],
         chunker: Chunker,
         signing: tuple[int, int] | None,
-    ) -> None:
+    ) -> bool:
         """Start chunking (and, with ``signing`` = (permutations, shingle words), signing) ``documents`` in
-        ``workers``, if they take a batch this large."""
+        ``workers``, if they take a batch this large; whether they did."""
         if not workers.takes(len(documents)):
-            return
+            return False
         chunks = workers.start_slices(partial(chunks_or_reasons, chunker), documents)
         signatures = workers.start_slices(partial(minhash_signatures, *signing), documents) if signing else None
         with self._lock:
             self._started[run_id] = _Started(_keys(run_id, documents), chunks, signatures)
+        return True
 
     def chunks(self, run_id: str, documents: Sequence[Document]) -> list[ChunksOrReason] | None:
         """Each document's chunks or reason, if they were started for exactly these documents."""

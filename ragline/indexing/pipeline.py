@@ -113,9 +113,9 @@ def write_batches(
     track_seen: bool = True,
 ) -> StagesOutcome:
     """load → (reverify) → chunk → dedupe → embed → validate → upsert for each batch (``batch_documents``); up to
-    ``steps.window`` batches embed while the next one loads. The oldest is validated and upserted between reading a
-    batch and chunking it, while the worker processes chunk and sign that batch (``ragline.indexing.ahead``); the
-    validation suites are built beside the first.
+    ``steps.window`` batches embed while the next one loads and is chunked. A batch the worker processes chunk and sign
+    (``ragline.indexing.ahead``) first has the oldest validated and upserted meanwhile. The validation suites are
+    built beside the first batch.
     The run's writes are pending until ``commit``. ``track_seen``: record the documents read (a full cleanup's
     commit deletes the others)."""
     stats, counts = IngestStats(), FreshnessCounts()
@@ -143,7 +143,7 @@ def write_batches(
                 reverified = steps.run(stages.reverify, f"reverify-{group}", run, plan, freshness)
                 stats.add(reverified.stats)
                 counts.add(reverified.counts)
-            while len(embedding) >= max(steps.window, 1):  # while the workers chunk and sign this batch
+            while plan.started_ahead and len(embedding) >= max(steps.window, 1):  # the workers chunk and sign it
                 write_oldest()
             if plan.documents:
                 chunked = steps.run(stages.chunk, f"chunk-{group}", run, plan)
@@ -157,7 +157,7 @@ def write_batches(
                     embedding.append((group, steps.submit(stages.embed, f"embed-{group}", run, deduped), documents))
                     documents = 0
             progress.advance(documents)
-            while plan.exhausted and embedding:
+            while len(embedding) > (0 if plan.exhausted else steps.window):
                 write_oldest()
             if on_progress:
                 on_progress(stats)

@@ -87,6 +87,8 @@ class Plan:
     unchanged: list[tuple[Document, DocumentRow]]
     exhausted: bool
     stats: IngestStats
+    started_ahead: bool = False
+    """Its documents' chunking and signing started in the worker processes (``ragline.indexing.ahead``)."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int, tra
             else:
                 planned.append(PlannedDocument(doc, is_new=row is None))
     near_params = (near.num_perm, near.shingle_words) if near else None
-    c.ahead.start(c.workers, run.run_id, [p.document for p in planned], c.chunker, near_params)
+    ahead = c.ahead.start(c.workers, run.run_id, [p.document for p in planned], c.chunker, near_params)
     stats.documents_seen = len(batch)
     stats.documents_unchanged = len(unchanged)
     stats.documents_quarantined = len(quarantined)
@@ -180,7 +182,7 @@ def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int, tra
             )
         if quarantined:
             c.records.quarantine.add(run.run_id, run.namespace, quarantined)
-    return Plan(planned, unchanged, exhausted=len(batch) < size, stats=stats)
+    return Plan(planned, unchanged, exhausted=len(batch) < size, stats=stats, started_ahead=ahead)
 
 
 def chunk(c: Components, run: RunRef, plan: Plan) -> Chunked:
