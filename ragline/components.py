@@ -175,11 +175,13 @@ def build_components(config: RaglineConfig, embedder: Embedder | None = None) ->
     before the native libraries start their threads."""
     limit_malloc_arenas()
     embedder = embedder or make_embedder(config)
+    portable_counter = getattr(embedder, "token_counter", None)  # optional (ragline.embedders.base)
     chunker = Chunker(
-        count_tokens=embedder.token_counter,
+        count_tokens=portable_counter or embedder.count_tokens,
         tokenizer_id=embedder.model_id,
         chunk_size=min(config.chunk_size, embedder.max_tokens),
         chunk_overlap=config.chunk_overlap,
+        portable=portable_counter is not None,
     )
     return Components(
         config=config,

@@ -243,7 +243,8 @@ def test_a_large_build_tokenizes_in_worker_processes_into_the_same_index(
         return {f.name: f.read_bytes() for f in (folder / current_index(indexed, NS).key).iterdir()}
 
     in_process = rebuilt(10**9, 2)
-    assert rebuilt(1, 2) == in_process and rebuilt(1, 0) == in_process
+    assert rebuilt(1, 2) == in_process and indexed.workers._executor is None  # stopped once built
+    assert rebuilt(1, 0) == in_process
     assert workers_used == [0, 2, 0]  # small: here; large: in the workers, if there are any
     assert doc_names(search(indexed, "supersonic", namespace=NS, mode="bm25").hits) == ["flutter"]
 

@@ -3,7 +3,13 @@ what the run's own process gives."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +25,7 @@ from ragline.indexing.chunking import Chunker
 from ragline.indexing.pipeline import ingest
 from ragline.records import Document
 from ragline.sources import DirectorySource
-from ragline.workers import WorkerPool
+from ragline.workers import WorkerPool, _cgroup_cpus
 
 PARAGRAPH = "The boundary layer thickens along the wing as the flow slows near the surface of the plate. "
 FILES = {
@@ -110,6 +116,83 @@ def test_a_failed_run_drops_the_work_started_for_it(config: RaglineConfig, tmp_p
     try:
         with pytest.raises(EmbeddingError):
             ingest(c, DirectorySource(root, name="docs"), namespace="w")
-        assert c.ahead._started == {} and c.records.journal.live_chunks_after("w", "", 10) == []
+        assert c.ahead._started == {} and c.workers._executor is None  # its queued work cancelled
+        assert c.records.journal.live_chunks_after("w", "", 10) == []
     finally:
         c.close()
+
+
+def _doubled_unless_in_a_worker(items: list[int]) -> list[int]:
+    if multiprocessing.parent_process() is not None:
+        os._exit(3)  # a worker dies (as under the OOM killer)
+    return [2 * item for item in items]
+
+
+def test_work_whose_workers_die_is_done_here_and_the_pool_gives_them_up(caplog: pytest.LogCaptureFixture) -> None:
+    pool = WorkerPool(2, large_batch=1)
+    try:
+        assert pool.map_slices(_doubled_unless_in_a_worker, list(range(10))) == list(range(0, 20, 2))
+        assert pool.processes == 0 and "worker processes failed" in caplog.text
+        assert not pool.takes(10**6) and pool.map_slices(_doubled_unless_in_a_worker, [4]) == [8]
+    finally:
+        pool.close()
+
+
+_KILLED_PARENT = """
+import os, signal, sys
+from ragline.workers import WorkerPool, _cgroup_cpus
+pool = WorkerPool(1)
+print(pool.start(os.getpid)(), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_worker_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _KILLED_PARENT], capture_output=True, text=True, timeout=120)
+    worker = int(done.stdout.split()[0])
+    for _ in range(600):  # a guard against a hang, not a measurement: the worker looks every second
+        if not Path(f"/proc/{worker}").exists() or "Z" in Path(f"/proc/{worker}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail(f"worker {worker} outlived its killed parent")
+
+
+class PlainEmbedder:
+    """An embedder with only the protocol's members: no ``token_counter``."""
+
+    def __init__(self) -> None:
+        self.inner = HashingEmbedder()
+        self.model_id, self.dimension, self.max_tokens = self.inner.model_id, self.inner.dimension, 256
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def embed(self, texts: Any) -> Any:
+        return self.inner.embed(texts)
+
+
+def test_without_a_token_counter_a_large_batch_is_chunked_here_and_signed_in_the_workers(
+    config: RaglineConfig, tmp_path: Path
+) -> None:
+    root = tmp_path / "docs"
+    root.mkdir()
+    for name, text in FILES.items():
+        (root / name).write_text(text, encoding="utf-8")
+    c = build_components(config, PlainEmbedder())
+    c.workers = WorkerPool(2, large_batch=2)
+    sent = watch(c.workers)
+    try:
+        result = ingest(c, DirectorySource(root, name="docs"), namespace="w")
+        assert not c.chunker.portable and sent == [5]  # the signatures only
+        assert [(n.doc_id, n.duplicate_of) for n in result.near_duplicates] == [("docs/twin.txt", "docs/copy.txt")]
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize(("cpu_max", "cpus"), [("max 100000", None), ("150000 100000", 1), ("400000 100000", 4)])
+def test_a_cgroup_cpu_quota_caps_the_workers(tmp_path: Path, cpu_max: str, cpus: int | None) -> None:
+    (tmp_path / "cpu.max").write_text(cpu_max + "\n")
+    assert _cgroup_cpus(tmp_path / "cpu.max") == cpus
+    assert _cgroup_cpus(tmp_path / "missing") is None

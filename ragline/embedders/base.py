@@ -1,8 +1,13 @@
-"""The embedding provider protocol."""
+"""The embedding provider protocol.
+
+An embedder may also offer ``token_counter``: ``count_tokens`` as a function a worker process can run (it pickles: a
+module-level function, or an object of plain data). The chunker then counts with it, and large batches are chunked
+in the worker processes (``ragline.workers``); without it they are chunked in the run's process.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -27,12 +32,6 @@ class Embedder(Protocol):
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` costs this model (no special tokens)."""
-        ...
-
-    @property
-    def token_counter(self) -> Callable[[str], int]:
-        """``count_tokens`` as a function a worker process can run (it pickles: a module-level function, or an
-        object of plain data); the chunker counts with it, in the workers for large batches."""
         ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

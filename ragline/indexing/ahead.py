@@ -53,7 +53,8 @@ class StartedAhead:
         ``workers``, if they take a batch this large; whether they did."""
         if not workers.takes(len(documents)):
             return False
-        chunks = workers.start_slices(partial(chunks_or_reasons, chunker), documents)
+        split = partial(chunks_or_reasons, chunker)
+        chunks = workers.start_slices(split, documents) if chunker.portable else lambda: split(list(documents))
         signatures = workers.start_slices(partial(minhash_signatures, *signing), documents) if signing else None
         with self._lock:
             self._started[run_id] = _Started(_keys(run_id, documents), chunks, signatures)

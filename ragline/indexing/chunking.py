@@ -54,7 +54,12 @@ class Chunker:
     """Splits documents into chunks of at most ``chunk_size`` embedder tokens."""
 
     def __init__(
-        self, count_tokens: Callable[[str], int], tokenizer_id: str, chunk_size: int, chunk_overlap: int
+        self,
+        count_tokens: Callable[[str], int],
+        tokenizer_id: str,
+        chunk_size: int,
+        chunk_overlap: int,
+        portable: bool = False,
     ) -> None:
         if chunk_size < 1:
             raise ConfigError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -67,10 +72,12 @@ class Chunker:
         self.tokenizer_id = tokenizer_id
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
+        self.portable = portable
+        """``count_tokens`` pickles (an embedder's ``token_counter``): the chunker can work in a worker process."""
 
-    def __reduce__(self) -> tuple[type[Chunker], tuple[Callable[[str], int], str, int, int]]:
+    def __reduce__(self) -> tuple[type[Chunker], tuple[Callable[[str], int], str, int, int, bool]]:
         """Pickles as its token counter and settings (a worker process starts with empty memos)."""
-        return (Chunker, (self._count, self.tokenizer_id, self.chunk_size, self.chunk_overlap))
+        return (Chunker, (self._count, self.tokenizer_id, self.chunk_size, self.chunk_overlap, self.portable))
 
     @cached_property
     def _markdown(self) -> MarkdownHeaderTextSplitter:

@@ -113,6 +113,7 @@ def rollback_on_failure(c: Components, run: RunRef) -> Iterator[None]:
         yield
     except BaseException:
         c.ahead.forget(run.run_id)
+        c.workers.close()  # cancels the run's queued work; the next large batch starts them again
         if c.records.journal.run_status(run.run_id) == "running":
             rollback_run(c, run.run_id, run.namespace)
         raise

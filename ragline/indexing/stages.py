@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 from itertools import islice
 
 import numpy as np
@@ -194,9 +193,8 @@ def chunk(c: Components, run: RunRef, plan: Plan) -> Chunked:
     with stats.timed("chunk"):
         documents = [planned.document for planned in plan.documents]
         outcomes = c.ahead.chunks(run.run_id, documents)
-        if outcomes is None:
-            split = partial(chunks_or_reasons, c.chunker)
-            outcomes = c.workers.map_slices(split, documents) if c.workers.takes(len(documents)) else split(documents)
+        if outcomes is None:  # not started ahead: a small batch, or this task runs where load did not
+            outcomes = chunks_or_reasons(c.chunker, documents)
         for planned, (chunks, problem) in zip(plan.documents, outcomes):
             if problem is None:
                 chunked.append(replace(planned, chunks=tuple(chunks)))

@@ -236,7 +236,7 @@ def _index_key(fingerprint: str, params: BM25Params) -> str:
 def _build(folder: Path, records: RecordStore, namespace: str, params: BM25Params, workers: WorkerPool) -> BM25Index:
     """Index the live chunks page by page (``StreamingBM25``), persist the index under ``folder/<key>`` and remove
     older keys. The key is the fingerprint of the rows indexed, read in the same pass. A large build tokenizes in
-    ``workers``."""
+    ``workers`` and stops them when done."""
     started = time.perf_counter()
     temporary = folder / f".tmp-{uuid.uuid4().hex}"
     digest, chunk_ids, sources = hashlib.sha256(), list[str](), set[str]()
@@ -244,11 +244,15 @@ def _build(folder: Path, records: RecordStore, namespace: str, params: BM25Param
         builder = StreamingBM25(temporary, params.k1, params.b)
         pages = live_pages(records, namespace)
         pool = workers if records.journal.live_chunk_count(namespace) >= _WORKERS_FROM else None
-        for page, tokens in bm25_tokens.tokenized_pages(pages, _texts, params.stemmer, params.stopwords, pool):
-            _digest_rows(digest, page)
-            chunk_ids += [row.chunk_id for row in page]
-            sources.update(source for row in page if isinstance(source := row.metadata.get("source"), str))
-            builder.add(tokens)
+        try:
+            for page, tokens in bm25_tokens.tokenized_pages(pages, _texts, params.stemmer, params.stopwords, pool):
+                _digest_rows(digest, page)
+                chunk_ids += [row.chunk_id for row in page]
+                sources.update(source for row in page if isinstance(source := row.metadata.get("source"), str))
+                builder.add(tokens)
+        finally:
+            if pool is not None:
+                pool.close()  # a rebuild is rare: no idle workers left behind (in the query service, say)
         key = _index_key(digest.hexdigest(), params)
         if not chunk_ids:
             _prune(folder, keep=None)

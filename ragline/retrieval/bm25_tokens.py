@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
 from functools import cache
 from itertools import chain
 from typing import Any, NamedTuple, TypeVar
@@ -74,19 +73,15 @@ def tokenized_pages(
         for page in pages:
             yield page, tokenize(texts(page))
         return
-    waiting: deque[tuple[P, Future[PageTokens]]] = deque()
-    try:
-        for page in pages:
-            waiting.append((page, workers.submit(_tokenize_in_worker, stemmer, stopwords, texts(page))))
-            if len(waiting) > workers.processes:
-                oldest, tokens = waiting.popleft()
-                yield oldest, tokens.result()
-        while waiting:
+    waiting: deque[tuple[P, Callable[[], PageTokens]]] = deque()
+    for page in pages:
+        waiting.append((page, workers.start(_tokenize_in_worker, stemmer, stopwords, texts(page))))
+        if len(waiting) > workers.processes:
             oldest, tokens = waiting.popleft()
-            yield oldest, tokens.result()
-    finally:
-        for _, pending in waiting:  # a failed or abandoned build: do not tokenize the rest
-            pending.cancel()
+            yield oldest, tokens()
+    while waiting:
+        oldest, tokens = waiting.popleft()
+        yield oldest, tokens()
 
 
 def _tokenize_in_worker(stemmer: str | None, stopwords: str, texts: list[str]) -> PageTokens:
