@@ -75,7 +75,7 @@ class LocalEmbedder:
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` costs this model (no special tokens, no truncation)."""
-        return self.count_tokens_batch([text])[0]
+        return count_model_tokens(text)
 
     def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
         """``count_tokens`` for many texts in one tokenizer call."""
