@@ -38,13 +38,19 @@ FILES = {
 }
 
 
-def test_a_large_batch_is_chunked_and_signed_in_the_workers_as_in_the_run_process(
-    config: RaglineConfig, tmp_path: Path
-) -> None:
+def corpus(tmp_path: Path) -> Path:
+    """``FILES`` in a folder."""
     root = tmp_path / "docs"
     root.mkdir()
     for name, text in FILES.items():
         (root / name).write_text(text, encoding="utf-8")
+    return root
+
+
+def test_a_large_batch_is_chunked_and_signed_in_the_workers_as_in_the_run_process(
+    config: RaglineConfig, tmp_path: Path
+) -> None:
+    root = corpus(tmp_path)
     outcomes = []
     for processes in (0, 2):
         c = build_components(config.model_copy(update={"home": tmp_path / f"home-{processes}"}))
@@ -107,10 +113,7 @@ class FailingEmbedder(HashingEmbedder):
 
 
 def test_a_failed_run_drops_the_work_started_for_it(config: RaglineConfig, tmp_path: Path) -> None:
-    root = tmp_path / "docs"
-    root.mkdir()
-    for name, text in FILES.items():
-        (root / name).write_text(text, encoding="utf-8")
+    root = corpus(tmp_path)
     c = build_components(config, FailingEmbedder())
     c.workers = WorkerPool(2, large_batch=2)
     try:
@@ -176,10 +179,7 @@ class PlainEmbedder:
 def test_without_a_token_counter_a_large_batch_is_chunked_here_and_signed_in_the_workers(
     config: RaglineConfig, tmp_path: Path
 ) -> None:
-    root = tmp_path / "docs"
-    root.mkdir()
-    for name, text in FILES.items():
-        (root / name).write_text(text, encoding="utf-8")
+    root = corpus(tmp_path)
     c = build_components(config, PlainEmbedder())
     c.workers = WorkerPool(2, large_batch=2)
     sent = watch(c.workers)

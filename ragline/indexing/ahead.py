@@ -4,7 +4,8 @@
 the workers prepare batch k while the run's own process embeds, validates and upserts batch k−1 (for such a batch
 the driver writes the previous one between reading it and chunking it; a smaller batch is chunked while the
 previous one embeds, as a model that uses every core needs). A stage that finds nothing started for its documents
-(a small batch, a task on another host) does the work itself: what is collected is exactly what it would compute.
+(a small batch, a task on another host; for chunking, an embedder without a ``token_counter``) does the work itself:
+what is collected is exactly what it would compute.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from functools import partial
 
 import numpy as np
 
-from ragline.indexing.chunking import Chunker, chunks_or_reasons
+from ragline.indexing.chunking import Chunker, ChunksOrReason, chunks_or_reasons
 from ragline.indexing.signatures import minhash_signatures
-from ragline.records import Chunk, Document
+from ragline.records import Document
 from ragline.workers import WorkerPool
 
-ChunksOrReason = tuple[list[Chunk], str | None]
 _Key = tuple[str, str, str]
 """run id, doc id, content hash."""
 
@@ -29,7 +29,7 @@ _Key = tuple[str, str, str]
 @dataclass
 class _Started:
     keys: list[_Key]
-    chunks: Callable[[], list[ChunksOrReason]]
+    chunks: Callable[[], list[ChunksOrReason]] | None  # None: the chunker's token counter does not pickle
     signatures: Callable[[], list[np.ndarray | None]] | None
 
 
@@ -53,8 +53,7 @@ class StartedAhead:
         ``workers``, if they take a batch this large; whether they did."""
         if not workers.takes(len(documents)):
             return False
-        split = partial(chunks_or_reasons, chunker)
-        chunks = workers.start_slices(split, documents) if chunker.portable else lambda: split(list(documents))
+        chunks = workers.start_slices(partial(chunks_or_reasons, chunker), documents) if chunker.portable else None
         signatures = workers.start_slices(partial(minhash_signatures, *signing), documents) if signing else None
         with self._lock:
             self._started[run_id] = _Started(_keys(run_id, documents), chunks, signatures)
@@ -63,7 +62,7 @@ class StartedAhead:
     def chunks(self, run_id: str, documents: Sequence[Document]) -> list[ChunksOrReason] | None:
         """Each document's chunks or reason, if they were started for exactly these documents."""
         started = self._matching(run_id, documents)
-        return started.chunks() if started else None
+        return started.chunks() if started and started.chunks else None
 
     def signatures(self, run_id: str, documents: Sequence[Document]) -> dict[tuple[str, str], np.ndarray | None]:
         """The signatures started for this run's batch, by (doc id, content hash); collected once, then forgotten."""

@@ -42,6 +42,8 @@ _HEADERS = [("#", "h1"), ("##", "h2"), ("###", "h3")]
 _SEPARATORS = ["\n\n", "\n", " ", ""]
 _RESERVED_KEYS = frozenset({"doc_id", "source", "uri", "title", "position", "headings", "content_hash", "config_hash"})
 
+ChunksOrReason = tuple[list[Chunk], str | None]
+"""A document's chunks, or why it cannot be indexed (and no chunks)."""
 _Piece = tuple[str, int]
 """A chunk's text and its token count."""
 _SHORT_PIECE = 24
@@ -163,13 +165,13 @@ class Chunker:
         return self._fit(left) + self._fit(right)
 
 
-def chunks_or_reasons(chunker: Chunker, documents: list[Document]) -> list[tuple[list[Chunk], str | None]]:
+def chunks_or_reasons(chunker: Chunker, documents: list[Document]) -> list[ChunksOrReason]:
     """Each document's chunks, or why it cannot be indexed (what a worker process runs for a large batch: this
     module imports little, so a worker stays small)."""
     return [_chunks_or_reason(chunker, doc) for doc in documents]
 
 
-def _chunks_or_reason(chunker: Chunker, doc: Document) -> tuple[list[Chunk], str | None]:
+def _chunks_or_reason(chunker: Chunker, doc: Document) -> ChunksOrReason:
     try:
         chunks = chunker.split(doc)
     except ChunkingError as exc:

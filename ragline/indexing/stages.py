@@ -193,7 +193,7 @@ def chunk(c: Components, run: RunRef, plan: Plan) -> Chunked:
     with stats.timed("chunk"):
         documents = [planned.document for planned in plan.documents]
         outcomes = c.ahead.chunks(run.run_id, documents)
-        if outcomes is None:  # not started ahead: a small batch, or this task runs where load did not
+        if outcomes is None:  # not started ahead: a small batch, a chunker that stays here, or a task on another host
             outcomes = chunks_or_reasons(c.chunker, documents)
         for planned, (chunks, problem) in zip(plan.documents, outcomes):
             if problem is None:
