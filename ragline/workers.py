@@ -47,6 +47,18 @@ def worker_processes(setting: int | None) -> int:
     return min(cores, AUTO_MAX) if cores > 1 else 0
 
 
+def refuse_in_a_starting_worker() -> None:
+    """Exit a worker process that is importing the main script (spawn runs it again) and reaches ragline there: the
+    script builds components at its top level, without an ``if __name__ == "__main__":`` guard. Left alone, every
+    worker would start a second run, which waits for the first run's lock while the first waits for its workers.
+    The worker exits with a one-line message instead, and its pool does the work in the run's process."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # as multiprocessing checks it for itself
+        raise SystemExit(
+            "ragline: a worker process imported your script again and it builds ragline components at its top level; "
+            'put that code under  if __name__ == "__main__":  (the run goes on without its workers)'
+        )
+
+
 def _cgroup_cpus(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
     """Whole CPUs the cgroup v2 quota allows (``"200000 100000"`` → 2), or None when there is no quota."""
     try:

@@ -162,6 +162,37 @@ def test_a_worker_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
         pytest.fail(f"worker {worker} outlived its killed parent")
 
 
+_UNGUARDED_SCRIPT = """
+from pathlib import Path
+
+from ragline.components import build_components
+from ragline.config import RaglineConfig
+from ragline.indexing.pipeline import ingest
+from ragline.sources import DirectorySource
+from ragline.workers import WorkerPool
+
+c = build_components(RaglineConfig(home=Path("home"), embedder="hashing"))
+c.workers = WorkerPool(2, large_batch=2)
+result = ingest(c, DirectorySource(Path("docs"), name="docs"), namespace="w")
+c.close()
+print("written", result.stats.chunks_written)
+"""
+
+
+def test_a_script_without_a_main_guard_runs_without_its_workers(tmp_path: Path) -> None:
+    # spawn imports the script again in each worker: they exit with one line instead of each starting a second run
+    # that waits for the first run's lock (a hang before)
+    corpus(tmp_path)
+    (tmp_path / "script.py").write_text(_UNGUARDED_SCRIPT, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )  # the timeout is a guard against the hang, not a measurement
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) > len(FILES)
+    assert 'put that code under  if __name__ == "__main__":' in done.stderr
+    assert "this process works without them" in done.stderr and "Traceback" not in done.stderr
+
+
 class PlainEmbedder:
     """An embedder with only the protocol's members: no ``token_counter``."""
 
