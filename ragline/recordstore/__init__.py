@@ -13,7 +13,7 @@ from ragline.recordstore.protocol import (
     RecordStore,
     RunJournal,
 )
-from ragline.recordstore.rows import LIVE, PENDING, ChunkRow, DocumentRow
+from ragline.recordstore.rows import LIVE, PENDING, ChunkRow, DocumentRow, KeywordRow
 
 __all__ = [
     "LIVE",
@@ -21,6 +21,7 @@ __all__ = [
     "AliasRegistry",
     "BackfillLedger",
     "ChunkRow",
+    "KeywordRow",
     "DocumentRow",
     "NearDuplicateLog",
     "QuarantineLog",

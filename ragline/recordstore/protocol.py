@@ -30,6 +30,7 @@ from ragline.recordstore.rows import (
     DocumentRow,
     KeywordCorpus,
     KeywordEncoding,
+    KeywordRow,
     NamespaceRow,
     PartitionRow,
     RowState,
@@ -114,9 +115,10 @@ class RunJournal(Protocol):
         """Live chunk ids starting with ``prefix``, sorted."""
         ...
 
-    def live_chunks_after(self, namespace: str, after: str, limit: int) -> list[ChunkRow]:
-        """Up to ``limit`` live chunk rows with ids after ``after`` ("" for the first), in chunk id order: one page of
-        the live chunks, so a reader of the whole namespace never holds it all."""
+    def keyword_rows_after(self, namespace: str, after: str, limit: int, with_text: bool) -> list[KeywordRow]:
+        """Up to ``limit`` live chunks with ids after ``after`` ("" for the first), in chunk id order, as keyword
+        search indexes them (texts only ``with_text``): one page of the live chunks, so a reader of the whole
+        namespace never holds it all."""
         ...
 
     def commit_run(self, run_id: str, namespace: str, source: str, delete_unseen: bool) -> CommitResult:

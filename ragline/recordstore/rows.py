@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ragline.records import Metadata
 
@@ -40,6 +42,31 @@ class ChunkRow:
     token_count: int
     text: str
     metadata: Metadata
+
+
+class KeywordRow(NamedTuple):
+    """What keyword search indexes of a live chunk."""
+
+    chunk_id: str
+    text_hash: str
+    title: str
+    """The metadata's ``title`` if it is a string, else ""."""
+    source: str | None
+    """The metadata's ``source`` if it is a string."""
+    text: str
+    """"" when the rows were read without their texts."""
+
+
+def keyword_rows(rows: Iterable[tuple[str, str, str, str]]) -> list[KeywordRow]:
+    """``KeywordRow`` of each (chunk id, text hash, metadata JSON, text): the metadata is decoded here, as every
+    database reads it the same way (SQLite's JSON functions end a string at a NUL; PostgreSQL's refuse one)."""
+    keyword = []
+    for chunk_id, text_hash, metadata_json, text in rows:
+        metadata = json.loads(metadata_json)
+        title, source = metadata.get("title"), metadata.get("source")
+        title, source = title if isinstance(title, str) else "", source if isinstance(source, str) else None
+        keyword.append(KeywordRow(chunk_id, text_hash, title, source, text))
+    return keyword
 
 
 @dataclass(frozen=True)

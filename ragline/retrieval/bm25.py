@@ -45,7 +45,7 @@ from ragline.components import Components
 from ragline.config import RaglineConfig
 from ragline.errors import ConfigError, StoreError
 from ragline.records import Metadata
-from ragline.recordstore import ChunkRow, RecordStore
+from ragline.recordstore import KeywordRow, RecordStore
 from ragline.retrieval import bm25_tokens
 from ragline.retrieval.bm25_build import StreamingBM25
 from ragline.retrieval.hits import Hit
@@ -167,22 +167,21 @@ def index_folder(config: RaglineConfig, namespace: str) -> Path:
 def live_fingerprint(records: RecordStore, namespace: str) -> str:
     """SHA-256 over the live chunks' sorted (chunk id, text hash, title), read page by page."""
     digest = hashlib.sha256()
-    for page in live_pages(records, namespace):
+    for page in live_pages(records, namespace, with_text=False):
         _digest_rows(digest, page)
     return digest.hexdigest()
 
 
-def live_pages(records: RecordStore, namespace: str) -> Iterator[list[ChunkRow]]:
-    """The live chunk rows in chunk id order, ``_PAGE`` at a time."""
+def live_pages(records: RecordStore, namespace: str, with_text: bool) -> Iterator[list[KeywordRow]]:
+    """The live chunks as keyword search indexes them, in chunk id order, ``_PAGE`` at a time."""
     after = ""
-    while page := records.journal.live_chunks_after(namespace, after, _PAGE):
+    while page := records.journal.keyword_rows_after(namespace, after, _PAGE, with_text):
         yield page
         after = page[-1].chunk_id
 
 
-def _digest_rows(digest: Any, rows: Sequence[ChunkRow]) -> None:
-    for row in rows:
-        digest.update(f"{row.chunk_id}\x00{row.text_hash}\x00{_title(row.metadata)}\n".encode())
+def _digest_rows(digest: Any, rows: Sequence[KeywordRow]) -> None:
+    digest.update("".join(f"{row.chunk_id}\x00{row.text_hash}\x00{row.title}\n" for row in rows).encode())
 
 
 # --- keeping loaded indexes in sync ---------------------------------------------------------------------------
@@ -242,13 +241,13 @@ def _build(folder: Path, records: RecordStore, namespace: str, params: BM25Param
     digest, chunk_ids, sources = hashlib.sha256(), list[str](), set[str]()
     try:
         builder = StreamingBM25(temporary, params.k1, params.b)
-        pages = live_pages(records, namespace)
+        pages = live_pages(records, namespace, with_text=True)
         pool = workers if records.journal.live_chunk_count(namespace) >= _WORKERS_FROM else None
         try:
             for page, tokens in bm25_tokens.tokenized_pages(pages, _texts, params.stemmer, params.stopwords, pool):
                 _digest_rows(digest, page)
                 chunk_ids += [row.chunk_id for row in page]
-                sources.update(source for row in page if isinstance(source := row.metadata.get("source"), str))
+                sources.update(row.source for row in page if row.source is not None)
                 builder.add(tokens)
         finally:
             if pool is not None:
@@ -274,8 +273,8 @@ def _build(folder: Path, records: RecordStore, namespace: str, params: BM25Param
     return index
 
 
-def _texts(page: list[ChunkRow]) -> list[str]:
-    return [indexed_text(row.text, row.metadata) for row in page]
+def _texts(page: list[KeywordRow]) -> list[str]:
+    return [_indexed(row.title, row.text) for row in page]
 
 
 def _load(path: Path, params: BM25Params) -> BM25Index | None:
@@ -308,7 +307,11 @@ def _prune(folder: Path, keep: str | None) -> None:
 
 def indexed_text(text: str, metadata: Metadata) -> str:
     """What BM25 indexes for a chunk: its document title, then its text."""
-    return f"{_title(metadata)}\n{text}"
+    return _indexed(_title(metadata), text)
+
+
+def _indexed(title: str, text: str) -> str:
+    return f"{title}\n{text}"
 
 
 def _title(metadata: Metadata) -> str:

@@ -9,6 +9,8 @@ part by part while it is being written.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from ragline.embedders.cache import EmbeddingCache
 from ragline.errors import ConfigError
 from ragline.records import Chunk, Document, NearDuplicate, QuarantineRecord, make_chunk_id, sha256_hex
 from ragline.recordstore import LIVE, PENDING, RecordStore
-from ragline.recordstore.rows import PARTITION_COUNTS, KeywordCorpus, KeywordEncoding
+from ragline.recordstore.rows import PARTITION_COUNTS, KeywordCorpus, KeywordEncoding, KeywordRow
 
 NS = "ns"
 OTHER = "other-ns"
@@ -127,11 +129,32 @@ class RunJournalContract(_Fixture):
         assert journal.tombstones(NS) == ["d1#1", "d1#2"]
         assert journal.live_chunk_ids(NS) == ["d1#0", "d2#0"]
         assert journal.chunk_rows(NS, ["d1#0"])["d1#0"].text == "a2"
-        first, second = journal.live_chunks_after(NS, "", 1), journal.live_chunks_after(NS, "d1#0", 5)
+        first, second = journal.keyword_rows_after(NS, "", 1, True), journal.keyword_rows_after(NS, "d1#0", 5, True)
         assert [r.chunk_id for r in first] == ["d1#0"] and first[0].text == "a2"
-        assert [r.chunk_id for r in second] == ["d2#0"] and journal.live_chunks_after(NS, "d2#0", 5) == []
+        assert [r.chunk_id for r in second] == ["d2#0"] and journal.keyword_rows_after(NS, "d2#0", 5, True) == []
         journal.clear_tombstones(NS, ["d1#1"])
         assert journal.tombstones(NS) == ["d1#2"]
+
+    def test_keyword_rows_read_title_and_source_only_when_they_are_strings(self, record_store: RecordStore) -> None:
+        journal = record_store.journal
+        doc = document("d1")
+        metadata: list[dict[str, Any]] = [
+            {"title": 'Wing "flow"\nünï ✈\x00 after a NUL', "source": "src", "n": 1},
+            {"title": 7, "source": 3},
+            {"title": {"nested": "no"}, "source": ["a"]},
+            {},
+        ]
+        chunks = [replace(c, metadata=m) for c, m in zip(chunks_of(doc, ["a", "b", "c", "d"]), metadata)]
+        journal.begin_run("r1", NS, "src")
+        journal.mark_seen("r1", ["d1"])
+        journal.record_pending("r1", NS, [(doc, chunks, "cfg", "model")])
+        assert journal.keyword_rows_after(NS, "", 10, True) == []  # pending rows are not live
+        journal.commit_run("r1", NS, "src", delete_unseen=False)
+        rows = journal.keyword_rows_after(NS, "", 10, True)
+        read = [(metadata[0]["title"], "src"), ("", None), ("", None), ("", None)]  # only strings are read
+        assert rows == [KeywordRow(c.chunk_id, c.text_hash, t, s, c.text) for c, (t, s) in zip(chunks, read)]
+        assert journal.keyword_rows_after(NS, "", 10, False) == [row._replace(text="") for row in rows]
+        assert journal.keyword_rows_after(NS, rows[1].chunk_id, 1, True) == [rows[2]]
 
     def test_full_cleanup_removes_only_unseen_documents_of_the_source(self, record_store: RecordStore) -> None:
         journal = record_store.journal

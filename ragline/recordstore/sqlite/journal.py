@@ -12,10 +12,12 @@ from ragline.recordstore.rows import (
     ChunkRow,
     CommitResult,
     DocumentRow,
+    KeywordRow,
     NamespaceRow,
     RowState,
     RunRow,
     RunStatus,
+    keyword_rows,
 )
 from ragline.recordstore.sqlite.database import Row, SQLiteDatabase
 
@@ -235,13 +237,14 @@ class SQLiteRunJournal:
         )
         return [r[0] for r in rows]
 
-    def live_chunks_after(self, namespace: str, after: str, limit: int) -> list[ChunkRow]:
+    def keyword_rows_after(self, namespace: str, after: str, limit: int, with_text: bool) -> list[KeywordRow]:
+        text = "text" if with_text else "''"
         rows = self._db.rows(
-            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE namespace = ? AND state = 'live' AND chunk_id > ? "
-            "ORDER BY chunk_id LIMIT ?",
+            f"SELECT chunk_id, text_hash, metadata_json, {text} FROM chunks "
+            "WHERE namespace = ? AND state = 'live' AND chunk_id > ? ORDER BY chunk_id LIMIT ?",
             (namespace, after, limit),
         )
-        return [_chunk_row(r) for r in rows]
+        return keyword_rows(rows)
 
     def commit_run(self, run_id: str, namespace: str, source: str, delete_unseen: bool) -> CommitResult:
         """A fixed handful of statements whatever the run's size: the documents it replaces (changed, and with
