@@ -1,5 +1,5 @@
 """Worker processes for CPU-bound work beside a run's own process: chunking and near-duplicate signing of large
-batches, tokenizing of large BM25 rebuilds.
+batches (and their embedding by an embedder that holds the interpreter lock), tokenizing of large BM25 rebuilds.
 
 Python-bound stages share one interpreter lock per process, so a second core helps only through another process.
 Workers are spawned, never forked: the parent holds LanceDB's and SQLite's threads and locks, which a fork would

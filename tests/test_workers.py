@@ -60,12 +60,11 @@ def test_a_large_batch_is_chunked_and_signed_in_the_workers_as_in_the_run_proces
             result = ingest(c, DirectorySource(root, name="docs"), namespace="w")
             # started when the batch was read, chunks then signatures, and collected (blank.txt was not read)
             assert sent == ([5, 5] if processes else []) and c.ahead._started == {}
+            vectors = c.store.fetch([r.chunk_id for r in rows_of(c)], namespace="w")
             assert c.workers._executor is None  # stopped before the commit's housekeeping
-            journal = c.records.journal
-            rows = sorted(journal.chunk_rows("w", journal.live_chunk_ids("w")).values(), key=lambda r: r.chunk_id)
             outcomes.append(
                 (
-                    [(r.chunk_id, r.text, r.metadata) for r in rows],
+                    [(r.chunk_id, r.text, r.metadata, vectors[r.chunk_id].values.tolist()) for r in rows_of(c)],
                     [(q.doc_id, q.reason) for q in result.quarantined],
                     [(n.doc_id, n.duplicate_of, n.similarity) for n in result.near_duplicates],
                 )
@@ -76,6 +75,43 @@ def test_a_large_batch_is_chunked_and_signed_in_the_workers_as_in_the_run_proces
     assert len(chunks) > len(FILES) and [doc_id for doc_id, _ in quarantined] == ["docs/blank.txt"]
     assert [n[:2] for n in near] == [("docs/twin.txt", "docs/copy.txt")]
     assert outcomes[1] == outcomes[0]
+
+
+def rows_of(c: Any) -> list[Any]:
+    """The live chunk rows of namespace ``w``, in chunk id order."""
+    journal = c.records.journal
+    return sorted(journal.chunk_rows("w", journal.live_chunk_ids("w")).values(), key=lambda r: r.chunk_id)
+
+
+class LoggingEmbedder(HashingEmbedder):
+    """The hashing embedder, writing the id of the process each call runs in to ``log``."""
+
+    def __init__(self, log: Path) -> None:
+        super().__init__()
+        self.log = log
+
+    def embed(self, texts: Any) -> Any:
+        with self.log.open("a") as out:
+            out.write(f"{os.getpid()} {len(texts)}\n")
+        return super().embed(texts)
+
+
+def test_an_embedder_that_holds_the_interpreter_embeds_large_batches_in_the_workers(
+    config: RaglineConfig, tmp_path: Path
+) -> None:
+    log = tmp_path / "embed.log"
+    c = build_components(config, embedder=LoggingEmbedder(log))
+    c.workers = WorkerPool(2, large_batch=2)
+    try:
+        ingest(c, DirectorySource(corpus(tmp_path), name="docs"), namespace="w")
+        calls = [line.split() for line in log.read_text().splitlines()]
+        assert len(calls) == 1 and int(calls[0][0]) != os.getpid() and int(calls[0][1]) > len(FILES)
+        c.workers = WorkerPool(2, large_batch=100)  # a small batch embeds here
+        (tmp_path / "docs" / "new.txt").write_text("Ailerons roll the aircraft.", encoding="utf-8")
+        ingest(c, DirectorySource(tmp_path / "docs", name="docs"), namespace="w")
+        assert log.read_text().splitlines()[1:] == [f"{os.getpid()} 1"]
+    finally:
+        c.close()
 
 
 def watch(workers: WorkerPool) -> list[int]:

@@ -3,6 +3,11 @@
 An embedder may also offer ``token_counter``: ``count_tokens`` as a function a worker process can run (it pickles: a
 module-level function, or an object of plain data). The chunker then counts with it, and large batches are chunked
 in the worker processes (``ragline.workers``); without it they are chunked in the run's process.
+
+An embedder whose ``embed`` is Python work under the interpreter lock (the hashing embedder) may set
+``holds_the_interpreter = True``: large batches then embed in the worker processes, so that the run's own stages
+are not held up by it. It must pickle and keep no usage counts. Models that release the lock while they compute
+(ONNX Runtime, a network client) gain nothing from it and leave it unset.
 """
 
 from __future__ import annotations

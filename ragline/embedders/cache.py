@@ -5,7 +5,7 @@ Rollback restores overwritten vectors from it, so it is shared state: it lives w
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,11 +50,17 @@ def look_up(model_id: str, cache: EmbeddingCache, texts: Sequence[str]) -> Cache
     return CacheLookup(hashes, cached, missing)
 
 
-def complete(embedder: Embedder, cache: EmbeddingCache, lookup: CacheLookup) -> np.ndarray:
-    """Embed what ``lookup`` misses, store it in the cache, and return every text's vector in order."""
+def complete(
+    embedder: Embedder,
+    cache: EmbeddingCache,
+    lookup: CacheLookup,
+    embed: Callable[[list[str]], np.ndarray] | None = None,
+) -> np.ndarray:
+    """Embed what ``lookup`` misses (with ``embed``, by default ``embedder.embed``), store it in the cache, and return
+    every text's vector in order."""
     found = dict(lookup.cached)
     if lookup.missing:
-        fresh = dict(zip(lookup.missing, embedder.embed(list(lookup.missing.values()))))
+        fresh = dict(zip(lookup.missing, (embed or embedder.embed)(list(lookup.missing.values()))))
         cache.put_many(embedder.model_id, fresh)
         found.update(fresh)
     if not lookup.hashes:

@@ -25,6 +25,8 @@ class HashingEmbedder:
     """Signed feature hashing of lower-cased words and word pairs (CRC-32), L2-normalised."""
 
     max_tokens = 256
+    holds_the_interpreter = True
+    """Its work is Python under the interpreter lock: a run's large batches embed in its worker processes."""
 
     def __init__(self, dimension: int = 384) -> None:
         self.dimension = dimension

@@ -9,6 +9,7 @@ counts, so the driver (``ragline.indexing.pipeline``) only adds them up.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,6 +42,7 @@ from ragline.records import Chunk, Document, QuarantineRecord, index_metadata
 from ragline.recordstore import LIVE, PENDING, ChunkRow, DocumentRow
 from ragline.sources.base import SourceItem
 from ragline.stores.base import MaintainedStore, VectorRecord
+from ragline.workers import WorkerPool
 
 __all__ = [
     "Chunked",
@@ -256,10 +258,18 @@ def embed(c: Components, run: RunRef, deduped: Deduped) -> EmbeddedBatch:
     """Embed the texts the cache lacks (each distinct text once) and store them in the cache."""
     stats = IngestStats()
     before = usage_now(c.embedder, c.store, c.sparse)
+    embed_here = c.embedder.embed
+    if getattr(c.embedder, "holds_the_interpreter", False) and c.workers.takes(len(deduped.documents)):
+        embed_here = functools.partial(_embed_in_workers, c.workers, c.embedder.embed)
     with stats.timed("embed"):
-        vectors = complete(c.embedder, c.cache, deduped.lookup)
+        vectors = complete(c.embedder, c.cache, deduped.lookup, embed_here)
     stats.add_usage(c, before)
     return EmbeddedBatch(deduped.documents, vectors, stats)
+
+
+def _embed_in_workers(workers: WorkerPool, embed: Callable[[list[str]], np.ndarray], texts: list[str]) -> np.ndarray:
+    """``embed(texts)`` in one worker process, the run's process free meanwhile for the stages beside it."""
+    return workers.start(embed, texts)()
 
 
 def validate(c: Components, run: RunRef, batch: EmbeddedBatch) -> IngestStats:
