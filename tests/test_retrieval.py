@@ -22,7 +22,7 @@ from ragline.errors import ConfigError, FilterError
 from ragline.indexing.pipeline import ingest
 from ragline.retrieval import MODES, ChatSettings, Hit, Mode, RetrievalSettings, bm25, refresh_bm25, search
 from ragline.retrieval.bm25 import current_index, index_folder
-from ragline.retrieval.bm25_tokens import tokenized_pages
+from ragline.retrieval.bm25_tokens import counted_pages
 from ragline.retrieval.expansion import rm3
 from ragline.retrieval.fusion import rrf, zmix
 from ragline.retrieval.understanding import QueryFields, merge_filters, understand_rules
@@ -229,9 +229,9 @@ def test_a_large_build_tokenizes_in_worker_processes_into_the_same_index(
 
     def observed(*args: Any) -> Any:
         workers_used.append(args[-1].processes if args[-1] else 0)
-        return tokenized_pages(*args)
+        return counted_pages(*args)
 
-    monkeypatch.setattr(bm25.bm25_tokens, "tokenized_pages", observed)
+    monkeypatch.setattr(bm25.bm25_tokens, "counted_pages", observed)
 
     def rebuilt(workers_from: int, processes: int) -> dict[str, bytes]:
         monkeypatch.setattr(bm25, "_WORKERS_FROM", workers_from)

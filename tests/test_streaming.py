@@ -28,7 +28,7 @@ from ragline.indexing.pipeline import ingest
 from ragline.retrieval import bm25, bm25_build
 from ragline.retrieval.bm25 import BM25Params, tokenizer
 from ragline.retrieval.bm25_build import StreamingBM25
-from ragline.retrieval.bm25_tokens import id_tokenizer, tokenized_pages
+from ragline.retrieval.bm25_tokens import counted_pages, id_tokenizer, page_counts
 from ragline.sources import open_source
 from ragline.workers import WorkerPool
 
@@ -85,7 +85,7 @@ def test_the_bm25_build_holds_pages_not_the_corpus(tmp_path: Path, monkeypatch: 
         try:
             builder = StreamingBM25(folder, 1.5, 0.75)
             for _ in range(pages):
-                builder.add(tokenize([" ".join(rng.choices(WORDS, k=50)) for _ in range(500)]))
+                builder.add(page_counts(tokenize([" ".join(rng.choices(WORDS, k=50)) for _ in range(500)])))
             builder.finish()
             return tracemalloc.get_traced_memory()[1]
         finally:
@@ -126,7 +126,7 @@ def test_the_streaming_build_scores_every_term_as_bm25s_does(tmp_path: Path, mon
     expected.index(tokenize(texts), show_progress=False)
     builder = StreamingBM25(tmp_path / "index", 1.5, 0.75)
     for start in range(0, len(texts), 300):
-        builder.add(id_tokenizer("english", "en")(texts[start : start + 300]))
+        builder.add(page_counts(id_tokenizer("english", "en")(texts[start : start + 300])))
     builder.finish()
     built = bm25s.BM25.load(tmp_path / "index", mmap=True)
     assert set(built.vocab_dict) == set(expected.vocab_dict) and built.scores["num_docs"] == len(texts)
@@ -140,19 +140,20 @@ _BUILD_IN_A_NEW_PROCESS = """
 import random, sys
 from pathlib import Path
 from ragline.retrieval.bm25_build import StreamingBM25
-from ragline.retrieval.bm25_tokens import id_tokenizer, tokenized_pages
+from ragline.retrieval.bm25_tokens import id_tokenizer, page_counts
 rng = random.Random(3)
 words = ["wing", "wings", "flow", "flows", "the", "boundary", "layer", "layers", "mach", "shock", "running", "runs"]
 builder = StreamingBM25(Path(sys.argv[1]), 1.5, 0.75)
 tokenize = id_tokenizer("english", "en")
 for _ in range(3):
-    builder.add(tokenize([" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(50)]))
+    builder.add(page_counts(tokenize([" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(50)])))
 builder.finish()
 """
 
 
 def test_the_bm25_build_writes_the_same_files_in_every_process(tmp_path: Path) -> None:
-    """bm25s numbers a call's stems in set order, which differs between processes; the build must not."""
+    """Terms are numbered in order of first appearance, never in an order that differs between processes (bm25s
+    numbers a call's stems in set order)."""
     built = []
     for seed in ("1", "2"):
         folder = tmp_path / seed
@@ -171,7 +172,7 @@ def test_a_build_tokenized_in_worker_processes_writes_the_same_files(tmp_path: P
         builder = StreamingBM25(folder, 1.5, 0.75)
         order = []
         try:
-            for page, tokens in tokenized_pages(iter(pages), list, "english", "en", workers):
+            for page, tokens in counted_pages(iter(pages), list, "english", "en", workers):
                 order.append(page)
                 builder.add(tokens)
         finally:
@@ -192,7 +193,7 @@ def test_a_failing_page_source_stops_the_workers_and_raises(tmp_path: Path) -> N
 
     seen, workers = [], WorkerPool(2)
     with pytest.raises(OSError, match="went away"):
-        for page, _ in tokenized_pages(pages(), list, "english", "en", workers):
+        for page, _ in counted_pages(pages(), list, "english", "en", workers):
             seen.append(page)
     workers.close()
     assert seen == good[: len(seen)]  # the pages before the failure, in order

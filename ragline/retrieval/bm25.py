@@ -244,11 +244,11 @@ def _build(folder: Path, records: RecordStore, namespace: str, params: BM25Param
         pages = live_pages(records, namespace, with_text=True)
         pool = workers if records.journal.live_chunk_count(namespace) >= _WORKERS_FROM else None
         try:
-            for page, tokens in bm25_tokens.tokenized_pages(pages, _texts, params.stemmer, params.stopwords, pool):
+            for page, counts in bm25_tokens.counted_pages(pages, _texts, params.stemmer, params.stopwords, pool):
                 _digest_rows(digest, page)
                 chunk_ids += [row.chunk_id for row in page]
                 sources.update(row.source for row in page if row.source is not None)
-                builder.add(tokens)
+                builder.add(counts)
         finally:
             if pool is not None:
                 pool.close()  # a rebuild is rare: no idle workers left behind (in the query service, say)

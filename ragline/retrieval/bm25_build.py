@@ -3,10 +3,10 @@
 bm25s's own ``index`` takes every document's tokens at once and builds its score matrix in memory, with copies
 (measured: about 9 KB per chunk, so 9 GB at 1,000,000 chunks). ``StreamingBM25`` builds the same index in two passes:
 
-1. ``add`` takes a page of texts as term ids (``ragline.retrieval.bm25_tokens``: bm25s numbers them per page, in an
-   order that varies between processes; the build numbers terms in order of first appearance, so its files are the
-   same in every process, and maps a page's ids with one array lookup); each document's distinct term ids and
-   counts are appended to scratch files, and its length and the document frequencies are counted.
+1. ``add`` takes a page of texts as each text's distinct term ids and counts (``ragline.retrieval.bm25_tokens``,
+   counted where the page was tokenized, often a worker process; a page numbers its terms in order of first
+   appearance, and so does the build, so its files are the same in every process); it maps the page's ids with one
+   array lookup, appends them and their counts to scratch files, and counts lengths and document frequencies.
 2. ``finish``: with the average length and the idf known, the scratch files are read back a slice at a time, every
    entry is scored with bm25s's Lucene formula and written at its place in the column-major (CSC) arrays on disk:
    each term's column lists its documents in order, as bm25s sorts them.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ragline.retrieval.bm25_tokens import PageTokens
+from ragline.retrieval.bm25_tokens import PageCounts
 
 _SLICE = 1_000_000
 """Entries (document, term) scored and placed at a time in ``finish``."""
@@ -43,25 +43,21 @@ class StreamingBM25:
         self._distinct = array("i")  # distinct terms per document: its entries in the scratch files
         folder.mkdir(parents=True, exist_ok=True)
 
-    def add(self, tokens: PageTokens) -> None:
-        """Append a page's term counts (its texts tokenized: ``ragline.retrieval.bm25_tokens``) to the scratch files."""
+    def add(self, page: PageCounts) -> None:
+        """Append a page's term counts (``ragline.retrieval.bm25_tokens``) to the scratch files."""
         vocabulary = self._vocabulary
-        local, lengths, term_of = tokens
-        seen, first = np.unique(local, return_index=True)
-        to_build = np.zeros(len(term_of), dtype=np.int64)
-        for term_id in seen[np.argsort(first)].tolist():  # new terms numbered in order of first appearance
-            to_build[term_id] = vocabulary.setdefault(term_of[term_id], len(vocabulary))
-        ids = to_build[local]
-        owners = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
-        self._lengths.extend(lengths.astype(np.int32).tolist())
-        pairs, counts = np.unique(owners << 32 | ids, return_counts=True)
-        terms = (pairs & 0xFFFFFFFF).astype(np.int32)
-        self._distinct.extend(np.bincount(pairs >> 32, minlength=len(lengths)).astype(np.int32).tolist())
+        to_build = np.fromiter(  # a page numbers its terms in order of first appearance, and so does the build
+            (vocabulary.setdefault(term, len(vocabulary)) for term in page.terms), dtype=np.int64, count=len(page.terms)
+        )
+        terms = to_build[page.ids].astype(np.int32)
+        counts = page.counts
+        self._lengths.frombytes(page.lengths.astype(np.int32).tobytes())
+        self._distinct.frombytes(page.distinct.astype(np.int32).tobytes())
         if len(vocabulary) > len(self._frequencies):
             grown = np.zeros(max(len(vocabulary), 2 * len(self._frequencies)), dtype=np.int64)
             grown[: len(self._frequencies)] = self._frequencies
             self._frequencies = grown
-        np.add.at(self._frequencies, terms, 1)
+        self._frequencies[: len(vocabulary)] += np.bincount(terms, minlength=len(vocabulary))
         with (self.folder / _TERMS).open("ab") as out:
             out.write(terms.tobytes())
         with (self.folder / _COUNTS).open("ab") as out:

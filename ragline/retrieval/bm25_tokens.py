@@ -26,11 +26,31 @@ P = TypeVar("P")
 
 class PageTokens(NamedTuple):
     """A page of texts as term ids: every text's ids one after another, each text's count, and each id's term (ids
-    are numbered per page)."""
+    are numbered per page, in order of first appearance)."""
 
     ids: np.ndarray
     lengths: np.ndarray
     terms: list[str]
+
+
+class PageCounts(NamedTuple):
+    """A page of texts as what a BM25 index files: each text's distinct term ids with their counts, one text after
+    another; each text's number of distinct terms and of tokens; each id's term (``PageTokens``'s ids)."""
+
+    ids: np.ndarray
+    counts: np.ndarray
+    distinct: np.ndarray
+    lengths: np.ndarray
+    terms: list[str]
+
+
+def page_counts(tokens: PageTokens) -> PageCounts:
+    """``tokens`` counted per text."""
+    ids, lengths, terms = tokens
+    owners = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    pairs, counts = np.unique(owners << 32 | ids, return_counts=True)
+    distinct = np.bincount(pairs >> 32, minlength=len(lengths))
+    return PageCounts(pairs & 0xFFFFFFFF, counts, distinct, lengths, terms)
 
 
 _WORD = re.compile(r"\w+")
@@ -111,19 +131,19 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
-def tokenized_pages(
+def counted_pages(
     pages: Iterable[P], texts: Callable[[P], list[str]], stemmer: str | None, stopwords: str, workers: WorkerPool | None
-) -> Iterator[tuple[P, PageTokens]]:
-    """Each page with its texts' tokens, in order: tokenized in ``workers`` (with at most one page per worker
-    waiting besides the one being filed, so memory stays a few pages), or here when there are none."""
+) -> Iterator[tuple[P, PageCounts]]:
+    """Each page with its texts' term counts, in order: tokenized and counted in ``workers`` (with at most one page
+    per worker waiting besides the one being filed, so memory stays a few pages), or here when there are none."""
     if workers is None or workers.processes < 1:
         tokenize = id_tokenizer(stemmer, stopwords)
         for page in pages:
-            yield page, tokenize(texts(page))
+            yield page, page_counts(tokenize(texts(page)))
         return
-    waiting: deque[tuple[P, Callable[[], PageTokens]]] = deque()
+    waiting: deque[tuple[P, Callable[[], PageCounts]]] = deque()
     for page in pages:
-        waiting.append((page, workers.start(_tokenize_in_worker, stemmer, stopwords, texts(page))))
+        waiting.append((page, workers.start(_count_in_worker, stemmer, stopwords, texts(page))))
         if len(waiting) > workers.processes:
             oldest, tokens = waiting.popleft()
             yield oldest, tokens()
@@ -132,8 +152,8 @@ def tokenized_pages(
         yield oldest, tokens()
 
 
-def _tokenize_in_worker(stemmer: str | None, stopwords: str, texts: list[str]) -> PageTokens:
-    return _worker_tokenizer(stemmer, stopwords)(texts)
+def _count_in_worker(stemmer: str | None, stopwords: str, texts: list[str]) -> PageCounts:
+    return page_counts(_worker_tokenizer(stemmer, stopwords)(texts))
 
 
 @cache
