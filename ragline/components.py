@@ -24,7 +24,7 @@ from ragline.records import sha256_hex
 from ragline.recordstore import RecordStore
 from ragline.stores.base import VectorStore
 from ragline.stores.sparse import SparseStore
-from ragline.workers import WorkerPool, refuse_in_a_starting_worker, worker_processes
+from ragline.workers import WorkerPool, worker_processes
 
 
 @dataclass
@@ -172,9 +172,7 @@ def make_embedding_cache(config: RaglineConfig) -> EmbeddingCache:
 def build_components(config: RaglineConfig, embedder: Embedder | None = None) -> Components:
     """Fresh components for ``config`` (``embedder`` may be shared to avoid loading a model twice). The first call
     caps the process's malloc arenas (``ragline.memory``): every command, task and service builds its components
-    before the native libraries start their threads. A worker process importing the main script again exits here
-    (``ragline.workers.refuse_in_a_starting_worker``)."""
-    refuse_in_a_starting_worker()
+    before the native libraries start their threads."""
     limit_malloc_arenas()
     embedder = embedder or make_embedder(config)
     portable_counter = getattr(embedder, "token_counter", None)  # optional (ragline.embedders.base)

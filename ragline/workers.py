@@ -48,13 +48,13 @@ def worker_processes(setting: int | None) -> int:
 
 
 def refuse_in_a_starting_worker() -> None:
-    """Exit a worker process that is importing the main script (spawn runs it again) and reaches ragline there: the
-    script builds components at its top level, without an ``if __name__ == "__main__":`` guard. Left alone, every
-    worker would start a second run, which waits for the first run's lock while the first waits for its workers.
-    The worker exits with a one-line message instead, and its pool does the work in the run's process."""
+    """Exit a process that spawn (or forkserver) started while it imports the main script again and reaches a run's
+    lock there: the script starts a run at its top level, without an ``if __name__ == "__main__":`` guard. Left
+    alone, each worker would start a second run, which waits for the first run's lock while the first waits for its
+    workers. The worker exits with a one-line message instead, and its pool does the work in the run's process."""
     if getattr(multiprocessing.current_process(), "_inheriting", False):  # as multiprocessing checks it for itself
         raise SystemExit(
-            "ragline: a worker process imported your script again and it builds ragline components at its top level; "
+            "ragline: a worker process imported your script again and it starts a run at its top level; "
             'put that code under  if __name__ == "__main__":  (the run goes on without its workers)'
         )
 

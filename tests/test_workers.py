@@ -9,6 +9,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,14 @@ def test_an_embedder_that_holds_the_interpreter_embeds_large_batches_in_the_work
         (tmp_path / "docs" / "new.txt").write_text("Ailerons roll the aircraft.", encoding="utf-8")
         ingest(c, DirectorySource(tmp_path / "docs", name="docs"), namespace="w")
         assert log.read_text().splitlines()[1:] == [f"{os.getpid()} 1"]
+        c.embedder.lock = threading.Lock()  # type: ignore[attr-defined]  # it no longer pickles: it embeds here
+        c.workers = WorkerPool(2, large_batch=2)
+        more = tmp_path / "more"
+        more.mkdir()
+        for n in range(3):
+            (more / f"{n}.txt").write_text(f"Flaps number {n} lower the stall speed.", encoding="utf-8")
+        ingest(c, DirectorySource(more, name="more"), namespace="w")
+        assert log.read_text().splitlines()[2:] == [f"{os.getpid()} 3"]
     finally:
         c.close()
 
@@ -226,7 +235,7 @@ def test_a_script_without_a_main_guard_runs_without_its_workers(tmp_path: Path) 
     )  # the timeout is a guard against the hang, not a measurement
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.split()[-1]) > len(FILES)
-    assert 'put that code under  if __name__ == "__main__":' in done.stderr
+    assert 'put that code under  if __name__ == "__main__":' in done.stderr and done.stderr.count("ragline:") == 2
     assert "this process works without them" in done.stderr and "Traceback" not in done.stderr
 
 

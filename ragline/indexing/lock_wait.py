@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from ragline.errors import NamespaceBusy
+from ragline.workers import refuse_in_a_starting_worker
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +16,9 @@ POLL_S = 0.2
 
 
 def acquire(try_lock: Callable[[], bool], namespace: str, wait_s: float) -> None:
-    """Call ``try_lock`` until it succeeds, every ``POLL_S``; ``NamespaceBusy`` once ``wait_s`` has passed."""
+    """Call ``try_lock`` until it succeeds, every ``POLL_S``; ``NamespaceBusy`` once ``wait_s`` has passed. A worker
+    process importing the main script again exits instead (``refuse_in_a_starting_worker``)."""
+    refuse_in_a_starting_worker()
     deadline = time.monotonic() + wait_s
     if try_lock():
         return

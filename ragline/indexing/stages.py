@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import pickle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -259,12 +260,27 @@ def embed(c: Components, run: RunRef, deduped: Deduped) -> EmbeddedBatch:
     stats = IngestStats()
     before = usage_now(c.embedder, c.store, c.sparse)
     embed_here = c.embedder.embed
-    if getattr(c.embedder, "holds_the_interpreter", False) and c.workers.takes(len(deduped.documents)):
+    if _embeds_in_workers(c, deduped):
         embed_here = functools.partial(_embed_in_workers, c.workers, c.embedder.embed)
     with stats.timed("embed"):
         vectors = complete(c.embedder, c.cache, deduped.lookup, embed_here)
     stats.add_usage(c, before)
     return EmbeddedBatch(deduped.documents, vectors, stats)
+
+
+def _embeds_in_workers(c: Components, deduped: Deduped) -> bool:
+    """Whether the batch embeds in the worker processes: its embedder holds the interpreter lock and pickles, and
+    the batch is large, in documents and in texts the cache lacks."""
+    workers = c.workers
+    if not getattr(c.embedder, "holds_the_interpreter", False):
+        return False
+    if not (workers.takes(len(deduped.documents)) and workers.takes(len(deduped.lookup.missing))):
+        return False
+    try:
+        pickle.dumps(c.embedder.embed)
+    except (pickle.PicklingError, TypeError, AttributeError):  # it holds a lock, a connection...: it embeds here
+        return False
+    return True
 
 
 def _embed_in_workers(workers: WorkerPool, embed: Callable[[list[str]], np.ndarray], texts: list[str]) -> np.ndarray:
