@@ -235,7 +235,7 @@ def test_a_script_without_a_main_guard_runs_without_its_workers(tmp_path: Path) 
     )  # the timeout is a guard against the hang, not a measurement
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.split()[-1]) > len(FILES)
-    assert 'put that code under  if __name__ == "__main__":' in done.stderr and done.stderr.count("ragline:") == 2
+    assert 'put that code under  if __name__ == "__main__":' in done.stderr  # once per worker that got that far
     assert "this process works without them" in done.stderr and "Traceback" not in done.stderr
 
 
