@@ -63,10 +63,17 @@ def keyword_rows(rows: Iterable[tuple[str, str, str, str]]) -> list[KeywordRow]:
     keyword = []
     for chunk_id, text_hash, metadata_json, text in rows:
         metadata = json.loads(metadata_json)
-        title, source = metadata.get("title"), metadata.get("source")
-        title, source = title if isinstance(title, str) else "", source if isinstance(source, str) else None
-        keyword.append(KeywordRow(chunk_id, text_hash, title, source, text))
+        source = metadata.get("source")
+        keyword.append(
+            KeywordRow(chunk_id, text_hash, metadata_title(metadata), source if isinstance(source, str) else None, text)
+        )
     return keyword
+
+
+def metadata_title(metadata: Metadata) -> str:
+    """The metadata's ``title`` if it is a string, else "": what keyword search indexes before a chunk's text."""
+    title = metadata.get("title")
+    return title if isinstance(title, str) else ""
 
 
 @dataclass(frozen=True)

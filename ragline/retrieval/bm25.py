@@ -46,6 +46,7 @@ from ragline.config import RaglineConfig
 from ragline.errors import ConfigError, StoreError
 from ragline.records import Metadata
 from ragline.recordstore import KeywordRow, RecordStore
+from ragline.recordstore.rows import metadata_title
 from ragline.retrieval import bm25_tokens
 from ragline.retrieval.bm25_build import StreamingBM25
 from ragline.retrieval.hits import Hit
@@ -307,16 +308,11 @@ def _prune(folder: Path, keep: str | None) -> None:
 
 def indexed_text(text: str, metadata: Metadata) -> str:
     """What BM25 indexes for a chunk: its document title, then its text."""
-    return _indexed(_title(metadata), text)
+    return _indexed(metadata_title(metadata), text)
 
 
 def _indexed(title: str, text: str) -> str:
     return f"{title}\n{text}"
-
-
-def _title(metadata: Metadata) -> str:
-    title = metadata.get("title")
-    return title if isinstance(title, str) else ""
 
 
 def tokenizer(params: BM25Params) -> Callable[[Sequence[str]], list[list[str]]]:
