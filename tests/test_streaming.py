@@ -32,6 +32,7 @@ from ragline.retrieval.bm25_tokens import counted_pages, id_tokenizer, page_coun
 from ragline.sources import open_source
 from ragline.workers import WorkerPool
 
+KEYS_500 = np.zeros(500, dtype=np.uint64)
 WORDS = [f"{a}{b}{c}" for a in "bdfgklmnprst" for b in "aeiou" for c in "lmnrst"]
 
 
@@ -85,7 +86,7 @@ def test_the_bm25_build_holds_pages_not_the_corpus(tmp_path: Path, monkeypatch: 
         try:
             builder = StreamingBM25(folder, 1.5, 0.75)
             for _ in range(pages):
-                builder.add(page_counts(tokenize([" ".join(rng.choices(WORDS, k=50)) for _ in range(500)])))
+                builder.add(page_counts(tokenize([" ".join(rng.choices(WORDS, k=50)) for _ in range(500)])), KEYS_500)
             builder.finish()
             return tracemalloc.get_traced_memory()[1]
         finally:
@@ -126,19 +127,28 @@ def test_the_streaming_build_scores_every_term_as_bm25s_does(tmp_path: Path, mon
     expected.index(tokenize(texts), show_progress=False)
     builder = StreamingBM25(tmp_path / "index", 1.5, 0.75)
     for start in range(0, len(texts), 300):
-        builder.add(page_counts(id_tokenizer("english", "en")(texts[start : start + 300])))
+        keys = np.arange(start, min(start + 300, len(texts)), dtype=np.uint64)
+        builder.add(page_counts(id_tokenizer("english", "en")(texts[start : start + 300])), keys)
     builder.finish()
     built = bm25s.BM25.load(tmp_path / "index", mmap=True)
     assert set(built.vocab_dict) == set(expected.vocab_dict) and built.scores["num_docs"] == len(texts)
     for term in set(expected.vocab_dict) - {""}:
         got = built.get_scores_from_ids([built.vocab_dict[term]])
         assert np.array_equal(got, expected.get_scores_from_ids([expected.vocab_dict[term]])), term
-    assert not list((tmp_path / "index").glob("*.scratch"))
+    assert np.array_equal(np.load(tmp_path / "index" / "rows.keys.npy"), np.arange(len(texts)))
+
+
+@pytest.mark.parametrize("vocabulary", [300, 2**16 + 1, 2**31 - 1])
+def test_entries_are_placed_in_stable_term_order_whatever_the_vocabulary_size(vocabulary: int) -> None:
+    terms = np.random.default_rng(vocabulary).integers(0, vocabulary, 50_000).astype(np.int32)
+    terms[:3] = vocabulary - 1  # the largest id, repeated: ties keep their order
+    assert np.array_equal(bm25_build._stable_order(terms), np.argsort(terms, kind="stable"))
 
 
 _BUILD_IN_A_NEW_PROCESS = """
 import random, sys
 from pathlib import Path
+import numpy as np
 from ragline.retrieval.bm25_build import StreamingBM25
 from ragline.retrieval.bm25_tokens import id_tokenizer, page_counts
 rng = random.Random(3)
@@ -146,7 +156,8 @@ words = ["wing", "wings", "flow", "flows", "the", "boundary", "layer", "layers",
 builder = StreamingBM25(Path(sys.argv[1]), 1.5, 0.75)
 tokenize = id_tokenizer("english", "en")
 for _ in range(3):
-    builder.add(page_counts(tokenize([" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(50)])))
+    texts = [" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(50)]
+    builder.add(page_counts(tokenize(texts)), np.arange(50, dtype=np.uint64))
 builder.finish()
 """
 
@@ -174,7 +185,7 @@ def test_a_build_tokenized_in_worker_processes_writes_the_same_files(tmp_path: P
         try:
             for page, tokens in counted_pages(iter(pages), list, "english", "en", workers):
                 order.append(page)
-                builder.add(tokens)
+                builder.add(tokens, np.arange(len(page), dtype=np.uint64))
         finally:
             if workers is not None:
                 workers.close()
@@ -185,7 +196,7 @@ def test_a_build_tokenized_in_worker_processes_writes_the_same_files(tmp_path: P
 
 
 def test_a_failing_page_source_stops_the_workers_and_raises(tmp_path: Path) -> None:
-    good = [[f"wing flow {n}"] * 10 for n in range(5)]
+    good = [[f"wing flow {n}"] * 200 for n in range(5)]  # pages large enough for the workers
 
     def pages() -> Iterator[list[str]]:
         yield from good

@@ -46,9 +46,10 @@ from ragline.config import RaglineConfig
 from ragline.errors import ConfigError, StoreError
 from ragline.records import Metadata
 from ragline.recordstore import KeywordRow, RecordStore
-from ragline.recordstore.rows import metadata_title
-from ragline.retrieval import bm25_tokens
-from ragline.retrieval.bm25_build import StreamingBM25
+from ragline.recordstore.rows import keyword_row, metadata_title
+from ragline.retrieval import bm25_reuse, bm25_tokens
+from ragline.retrieval.bm25_build import Rows, StreamingBM25
+from ragline.retrieval.bm25_tokens import PageCounts
 from ragline.retrieval.hits import Hit
 from ragline.stores.base import Filter
 from ragline.stores.filters import matches
@@ -202,16 +203,19 @@ def _synced(c: Components, namespace: str, params: BM25Params, *, force_check: b
         cached = _loaded.get((folder, params))
         if cached is not None and cached[1] == stamp and now - cached[2] < _RECHECK_S and not force_check:
             return cached[0], False
-        key = _index_key(live_fingerprint(c.records, namespace), params)
-        rebuilt = False
-        if cached is not None and cached[0].key == key:
-            index = cached[0]
-        elif (loaded := _load(folder / key, params)) is not None:
-            index = loaded
-        else:
+        index, rebuilt = None, False
+        if cached is not None or _has_index(folder):  # else a first build: no index to find by its key
+            key = _index_key(live_fingerprint(c.records, namespace), params)
+            index = cached[0] if cached is not None and cached[0].key == key else _load(folder / key, params)
+        if index is None:
             index, rebuilt = _build(folder, c.records, namespace, params, c.workers), True
         _loaded[(folder, params)] = (index, stamp, now)
         return index, rebuilt
+
+
+def _has_index(folder: Path) -> bool:
+    """Whether ``folder`` holds a built index (of any key and parameters)."""
+    return folder.is_dir() and any((child / MANIFEST).is_file() for child in folder.iterdir())
 
 
 def _records_stamp(path: Path) -> _Stamp:
@@ -235,21 +239,25 @@ def _index_key(fingerprint: str, params: BM25Params) -> str:
 
 def _build(folder: Path, records: RecordStore, namespace: str, params: BM25Params, workers: WorkerPool) -> BM25Index:
     """Index the live chunks page by page (``StreamingBM25``), persist the index under ``folder/<key>`` and remove
-    older keys. The key is the fingerprint of the rows indexed, read in the same pass. A large build tokenizes in
-    ``workers`` and stops them when done."""
+    older keys. The key is the fingerprint of the rows indexed, read in the same pass. The term counts of chunks a
+    previous build holds unchanged are reused (``bm25_reuse``): only the others are read with their texts and
+    tokenized, in ``workers`` when the namespace is large (stopped when done)."""
     started = time.perf_counter()
     temporary = folder / f".tmp-{uuid.uuid4().hex}"
     digest, chunk_ids, sources = hashlib.sha256(), list[str](), set[str]()
+    previous = bm25_reuse.previous_rows(folder, asdict(params))
+    tokenized = 0
     try:
-        builder = StreamingBM25(temporary, params.k1, params.b)
-        pages = live_pages(records, namespace, with_text=True)
+        builder = StreamingBM25(temporary, params.k1, params.b, previous.vocabulary if previous else ())
+        pages = _pages(records, namespace, previous)
         pool = workers if records.journal.live_chunk_count(namespace) >= _WORKERS_FROM else None
         try:
-            for page, counts in bm25_tokens.counted_pages(pages, _texts, params.stemmer, params.stopwords, pool):
-                _digest_rows(digest, page)
-                chunk_ids += [row.chunk_id for row in page]
-                sources.update(row.source for row in page if row.source is not None)
-                builder.add(counts)
+            for page, counts in bm25_tokens.counted_pages(pages, _fresh_texts, params.stemmer, params.stopwords, pool):
+                _digest_rows(digest, page.rows)
+                chunk_ids += [row.chunk_id for row in page.rows]
+                sources.update(row.source for row in page.rows if row.source is not None)
+                builder.append(page.entries(builder, previous, counts), page.keys)
+                tokenized += len(page.fresh)
         finally:
             if pool is not None:
                 pool.close()  # a rebuild is rare: no idle workers left behind (in the query service, say)
@@ -258,7 +266,13 @@ def _build(folder: Path, records: RecordStore, namespace: str, params: BM25Param
             _prune(folder, keep=None)
             return BM25Index(params, key, [], [], None)
         builder.finish()
-        manifest = {"key": key, "params": asdict(params), "chunk_ids": chunk_ids, "sources": sorted(sources)}
+        manifest = {
+            "key": key,
+            "params": asdict(params),
+            "chunk_ids": chunk_ids,
+            "sources": sorted(sources),
+            "rows": bm25_reuse.ROWS_FORMAT,
+        }
         (temporary / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
         try:
             temporary.rename(folder / key)
@@ -267,15 +281,71 @@ def _build(folder: Path, records: RecordStore, namespace: str, params: BM25Param
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     _prune(folder, keep=key)
-    log.info("bm25 index for %s: %d chunks in %.2f s", folder.name, len(chunk_ids), time.perf_counter() - started)
+    log.info(
+        "bm25 index for %s: %d chunks (%d tokenized) in %.2f s",
+        folder.name,
+        len(chunk_ids),
+        tokenized,
+        time.perf_counter() - started,
+    )
     index = _load(folder / key, params)
     if index is None:
         raise StoreError(f"the bm25 index just built at {folder / key} cannot be read")
     return index
 
 
-def _texts(page: list[KeywordRow]) -> list[str]:
-    return [_indexed(row.title, row.text) for row in page]
+@dataclass(frozen=True)
+class _Page:
+    """A page of live chunks to index: its rows (with texts where they are to be tokenized), their keys, and each
+    row's chunk in the previous build (-1: tokenized now, in the page's ``fresh`` places)."""
+
+    rows: list[KeywordRow]
+    keys: np.ndarray
+    reused: np.ndarray
+
+    @property
+    def fresh(self) -> np.ndarray:
+        return np.flatnonzero(self.reused < 0)
+
+    def entries(self, builder: StreamingBM25, previous: bm25_reuse.PreviousRows | None, fresh: PageCounts) -> Rows:
+        """The page's rows for ``builder`` (numbering its terms as ``previous`` did): the previous build's for the
+        reused chunks, ``fresh`` (the counts of the others) for the rest."""
+        kept = np.flatnonzero(self.reused >= 0)
+        if previous is None or not len(kept):
+            return builder.rows(fresh)
+        parts = [(kept, previous.rows(self.reused[kept])), (self.fresh, builder.rows(fresh))]
+        return bm25_reuse.combine(len(self.rows), parts)
+
+
+def _pages(records: RecordStore, namespace: str, previous: bm25_reuse.PreviousRows | None) -> Iterator[_Page]:
+    """The live chunks, a page at a time; without a previous build, all read with their texts. With one, read
+    without, and only the chunks it lacks (or holds with another text or title) are read again with theirs: a chunk
+    removed meanwhile is left out, one changed meanwhile is indexed as it is now (the key describes what was
+    indexed, so the next check sees the difference)."""
+    if previous is None:
+        for page in live_pages(records, namespace, with_text=True):
+            yield _Page(page, bm25_reuse.row_keys(page), np.full(len(page), -1, dtype=np.int64))
+        return
+    for page in live_pages(records, namespace, with_text=False):
+        reused = previous.find(page, bm25_reuse.row_keys(page))
+        missing = [page[n].chunk_id for n in np.flatnonzero(reused < 0).tolist()]
+        if missing:
+            fetched = records.journal.chunk_rows(namespace, missing)
+            rows, kept = [], []
+            for row, chunk in zip(page, reused.tolist()):
+                if chunk < 0:
+                    now = fetched.get(row.chunk_id)
+                    if now is None:  # removed since the page was read
+                        continue
+                    row = keyword_row(row.chunk_id, now.text_hash, now.metadata, now.text)
+                rows.append(row)
+                kept.append(chunk)
+            page, reused = rows, np.array(kept, dtype=np.int64)
+        yield _Page(page, bm25_reuse.row_keys(page), reused)
+
+
+def _fresh_texts(page: _Page) -> list[str]:
+    return [_indexed(page.rows[n].title, page.rows[n].text) for n in page.fresh.tolist()]
 
 
 def _load(path: Path, params: BM25Params) -> BM25Index | None:

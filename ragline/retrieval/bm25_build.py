@@ -6,10 +6,11 @@ bm25s's own ``index`` takes every document's tokens at once and builds its score
 1. ``add`` takes a page of texts as each text's distinct term ids and counts (``ragline.retrieval.bm25_tokens``,
    counted where the page was tokenized, often a worker process; a page numbers its terms in order of first
    appearance, and so does the build, so its files are the same in every process); it maps the page's ids with one
-   array lookup, appends them and their counts to scratch files, and counts lengths and document frequencies.
-2. ``finish``: with the average length and the idf known, the scratch files are read back a slice at a time, every
+   array lookup, appends them and their counts to the rows files, and counts lengths and document frequencies.
+2. ``finish``: with the average length and the idf known, the rows files are read back a slice at a time, every
    entry is scored with bm25s's Lucene formula and written at its place in the column-major (CSC) arrays on disk:
-   each term's column lists its documents in order, as bm25s sorts them.
+   each term's column lists its documents in order, as bm25s sorts them. The rows files stay: the next build reuses
+   the counts of the chunks that did not change (``ragline.retrieval.bm25_reuse``).
 
 Memory: a few bytes per document and per term besides one page and one slice. The folder loads with
 ``bm25s.BM25.load(folder, mmap=True)`` and scores exactly as ``bm25s.BM25.index`` over the same texts.
@@ -20,56 +21,95 @@ from __future__ import annotations
 import json
 import os
 from array import array
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from ragline.retrieval.bm25_tokens import PageCounts
 
-_SLICE = 1_000_000
-"""Entries (document, term) scored and placed at a time in ``finish``."""
-_TERMS, _COUNTS = "terms.scratch", "counts.scratch"
+TERMS, COUNTS = "rows.terms.i32", "rows.counts.f32"
+"""Every chunk's distinct term ids (the index's vocabulary) and their counts, one chunk after another."""
+DISTINCT, LENGTHS, KEYS = "rows.distinct.npy", "rows.lengths.npy", "rows.keys.npy"
+"""Per chunk: its number of distinct terms, of tokens, and its key (``bm25_reuse.row_keys``)."""
+
+_SLICE = 4_000_000
+"""Entries (document, term) scored and placed at a time in ``finish`` (about 32 bytes each while placed; each slice
+writes every term it holds once)."""
+
+
+class Rows(NamedTuple):
+    """Texts as the rows files hold them: each text's distinct term ids (the build's) and counts, one text after
+    another, and each text's number of distinct terms and of tokens."""
+
+    terms: np.ndarray
+    counts: np.ndarray
+    distinct: np.ndarray
+    lengths: np.ndarray
 
 
 class StreamingBM25:
-    """Writes a bm25s (Lucene BM25) index into ``folder`` from pages of tokenized texts."""
+    """Writes a bm25s (Lucene BM25) index into ``folder`` from pages of tokenized texts. ``vocabulary`` numbers terms
+    in advance (a previous build's, whose rows are then valid here as they are); ``finish`` drops the terms no text
+    holds."""
 
-    def __init__(self, folder: Path, k1: float, b: float) -> None:
+    def __init__(self, folder: Path, k1: float, b: float, vocabulary: Sequence[str] = ()) -> None:
         self.folder = folder
         self.k1, self.b = k1, b
-        self._vocabulary: dict[str, int] = {}
+        self._vocabulary = {term: n for n, term in enumerate(vocabulary)}
         self._frequencies = np.zeros(1024, dtype=np.int64)  # documents holding each term id
         self._lengths = array("i")  # tokens per document
-        self._distinct = array("i")  # distinct terms per document: its entries in the scratch files
+        self._distinct = array("i")  # distinct terms per document: its entries in the rows files
+        self._keys = array("Q")  # what each document was tokenized from (``bm25_reuse.row_keys``)
         folder.mkdir(parents=True, exist_ok=True)
 
-    def add(self, page: PageCounts) -> None:
-        """Append a page's term counts (``ragline.retrieval.bm25_tokens``) to the scratch files."""
+    def add(self, page: PageCounts, keys: np.ndarray) -> None:
+        """Append a page's term counts (``ragline.retrieval.bm25_tokens``) to the rows files, with each text's key
+        (``ragline.retrieval.bm25_reuse.row_keys``)."""
+        self.append(self.rows(page), keys)
+
+    def rows(self, page: PageCounts) -> Rows:
+        """A page's counts in this build's term ids (a page numbers its terms in order of first appearance, and so
+        does the build, so its files are the same in every process)."""
         vocabulary = self._vocabulary
-        to_build = np.fromiter(  # a page numbers its terms in order of first appearance, and so does the build
+        to_build = np.fromiter(
             (vocabulary.setdefault(term, len(vocabulary)) for term in page.terms), dtype=np.int64, count=len(page.terms)
         )
-        terms = to_build[page.ids].astype(np.int32)
-        counts = page.counts
-        self._lengths.frombytes(page.lengths.astype(np.int32).tobytes())
-        self._distinct.frombytes(page.distinct.astype(np.int32).tobytes())
-        if len(vocabulary) > len(self._frequencies):
-            grown = np.zeros(max(len(vocabulary), 2 * len(self._frequencies)), dtype=np.int64)
+        return Rows(to_build[page.ids].astype(np.int32), page.counts, page.distinct, page.lengths)
+
+    def append(self, rows: Rows, keys: np.ndarray) -> None:
+        """Append texts whose term ids are this build's to the rows files, with each text's key."""
+        vocabulary_size = len(self._vocabulary)
+        terms = rows.terms.astype(np.int32, copy=False)
+        self._lengths.frombytes(rows.lengths.astype(np.int32).tobytes())
+        self._distinct.frombytes(rows.distinct.astype(np.int32).tobytes())
+        self._keys.frombytes(keys.astype(np.uint64).tobytes())
+        if vocabulary_size > len(self._frequencies):
+            grown = np.zeros(max(vocabulary_size, 2 * len(self._frequencies)), dtype=np.int64)
             grown[: len(self._frequencies)] = self._frequencies
             self._frequencies = grown
-        self._frequencies[: len(vocabulary)] += np.bincount(terms, minlength=len(vocabulary))
-        with (self.folder / _TERMS).open("ab") as out:
+        self._frequencies[:vocabulary_size] += np.bincount(terms, minlength=vocabulary_size)
+        with (self.folder / TERMS).open("ab") as out:
             out.write(terms.tobytes())
-        with (self.folder / _COUNTS).open("ab") as out:
-            out.write(counts.astype(np.float32).tobytes())
+        with (self.folder / COUNTS).open("ab") as out:
+            out.write(rows.counts.astype(np.float32).tobytes())
 
     def finish(self) -> None:
-        """Write the score arrays, vocabulary and parameters and remove the scratch files."""
+        """Write the score arrays, vocabulary and parameters, and the rows files' per-document arrays (a later build
+        reuses them: ``ragline.retrieval.bm25_reuse``)."""
         import bm25s
 
         model = bm25s.BM25(k1=self.k1, b=self.b)  # its defaults: Lucene BM25, float32 scores, int32 ids
+        frequencies = self._frequencies[: len(self._vocabulary)]
+        held = frequencies > 0
+        renumbered = None  # for a vocabulary given in advance: new ids of the terms some text holds
+        if not held.all():
+            renumbered = (np.cumsum(held) - 1).astype(np.int32)
+            frequencies = frequencies[held]
+            kept = [term for term, n in self._vocabulary.items() if held[n]]  # in id order, as they were numbered
+            self._vocabulary = {term: n for n, term in enumerate(kept)}
         vocabulary_size = len(self._vocabulary)
-        frequencies = self._frequencies[:vocabulary_size]
         lengths = np.frombuffer(self._lengths, dtype=np.int32)
         average = lengths.mean() if len(lengths) else np.float64(0.0)
         documents = len(lengths)
@@ -81,26 +121,40 @@ class StreamingBM25:
         indices = _empty_npy(self.folder / "indices.csc.index.npy", np.int32, entries)
         np.save(self.folder / "indptr.csc.index.npy", indptr)
         cursor = indptr[:-1].copy()
+        norms = self.k1 * ((1 - self.b) + self.b * lengths / average)  # per document: k1 (1 - b + b |d| / avgdl)
         distinct = np.frombuffer(self._distinct, dtype=np.int32)
         ends = np.cumsum(distinct, dtype=np.int64)
+        rows_terms = os.open(self.folder / TERMS, os.O_WRONLY) if renumbered is not None else None
         try:
             first_doc = 0
             while first_doc < documents:
                 start = int(ends[first_doc - 1]) if first_doc else 0
                 last_doc = max(first_doc + 1, int(np.searchsorted(ends, start + _SLICE, side="right")))
                 stop = int(ends[last_doc - 1])
-                terms = np.fromfile(self.folder / _TERMS, np.int32, stop - start, offset=4 * start)
-                tf = np.fromfile(self.folder / _COUNTS, np.float32, stop - start, offset=4 * start)
+                terms = np.fromfile(self.folder / TERMS, np.int32, stop - start, offset=4 * start)
+                if renumbered is not None and rows_terms is not None:
+                    terms = renumbered[terms]
+                    os.pwrite(rows_terms, terms.tobytes(), 4 * start)  # the rows files stay in the index's ids
+                tf = np.fromfile(self.folder / COUNTS, np.float32, stop - start, offset=4 * start)
                 docs = np.repeat(np.arange(first_doc, last_doc, dtype=np.int32), distinct[first_doc:last_doc])
-                tfc = tf / (self.k1 * ((1 - self.b) + self.b * lengths[docs] / average) + tf)
-                scores = (idf[terms] * tfc).astype(np.float32)
-                _place(data, indices, cursor, terms, scores, docs)
+                scores = norms[docs]  # bm25s's arithmetic, in its order, one float64 array at a time
+                scores += tf
+                np.divide(tf, scores, out=scores)
+                del tf
+                np.multiply(idf[terms], scores, out=scores)
+                scores32 = scores.astype(np.float32)
+                del scores
+                _place(data, indices, cursor, terms, scores32, docs)
                 first_doc = last_doc
         finally:
-            os.close(data[0])
-            os.close(indices[0])
-        for scratch in (_TERMS, _COUNTS):
-            (self.folder / scratch).unlink(missing_ok=True)
+            for fd in (data[0], indices[0], rows_terms):
+                if fd is not None:
+                    os.close(fd)
+        np.save(self.folder / DISTINCT, distinct)
+        np.save(self.folder / LENGTHS, lengths)
+        np.save(self.folder / KEYS, np.frombuffer(self._keys, dtype=np.uint64))
+        for rows in (TERMS, COUNTS):
+            (self.folder / rows).touch()  # a build without a single term wrote neither
         vocabulary = dict(self._vocabulary)
         vocabulary.setdefault("", vocabulary_size)  # bm25s adds the empty token for queries without terms
         (self.folder / "vocab.index.json").write_text(json.dumps(vocabulary, ensure_ascii=False), encoding="utf-8")
@@ -140,11 +194,22 @@ def _place(
 ) -> None:
     """Write each entry at the next free place of its term's column; documents come in order, so each column stays
     sorted by document."""
-    order = np.argsort(terms, kind="stable")
+    order = _stable_order(terms)
     terms, scores, docs = terms[order], scores[order], docs[order]
-    present, starts, counts = np.unique(terms, return_index=True, return_counts=True)
-    for term, start, count in zip(present.tolist(), starts.tolist(), counts.tolist()):
+    del order
+    starts = np.flatnonzero(np.diff(terms, prepend=-1))
+    ends = np.append(starts[1:], len(terms))
+    for term, start, end in zip(terms[starts].tolist(), starts.tolist(), ends.tolist()):
         at = int(cursor[term])
         for (fd, offset, size), values in ((data, scores), (indices, docs)):
-            os.pwrite(fd, values[start : start + count].tobytes(), offset + size * at)
-        cursor[term] = at + count
+            os.pwrite(fd, values[start:end].tobytes(), offset + size * at)
+        cursor[term] = at + end - start
+
+
+def _stable_order(terms: np.ndarray) -> np.ndarray:
+    """``np.argsort(terms, kind="stable")`` for non-negative int32 ids, by numpy's radix sort of 16-bit keys: one
+    pass for ids under 2**16, else two (low half, then high half): 2-6x faster than its timsort of 32-bit keys."""
+    order = np.argsort((terms & 0xFFFF).astype(np.uint16), kind="stable")
+    if len(terms) and int(terms.max()) > 0xFFFF:
+        order = order[np.argsort((terms[order] >> 16).astype(np.uint16), kind="stable")]
+    return order

@@ -9,6 +9,7 @@ their ids need the rest.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -57,6 +58,8 @@ _WORD = re.compile(r"\w+")
 """Runs of word characters; bm25s's pattern ``(?u)\\b\\w\\w+\\b`` finds the same runs, less those of one character."""
 _NOT_ASCII_WORD = bytes(c if chr(c).isascii() and (chr(c).isalnum() or c == ord("_")) else 32 for c in range(256))
 """A byte table blanking every ASCII character that is not a word character (``\\w`` in ASCII)."""
+_WORKER_PAGE = 200
+"""Texts from which a page is tokenized in a worker process rather than here."""
 _MEMO_MAX = 500_000
 """Words whose term a tokenizer remembers across pages (about 150 bytes each); past this it starts over."""
 
@@ -141,21 +144,23 @@ def counted_pages(
     pages: Iterable[P], texts: Callable[[P], list[str]], stemmer: str | None, stopwords: str, workers: WorkerPool | None
 ) -> Iterator[tuple[P, PageCounts]]:
     """Each page with its texts' term counts, in order: tokenized and counted in ``workers`` (with at most one page
-    per worker waiting besides the one being filed, so memory stays a few pages), or here when there are none."""
-    if workers is None or workers.processes < 1:
-        tokenize = id_tokenizer(stemmer, stopwords)
-        for page in pages:
-            yield page, page_counts(tokenize(texts(page)))
-        return
+    per worker waiting besides the one being filed, so memory stays a few pages), or here when there are none or the
+    page has fewer than ``_WORKER_PAGE`` texts (a rebuild that reuses most counts: the workers never start)."""
+    here = id_tokenizer(stemmer, stopwords)
+    processes = workers.processes if workers is not None else 0
     waiting: deque[tuple[P, Callable[[], PageCounts]]] = deque()
     for page in pages:
-        waiting.append((page, workers.start(_count_in_worker, stemmer, stopwords, texts(page))))
-        if len(waiting) > workers.processes:
-            oldest, tokens = waiting.popleft()
-            yield oldest, tokens()
+        page_texts = texts(page)
+        if workers is not None and processes > 0 and len(page_texts) >= _WORKER_PAGE:
+            waiting.append((page, workers.start(_count_in_worker, stemmer, stopwords, page_texts)))
+        else:
+            waiting.append((page, functools.partial(page_counts, here(page_texts))))
+        if len(waiting) > processes:
+            oldest, counts = waiting.popleft()
+            yield oldest, counts()
     while waiting:
-        oldest, tokens = waiting.popleft()
-        yield oldest, tokens()
+        oldest, counts = waiting.popleft()
+        yield oldest, counts()
 
 
 def _count_in_worker(stemmer: str | None, stopwords: str, texts: list[str]) -> PageCounts:

@@ -17,7 +17,7 @@ import pytest
 
 from ragline.embedders.cache import EmbeddingCache
 from ragline.errors import ConfigError
-from ragline.records import Chunk, Document, NearDuplicate, QuarantineRecord, make_chunk_id, sha256_hex
+from ragline.records import Chunk, Document, Metadata, NearDuplicate, QuarantineRecord, make_chunk_id, sha256_hex
 from ragline.recordstore import LIVE, PENDING, RecordStore
 from ragline.recordstore.rows import PARTITION_COUNTS, KeywordCorpus, KeywordEncoding, KeywordRow
 
@@ -155,6 +155,17 @@ class RunJournalContract(_Fixture):
         assert rows == [KeywordRow(c.chunk_id, c.text_hash, t, s, c.text) for c, (t, s) in zip(chunks, read)]
         assert journal.keyword_rows_after(NS, "", 10, False) == [row._replace(text="") for row in rows]
         assert journal.keyword_rows_after(NS, rows[1].chunk_id, 1, True) == [rows[2]]
+
+    def test_metadata_json_reads_back_what_only_pythons_json_reads(self, record_store: RecordStore) -> None:
+        journal = record_store.journal
+        doc = document("d1")
+        metadata: Metadata = {"title": "big", "n": 2**70, "ratio": float("inf"), "x": float("-inf")}
+        (chunk,) = [replace(c, metadata=metadata) for c in chunks_of(doc, ["a"])]
+        journal.begin_run("r1", NS, "src")
+        journal.record_pending("r1", NS, [(doc, [chunk], "cfg", "model")])
+        journal.commit_run("r1", NS, "src", delete_unseen=False)
+        assert journal.chunk_rows(NS, [chunk.chunk_id])[chunk.chunk_id].metadata == metadata
+        assert [row.title for row in journal.keyword_rows_after(NS, "", 10, False)] == ["big"]
 
     def test_full_cleanup_removes_only_unseen_documents_of_the_source(self, record_store: RecordStore) -> None:
         journal = record_store.journal
