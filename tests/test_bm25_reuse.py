@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,38 +136,78 @@ def test_a_chunk_removed_while_the_rebuild_reads_is_left_out_and_indexed_later(
     assert index.chunk_ids == full_rebuild(components, monkeypatch).chunk_ids
 
 
-def test_an_index_without_reusable_rows_is_rebuilt_in_full(
-    components: Components, tmp_path: Path, tokenized: list[str]
-) -> None:
+def ingested_twice(c: Components, tmp_path: Path, tokenized: list[str], between: Callable[[Path], None]) -> None:
+    """Ingest ten documents, call ``between`` with the index's folder, change one document and ingest again."""
     rng = random.Random(9)
     documents = {f"d{n}": (f"doc {n}", paragraphs(rng)) for n in range(10)}
-    ingest(components, open_source(write(tmp_path / "a.jsonl", documents), name="docs"), namespace=NS)
-    folder = index_folder(components.config, NS) / current_index(components, NS).key
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    del manifest["rows"]  # as written before the rows were kept
-    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    (folder / bm25_build.KEYS).unlink()
+    ingest(c, open_source(write(tmp_path / "a.jsonl", documents), name="docs"), namespace=NS)
+    between(index_folder(c.config, NS) / current_index(c, NS).key)
     tokenized.clear()
-
     documents["d3"] = ("doc 3", paragraphs(rng))
-    ingest(components, open_source(write(tmp_path / "b.jsonl", documents), name="docs"), namespace=NS)
+    ingest(c, open_source(write(tmp_path / "b.jsonl", documents), name="docs"), namespace=NS)
+
+
+def rewrite_manifest(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def test_an_index_written_before_the_rows_were_kept_is_rebuilt_in_full(
+    components: Components, tmp_path: Path, tokenized: list[str]
+) -> None:
+    ingested_twice(components, tmp_path, tokenized, lambda folder: rewrite_manifest(folder, lambda m: m.pop("rows")))
     assert len(tokenized) == components.records.journal.live_chunk_count(NS)
     assert (index_folder(components.config, NS) / current_index(components, NS).key / bm25_build.KEYS).is_file()
 
 
-def test_rows_that_disagree_with_their_manifest_are_not_reused(tmp_path: Path) -> None:
-    rng = random.Random(10)
+def test_rows_of_another_tokenizer_are_not_reused(
+    components: Components, tmp_path: Path, tokenized: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def upgraded(folder: Path) -> None:  # as after an upgrade of PyStemmer, say
+        monkeypatch.setattr(bm25_reuse, "tokenizer_identity", lambda: {"PyStemmer": "99.0"})
+
+    ingested_twice(components, tmp_path, tokenized, upgraded)
+    assert len(tokenized) == components.records.journal.live_chunk_count(NS)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda folder: (folder / bm25_build.KEYS).write_bytes(b""),  # what a crash can leave of an unsynced file
+        lambda folder: (folder / bm25_build.TERMS).write_bytes(bytes((folder / bm25_build.TERMS).stat().st_size)),
+        lambda folder: (folder / bm25_build.COUNTS).unlink(),
+    ],
+    ids=["empty keys", "zeroed terms", "no counts"],
+)
+def test_damaged_rows_are_tokenized_again_and_score_as_a_full_build(
+    components: Components,
+    tmp_path: Path,
+    tokenized: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    damage: Callable[[Path], object],
+) -> None:
+    ingested_twice(components, tmp_path, tokenized, damage)
+    assert len(tokenized) == components.records.journal.live_chunk_count(NS)
+    rebuilt = scores_by_term(current_index(components, NS))
+    full = scores_by_term(full_rebuild(components, monkeypatch))
+    assert rebuilt.keys() == full.keys() and all(np.array_equal(rebuilt[t], full[t]) for t in full)
+
+
+def test_rows_are_reused_only_as_their_manifest_describes_them(tmp_path: Path) -> None:
     folder = tmp_path / "bm25"
     build = folder / "k1"
     build.mkdir(parents=True)
-    np.save(build / bm25_build.KEYS, np.zeros(3, dtype=np.uint64))
+    for name in (bm25_build.TERMS, bm25_build.COUNTS):
+        (build / name).write_bytes(b"")
+    np.save(build / bm25_build.KEYS, np.zeros(2, dtype=np.uint64))
     np.save(build / bm25_build.DISTINCT, np.zeros(2, dtype=np.int32))
     np.save(build / bm25_build.LENGTHS, np.zeros(2, dtype=np.int32))
     (build / "vocab.index.json").write_text(json.dumps({"": 0}), encoding="utf-8")
     params = {"k1": 1.5, "b": 0.75, "stemmer": "english", "stopwords": "en"}
-    manifest = {"chunk_ids": [f"c{rng.random()}", "c2"], "params": params, "rows": bm25_reuse.ROWS_FORMAT}
+    manifest = {"chunk_ids": ["c1", "c2"], "params": params, "rows": bm25_reuse.rows_manifest(build)}
     (build / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    assert bm25_reuse.previous_rows(folder, params) is None
-    np.save(build / bm25_build.KEYS, np.zeros(2, dtype=np.uint64))
     assert bm25_reuse.previous_rows(folder, params) is not None
     assert bm25_reuse.previous_rows(folder, {**params, "k1": 1.2}) is None
+    rewrite_manifest(build, lambda m: m.update(chunk_ids=["c1", "c2", "c3"]))  # one more chunk than the rows
+    assert bm25_reuse.previous_rows(folder, params) is None

@@ -220,18 +220,52 @@ def test_a_new_process_loads_the_persisted_index(
     assert doc_names(search(components, "kite", namespace=NS, mode="bm25").hits) == ["a.md"]
 
 
+def test_a_search_scans_the_live_chunks_again_only_after_a_commit(
+    components: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "a.md").write_text("# Kites\n\nBox kites fly in steady wind.\n", encoding="utf-8")
+    ingest(components, DirectorySource(root, name="docs"), namespace=NS)
+    monkeypatch.setattr(bm25, "_RECHECK_S", 0.0)  # the record store's stamp alone would rescan every time
+    scans = []
+    fingerprint = bm25.live_fingerprint
+
+    def counted(*args: Any) -> str:
+        scans.append(args)
+        return fingerprint(*args)
+
+    monkeypatch.setattr(bm25, "live_fingerprint", counted)
+    components.records.quarantine.add("elsewhere", NS, [])  # a write that changes no chunk
+    assert doc_names(search(components, "kite", namespace=NS, mode="bm25").hits) == ["a.md"]
+    assert scans == []
+
+    (root / "b.md").write_text("# Gliders\n\nA kite without a string is a glider.\n", encoding="utf-8")
+    ingest(components, DirectorySource(root, name="docs"), namespace=NS, refresh_keyword_index=False)  # as elsewhere
+    assert sorted(doc_names(search(components, "kite", namespace=NS, mode="bm25").hits)) == ["a.md", "b.md"]
+    assert len(scans) == 1
+
+
 def test_a_large_build_tokenizes_in_worker_processes_into_the_same_index(
     indexed: Components, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(bm25, "_PAGE", 2)  # several pages from a few chunks
+    monkeypatch.setattr(bm25.bm25_tokens, "_WORKER_PAGE", 1)  # each of them large enough for the workers
     folder = index_folder(indexed.config, NS)
-    workers_used = []
+    workers_used, pages_sent = [], []
 
     def observed(*args: Any) -> Any:
         workers_used.append(args[-1].processes if args[-1] else 0)
         return counted_pages(*args)
 
+    start = WorkerPool.start
+
+    def sent(pool: WorkerPool, *args: Any) -> Any:
+        pages_sent.append(pool.processes)
+        return start(pool, *args)
+
     monkeypatch.setattr(bm25.bm25_tokens, "counted_pages", observed)
+    monkeypatch.setattr(WorkerPool, "start", sent)
 
     def rebuilt(workers_from: int, processes: int) -> dict[str, bytes]:
         monkeypatch.setattr(bm25, "_WORKERS_FROM", workers_from)
@@ -246,6 +280,7 @@ def test_a_large_build_tokenizes_in_worker_processes_into_the_same_index(
     assert rebuilt(1, 2) == in_process and indexed.workers._executor is None  # stopped once built
     assert rebuilt(1, 0) == in_process
     assert workers_used == [0, 2, 0]  # small: here; large: in the workers, if there are any
+    assert pages_sent and set(pages_sent) == {2}
     assert doc_names(search(indexed, "supersonic", namespace=NS, mode="bm25").hits) == ["flutter"]
 
 

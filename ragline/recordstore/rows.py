@@ -62,12 +62,13 @@ class KeywordRow(NamedTuple):
 def keyword_rows(rows: Iterable[tuple[str, str, str, str]]) -> list[KeywordRow]:
     """``KeywordRow`` of each (chunk id, text hash, metadata JSON, text): the metadata is decoded here, as every
     database reads it the same way (SQLite's JSON functions end a string at a NUL; PostgreSQL's refuse one)."""
-    return [keyword_row(chunk_id, hash_, decode_metadata(metadata), text) for chunk_id, hash_, metadata, text in rows]
+    return [keyword_row(chunk_id, hash_, _decoded(metadata), text) for chunk_id, hash_, metadata, text in rows]
 
 
-def decode_metadata(metadata_json: str) -> Metadata:
-    """A chunk's recorded metadata: decoded by orjson (about 3x faster than json on these rows), or by json when
-    orjson refuses what json wrote (NaN, an integer past 64 bits)."""
+def _decoded(metadata_json: str) -> Metadata:
+    """Metadata JSON as keyword search reads it (its string title and source only): by orjson, about 3x faster than
+    json on these rows, or json for what orjson refuses (NaN, infinities). Not for whole rows: orjson reads an
+    integer past 64 bits as a float."""
     try:
         decoded: Metadata = orjson.loads(metadata_json)
     except orjson.JSONDecodeError:

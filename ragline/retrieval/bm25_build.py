@@ -121,7 +121,7 @@ class StreamingBM25:
         indices = _empty_npy(self.folder / "indices.csc.index.npy", np.int32, entries)
         np.save(self.folder / "indptr.csc.index.npy", indptr)
         cursor = indptr[:-1].copy()
-        norms = self.k1 * ((1 - self.b) + self.b * lengths / average)  # per document: k1 (1 - b + b |d| / avgdl)
+        norms = self.k1 * ((1 - self.b) + self.b * lengths / (average or 1.0))  # k1 (1 - b + b |d| / avgdl)
         distinct = np.frombuffer(self._distinct, dtype=np.int32)
         ends = np.cumsum(distinct, dtype=np.int64)
         rows_terms = os.open(self.folder / TERMS, os.O_WRONLY) if renumbered is not None else None

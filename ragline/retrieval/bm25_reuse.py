@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,46 @@ import numpy as np
 
 from ragline.recordstore import KeywordRow
 from ragline.retrieval.bm25_build import COUNTS, DISTINCT, KEYS, LENGTHS, TERMS, Rows
+from ragline.retrieval.bm25_tokens import TOKENIZER_VERSION
 
 log = logging.getLogger(__name__)
 
-ROWS_FORMAT = 1
-"""Written in a manifest whose folder holds the rows files (``bm25_build``); an index without it is not reused."""
+ROWS_FORMAT = 2
+"""The rows files' layout; a manifest's ``rows`` names it with the tokenizer and the files' digests."""
+_ROW_FILES = (TERMS, COUNTS, DISTINCT, LENGTHS, KEYS)
+_READ = 1 << 22
+"""Bytes read at a time when digesting a rows file."""
+
+
+def rows_manifest(folder: Path) -> dict[str, Any]:
+    """What a build's manifest says of its rows (``ROWS_FORMAT``, the tokenizer, each file's digest): a later build
+    reuses them only if all three still hold, so rows from another tokenizer or damaged on disk (a crash before the
+    page cache reached it) are tokenized again instead."""
+    return {"format": ROWS_FORMAT, "tokenizer": tokenizer_identity(), "blake2b": _digests(folder)}
+
+
+def tokenizer_identity() -> dict[str, str]:
+    """What the terms of a text depend on besides ``BM25Params``: the tokenizer's code, the stopword lists and
+    stemmers (bm25s, PyStemmer) and Python's Unicode tables (``\\w``)."""
+    from importlib.metadata import version
+
+    return {
+        "ragline": str(TOKENIZER_VERSION),
+        "bm25s": version("bm25s"),
+        "PyStemmer": version("PyStemmer"),
+        "unicode": unicodedata.unidata_version,
+    }
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    digests = {}
+    for name in _ROW_FILES:
+        digest = hashlib.blake2b(digest_size=16)
+        with (folder / name).open("rb") as file:
+            while block := file.read(_READ):
+                digest.update(block)
+        digests[name] = digest.hexdigest()
+    return digests
 
 
 def row_keys(rows: Sequence[KeywordRow]) -> np.ndarray:
@@ -76,20 +112,30 @@ class PreviousRows:
 
 
 def previous_rows(folder: Path, params: dict[str, Any]) -> PreviousRows | None:
-    """The newest build under ``folder`` with ``params`` and reusable rows, or None (the rebuild is a full one)."""
+    """The newest build under ``folder`` with ``params`` and rows this build can reuse (same format and tokenizer,
+    files as digested), or None: the rebuild tokenizes every chunk."""
     builds = []
     for child in folder.iterdir() if folder.is_dir() else ():
         try:
             manifest = json.loads((child / "manifest.json").read_text(encoding="utf-8"))
-            if not child.name.startswith(".") and manifest.get("rows") == ROWS_FORMAT and manifest["params"] == params:
+            rows = manifest.get("rows")
+            if (
+                not child.name.startswith(".")
+                and manifest["params"] == params
+                and isinstance(rows, dict)
+                and rows.get("format") == ROWS_FORMAT
+                and rows.get("tokenizer") == tokenizer_identity()
+            ):
                 builds.append((child.stat().st_mtime, child, manifest))
         except (OSError, ValueError, KeyError, TypeError):  # not an index, being removed, or from an older release
             continue
     for _, path, manifest in sorted(builds, key=lambda build: build[0], reverse=True):
         try:
+            if _digests(path) != manifest["rows"]["blake2b"]:
+                raise ValueError("rows files differ from their digests")
             return PreviousRows(path, manifest)
-        except (OSError, ValueError, KeyError, IndexError) as exc:
-            log.warning("bm25 index at %s cannot be reused (%s); tokenizing every chunk", path, type(exc).__name__)
+        except Exception as exc:  # a damaged or vanishing index is only a lost shortcut
+            log.warning("bm25 index at %s cannot be reused (%s); tokenizing every chunk", path, exc)
     return None
 
 

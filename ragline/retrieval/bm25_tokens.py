@@ -58,6 +58,9 @@ _WORD = re.compile(r"\w+")
 """Runs of word characters; bm25s's pattern ``(?u)\\b\\w\\w+\\b`` finds the same runs, less those of one character."""
 _NOT_ASCII_WORD = bytes(c if chr(c).isascii() and (chr(c).isalnum() or c == ord("_")) else 32 for c in range(256))
 """A byte table blanking every ASCII character that is not a word character (``\\w`` in ASCII)."""
+TOKENIZER_VERSION = 1
+"""Raised with any change to the terms this module gives a text: a BM25 build then tokenizes every chunk again
+instead of reusing the terms of the previous build (``ragline.retrieval.bm25_reuse``)."""
 _WORKER_PAGE = 200
 """Texts from which a page is tokenized in a worker process rather than here."""
 _MEMO_MAX = 500_000

@@ -156,16 +156,21 @@ class RunJournalContract(_Fixture):
         assert journal.keyword_rows_after(NS, "", 10, False) == [row._replace(text="") for row in rows]
         assert journal.keyword_rows_after(NS, rows[1].chunk_id, 1, True) == [rows[2]]
 
-    def test_metadata_json_reads_back_what_only_pythons_json_reads(self, record_store: RecordStore) -> None:
+    def test_metadata_reads_back_exactly_what_json_wrote(self, record_store: RecordStore) -> None:
         journal = record_store.journal
         doc = document("d1")
-        metadata: Metadata = {"title": "big", "n": 2**70, "ratio": float("inf"), "x": float("-inf")}
-        (chunk,) = [replace(c, metadata=metadata) for c in chunks_of(doc, ["a"])]
+        metadata: list[Metadata] = [
+            {"title": "big", "n": 2**64, "m": -(2**63) - 1, "k": 10**30},
+            {"title": "infinite", "ratio": float("inf"), "x": float("-inf")},
+        ]
+        chunks = [replace(c, metadata=m) for c, m in zip(chunks_of(doc, ["a", "b"]), metadata)]
         journal.begin_run("r1", NS, "src")
-        journal.record_pending("r1", NS, [(doc, [chunk], "cfg", "model")])
+        journal.record_pending("r1", NS, [(doc, chunks, "cfg", "model")])
         journal.commit_run("r1", NS, "src", delete_unseen=False)
-        assert journal.chunk_rows(NS, [chunk.chunk_id])[chunk.chunk_id].metadata == metadata
-        assert [row.title for row in journal.keyword_rows_after(NS, "", 10, False)] == ["big"]
+        rows = journal.chunk_rows(NS, [c.chunk_id for c in chunks])
+        assert [rows[c.chunk_id].metadata for c in chunks] == metadata
+        assert all(type(rows[chunks[0].chunk_id].metadata[key]) is int for key in "nmk")
+        assert [row.title for row in journal.keyword_rows_after(NS, "", 10, False)] == ["big", "infinite"]
 
     def test_full_cleanup_removes_only_unseen_documents_of_the_source(self, record_store: RecordStore) -> None:
         journal = record_store.journal

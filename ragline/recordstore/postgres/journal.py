@@ -23,7 +23,6 @@ from ragline.recordstore.rows import (
     RowState,
     RunRow,
     RunStatus,
-    decode_metadata,
     keyword_rows,
 )
 
@@ -75,7 +74,7 @@ CHUNK_TABLE_COLUMNS = (
 
 def _chunk_row(row: Row) -> ChunkRow:
     chunk_id, doc_id, position, text_hash, token_count, text, metadata_json = row
-    return ChunkRow(chunk_id, doc_id, position, text_hash, token_count, text, decode_metadata(metadata_json))
+    return ChunkRow(chunk_id, doc_id, position, text_hash, token_count, text, json.loads(metadata_json))
 
 
 class PostgresRunJournal:

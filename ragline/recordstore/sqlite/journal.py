@@ -17,7 +17,6 @@ from ragline.recordstore.rows import (
     RowState,
     RunRow,
     RunStatus,
-    decode_metadata,
     keyword_rows,
 )
 from ragline.recordstore.sqlite.database import Row, SQLiteDatabase
@@ -51,7 +50,7 @@ _CHUNK_COLUMNS = "chunk_id, doc_id, position, text_hash, token_count, text, meta
 
 def _chunk_row(row: Row) -> ChunkRow:
     chunk_id, doc_id, position, text_hash, token_count, text, metadata_json = row
-    return ChunkRow(chunk_id, doc_id, position, text_hash, token_count, text, decode_metadata(metadata_json))
+    return ChunkRow(chunk_id, doc_id, position, text_hash, token_count, text, json.loads(metadata_json))
 
 
 class SQLiteRunJournal:
