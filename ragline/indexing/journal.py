@@ -26,10 +26,10 @@ from ragline.embedders.cache import embed_with_cache
 from ragline.indexing.consistency import await_writes, within_window
 from ragline.indexing.health import require_whole_index
 from ragline.indexing.keywords import keep_encoding_current, live_records, sparse_problems
-from ragline.indexing.seal import Seal, current_seal
+from ragline.indexing.seal import Seal, current_seal, still_sealed
 from ragline.records import index_metadata
 from ragline.recordstore import LIVE, ChunkRow
-from ragline.stores.base import VectorRecord, VectorStore
+from ragline.stores.base import AppendingStore, VectorRecord, VectorStore
 from ragline.stores.sparse import SparseStore
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ class RunRef:
     namespace: str
     source: str
     seal: Seal | None = None
+    appends: bool = False
+    """The index holds no id the record store does not know (sealed by the last run, or empty) and can append
+    (``AppendingStore``): chunks of new documents not yet pending in the run are appended, not upserted."""
 
 
 def new_run_id() -> str:
@@ -74,7 +77,10 @@ def open_run(c: Components, namespace: str, source: str, *, check_index: bool = 
         require_whole_index(c.store, c.records.journal, namespace)
     recover(c, namespace)
     c.records.journal.bind_namespace_model(namespace, c.embedder.model_id, c.embedder.dimension)
-    run = RunRef(new_run_id(), namespace, source, seal)
+    appends = isinstance(c.store, AppendingStore) and (
+        still_sealed(c, namespace, seal) is not None or c.store.describe_namespace(namespace).vector_count == 0
+    )
+    run = RunRef(new_run_id(), namespace, source, seal, appends)
     c.records.journal.begin_run(run.run_id, namespace, source)
     log.info("run %s opened on namespace %s for source %s", run.run_id, namespace, source)
     return run

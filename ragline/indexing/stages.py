@@ -42,7 +42,7 @@ from ragline.indexing.validation import validate_chunks, validate_embeddings
 from ragline.records import Chunk, Document, QuarantineRecord, index_metadata
 from ragline.recordstore import LIVE, PENDING, ChunkRow, DocumentRow
 from ragline.sources.base import SourceItem
-from ragline.stores.base import MaintainedStore, VectorRecord
+from ragline.stores.base import AppendingStore, MaintainedStore, VectorRecord
 from ragline.workers import WorkerPool
 
 __all__ = [
@@ -308,12 +308,16 @@ def upsert(c: Components, run: RunRef, batch: EmbeddedBatch, write: RecordWriter
     before = usage_now(c.embedder, c.store, c.sparse)
     metadata = [index_metadata(ch.text, ch.metadata) for ch in chunks]
     with stats.timed("record"):
+        appended = _appendable(c, run, batch) if write is None else set()  # asked before its rows are pending
         pending = [(p.document, p.chunks, c.chunker.config_hash, c.embedder.model_id) for p in batch.documents]
         c.records.journal.record_pending(run.run_id, run.namespace, pending)
         sparse = pending_records(c, run.namespace, chunks, metadata) if c.sparse is not None else []
     with stats.timed("upsert"):
         records = [VectorRecord(ch.chunk_id, v, m) for ch, v, m in zip(chunks, batch.vectors, metadata)]
-        stats.chunks_written = write(records) if write else c.store.upsert(records, namespace=run.namespace)
+        if write is not None:
+            stats.chunks_written = write(records)
+        else:
+            stats.chunks_written = _write(c, run.namespace, records, appended)
         if c.sparse is not None and write is None:
             c.sparse.upsert(sparse, namespace=run.namespace)
     stats.add_usage(c, before)
@@ -423,6 +427,25 @@ def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = Fa
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
+
+
+def _appendable(c: Components, run: RunRef, batch: EmbeddedBatch) -> set[str]:
+    """Chunk ids of the batch the index cannot hold (``RunRef.appends``): of new documents, and not yet pending in
+    the run (a document met twice in one run was written the first time)."""
+    if not run.appends:
+        return set()
+    ids = [chunk.chunk_id for planned in batch.documents if planned.is_new for chunk in planned.chunks]
+    return set(ids) - c.records.journal.chunk_rows(run.namespace, ids, PENDING).keys() if ids else set()
+
+
+def _write(c: Components, namespace: str, records: list[VectorRecord], appended: set[str]) -> int:
+    """Append the records whose ids are in ``appended`` (``AppendingStore``), upsert the others."""
+    store = c.store
+    if not appended or not isinstance(store, AppendingStore):
+        return store.upsert(records, namespace=namespace)
+    new = [record for record in records if record.id in appended]
+    rest = [record for record in records if record.id not in appended]
+    return store.insert(new, namespace=namespace) + (store.upsert(rest, namespace=namespace) if rest else 0)
 
 
 def _index_problems(c: Components, run: RunRef, expected: int) -> list[str]:

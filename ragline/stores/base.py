@@ -14,6 +14,7 @@ from ragline.records import Metadata
 from ragline.stores.filters import Filter, validate_filter
 
 __all__ = [
+    "AppendingStore",
     "EventuallyConsistent",
     "Filter",
     "MaintainedStore",
@@ -133,3 +134,14 @@ def check_query_arguments(top_k: int, filter: Filter | None) -> None:
         raise StoreError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
     if filter is not None:
         validate_filter(filter)
+
+
+@runtime_checkable
+class AppendingStore(Protocol):
+    """A store that writes new ids more cheaply than it upserts (LanceDB: an upsert joins each batch with every id
+    of the table)."""
+
+    def insert(self, records: Sequence[VectorRecord], *, namespace: str) -> int:
+        """Write records whose ids the namespace does not hold; returns how many. An id it already held would be
+        held twice, which a run's vector counts then refuse to commit."""
+        ...

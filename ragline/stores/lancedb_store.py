@@ -181,6 +181,14 @@ class LanceDBStore:
 
     def upsert(self, records: Sequence[VectorRecord], *, namespace: str) -> int:
         """Insert or overwrite records by id (the last of duplicate ids wins); returns the distinct ids written."""
+        return self._write(records, namespace, append=False)
+
+    def insert(self, records: Sequence[VectorRecord], *, namespace: str) -> int:
+        """``upsert`` for ids the namespace does not hold, appended without LanceDB's merge (which joins the batch
+        with every id of the table: 2-4x the time of an append at 300,000 rows, and growing with the table)."""
+        return self._write(records, namespace, append=True)
+
+    def _write(self, records: Sequence[VectorRecord], namespace: str, append: bool) -> int:
         name = _table_name(namespace)
         if not records:
             return 0
@@ -197,7 +205,10 @@ class LanceDBStore:
             if new_fields:
                 table.add_columns(new_fields)
             data = batch.to_arrow(table.schema)
-            table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+            if append:
+                table.add(data)
+            else:
+                table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
         return batch.size
 
     def query(
