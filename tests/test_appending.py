@@ -1,4 +1,5 @@
-"""New documents' chunks are appended to LanceDB instead of upserted, only when the index cannot hold their ids."""
+"""Into an index that was empty when the run opened, LanceDB appends the chunks of documents the run meets for the
+first time instead of upserting them; every other write is an upsert."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.embedders.hashing import HashingEmbedder
+from ragline.errors import ValidationFailed
+from ragline.indexing import stages
 from ragline.indexing.pipeline import ingest
 from ragline.records import Document
 from ragline.sources import open_source
@@ -81,18 +84,28 @@ def test_a_first_ingest_appends_and_a_document_met_twice_is_upserted_the_second_
     vectors, live, texts = index_state(components)
     assert vectors == live == len(texts) == 3 + 2 + 1  # a#0-2, b#0-1, c#0
     assert texts["s/a#0"].startswith("delta0") and texts["s/a#2"].startswith("delta2")
-    assert writes["upsert"] == ["s/a#0"]  # the one id the first "a" wrote
-    assert sorted(writes["insert"]) == ["s/a#0", "s/a#1", "s/a#2", "s/b#0", "s/b#1", "s/c#0"]
+    assert writes["upsert"] == ["s/a#0", "s/a#1", "s/a#2"]  # met again: every id upserted
+    assert sorted(writes["insert"]) == ["s/a#0", "s/b#0", "s/b#1", "s/c#0"]
 
 
-def test_a_sealed_index_appends_new_documents_and_upserts_changed_ones(
+def test_a_document_met_three_times_shorter_in_the_middle_is_indexed_once(
+    components: Components, writes: dict[str, list[str]]
+) -> None:
+    versions = [("a", paragraphs("alpha", 3)), ("x", "x"), ("a", paragraphs("beta", 1)), ("y", "y")]
+    ingest(components, Twice([*versions, ("a", paragraphs("gamma", 3))]), namespace=NS)  # a#1-2 from the first
+    vectors, live, texts = index_state(components)
+    assert vectors == live == 3 + 1 + 1 and texts["s/a#2"].startswith("gamma2")
+
+
+def test_an_index_holding_vectors_when_the_run_opens_is_upserted(
     components: Components, tmp_path: Path, writes: dict[str, list[str]]
 ) -> None:
     ingest(components, open_source(write(tmp_path / "a.jsonl", [("a", "one"), ("b", "two")]), name="s"), namespace=NS)
+    assert sorted(writes["insert"]) == ["s/a#0", "s/b#0"]
     writes["insert"].clear()
     source = write(tmp_path / "b.jsonl", [("a", "one"), ("b", "changed"), ("c", "new")])
     ingest(components, open_source(source, name="s"), namespace=NS)
-    assert (writes["insert"], writes["upsert"]) == (["s/c#0"], ["s/b#0"])
+    assert (writes["insert"], sorted(writes["upsert"])) == ([], ["s/b#0", "s/c#0"])  # sealed, and yet not appended
     vectors, live, texts = index_state(components)
     assert vectors == live == 3 and texts["s/b#0"] == "changed"
 
@@ -105,6 +118,16 @@ def test_an_index_holding_ids_the_record_store_does_not_know_is_upserted(
     components.store.upsert([VectorRecord("s/b#0", orphan.values, {"text": "orphan"})], namespace=NS)  # another tool
     writes["insert"].clear()
     ingest(components, open_source(write(tmp_path / "b.jsonl", [("a", "one"), ("b", "two")]), name="s"), namespace=NS)
-    assert writes["insert"] == [] and writes["upsert"][-1] == "s/b#0"  # the write broke the seal: no appending
+    assert writes["insert"] == [] and writes["upsert"][-1] == "s/b#0"
     vectors, live, texts = index_state(components)
     assert vectors == live == 2 and texts["s/b#0"] == "two"
+
+
+def test_an_id_appended_twice_is_refused_before_the_commit(
+    components: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest(components, open_source(write(tmp_path / "a.jsonl", [("a", "one")]), name="s"), namespace=NS)
+    monkeypatch.setattr(stages, "_appendable", lambda c, run, batch: {"s/a#0"})  # as if the rule were wrong
+    with pytest.raises(ValidationFailed, match="holds 2 vectors; the record store expects 1"):
+        ingest(components, open_source(write(tmp_path / "b.jsonl", [("a", "two")]), name="s"), namespace=NS)
+    assert components.records.journal.chunk_rows(NS, ["s/a#0"])["s/a#0"].text == "one"  # the run did not commit

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from ragline.config import RaglineConfig
 from ragline.embedders.local import LocalEmbedder
 from ragline.errors import ConfigError, FilterError
 from ragline.indexing.pipeline import ingest
+from ragline.records import QuarantineRecord
 from ragline.retrieval import MODES, ChatSettings, Hit, Mode, RetrievalSettings, bm25, refresh_bm25, search
 from ragline.retrieval.bm25 import current_index, index_folder
 from ragline.retrieval.bm25_tokens import counted_pages
@@ -220,14 +222,14 @@ def test_a_new_process_loads_the_persisted_index(
     assert doc_names(search(components, "kite", namespace=NS, mode="bm25").hits) == ["a.md"]
 
 
-def test_a_search_scans_the_live_chunks_again_only_after_a_commit(
+def test_a_search_scans_the_live_chunks_again_only_after_a_write(
     components: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "docs"
     root.mkdir()
     (root / "a.md").write_text("# Kites\n\nBox kites fly in steady wind.\n", encoding="utf-8")
     ingest(components, DirectorySource(root, name="docs"), namespace=NS)
-    monkeypatch.setattr(bm25, "_RECHECK_S", 0.0)  # the record store's stamp alone would rescan every time
+    monkeypatch.setattr(bm25, "_RECHECK_S", 0.0)  # as if every search came a minute after the last scan
     scans = []
     fingerprint = bm25.live_fingerprint
 
@@ -236,14 +238,22 @@ def test_a_search_scans_the_live_chunks_again_only_after_a_commit(
         return fingerprint(*args)
 
     monkeypatch.setattr(bm25, "live_fingerprint", counted)
-    components.records.quarantine.add("elsewhere", NS, [])  # a write that changes no chunk
+    search(components, "kite", namespace=NS, mode="bm25")  # ingest wrote its run's counts after the BM25 refresh
+    scans.clear()
     assert doc_names(search(components, "kite", namespace=NS, mode="bm25").hits) == ["a.md"]
-    assert scans == []
+    assert scans == []  # nothing written, the same generation: no scan of the live chunks
+    late = QuarantineRecord("docs", "file:///late", "empty document")
+    components.records.quarantine.add("elsewhere", NS, [late])  # a write: the stamp cannot tell it changed no chunk
+    assert doc_names(search(components, "kite", namespace=NS, mode="bm25").hits) == ["a.md"]
+    assert len(scans) == 1
 
     (root / "b.md").write_text("# Gliders\n\nA kite without a string is a glider.\n", encoding="utf-8")
-    ingest(components, DirectorySource(root, name="docs"), namespace=NS, refresh_keyword_index=False)  # as elsewhere
+    clock = time.time
+    monkeypatch.setattr(time, "time", lambda: clock() - 3600)  # a run started on a clock an hour behind: the
+    ingest(components, DirectorySource(root, name="docs"), namespace=NS, refresh_keyword_index=False)  # same generation
+    monkeypatch.setattr(time, "time", clock)
     assert sorted(doc_names(search(components, "kite", namespace=NS, mode="bm25").hits)) == ["a.md", "b.md"]
-    assert len(scans) == 1
+    assert len(scans) == 2
 
 
 def test_a_large_build_tokenizes_in_worker_processes_into_the_same_index(

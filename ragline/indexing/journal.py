@@ -26,7 +26,7 @@ from ragline.embedders.cache import embed_with_cache
 from ragline.indexing.consistency import await_writes, within_window
 from ragline.indexing.health import require_whole_index
 from ragline.indexing.keywords import keep_encoding_current, live_records, sparse_problems
-from ragline.indexing.seal import Seal, current_seal, still_sealed
+from ragline.indexing.seal import Seal, current_seal
 from ragline.records import index_metadata
 from ragline.recordstore import LIVE, ChunkRow
 from ragline.stores.base import AppendingStore, VectorRecord, VectorStore
@@ -48,8 +48,8 @@ class RunRef:
     source: str
     seal: Seal | None = None
     appends: bool = False
-    """The index holds no id the record store does not know (sealed by the last run, or empty) and can append
-    (``AppendingStore``): chunks of new documents not yet pending in the run are appended, not upserted."""
+    """The namespace's index was empty when the run opened and can append (``AppendingStore``): it then holds only
+    what the run wrote, so the chunks of documents the run has not met before are appended, not upserted."""
 
 
 def new_run_id() -> str:
@@ -77,8 +77,11 @@ def open_run(c: Components, namespace: str, source: str, *, check_index: bool = 
         require_whole_index(c.store, c.records.journal, namespace)
     recover(c, namespace)
     c.records.journal.bind_namespace_model(namespace, c.embedder.model_id, c.embedder.dimension)
-    appends = isinstance(c.store, AppendingStore) and (
-        still_sealed(c, namespace, seal) is not None or c.store.describe_namespace(namespace).vector_count == 0
+    # counted only without a seal (a sealed index holds the vectors its last run counted: an unchanged re-run must
+    # not open it); a sealed index does not append either: its checks count vectors, and an unknown id beside a lost
+    # one keeps the count
+    appends = (
+        seal is None and isinstance(c.store, AppendingStore) and c.store.describe_namespace(namespace).vector_count == 0
     )
     run = RunRef(new_run_id(), namespace, source, seal, appends)
     c.records.journal.begin_run(run.run_id, namespace, source)

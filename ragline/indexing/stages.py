@@ -430,12 +430,16 @@ def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = Fa
 
 
 def _appendable(c: Components, run: RunRef, batch: EmbeddedBatch) -> set[str]:
-    """Chunk ids of the batch the index cannot hold (``RunRef.appends``): of new documents, and not yet pending in
-    the run (a document met twice in one run was written the first time)."""
+    """Chunk ids of the batch the index cannot hold (``RunRef.appends``): of documents the run has not recorded
+    before. A document met again was, with its first chunk (every version has one): all its ids are upserted, those
+    an earlier version wrote beyond its last one included."""
     if not run.appends:
         return set()
     ids = [chunk.chunk_id for planned in batch.documents if planned.is_new for chunk in planned.chunks]
-    return set(ids) - c.records.journal.chunk_rows(run.namespace, ids, PENDING).keys() if ids else set()
+    if not ids:
+        return set()
+    met = {row.doc_id for row in c.records.journal.chunk_rows(run.namespace, ids, PENDING).values()}
+    return {chunk.chunk_id for p in batch.documents if p.is_new and p.document.doc_id not in met for chunk in p.chunks}
 
 
 def _write(c: Components, namespace: str, records: list[VectorRecord], appended: set[str]) -> int:

@@ -7,10 +7,11 @@ it lifts BM25 nDCG@10 by 0.009 (Cranfield) and 0.016 (CISI).
 An index is keyed by a fingerprint of the live chunk set (sorted chunk ids with their text hashes and titles) and
 its BM25 parameters. ``refresh_bm25`` (ingest calls it after a commit) and every search compare the live key with the
 loaded index and rebuild when they differ. Reading the live set scans the record store (seconds at a million
-chunks), so a search skips the scan when the namespace's read generation (its last committed run,
-``RunJournal.read_generation``: live chunks change only by a commit) is the one the loaded index was checked at, or
-when a cheap stamp of the record store's files (size and mtime) has not changed and the last scan is under a minute
-old (mtimes are coarse, a write in the same tick could go unseen). While a run is open there is no generation.
+chunks), so a search skips the scan while a cheap stamp of the record store's files (size and mtime) has not changed
+and either the last scan is under a minute old or the namespace's read generation (its last committed run,
+``RunJournal.read_generation``) is the one the index was checked at: mtimes are coarse, and a write in the stamp's
+tick goes unseen by the stamp but not by the generation. A record store without files (PostgreSQL) is scanned again
+every minute.
 
 Layout: ``<home>/bm25/<namespace>/<key>/`` holds bm25s's arrays and ``manifest.json`` (chunk ids in index order,
 the namespace's sources). A build writes a hidden temporary folder and renames it into place, so readers in other
@@ -205,9 +206,12 @@ class _Checked:
     at: float
 
     def still_current(self, stamp: _Stamp, generation: str | None, now: float) -> bool:
-        if generation is not None and generation == self.generation:
-            return True
-        return stamp == self.stamp and now - self.at < _RECHECK_S
+        """No write to the record store's files since, and either under a minute since, or the namespace's read
+        generation unchanged (the minute covers a write in the stamp's tick, which a commit's generation shows)."""
+        if stamp != self.stamp:
+            return False
+        unchanged = stamp != _NO_FILES and generation is not None and generation == self.generation
+        return now - self.at < _RECHECK_S or unchanged
 
 
 _loaded: dict[tuple[Path, BM25Params], _Checked] = {}
@@ -233,6 +237,10 @@ def _synced(c: Components, namespace: str, params: BM25Params, *, force_check: b
             index, rebuilt = _build(folder, c.records, namespace, params, c.workers), True
         _loaded[(folder, params)] = _Checked(index, stamp, generation, now)
         return index, rebuilt
+
+
+_NO_FILES: _Stamp = ((0, 0), (0, 0))
+"""The stamp of a record store that has no files here (PostgreSQL)."""
 
 
 def _has_index(folder: Path) -> bool:
