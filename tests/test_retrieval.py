@@ -210,13 +210,19 @@ def test_bm25_index_is_persisted_and_rebuilt_when_the_live_chunks_change(
     assert all(h.doc_id != "docs/a.md" for h in search(components, "rigid airship", namespace=NS, mode="bm25").hits)
 
 
-def test_a_new_process_loads_the_persisted_index(
-    components: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def ingested_kites(c: Components, tmp_path: Path) -> Path:
+    """A folder with one document about kites, ingested (which builds and persists the BM25 index)."""
     root = tmp_path / "docs"
     root.mkdir()
     (root / "a.md").write_text("# Kites\n\nBox kites fly in steady wind.\n", encoding="utf-8")
-    ingest(components, DirectorySource(root, name="docs"), namespace=NS)  # builds and persists the index
+    ingest(c, DirectorySource(root, name="docs"), namespace=NS)
+    return root
+
+
+def test_a_new_process_loads_the_persisted_index(
+    components: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingested_kites(components, tmp_path)
     monkeypatch.setattr(bm25, "_loaded", {})  # what a new process starts with
     assert refresh_bm25(components, NS) is False
     assert doc_names(search(components, "kite", namespace=NS, mode="bm25").hits) == ["a.md"]
@@ -225,10 +231,7 @@ def test_a_new_process_loads_the_persisted_index(
 def test_a_search_scans_the_live_chunks_again_only_after_a_write(
     components: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = tmp_path / "docs"
-    root.mkdir()
-    (root / "a.md").write_text("# Kites\n\nBox kites fly in steady wind.\n", encoding="utf-8")
-    ingest(components, DirectorySource(root, name="docs"), namespace=NS)
+    root = ingested_kites(components, tmp_path)
     monkeypatch.setattr(bm25, "_RECHECK_S", 0.0)  # as if every search came a minute after the last scan
     scans = []
     fingerprint = bm25.live_fingerprint
