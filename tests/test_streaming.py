@@ -86,7 +86,10 @@ def test_the_bm25_build_holds_pages_not_the_corpus(tmp_path: Path, monkeypatch: 
         try:
             builder = StreamingBM25(folder, 1.5, 0.75)
             for _ in range(pages):
-                builder.add(page_counts(tokenize([" ".join(rng.choices(WORDS, k=50)) for _ in range(500)])), KEYS_500)
+                builder.append(
+                    builder.rows(page_counts(tokenize([" ".join(rng.choices(WORDS, k=50)) for _ in range(500)]))),
+                    KEYS_500,
+                )
             builder.finish()
             return tracemalloc.get_traced_memory()[1]
         finally:
@@ -128,7 +131,7 @@ def test_the_streaming_build_scores_every_term_as_bm25s_does(tmp_path: Path, mon
     builder = StreamingBM25(tmp_path / "index", 1.5, 0.75)
     for start in range(0, len(texts), 300):
         keys = np.arange(start, min(start + 300, len(texts)), dtype=np.uint64)
-        builder.add(page_counts(id_tokenizer("english", "en")(texts[start : start + 300])), keys)
+        builder.append(builder.rows(page_counts(id_tokenizer("english", "en")(texts[start : start + 300]))), keys)
     builder.finish()
     built = bm25s.BM25.load(tmp_path / "index", mmap=True)
     assert set(built.vocab_dict) == set(expected.vocab_dict) and built.scores["num_docs"] == len(texts)
@@ -157,7 +160,7 @@ builder = StreamingBM25(Path(sys.argv[1]), 1.5, 0.75)
 tokenize = id_tokenizer("english", "en")
 for _ in range(3):
     texts = [" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(50)]
-    builder.add(page_counts(tokenize(texts)), np.arange(50, dtype=np.uint64))
+    builder.append(builder.rows(page_counts(tokenize(texts))), np.arange(50, dtype=np.uint64))
 builder.finish()
 """
 
@@ -185,7 +188,7 @@ def test_a_build_tokenized_in_worker_processes_writes_the_same_files(tmp_path: P
         try:
             for page, tokens in counted_pages(iter(pages), list, "english", "en", workers):
                 order.append(page)
-                builder.add(tokens, np.arange(len(page), dtype=np.uint64))
+                builder.append(builder.rows(tokens), np.arange(len(page), dtype=np.uint64))
         finally:
             if workers is not None:
                 workers.close()

@@ -3,10 +3,11 @@
 bm25s's own ``index`` takes every document's tokens at once and builds its score matrix in memory, with copies
 (measured: about 9 KB per chunk, so 9 GB at 1,000,000 chunks). ``StreamingBM25`` builds the same index in two passes:
 
-1. ``add`` takes a page of texts as each text's distinct term ids and counts (``ragline.retrieval.bm25_tokens``,
+1. ``rows`` takes a page of texts as each text's distinct term ids and counts (``ragline.retrieval.bm25_tokens``,
    counted where the page was tokenized, often a worker process; a page numbers its terms in order of first
-   appearance, and so does the build, so its files are the same in every process); it maps the page's ids with one
-   array lookup, appends them and their counts to the rows files, and counts lengths and document frequencies.
+   appearance, and so does the build, so its files are the same in every process) and maps the page's ids with one
+   array lookup; ``append`` adds them and their counts to the rows files, and counts lengths and document
+   frequencies.
 2. ``finish``: with the average length and the idf known, the rows files are read back a slice at a time, every
    entry is scored with bm25s's Lucene formula and written at its place in the column-major (CSC) arrays on disk:
    each term's column lists its documents in order, as bm25s sorts them. The rows files stay: the next build reuses
@@ -64,11 +65,6 @@ class StreamingBM25:
         self._keys = array("Q")  # what each document was tokenized from (``bm25_reuse.row_keys``)
         folder.mkdir(parents=True, exist_ok=True)
 
-    def add(self, page: PageCounts, keys: np.ndarray) -> None:
-        """Append a page's term counts (``ragline.retrieval.bm25_tokens``) to the rows files, with each text's key
-        (``ragline.retrieval.bm25_reuse.row_keys``)."""
-        self.append(self.rows(page), keys)
-
     def rows(self, page: PageCounts) -> Rows:
         """A page's counts in this build's term ids (a page numbers its terms in order of first appearance, and so
         does the build, so its files are the same in every process)."""
@@ -79,7 +75,8 @@ class StreamingBM25:
         return Rows(to_build[page.ids].astype(np.int32), page.counts, page.distinct, page.lengths)
 
     def append(self, rows: Rows, keys: np.ndarray) -> None:
-        """Append texts whose term ids are this build's to the rows files, with each text's key."""
+        """Append texts whose term ids are this build's (``rows``, or a previous build's given as ``vocabulary``) to
+        the rows files, with each text's key (``ragline.retrieval.bm25_reuse.row_keys``)."""
         vocabulary_size = len(self._vocabulary)
         terms = rows.terms.astype(np.int32, copy=False)
         self._lengths.frombytes(rows.lengths.astype(np.int32).tobytes())
