@@ -4,7 +4,7 @@ first time instead of upserting them; every other write is an upsert."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,15 +36,19 @@ def components(config: RaglineConfig, embedder: HashingEmbedder) -> Iterator[Com
 def writes(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     """The ids each LanceDB write of the test appended or upserted."""
     seen: dict[str, list[str]] = {"insert": [], "upsert": []}
-    for kind in seen:
-        original = getattr(LanceDBStore, kind)
-
-        def observed(store: LanceDBStore, records: list[VectorRecord], *, namespace: str, _o=original, _k=kind) -> int:  # type: ignore[no-untyped-def]
-            seen[_k].extend(record.id for record in records)
-            return _o(store, records, namespace=namespace)
-
-        monkeypatch.setattr(LanceDBStore, kind, observed)
+    for kind, ids in seen.items():
+        monkeypatch.setattr(LanceDBStore, kind, recording(getattr(LanceDBStore, kind), ids))
     return seen
+
+
+def recording(write: Callable[..., int], ids: list[str]) -> Callable[..., int]:
+    """``write`` (a ``LanceDBStore`` method) noting the ids it writes in ``ids``."""
+
+    def observed(store: LanceDBStore, records: list[VectorRecord], *, namespace: str) -> int:
+        ids.extend(record.id for record in records)
+        return write(store, records, namespace=namespace)
+
+    return observed
 
 
 def write(path: Path, documents: list[tuple[str, str]]) -> Path:

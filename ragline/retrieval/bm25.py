@@ -205,14 +205,6 @@ class _Checked:
     generation: str | None
     at: float
 
-    def still_current(self, stamp: _Stamp, generation: str | None, now: float) -> bool:
-        """No write to the record store's files since, and either under a minute since, or the namespace's read
-        generation unchanged (the minute covers a write in the stamp's tick, which a commit's generation shows)."""
-        if stamp != self.stamp:
-            return False
-        unchanged = stamp != _NO_FILES and generation is not None and generation == self.generation
-        return now - self.at < _RECHECK_S or unchanged
-
 
 _loaded: dict[tuple[Path, BM25Params], _Checked] = {}
 """Per process: (folder, params) → the loaded index and when it was checked."""
@@ -222,13 +214,18 @@ _loaded_lock = threading.Lock()
 def _synced(c: Components, namespace: str, params: BM25Params, *, force_check: bool) -> tuple[BM25Index, bool]:
     """The in-sync index and whether it had to be rebuilt."""
     folder = index_folder(c.config, namespace)
-    stamp = _records_stamp(c.config.record_store_path)  # both taken first: a commit after them triggers another check
-    generation = c.records.journal.read_generation(namespace)
+    stamp = _records_stamp(c.config.record_store_path)  # taken first: a write after it triggers another check
     now = time.monotonic()
     with _loaded_lock:
         cached = _loaded.get((folder, params))
-        if cached is not None and not force_check and cached.still_current(stamp, generation, now):
-            return cached.index, False
+        unwritten = cached if cached is not None and not force_check and stamp == cached.stamp else None
+        if unwritten is not None and now - unwritten.at < _RECHECK_S:
+            return unwritten.index, False
+        # past the minute, the generation shows a commit in the stamp's tick (mtimes are coarse); read before the scan
+        generation = c.records.journal.read_generation(namespace)
+        same_commit = generation is not None and unwritten is not None and generation == unwritten.generation
+        if unwritten is not None and same_commit and stamp != _NO_FILES:
+            return unwritten.index, False
         index, rebuilt = None, False
         if cached is not None or _has_index(folder):  # else a first build: no index to find by its key
             key = _index_key(live_fingerprint(c.records, namespace), params)
@@ -357,7 +354,8 @@ def _pages(records: RecordStore, namespace: str, previous: bm25_reuse.PreviousRo
             yield _Page(page, bm25_reuse.row_keys(page), np.full(len(page), -1, dtype=np.int64))
         return
     for page in live_pages(records, namespace, with_text=False):
-        reused = previous.find(page, bm25_reuse.row_keys(page))
+        keys = bm25_reuse.row_keys(page)
+        reused = previous.find(page, keys)
         missing = [page[n].chunk_id for n in np.flatnonzero(reused < 0).tolist()]
         if missing:
             fetched = records.journal.chunk_rows(namespace, missing)
@@ -370,8 +368,8 @@ def _pages(records: RecordStore, namespace: str, previous: bm25_reuse.PreviousRo
                     row = keyword_row(row.chunk_id, now.text_hash, now.metadata, now.text)
                 rows.append(row)
                 kept.append(chunk)
-            page, reused = rows, np.array(kept, dtype=np.int64)
-        yield _Page(page, bm25_reuse.row_keys(page), reused)
+            page, reused, keys = rows, np.array(kept, dtype=np.int64), bm25_reuse.row_keys(rows)
+        yield _Page(page, keys, reused)
 
 
 def _fresh_texts(page: _Page) -> list[str]:

@@ -114,7 +114,7 @@ class PreviousRows:
 def previous_rows(folder: Path, params: dict[str, Any]) -> PreviousRows | None:
     """The newest build under ``folder`` with ``params`` and rows this build can reuse (same format and tokenizer,
     files as digested), or None: the rebuild tokenizes every chunk."""
-    builds = []
+    builds, tokenizer = [], tokenizer_identity()
     for child in folder.iterdir() if folder.is_dir() else ():
         try:
             manifest = json.loads((child / "manifest.json").read_text(encoding="utf-8"))
@@ -124,7 +124,7 @@ def previous_rows(folder: Path, params: dict[str, Any]) -> PreviousRows | None:
                 and manifest["params"] == params
                 and isinstance(rows, dict)
                 and rows.get("format") == ROWS_FORMAT
-                and rows.get("tokenizer") == tokenizer_identity()
+                and rows.get("tokenizer") == tokenizer
             ):
                 builds.append((child.stat().st_mtime, child, manifest))
         except (OSError, ValueError, KeyError, TypeError):  # not an index, being removed, or from an older release
