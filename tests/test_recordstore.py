@@ -111,8 +111,11 @@ def test_a_previous_release_sqlite_file_opens_and_upgrades_in_place(tmp_path: Pa
     assert _sqlite_version(path) == SQLITE_VERSION and "quarantine_by_run" in _sqlite_indexes(path)
     assert store.journal.live_chunk_ids("ns") == ["d1#0", "d1#1"]
     assert [q.reason for q in store.quarantine.for_run("r1")] == ["binary file"]
+    assert store.journal.read_generation("ns") == "r1"  # numbered as the first commit
     stale = write_run(store, "r2", [(document("d1", "changed"), ["gamma"])])
     assert stale == ["d1#1"] and store.journal.chunk_rows("ns", ["d1#0"])["d1#0"].text == "gamma"
+    store.journal.clear_tombstones("ns", stale)
+    assert store.journal.read_generation("ns") == "r2"
     store.close()
 
 
@@ -136,6 +139,26 @@ def test_a_failed_sqlite_step_leaves_the_file_at_the_last_version_it_completed(t
     fixed = (*broken[:-1], Migration(v + 2, "index runs by host", ("CREATE INDEX runs_by_host ON runs (host)",)))
     SQLiteRecordStore(path, version=v + 2, migrations=fixed).close()
     assert _sqlite_version(path) == v + 2 and "runs_by_host" in _sqlite_indexes(path)
+
+
+def test_postgres_runs_committed_before_commit_seq_are_numbered_in_the_order_they_started(
+    postgres: PostgresSchema,
+) -> None:
+    store = PostgresRecordStore(postgres.url, postgres.schema)
+    for run_id in ("r1", "r2"):
+        write_run(store, run_id, [(document(run_id), ["a"])])
+    with store.db.transaction() as cursor:  # the tables as schema version 1 left them
+        cursor.execute("ALTER TABLE runs DROP COLUMN commit_seq")
+        cursor.execute("UPDATE runs SET started_at = 10.0 WHERE run_id = 'r2'")  # r2 started first
+        cursor.execute("UPDATE schema_version SET version = 1")
+    store.close()
+    store = PostgresRecordStore(postgres.url, postgres.schema)
+    assert schema_version(store.db) == PG_VERSION
+    assert store.db.rows("SELECT run_id, commit_seq FROM runs ORDER BY commit_seq") == [("r2", 1), ("r1", 2)]
+    assert store.journal.read_generation("ns") == "r1"
+    write_run(store, "r3", [(document("r3"), ["a"])])
+    assert store.journal.read_generation("ns") == "r3"
+    store.close()
 
 
 def test_postgres_schema_is_created_at_the_current_version_and_upgraded_in_place(postgres: PostgresSchema) -> None:

@@ -23,6 +23,15 @@ class Migration:
     statements: tuple[str, ...]
 
 
+NUMBER_COMMITTED_RUNS = (
+    "UPDATE runs SET commit_seq = (SELECT n FROM (SELECT run_id, ROW_NUMBER() OVER (PARTITION BY namespace "
+    "ORDER BY started_at, run_id) AS n FROM runs WHERE status = 'committed') o WHERE o.run_id = runs.run_id) "
+    "WHERE status = 'committed'"
+)
+"""Both backends' step that adds ``runs.commit_seq`` (a run's place among its namespace's commits, counted by the
+database rather than by any host's clock) numbers the runs committed before it in the order they started."""
+
+
 def steps_to_apply(current: int, target: int, steps: Sequence[Migration], *, store: str) -> list[Migration]:
     """The steps from ``current`` to ``target``, in order.
 

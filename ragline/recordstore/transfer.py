@@ -52,7 +52,7 @@ NAMESPACE_TABLES = (
     _Table("namespaces", ("namespace", "model_id", "dimension", "created_at"), order="namespace"),
     _Table(
         "runs",
-        ("run_id", "namespace", "source", "started_at", "finished_at", "status", "stats_json"),
+        ("run_id", "namespace", "source", "started_at", "finished_at", "status", "stats_json", "commit_seq"),
         order="started_at, run_id",
     ),
     _Table(

@@ -8,6 +8,7 @@ part by part while it is being written.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -246,6 +247,18 @@ class RunJournalContract(_Fixture):
         assert journal.read_generation(NS) is None  # its stale id is not deleted yet
         journal.clear_tombstones(NS, journal.tombstones(NS))
         assert journal.read_generation(NS) == "r2"
+
+    def test_read_generation_follows_commits_not_the_clocks_runs_started_on(
+        self, record_store: RecordStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        write_run(record_store, "r1", [(document("d1"), ["a"])])
+        clock = time.time
+        monkeypatch.setattr(time, "time", lambda: clock() - 3600)  # another host, its clock an hour behind
+        write_run(record_store, "r2", [(document("d2"), ["b"])])
+        assert record_store.journal.read_generation(NS) == "r2"
+        monkeypatch.setattr(time, "time", clock)
+        write_run(record_store, "r3", [(document("d3"), ["c"])], namespace="other")
+        assert record_store.journal.read_generation(NS) == "r2"  # each namespace counts its own commits
 
 
 class QuarantineLogContract(_Fixture):

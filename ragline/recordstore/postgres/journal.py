@@ -29,7 +29,8 @@ from ragline.recordstore.rows import (
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT COLLATE "C" PRIMARY KEY, namespace TEXT COLLATE "C" NOT NULL, source TEXT NOT NULL,
-    started_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION, status TEXT NOT NULL, stats_json TEXT);
+    started_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION, status TEXT NOT NULL, stats_json TEXT,
+    commit_seq BIGINT);
 CREATE INDEX IF NOT EXISTS runs_by_namespace ON runs (namespace, started_at);
 CREATE TABLE IF NOT EXISTS namespaces (
     namespace TEXT COLLATE "C" PRIMARY KEY, model_id TEXT NOT NULL, dimension INTEGER NOT NULL,
@@ -316,7 +317,11 @@ class PostgresRunJournal:
                     "INSERT INTO tombstones SELECT %s, unnest(%s::text[]), %s ON CONFLICT DO NOTHING",
                     (namespace, stale, run_id),
                 )
-                db.execute("UPDATE runs SET status = 'committed' WHERE run_id = %s", (run_id,))
+                db.execute(
+                    "UPDATE runs SET status = 'committed', commit_seq = (SELECT COALESCE(MAX(commit_seq), 0) + 1 "
+                    "FROM runs WHERE namespace = %s) WHERE run_id = %s",
+                    (namespace, run_id),
+                )
                 db.execute("DELETE FROM run_seen WHERE run_id = %s", (run_id,))
         return CommitResult(documents_removed=len(removed), stale_chunk_ids=stale)
 
@@ -357,7 +362,7 @@ class PostgresRunJournal:
         row = self._db.one(
             "SELECT r.run_id, r.status, EXISTS (SELECT 1 FROM tombstones t WHERE t.namespace = r.namespace) "
             "FROM runs r WHERE r.namespace = %s AND r.status IN ('committed', 'running') "
-            "ORDER BY r.status = 'running' DESC, r.started_at DESC LIMIT 1",
+            "ORDER BY r.status = 'running' DESC, r.commit_seq DESC NULLS LAST LIMIT 1",
             (namespace,),
         )
         if row is None or row[1] != "committed" or row[2]:

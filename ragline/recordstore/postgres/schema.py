@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ragline.recordstore.migrations import Migration, steps_to_apply
+from ragline.recordstore.migrations import NUMBER_COMMITTED_RUNS, Migration, steps_to_apply
 from ragline.recordstore.postgres import (
     aliases,
     backfills,
@@ -22,9 +22,15 @@ from ragline.recordstore.postgres import (
 )
 from ragline.recordstore.postgres.database import PostgresDatabase, advisory_key
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The version of the tables below; bumped with a new step in ``MIGRATIONS``."""
-MIGRATIONS: tuple[Migration, ...] = ()
+MIGRATIONS = (
+    Migration(
+        2,
+        "order a namespace's commits by the database, not by the clock of the host that started each run",
+        ("ALTER TABLE runs ADD COLUMN commit_seq BIGINT", NUMBER_COMMITTED_RUNS),
+    ),
+)
 PARTS = (journal, quarantine, aliases, backfills, near_duplicates, keywords, embeddings_table)
 
 

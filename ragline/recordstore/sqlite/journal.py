@@ -24,7 +24,7 @@ from ragline.recordstore.sqlite.database import Row, SQLiteDatabase
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, source TEXT NOT NULL, started_at REAL NOT NULL,
-    finished_at REAL, status TEXT NOT NULL, stats_json TEXT);
+    finished_at REAL, status TEXT NOT NULL, stats_json TEXT, commit_seq INTEGER);
 CREATE TABLE IF NOT EXISTS namespaces (
     namespace TEXT PRIMARY KEY, model_id TEXT NOT NULL, dimension INTEGER NOT NULL, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
@@ -285,7 +285,11 @@ class SQLiteRunJournal:
             db.executemany(
                 "INSERT OR IGNORE INTO tombstones VALUES (?, ?, ?)", [(namespace, cid, run_id) for cid in stale]
             )
-            db.execute("UPDATE runs SET status = 'committed' WHERE run_id = ?", (run_id,))
+            db.execute(
+                "UPDATE runs SET status = 'committed', commit_seq = (SELECT COALESCE(MAX(commit_seq), 0) + 1 "
+                "FROM runs WHERE namespace = ?) WHERE run_id = ?",
+                (namespace, run_id),
+            )
             db.execute("DELETE FROM run_seen WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM temp.replaced")
         return CommitResult(documents_removed=removed, stale_chunk_ids=stale)
@@ -326,7 +330,7 @@ class SQLiteRunJournal:
     def read_generation(self, namespace: str) -> str | None:
         row = self._db.one(
             "SELECT run_id, status FROM runs WHERE namespace = ? AND status IN ('committed', 'running') "
-            "ORDER BY status = 'running' DESC, started_at DESC LIMIT 1",
+            "ORDER BY status = 'running' DESC, commit_seq DESC LIMIT 1",
             (namespace,),
         )
         if row is None or row[1] != "committed":

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ragline.errors import ConfigError, StoreError
-from ragline.recordstore.migrations import Migration, statements_of
+from ragline.recordstore.migrations import NUMBER_COMMITTED_RUNS, Migration, statements_of
 from ragline.recordstore.sqlite import aliases, backfills, journal, keywords, near_duplicates, quarantine
 from ragline.recordstore.sqlite.database import SQLiteDatabase
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version of the parts' tables (``PRAGMA user_version``); bumped with a new step in ``MIGRATIONS``."""
 MIGRATIONS = (
     Migration(
@@ -20,6 +20,11 @@ MIGRATIONS = (
         ("CREATE INDEX IF NOT EXISTS quarantine_by_run ON quarantine (run_id)",),
     ),
     Migration(2, "keyword statistics for the Pinecone keyword path", tuple(statements_of(keywords.SCHEMA))),
+    Migration(
+        3,
+        "order a namespace's commits by the database, not by the clock of the host that started each run",
+        ("ALTER TABLE runs ADD COLUMN commit_seq INTEGER", NUMBER_COMMITTED_RUNS),
+    ),
 )
 PARTS = (journal, quarantine, aliases, backfills, near_duplicates, keywords)
 
