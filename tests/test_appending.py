@@ -131,7 +131,7 @@ def test_an_id_appended_twice_is_refused_before_the_commit(
     components: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ingest(components, open_source(write(tmp_path / "a.jsonl", [("a", "one")]), name="s"), namespace=NS)
-    monkeypatch.setattr(stages, "_appendable", lambda c, run, batch: {"s/a#0"})  # as if the rule were wrong
+    monkeypatch.setattr(stages, "_supersede", lambda c, run, batch: {"s/a#0"})  # as if the rule were wrong
     with pytest.raises(ValidationFailed, match="holds 2 vectors; the record store expects 1"):
         ingest(components, open_source(write(tmp_path / "b.jsonl", [("a", "two")]), name="s"), namespace=NS)
     assert components.records.journal.chunk_rows(NS, ["s/a#0"])["s/a#0"].text == "one"  # the run did not commit

@@ -31,6 +31,7 @@ from ragline.indexing.journal import (
     fetch_back_problems,
     open_run,
     settled_count,
+    undo_writes,
     upsert_rows,
     vectors_for,
 )
@@ -156,7 +157,7 @@ def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int, tra
     stats = IngestStats()
     with stats.timed("load"):
         batch = list(islice(items, size))
-    documents = [i for i in batch if isinstance(i, Document)]
+    documents = list({i.doc_id: i for i in batch if isinstance(i, Document)}.values())  # a repeated id: the last
     quarantined = [i for i in batch if isinstance(i, QuarantineRecord)]
     planned: list[PlannedDocument] = []
     unchanged: list[tuple[Document, DocumentRow]] = []
@@ -308,7 +309,7 @@ def upsert(c: Components, run: RunRef, batch: EmbeddedBatch, write: RecordWriter
     before = usage_now(c.embedder, c.store, c.sparse)
     metadata = [index_metadata(ch.text, ch.metadata) for ch in chunks]
     with stats.timed("record"):
-        appended = _appendable(c, run, batch) if write is None else set()  # asked before its rows are pending
+        appended = _supersede(c, run, batch) if write is None else set()  # before its rows are pending
         pending = [(p.document, p.chunks, c.chunker.config_hash, c.embedder.model_id) for p in batch.documents]
         c.records.journal.record_pending(run.run_id, run.namespace, pending)
         sparse = pending_records(c, run.namespace, chunks, metadata) if c.sparse is not None else []
@@ -342,7 +343,7 @@ def reverify(c: Components, run: RunRef, plan: Plan, freshness: Freshness) -> Re
         return Reverified(counts, stats)
     before = usage_now(c.embedder, c.store, c.sparse)
     with stats.timed("reverify"):
-        rows = c.records.journal.live_chunks_of_documents(run.namespace, [d.doc_id for d in due])
+        rows = c.records.journal.chunks_of_documents(run.namespace, [d.doc_id for d in due])
         problems = fetch_back_problems(c, run.namespace, rows)
         if problems:
             log.warning(
@@ -429,17 +430,23 @@ def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = Fa
 # --- helpers -----------------------------------------------------------------------------------------------------
 
 
-def _appendable(c: Components, run: RunRef, batch: EmbeddedBatch) -> set[str]:
-    """Chunk ids of the batch the index cannot hold (``RunRef.appends``): of documents the run has not recorded
-    before. A document met again was, with its first chunk (every version has one): all its ids are upserted, those
-    an earlier version wrote beyond its last one included."""
+def _supersede(c: Components, run: RunRef, batch: EmbeddedBatch) -> set[str]:
+    """Make way for documents the run wrote before (a source may yield one id twice): ids an earlier version wrote
+    beyond the new one's chunks are put back as the last commit left them (``undo_writes``), so the last version
+    is what the index holds and a rollback still finds every id the run wrote. Returns the chunk ids the index
+    cannot hold (``RunRef.appends``): of documents the run meets for the first time."""
+    doc_ids = [planned.document.doc_id for planned in batch.documents]
+    earlier: dict[str, set[str]] = {}
+    for row in c.records.journal.chunks_of_documents(run.namespace, doc_ids, PENDING):
+        earlier.setdefault(row.doc_id, set()).add(row.chunk_id)
+    if earlier:
+        kept = {chunk.chunk_id for chunk in batch.chunks}
+        undo_writes(c, run.namespace, sorted(i for ids in earlier.values() for i in ids if i not in kept))
     if not run.appends:
         return set()
-    ids = [chunk.chunk_id for planned in batch.documents if planned.is_new for chunk in planned.chunks]
-    if not ids:
-        return set()
-    met = {row.doc_id for row in c.records.journal.chunk_rows(run.namespace, ids, PENDING).values()}
-    return {chunk.chunk_id for p in batch.documents if p.is_new and p.document.doc_id not in met for chunk in p.chunks}
+    return {
+        chunk.chunk_id for p in batch.documents if p.is_new and p.document.doc_id not in earlier for chunk in p.chunks
+    }
 
 
 def _write(c: Components, namespace: str, records: list[VectorRecord], appended: set[str]) -> int:

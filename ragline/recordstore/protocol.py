@@ -93,8 +93,8 @@ class RunJournal(Protocol):
         """Chunk rows in ``state`` for these ids, by chunk id."""
         ...
 
-    def live_chunks_of_documents(self, namespace: str, doc_ids: Sequence[str]) -> list[ChunkRow]:
-        """Live chunk rows of these documents, in chunk id order."""
+    def chunks_of_documents(self, namespace: str, doc_ids: Sequence[str], state: RowState = "live") -> list[ChunkRow]:
+        """Chunk rows of these documents in ``state``, in chunk id order."""
         ...
 
     def expected_index_ids_count(self, namespace: str) -> int:

@@ -228,11 +228,11 @@ class PostgresRunJournal:
         )
         return {r[0]: _chunk_row(r) for r in rows}
 
-    def live_chunks_of_documents(self, namespace: str, doc_ids: Sequence[str]) -> list[ChunkRow]:
+    def chunks_of_documents(self, namespace: str, doc_ids: Sequence[str], state: RowState = "live") -> list[ChunkRow]:
         rows = self._db.rows(
-            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE namespace = %s AND state = 'live' "
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE namespace = %s AND state = %s "
             "AND doc_id = ANY(%s::text[]) ORDER BY chunk_id",
-            (namespace, list(doc_ids)),
+            (namespace, state, list(doc_ids)),
         )
         return [_chunk_row(r) for r in rows]
 

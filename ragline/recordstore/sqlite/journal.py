@@ -195,10 +195,10 @@ class SQLiteRunJournal:
         )
         return {r[0]: _chunk_row(r) for r in rows}
 
-    def live_chunks_of_documents(self, namespace: str, doc_ids: Sequence[str]) -> list[ChunkRow]:
+    def chunks_of_documents(self, namespace: str, doc_ids: Sequence[str], state: RowState = "live") -> list[ChunkRow]:
         rows = self._db.rows_for_ids(
-            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE namespace = ? AND state = 'live' AND doc_id IN ({{marks}})",
-            (namespace,),
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE namespace = ? AND state = ? AND doc_id IN ({{marks}})",
+            (namespace, state),
             doc_ids,
         )
         return sorted((_chunk_row(r) for r in rows), key=lambda row: row.chunk_id)
