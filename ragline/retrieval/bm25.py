@@ -7,11 +7,11 @@ it lifts BM25 nDCG@10 by 0.009 (Cranfield) and 0.016 (CISI).
 An index is keyed by a fingerprint of the live chunk set (sorted chunk ids with their text hashes and titles) and
 its BM25 parameters. ``refresh_bm25`` (ingest calls it after a commit) and every search compare the live key with the
 loaded index and rebuild when they differ. Reading the live set scans the record store (seconds at a million
-chunks), so a search skips the scan while a cheap stamp of the record store's files (size and mtime) has not changed
-and either the last scan is under a minute old or the namespace's read generation (its last committed run,
-``RunJournal.read_generation``) is the one the index was checked at: mtimes are coarse, and a write in the stamp's
-tick goes unseen by the stamp but not by the generation. A record store without files (PostgreSQL) is scanned again
-every minute.
+chunks), so a search scans it only when the namespace's read generation (its last commit as the database counts
+them, ``RunJournal.read_generation``) is not the one the index was checked at: live chunks change only by a commit.
+Within a minute of the last check, while a cheap stamp of the record store's files (size and mtime; PostgreSQL has
+none here) has not changed, it does not even read the generation: mtimes are coarse, and a commit in the stamp's
+tick goes unseen by the stamp but not, past the minute, by the generation.
 
 Layout: ``<home>/bm25/<namespace>/<key>/`` holds bm25s's arrays and ``manifest.json`` (chunk ids in index order,
 the namespace's sources). A build writes a hidden temporary folder and renames it into place, so readers in other
@@ -39,7 +39,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,7 +73,8 @@ _PAGE = 2_000
 _WORKERS_FROM = 20_000
 """Live chunks from which a build tokenizes in worker processes (below, spawning them costs more than it saves)."""
 _RECHECK_S = 60.0
-"""A search scans the live chunks at least this often, even when the record store's stamp has not changed."""
+"""A search reads the namespace's generation at least this often, even when the record store's stamp has not
+changed (mtimes are coarse: a commit in the stamp's tick leaves it as it was)."""
 
 
 @dataclass(frozen=True)
@@ -218,14 +219,13 @@ def _synced(c: Components, namespace: str, params: BM25Params, *, force_check: b
     now = time.monotonic()
     with _loaded_lock:
         cached = _loaded.get((folder, params))
-        unwritten = cached if cached is not None and not force_check and stamp == cached.stamp else None
-        if unwritten is not None and now - unwritten.at < _RECHECK_S:
-            return unwritten.index, False
-        # past the minute, the generation shows a commit in the stamp's tick (mtimes are coarse); read before the scan
-        generation = c.records.journal.read_generation(namespace)
-        same_commit = generation is not None and unwritten is not None and generation == unwritten.generation
-        if unwritten is not None and same_commit and stamp != _NO_FILES:
-            return unwritten.index, False
+        trusted = None if force_check else cached
+        if trusted is not None and stamp == trusted.stamp and now - trusted.at < _RECHECK_S:
+            return trusted.index, False  # nothing written here this minute: not even the generation is read
+        generation = c.records.journal.read_generation(namespace)  # read before the scan: a commit after it shows
+        if trusted is not None and generation is not None and generation == trusted.generation:
+            _loaded[(folder, params)] = replace(trusted, stamp=stamp, at=now)  # no commit since it was checked
+            return trusted.index, False
         index, rebuilt = None, False
         if cached is not None or _has_index(folder):  # else a first build: no index to find by its key
             key = _index_key(live_fingerprint(c.records, namespace), params)
@@ -234,10 +234,6 @@ def _synced(c: Components, namespace: str, params: BM25Params, *, force_check: b
             index, rebuilt = _build(folder, c.records, namespace, params, c.workers), True
         _loaded[(folder, params)] = _Checked(index, stamp, generation, now)
         return index, rebuilt
-
-
-_NO_FILES: _Stamp = ((0, 0), (0, 0))
-"""The stamp of a record store that has no files here (PostgreSQL)."""
 
 
 def _has_index(folder: Path) -> bool:
