@@ -141,6 +141,29 @@ def test_a_failed_sqlite_step_leaves_the_file_at_the_last_version_it_completed(t
     assert _sqlite_version(path) == v + 2 and "runs_by_host" in _sqlite_indexes(path)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_commit_by_a_release_before_commit_seq_is_numbered_too(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "postgres":
+        postgres = request.getfixturevalue("postgres")
+        store: SQLiteRecordStore | PostgresRecordStore = PostgresRecordStore(postgres.url, postgres.schema)
+        commit = "UPDATE runs SET status = 'committed' WHERE run_id = %s"
+    else:
+        store, commit = (
+            SQLiteRecordStore(tmp_path / "r.sqlite"),
+            "UPDATE runs SET status = 'committed' WHERE run_id = ?",
+        )
+    write_run(store, "r1", [(document("d1"), ["a"])])
+    write_run(store, "r2", [(document("d2"), ["b"])], commit=False)
+    with store.db.transaction() as db:  # a process still on the release before: its commit names no number
+        db.execute(commit, ("r2",))
+    assert store.journal.read_generation("ns") == "r2"
+    write_run(store, "r3", [(document("d3"), ["c"])])
+    assert store.journal.read_generation("ns") == "r3"
+    store.close()
+
+
 def test_postgres_runs_committed_before_commit_seq_are_numbered_in_the_order_they_started(
     postgres: PostgresSchema,
 ) -> None:
@@ -148,6 +171,8 @@ def test_postgres_runs_committed_before_commit_seq_are_numbered_in_the_order_the
     for run_id in ("r1", "r2"):
         write_run(store, run_id, [(document(run_id), ["a"])])
     with store.db.transaction() as cursor:  # the tables as schema version 1 left them
+        cursor.execute("DROP TRIGGER runs_numbered ON runs")
+        cursor.execute("DROP FUNCTION number_commit")
         cursor.execute("ALTER TABLE runs DROP COLUMN commit_seq")
         cursor.execute("UPDATE runs SET started_at = 10.0 WHERE run_id = 'r2'")  # r2 started first
         cursor.execute("UPDATE schema_version SET version = 1")

@@ -23,15 +23,6 @@ class Migration:
     statements: tuple[str, ...]
 
 
-NUMBER_COMMITTED_RUNS = (
-    "UPDATE runs SET commit_seq = (SELECT n FROM (SELECT run_id, ROW_NUMBER() OVER (PARTITION BY namespace "
-    "ORDER BY started_at, run_id) AS n FROM runs WHERE status = 'committed') o WHERE o.run_id = runs.run_id) "
-    "WHERE status = 'committed'"
-)
-"""Both backends' step that adds ``runs.commit_seq`` (a run's place among its namespace's commits, counted by the
-database rather than by any host's clock) numbers the runs committed before it in the order they started."""
-
-
 def steps_to_apply(current: int, target: int, steps: Sequence[Migration], *, store: str) -> list[Migration]:
     """The steps from ``current`` to ``target``, in order.
 
@@ -48,8 +39,3 @@ def steps_to_apply(current: int, target: int, steps: Sequence[Migration], *, sto
             f"(steps {[step.version for step in steps]})"
         )
     return wanted
-
-
-def statements_of(script: str) -> list[str]:
-    """The statements of a DDL script (statements end with ``;`` and hold none inside)."""
-    return [statement.strip() for statement in script.split(";") if statement.strip()]

@@ -26,6 +26,22 @@ from ragline.recordstore.rows import (
     keyword_rows,
 )
 
+NUMBER_COMMITS = (
+    """CREATE OR REPLACE FUNCTION number_commit() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    IF NEW.status = 'committed' AND NEW.commit_seq IS NULL THEN
+        NEW.commit_seq := (SELECT COALESCE(MAX(commit_seq), 0) + 1 FROM runs WHERE namespace = NEW.namespace);
+    END IF;
+    RETURN NEW;
+END $$""",
+    "CREATE OR REPLACE TRIGGER runs_numbered BEFORE UPDATE OF status ON runs FOR EACH ROW "
+    "EXECUTE FUNCTION number_commit()",
+)
+"""A committed run takes the next number of its namespace (``runs.commit_seq``, what ``read_generation`` orders
+by): counted by the database, not by any host's clock, and by a trigger, so a commit by an older release's process
+is numbered too. Runs of one namespace hold its lock, so they commit one at a time. The function keeps the schema
+it was created in (ragline's), whatever the caller's search path."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT COLLATE "C" PRIMARY KEY, namespace TEXT COLLATE "C" NOT NULL, source TEXT NOT NULL,
@@ -53,7 +69,8 @@ CREATE TABLE IF NOT EXISTS tombstones (
     PRIMARY KEY (namespace, chunk_id));
 CREATE TABLE IF NOT EXISTS run_seen (
     run_id TEXT COLLATE "C" NOT NULL, doc_id TEXT COLLATE "C" NOT NULL, PRIMARY KEY (run_id, doc_id));
-"""
+""" + "".join(f"{statement};\n" for statement in NUMBER_COMMITS)
+
 TABLES = ("runs", "namespaces", "documents", "chunks", "tombstones")
 """The journal's tables with a ``namespace`` column (``run_seen`` rows go with their run)."""
 
@@ -317,11 +334,7 @@ class PostgresRunJournal:
                     "INSERT INTO tombstones SELECT %s, unnest(%s::text[]), %s ON CONFLICT DO NOTHING",
                     (namespace, stale, run_id),
                 )
-                db.execute(
-                    "UPDATE runs SET status = 'committed', commit_seq = (SELECT COALESCE(MAX(commit_seq), 0) + 1 "
-                    "FROM runs WHERE namespace = %s) WHERE run_id = %s",
-                    (namespace, run_id),
-                )
+                db.execute("UPDATE runs SET status = 'committed' WHERE run_id = %s", (run_id,))  # NUMBER_COMMITS
                 db.execute("DELETE FROM run_seen WHERE run_id = %s", (run_id,))
         return CommitResult(documents_removed=len(removed), stale_chunk_ids=stale)
 

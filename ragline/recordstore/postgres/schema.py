@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ragline.recordstore.migrations import NUMBER_COMMITTED_RUNS, Migration, steps_to_apply
+from ragline.recordstore.migrations import Migration, steps_to_apply
 from ragline.recordstore.postgres import (
     aliases,
     backfills,
@@ -28,7 +28,12 @@ MIGRATIONS = (
     Migration(
         2,
         "order a namespace's commits by the database, not by the clock of the host that started each run",
-        ("ALTER TABLE runs ADD COLUMN commit_seq BIGINT", NUMBER_COMMITTED_RUNS),
+        (
+            "ALTER TABLE runs ADD COLUMN commit_seq BIGINT",
+            "UPDATE runs SET commit_seq = o.n FROM (SELECT run_id, ROW_NUMBER() OVER (PARTITION BY namespace "
+            "ORDER BY started_at, run_id) AS n FROM runs WHERE status = 'committed') o WHERE o.run_id = runs.run_id",
+            *journal.NUMBER_COMMITS,
+        ),
     ),
 )
 PARTS = (journal, quarantine, aliases, backfills, near_duplicates, keywords, embeddings_table)

@@ -17,7 +17,7 @@ from typing import Any
 
 from ragline.batching import batched
 from ragline.errors import RecordStoreDamaged
-from ragline.recordstore.migrations import Migration, statements_of, steps_to_apply
+from ragline.recordstore.migrations import Migration, steps_to_apply
 
 IDS_PER_QUERY = 500
 """Ids bound in one ``IN (...)`` list, well under SQLite's parameter limit."""
@@ -128,3 +128,15 @@ class SQLiteDatabase:
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+def statements_of(script: str) -> list[str]:
+    """The statements of a DDL script, a trigger's ``BEGIN … END`` body included (``sqlite3.complete_statement``)."""
+    statements, current = [], ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                statements.append(current.strip())
+            current = ""
+    return statements

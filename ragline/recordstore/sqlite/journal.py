@@ -21,7 +21,19 @@ from ragline.recordstore.rows import (
 )
 from ragline.recordstore.sqlite.database import Row, SQLiteDatabase
 
-SCHEMA = """
+NUMBER_COMMITS = """
+CREATE TRIGGER IF NOT EXISTS runs_numbered AFTER UPDATE OF status ON runs
+WHEN NEW.status = 'committed' AND NEW.commit_seq IS NULL BEGIN
+    UPDATE runs SET commit_seq = (SELECT COALESCE(MAX(commit_seq), 0) + 1 FROM runs WHERE namespace = NEW.namespace)
+    WHERE run_id = NEW.run_id;
+END;
+"""
+"""A committed run takes the next number of its namespace (``runs.commit_seq``, what ``read_generation`` orders
+by): counted by the database, not by any host's clock, and by a trigger, so a commit by an older release's process
+is numbered too. Runs of one namespace hold its lock, so they commit one at a time."""
+
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, source TEXT NOT NULL, started_at REAL NOT NULL,
     finished_at REAL, status TEXT NOT NULL, stats_json TEXT, commit_seq INTEGER);
@@ -42,6 +54,9 @@ CREATE TABLE IF NOT EXISTS tombstones (
     namespace TEXT NOT NULL, chunk_id TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY (namespace, chunk_id));
 CREATE TABLE IF NOT EXISTS run_seen (run_id TEXT NOT NULL, doc_id TEXT NOT NULL, PRIMARY KEY (run_id, doc_id));
 """
+    + NUMBER_COMMITS
+)
+
 TABLES = ("runs", "namespaces", "documents", "chunks", "tombstones")
 """The journal's tables with a ``namespace`` column (``run_seen`` rows go with their run)."""
 
@@ -285,11 +300,7 @@ class SQLiteRunJournal:
             db.executemany(
                 "INSERT OR IGNORE INTO tombstones VALUES (?, ?, ?)", [(namespace, cid, run_id) for cid in stale]
             )
-            db.execute(
-                "UPDATE runs SET status = 'committed', commit_seq = (SELECT COALESCE(MAX(commit_seq), 0) + 1 "
-                "FROM runs WHERE namespace = ?) WHERE run_id = ?",
-                (namespace, run_id),
-            )
+            db.execute("UPDATE runs SET status = 'committed' WHERE run_id = ?", (run_id,))  # numbered: NUMBER_COMMITS
             db.execute("DELETE FROM run_seen WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM temp.replaced")
         return CommitResult(documents_removed=removed, stale_chunk_ids=stale)

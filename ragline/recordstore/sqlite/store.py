@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ragline.errors import ConfigError, StoreError
-from ragline.recordstore.migrations import NUMBER_COMMITTED_RUNS, Migration, statements_of
+from ragline.recordstore.migrations import Migration
 from ragline.recordstore.sqlite import aliases, backfills, journal, keywords, near_duplicates, quarantine
-from ragline.recordstore.sqlite.database import SQLiteDatabase
+from ragline.recordstore.sqlite.database import SQLiteDatabase, statements_of
 
 SCHEMA_VERSION = 3
 """The version of the parts' tables (``PRAGMA user_version``); bumped with a new step in ``MIGRATIONS``."""
@@ -23,7 +23,13 @@ MIGRATIONS = (
     Migration(
         3,
         "order a namespace's commits by the database, not by the clock of the host that started each run",
-        ("ALTER TABLE runs ADD COLUMN commit_seq INTEGER", NUMBER_COMMITTED_RUNS),
+        (
+            "ALTER TABLE runs ADD COLUMN commit_seq INTEGER",
+            "UPDATE runs SET commit_seq = (SELECT n FROM (SELECT run_id, ROW_NUMBER() OVER (PARTITION BY namespace "
+            "ORDER BY started_at, run_id) AS n FROM runs WHERE status = 'committed') o WHERE o.run_id = runs.run_id) "
+            "WHERE status = 'committed'",  # the commits before: in the order they started (UPDATE … FROM is 3.33+)
+            *statements_of(journal.NUMBER_COMMITS),
+        ),
     ),
 )
 PARTS = (journal, quarantine, aliases, backfills, near_duplicates, keywords)
