@@ -27,9 +27,9 @@ def open_run(config: RaglineConfig, namespace: str, source: str) -> RunRef:
 
 
 @task(name="load", cache_policy=NO_CACHE)
-def load(config: RaglineConfig, run: RunRef, items: Iterator[SourceItem], size: int, track_seen: bool = True) -> Plan:
+def load(config: RaglineConfig, run: RunRef, items: Iterator[SourceItem], size: int) -> Plan:
     """Read the next batch of the source; unchanged documents are skipped here, before any chunking."""
-    return stages.load(components_for(config), run, items, size, track_seen)
+    return stages.load(components_for(config), run, items, size)
 
 
 @task(name="chunk", cache_policy=NO_CACHE)

@@ -62,7 +62,7 @@ def paragraphs(rng: random.Random) -> str:
 
 
 def live_texts(c: Components, doc_ids: list[str]) -> list[str]:
-    rows = c.records.journal.chunks_of_documents(NS, [f"docs/{doc_id}" for doc_id in doc_ids])
+    rows = c.records.journal.live_chunks_of_documents(NS, [f"docs/{doc_id}" for doc_id in doc_ids])
     return sorted(bm25.indexed_text(row.text, row.metadata) for row in rows)
 
 

@@ -1,11 +1,11 @@
-"""A source may yield one document id more than once in a run (a custom source, a change feed): the last version
-is indexed, whatever the earlier ones wrote, and a rollback leaves the index as the previous run left it."""
+"""A source may yield one document id more than once in a run (a custom source, a change feed): the first version
+is indexed and every later one quarantined, as the dataset sources do with a repeated id. The run's own record of
+the ids it read (in the record store) decides, so it holds across batches and however each version fares."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import pytest
 
@@ -14,7 +14,8 @@ from ragline.config import RaglineConfig
 from ragline.embedders.hashing import HashingEmbedder
 from ragline.indexing.consistency import await_writes
 from ragline.indexing.pipeline import ingest
-from ragline.records import Document
+from ragline.indexing.stages import REASON_REPEATED
+from ragline.records import Document, QuarantineRecord
 from ragline.sources.base import SourceItem
 
 NS = "repeats"
@@ -48,14 +49,17 @@ class Listed:
 
     def items(self) -> Iterator[SourceItem]:
         for doc_id, text in self.documents:
+            if not text:
+                yield QuarantineRecord("s", f"mem://{doc_id}", "unreadable", doc_id=f"s/{doc_id}")
+                continue
             yield Document(f"s/{doc_id}", "s", f"mem://{doc_id}", doc_id, text, Document.hash_content(doc_id, text, {}))
         if self.fail:
             raise RuntimeError("the source broke off")
 
 
 def index_texts(c: Components) -> dict[str, str]:
-    """Each id in the index with the start of its text (once reads show every write); checked against the record
-    store's live chunks."""
+    """Each id in the index with the first word of its text (once reads show every write), checked against the
+    record store's live chunks."""
     await_writes(c, NS)
     ids = list(c.store.list_ids(namespace=NS))
     texts = {i: str(r.metadata["text"]).split()[0] for i, r in c.store.fetch(ids, namespace=NS).items()}
@@ -65,36 +69,57 @@ def index_texts(c: Components) -> dict[str, str]:
     return texts
 
 
-Where = Literal["same batch", "later batch"]
-SPLIT: dict[Where, list[tuple[str, str]]] = {"same batch": [], "later batch": [("x", "x"), ("y", "y")]}
+def of_a(texts: dict[str, str]) -> dict[str, str]:
+    return {i: t for i, t in texts.items() if i.startswith("s/a#")}
 
 
-@pytest.mark.parametrize("where", list(SPLIT))
-def test_a_document_yielded_again_shorter_keeps_only_its_last_version(components: Components, where: Where) -> None:
-    ingest(
-        components, Listed([("a", paragraphs("alpha", 3)), *SPLIT[where], ("a", paragraphs("beta", 1))]), namespace=NS
+FILLER = [("x", "x"), ("y", "y"), ("z", "z")]
+"""Between two versions: puts the second in a later batch."""
+
+
+@pytest.mark.parametrize("between", [[], FILLER], ids=["same batch", "later batch"])
+@pytest.mark.parametrize("lengths", [(3, 1), (1, 3)], ids=["shorter", "longer"])
+def test_the_first_version_is_indexed_and_the_repeat_quarantined(
+    components: Components, between: list[tuple[str, str]], lengths: tuple[int, int]
+) -> None:
+    first, second = lengths
+    result = ingest(
+        components,
+        Listed([("a", paragraphs("alpha", first)), *between, ("a", paragraphs("beta", second))]),
+        namespace=NS,
     )
-    texts = index_texts(components)
-    assert {i: t for i, t in texts.items() if i.startswith("s/a")} == {"s/a#0": "beta0"}
+    assert of_a(index_texts(components)) == {f"s/a#{k}": f"alpha{k}" for k in range(first)}
+    (repeat,) = [q for q in result.quarantined if q.reason == REASON_REPEATED]
+    assert repeat.doc_id == "s/a" and "first version" in (repeat.detail or "")
+    assert result.stats.documents_quarantined == 1 and result.stats.documents_new == 1 + len(between)
 
 
-@pytest.mark.parametrize("where", list(SPLIT))
-def test_an_indexed_document_yielded_twice_keeps_only_its_last_version(components: Components, where: Where) -> None:
-    ingest(components, Listed([("a", paragraphs("alpha", 3))]), namespace=NS)
-    ingest(
-        components, Listed([("a", paragraphs("beta", 4)), *SPLIT[where], ("a", paragraphs("gamma", 2))]), namespace=NS
-    )
-    texts = index_texts(components)
-    assert {i: t for i, t in texts.items() if i.startswith("s/a")} == {"s/a#0": "gamma0", "s/a#1": "gamma1"}
+@pytest.mark.parametrize("between", [[], FILLER], ids=["same batch", "later batch"])
+def test_a_repeat_at_the_indexed_version_does_not_undo_the_change(
+    components: Components, between: list[tuple[str, str]]
+) -> None:
+    ingest(components, Listed([("a", paragraphs("alpha", 2))]), namespace=NS)
+    source = Listed([("a", paragraphs("beta", 3)), *between, ("a", paragraphs("alpha", 2))])
+    for _ in range(2):  # and the same source again: nothing flips
+        ingest(components, source, namespace=NS)
+        assert of_a(index_texts(components)) == {"s/a#0": "beta0", "s/a#1": "beta1", "s/a#2": "beta2"}
 
 
-@pytest.mark.parametrize("where", list(SPLIT))
-def test_a_failed_run_that_met_a_document_twice_leaves_the_previous_index(components: Components, where: Where) -> None:
+def test_a_repeat_after_a_quarantined_read_of_the_id_is_quarantined_too(components: Components) -> None:
+    ingest(components, Listed([("a", paragraphs("alpha", 1))]), namespace=NS)
+    result = ingest(components, Listed([("a", ""), *FILLER, ("a", paragraphs("beta", 1))]), namespace=NS)
+    assert [q.reason for q in result.quarantined] == ["unreadable", REASON_REPEATED]
+    assert of_a(index_texts(components)) == {"s/a#0": "alpha0"}  # the indexed version stays
+
+
+@pytest.mark.parametrize("between", [[], FILLER], ids=["same batch", "later batch"])
+def test_a_failed_run_that_met_a_document_twice_leaves_the_previous_index(
+    components: Components, between: list[tuple[str, str]]
+) -> None:
     ingest(components, Listed([("a", paragraphs("alpha", 2)), ("b", "b")]), namespace=NS)
     before = index_texts(components)
-    versions = [("a", paragraphs("beta", 4)), *SPLIT[where], ("a", paragraphs("gamma", 1))]
-    versions += [(f"z{k}", "z") for k in range(4)]  # the last "a" is written before the source breaks off
+    versions = [("a", paragraphs("beta", 4)), *between, ("a", paragraphs("gamma", 1))]
+    versions += [(f"w{k}", "w") for k in range(4)]  # the batches with "a" are written before the source breaks off
     with pytest.raises(RuntimeError, match="broke off"):
         ingest(components, Listed(versions, fail=True), namespace=NS)
     assert index_texts(components) == before == {"s/a#0": "alpha0", "s/a#1": "alpha1", "s/b#0": "b"}
-    assert components.records.journal.pending_chunk_ids(components.records.journal.last_runs(NS, 1)[0].run_id) == []

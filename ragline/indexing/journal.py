@@ -49,7 +49,7 @@ class RunRef:
     seal: Seal | None = None
     appends: bool = False
     """The namespace's index was empty when the run opened and can append (``AppendingStore``): it then holds only
-    what the run wrote, so the chunks of documents the run has not met before are appended, not upserted."""
+    what the run wrote, so the chunks of new documents (each met once: ``stages.load``) are appended, not upserted."""
 
 
 def new_run_id() -> str:
@@ -106,20 +106,13 @@ def recover(c: Components, namespace: str) -> list[str]:
 def rollback_run(c: Components, run_id: str, namespace: str) -> None:
     """Undo a run: restore every id it overwrote from its live row, delete every id it created."""
     pending = c.records.journal.pending_chunk_ids(run_id)
-    restored = undo_writes(c, namespace, pending)
+    live = c.records.journal.chunk_rows(namespace, pending, LIVE)
+    restore = [live[cid] for cid in pending if cid in live]
+    upsert_rows(c, namespace, restore)
+    delete_ids(c, namespace, [cid for cid in pending if cid not in live])
     c.records.journal.discard_pending(run_id)
     await_writes(c, namespace)  # the previous index is back once reads show it
-    log.info("run %s rolled back: %d ids restored, %d removed", run_id, restored, len(pending) - restored)
-
-
-def undo_writes(c: Components, namespace: str, chunk_ids: Sequence[str]) -> int:
-    """Put ids the open run wrote back as the last commit left them: an id with a live row gets its live chunk
-    again, any other is deleted. Returns how many were restored."""
-    live = c.records.journal.chunk_rows(namespace, chunk_ids, LIVE)
-    restore = [live[cid] for cid in chunk_ids if cid in live]
-    upsert_rows(c, namespace, restore)
-    delete_ids(c, namespace, [cid for cid in chunk_ids if cid not in live])
-    return len(restore)
+    log.info("run %s rolled back: %d ids restored, %d removed", run_id, len(restore), len(pending) - len(restore))
 
 
 @contextmanager

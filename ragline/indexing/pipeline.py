@@ -90,7 +90,6 @@ def run_stages(
         freshness=freshness,
         write=write,
         on_progress=on_progress,
-        track_seen=cleanup == "full",
     )
     stats = outcome.stats
     if freshness is not None:
@@ -110,14 +109,12 @@ def write_batches(
     freshness: stages.Freshness | None = None,
     write: stages.RecordWriter | None = None,
     on_progress: Progress | None = None,
-    track_seen: bool = True,
 ) -> StagesOutcome:
     """load → (reverify) → chunk → dedupe → embed → validate → upsert for each batch (``batch_documents``); up to
     ``steps.window`` batches embed while the next one loads and is chunked. A batch the worker processes chunk and sign
     (``ragline.indexing.ahead``) first has the oldest validated and upserted meanwhile. The validation suites are
     built beside the first batch.
-    The run's writes are pending until ``commit``. ``track_seen``: record the documents read (a full cleanup's
-    commit deletes the others)."""
+    The run's writes are pending until ``commit``."""
     stats, counts = IngestStats(), FreshnessCounts()
     source = iter(items)
     embedding: deque[tuple[int, Pending[stages.EmbeddedBatch], int]] = deque()
@@ -136,7 +133,7 @@ def write_batches(
         group = 0
         while True:
             size = batch_documents(group, batch_size)
-            plan = steps.run(stages.load, f"load-{group}", run, source, size, track_seen)
+            plan = steps.run(stages.load, f"load-{group}", run, source, size)
             stats.add(plan.stats)
             documents = plan.stats.documents_seen  # done once their batch is written
             if freshness is not None and plan.unchanged:

@@ -31,7 +31,6 @@ from ragline.indexing.journal import (
     fetch_back_problems,
     open_run,
     settled_count,
-    undo_writes,
     upsert_rows,
     vectors_for,
 )
@@ -147,18 +146,21 @@ class Reverified:
 # --- per batch ---------------------------------------------------------------------------------------------------
 
 
-def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int, track_seen: bool = True) -> Plan:
+def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int) -> Plan:
     """Read up to ``size`` items from the source and plan them: unchanged documents (same content, chunker and
-    model) are skipped before anything is chunked; inputs the source could not read are quarantined. The workers
-    start chunking and signing a large batch's documents now (``ragline.indexing.ahead``).
+    model) are skipped before anything is chunked; inputs the source could not read are quarantined, and so is a
+    document id the source yields again in this run (``REASON_REPEATED``: its first version is the one indexed).
+    The workers start chunking and signing a large batch's documents now (``ragline.indexing.ahead``).
 
-    ``track_seen`` records the documents read, for a commit that deletes the unseen ones (full cleanup); an
-    incremental run skips that write."""
+    Every id read is recorded with the run (``RunJournal.mark_seen``): in the record store, so a batch loaded on
+    another host knows it too, and a full cleanup's commit deletes the documents not seen."""
     stats = IngestStats()
     with stats.timed("load"):
         batch = list(islice(items, size))
-    documents = list({i.doc_id: i for i in batch if isinstance(i, Document)}.values())  # a repeated id: the last
-    quarantined = [i for i in batch if isinstance(i, QuarantineRecord)]
+    with stats.timed("record"):
+        before = c.records.journal.mark_seen(run.run_id, [i.doc_id for i in batch if i.doc_id])
+    documents, repeated = _first_reads(batch, before)
+    quarantined = [i for i in batch if isinstance(i, QuarantineRecord)] + repeated
     planned: list[PlannedDocument] = []
     unchanged: list[tuple[Document, DocumentRow]] = []
     with stats.timed("plan"):
@@ -178,14 +180,31 @@ def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int, tra
     stats.documents_seen = len(batch)
     stats.documents_unchanged = len(unchanged)
     stats.documents_quarantined = len(quarantined)
-    with stats.timed("record"):
-        if track_seen:
-            c.records.journal.mark_seen(
-                run.run_id, [d.doc_id for d in documents] + [q.doc_id for q in quarantined if q.doc_id]
-            )
-        if quarantined:
+    if quarantined:
+        with stats.timed("record"):
             c.records.quarantine.add(run.run_id, run.namespace, quarantined)
     return Plan(planned, unchanged, exhausted=len(batch) < size, stats=stats, started_ahead=ahead)
+
+
+REASON_REPEATED = "duplicate id"
+"""A document id the source yielded before in the same run (the dataset sources' reason for the same)."""
+
+
+def _first_reads(batch: Sequence[SourceItem], before: set[str]) -> tuple[list[Document], list[QuarantineRecord]]:
+    """The batch's documents whose id the run reads for the first time (``before``: ids read in earlier batches),
+    and a quarantine record for each other one."""
+    met = set(before)
+    documents: list[Document] = []
+    repeated: list[QuarantineRecord] = []
+    for item in batch:
+        if isinstance(item, Document) and item.doc_id in met:
+            detail = f"{item.doc_id!r} was yielded before in this run; the first version is the one indexed"
+            repeated.append(QuarantineRecord(item.source, item.uri, REASON_REPEATED, doc_id=item.doc_id, detail=detail))
+        elif isinstance(item, Document):
+            documents.append(item)
+        if item.doc_id:
+            met.add(item.doc_id)
+    return documents, repeated
 
 
 def chunk(c: Components, run: RunRef, plan: Plan) -> Chunked:
@@ -309,7 +328,7 @@ def upsert(c: Components, run: RunRef, batch: EmbeddedBatch, write: RecordWriter
     before = usage_now(c.embedder, c.store, c.sparse)
     metadata = [index_metadata(ch.text, ch.metadata) for ch in chunks]
     with stats.timed("record"):
-        appended = _supersede(c, run, batch) if write is None else set()  # before its rows are pending
+        appended = _appendable(run, batch) if write is None else set()
         pending = [(p.document, p.chunks, c.chunker.config_hash, c.embedder.model_id) for p in batch.documents]
         c.records.journal.record_pending(run.run_id, run.namespace, pending)
         sparse = pending_records(c, run.namespace, chunks, metadata) if c.sparse is not None else []
@@ -343,7 +362,7 @@ def reverify(c: Components, run: RunRef, plan: Plan, freshness: Freshness) -> Re
         return Reverified(counts, stats)
     before = usage_now(c.embedder, c.store, c.sparse)
     with stats.timed("reverify"):
-        rows = c.records.journal.chunks_of_documents(run.namespace, [d.doc_id for d in due])
+        rows = c.records.journal.live_chunks_of_documents(run.namespace, [d.doc_id for d in due])
         problems = fetch_back_problems(c, run.namespace, rows)
         if problems:
             log.warning(
@@ -430,23 +449,12 @@ def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = Fa
 # --- helpers -----------------------------------------------------------------------------------------------------
 
 
-def _supersede(c: Components, run: RunRef, batch: EmbeddedBatch) -> set[str]:
-    """Make way for documents the run wrote before (a source may yield one id twice): ids an earlier version wrote
-    beyond the new one's chunks are put back as the last commit left them (``undo_writes``), so the last version
-    is what the index holds and a rollback still finds every id the run wrote. Returns the chunk ids the index
-    cannot hold (``RunRef.appends``): of documents the run meets for the first time."""
-    doc_ids = [planned.document.doc_id for planned in batch.documents]
-    earlier: dict[str, set[str]] = {}
-    for row in c.records.journal.chunks_of_documents(run.namespace, doc_ids, PENDING):
-        earlier.setdefault(row.doc_id, set()).add(row.chunk_id)
-    if earlier:
-        kept = {chunk.chunk_id for chunk in batch.chunks}
-        undo_writes(c, run.namespace, sorted(i for ids in earlier.values() for i in ids if i not in kept))
+def _appendable(run: RunRef, batch: EmbeddedBatch) -> set[str]:
+    """Chunk ids of the batch the index cannot hold (``RunRef.appends``): of new documents, which the run meets
+    once (``load`` quarantines a repeated id)."""
     if not run.appends:
         return set()
-    return {
-        chunk.chunk_id for p in batch.documents if p.is_new and p.document.doc_id not in earlier for chunk in p.chunks
-    }
+    return {chunk.chunk_id for planned in batch.documents if planned.is_new for chunk in planned.chunks}
 
 
 def _write(c: Components, namespace: str, records: list[VectorRecord], appended: set[str]) -> int:

@@ -18,7 +18,7 @@ Every backend passes the contract suite in ``ragline.testing.recordstore_contrac
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ragline.records import Chunk, Document, NearDuplicate, QuarantineRecord
@@ -73,8 +73,9 @@ class RunJournal(Protocol):
         """The newest runs, newest first."""
         ...
 
-    def mark_seen(self, run_id: str, doc_ids: Iterable[str]) -> None:
-        """Remember which documents the run's source still has (a full cleanup deletes the others)."""
+    def mark_seen(self, run_id: str, doc_ids: Sequence[str]) -> set[str]:
+        """Remember which documents the run's source yielded (a full cleanup deletes the others); returns those of
+        ``doc_ids`` it had yielded before this call."""
         ...
 
     def live_documents(self, namespace: str, doc_ids: Sequence[str]) -> dict[str, DocumentRow]:
@@ -93,8 +94,8 @@ class RunJournal(Protocol):
         """Chunk rows in ``state`` for these ids, by chunk id."""
         ...
 
-    def chunks_of_documents(self, namespace: str, doc_ids: Sequence[str], state: RowState = "live") -> list[ChunkRow]:
-        """Chunk rows of these documents in ``state``, in chunk id order."""
+    def live_chunks_of_documents(self, namespace: str, doc_ids: Sequence[str]) -> list[ChunkRow]:
+        """Live chunk rows of these documents, in chunk id order."""
         ...
 
     def expected_index_ids_count(self, namespace: str) -> int:

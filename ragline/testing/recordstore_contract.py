@@ -234,10 +234,13 @@ class RunJournalContract(_Fixture):
         journal.mark_verified(NS, [("d1", 7.0)], 200.0)
         row = journal.live_documents(NS, ["d1"])["d1"]
         assert (row.indexed_at, row.modified_at) == (200.0, 7.0)
-        assert [r.chunk_id for r in journal.chunks_of_documents(NS, ["d2", "d1"])] == ["d1#0", "d2#0"]
-        write_run(record_store, "r2", [(document("d1", "x"), ["c", "d"])], commit=False)
-        pending = journal.chunks_of_documents(NS, ["d1", "d2"], PENDING)
-        assert [(r.chunk_id, r.text) for r in pending] == [("d1#0", "c"), ("d1#1", "d")]
+        assert [r.chunk_id for r in journal.live_chunks_of_documents(NS, ["d2", "d1"])] == ["d1#0", "d2#0"]
+
+    def test_mark_seen_returns_the_ids_its_run_marked_before(self, record_store: RecordStore) -> None:
+        journal = record_store.journal
+        assert journal.mark_seen("r1", ["a", "b", "b"]) == set()
+        assert journal.mark_seen("r1", ["b", "c"]) == {"b"}
+        assert journal.mark_seen("r2", ["a", "c"]) == set()  # each run its own
 
     def test_read_generation_follows_committed_runs(self, record_store: RecordStore) -> None:
         journal = record_store.journal

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from ragline.errors import ConfigError
 from ragline.recordstore.postgres.database import PostgresDatabase, Row, copy_rows
@@ -161,10 +161,13 @@ class PostgresRunJournal:
         )
         return [RunRow(*r) for r in rows]
 
-    def mark_seen(self, run_id: str, doc_ids: Iterable[str]) -> None:
-        self._db.execute(
-            "INSERT INTO run_seen SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING", (run_id, list(doc_ids))
+    def mark_seen(self, run_id: str, doc_ids: Sequence[str]) -> set[str]:
+        distinct = list(dict.fromkeys(doc_ids))
+        added = self._db.rows(
+            "INSERT INTO run_seen SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING RETURNING doc_id",
+            (run_id, distinct),
         )
+        return set(distinct) - {r[0] for r in added}
 
     # --- documents and chunks ---------------------------------------------------------------------------------
 
@@ -245,11 +248,11 @@ class PostgresRunJournal:
         )
         return {r[0]: _chunk_row(r) for r in rows}
 
-    def chunks_of_documents(self, namespace: str, doc_ids: Sequence[str], state: RowState = "live") -> list[ChunkRow]:
+    def live_chunks_of_documents(self, namespace: str, doc_ids: Sequence[str]) -> list[ChunkRow]:
         rows = self._db.rows(
-            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE namespace = %s AND state = %s "
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE namespace = %s AND state = 'live' "
             "AND doc_id = ANY(%s::text[]) ORDER BY chunk_id",
-            (namespace, state, list(doc_ids)),
+            (namespace, list(doc_ids)),
         )
         return [_chunk_row(r) for r in rows]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from ragline.errors import ConfigError
 from ragline.recordstore.protocol import PendingDocument
@@ -134,9 +134,16 @@ class SQLiteRunJournal:
         )
         return [RunRow(*r) for r in rows]
 
-    def mark_seen(self, run_id: str, doc_ids: Iterable[str]) -> None:
+    def mark_seen(self, run_id: str, doc_ids: Sequence[str]) -> set[str]:
         with self._db.transaction() as db:
+            before = {
+                r[0]
+                for r in self._db.rows_for_ids(
+                    "SELECT doc_id FROM run_seen WHERE run_id = ? AND doc_id IN ({marks})", (run_id,), doc_ids
+                )
+            }
             db.executemany("INSERT OR IGNORE INTO run_seen VALUES (?, ?)", ((run_id, d) for d in doc_ids))
+        return before
 
     # --- documents and chunks ---------------------------------------------------------------------------------
 
@@ -210,10 +217,10 @@ class SQLiteRunJournal:
         )
         return {r[0]: _chunk_row(r) for r in rows}
 
-    def chunks_of_documents(self, namespace: str, doc_ids: Sequence[str], state: RowState = "live") -> list[ChunkRow]:
+    def live_chunks_of_documents(self, namespace: str, doc_ids: Sequence[str]) -> list[ChunkRow]:
         rows = self._db.rows_for_ids(
-            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE namespace = ? AND state = ? AND doc_id IN ({{marks}})",
-            (namespace, state),
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE namespace = ? AND state = 'live' AND doc_id IN ({{marks}})",
+            (namespace,),
             doc_ids,
         )
         return sorted((_chunk_row(r) for r in rows), key=lambda row: row.chunk_id)
