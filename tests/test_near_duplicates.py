@@ -241,6 +241,21 @@ def test_signatures_made_in_worker_processes_equal_those_made_here() -> None:
     assert sum(s is None for s in here) == 25 and detector._signed_ahead == {}  # texts without words: no signature
 
 
+@pytest.mark.parametrize("num_perm", [16, 128])
+def test_signatures_are_datasketchs_affine32_minhash_of_the_shingle_hashes(num_perm: int) -> None:
+    from datasketch import MinHash
+
+    rng = np.random.default_rng(7)
+    words = [f"w{n}" for n in range(300)]
+    for length in (1, 2, 3, 50, 5_000):  # past one 4,096-shingle block too
+        document = _doc(" ".join(rng.choice(words, length)))
+        expected = MinHash(num_perm, seed=1, hashfunc=int, scheme="affine32")
+        expected.update_batch(shingle_hashes(document, 3).tolist())
+        signature = minhash_signature(document, num_perm, 3)
+        assert signature is not None and signature.dtype == np.uint32
+        assert np.array_equal(signature, expected.hashvalues)
+
+
 def test_shingle_hashes_are_one_per_shingle_and_the_same_in_every_process() -> None:
     text = "the wing the wing the tail. The wing!"
     hashes = shingle_hashes(_doc(text), 2)
