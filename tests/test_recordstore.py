@@ -174,6 +174,7 @@ def test_postgres_runs_committed_before_commit_seq_are_numbered_in_the_order_the
         cursor.execute("DROP TRIGGER runs_numbered ON runs")
         cursor.execute("DROP FUNCTION number_commit")
         cursor.execute("ALTER TABLE runs DROP COLUMN commit_seq")
+        cursor.execute("ALTER TABLE run_seen DROP COLUMN document")
         cursor.execute("UPDATE runs SET started_at = 10.0 WHERE run_id = 'r2'")  # r2 started first
         cursor.execute("UPDATE schema_version SET version = 1")
     store.close()
@@ -184,6 +185,24 @@ def test_postgres_runs_committed_before_commit_seq_are_numbered_in_the_order_the
     write_run(store, "r3", [(document("r3"), ["a"])])
     assert store.journal.read_generation("ns") == "r3"
     store.close()
+
+
+def test_postgres_commits_are_numbered_in_their_own_schema_after_a_rename(postgres: PostgresSchema) -> None:
+    store = PostgresRecordStore(postgres.url, postgres.schema)
+    write_run(store, "r1", [(document("d1"), ["a"])])
+    store.close()
+    renamed = f"{postgres.schema}_renamed"
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(f'ALTER SCHEMA "{postgres.schema}" RENAME TO "{renamed}"')
+    try:
+        store = PostgresRecordStore(postgres.url, renamed)
+        write_run(store, "r2", [(document("d2"), ["b"])])
+        assert store.db.rows("SELECT run_id, commit_seq FROM runs ORDER BY commit_seq") == [("r1", 1), ("r2", 2)]
+        assert store.journal.read_generation("ns") == "r2"
+        store.close()
+    finally:
+        with psycopg.connect(postgres.url, autocommit=True) as conn:
+            conn.execute(f'ALTER SCHEMA "{renamed}" RENAME TO "{postgres.schema}"')
 
 
 def test_postgres_schema_is_created_at_the_current_version_and_upgraded_in_place(postgres: PostgresSchema) -> None:

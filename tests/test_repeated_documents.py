@@ -105,11 +105,14 @@ def test_a_repeat_at_the_indexed_version_does_not_undo_the_change(
         assert of_a(index_texts(components)) == {"s/a#0": "beta0", "s/a#1": "beta1", "s/a#2": "beta2"}
 
 
-def test_a_repeat_after_a_quarantined_read_of_the_id_is_quarantined_too(components: Components) -> None:
+@pytest.mark.parametrize("between", [[], FILLER], ids=["same batch", "later batch"])
+def test_a_document_after_a_quarantined_read_of_its_id_is_indexed(
+    components: Components, between: list[tuple[str, str]]
+) -> None:
     ingest(components, Listed([("a", paragraphs("alpha", 1))]), namespace=NS)
-    result = ingest(components, Listed([("a", ""), *FILLER, ("a", paragraphs("beta", 1))]), namespace=NS)
-    assert [q.reason for q in result.quarantined] == ["unreadable", REASON_REPEATED]
-    assert of_a(index_texts(components)) == {"s/a#0": "alpha0"}  # the indexed version stays
+    result = ingest(components, Listed([("a", ""), *between, ("a", paragraphs("beta", 1))]), namespace=NS)
+    assert [q.reason for q in result.quarantined] == ["unreadable"]  # as the dataset sources: a rejected record
+    assert of_a(index_texts(components)) == {"s/a#0": "beta0"}  # does not use its id up
 
 
 @pytest.mark.parametrize("between", [[], FILLER], ids=["same batch", "later batch"])

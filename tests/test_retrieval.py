@@ -256,7 +256,12 @@ def test_a_search_scans_the_live_chunks_again_only_after_a_commit(
     late = QuarantineRecord("docs", "file:///late", "empty document")
     components.records.quarantine.add("elsewhere", NS, [late])  # a write, but no commit: no chunk changed
     assert doc_names(search(components, "kite", namespace=NS, mode="bm25").hits) == ["a.md"]
-    assert scans == []  # the index was checked at this generation by the ingest
+    journal = components.records.journal
+    journal.begin_run("open", NS, "docs")  # a run open meanwhile writes, and changes no live row until it commits
+    journal.mark_seen("open", ["docs/a.md"])
+    assert doc_names(search(components, "kite", namespace=NS, mode="bm25").hits) == ["a.md"]
+    journal.discard_pending("open")
+    assert scans == []  # the index was checked at this commit by the ingest
 
     (root / "b.md").write_text("# Gliders\n\nA kite without a string is a glider.\n", encoding="utf-8")
     clock = time.time

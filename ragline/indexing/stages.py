@@ -157,10 +157,12 @@ def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int) -> 
     stats = IngestStats()
     with stats.timed("load"):
         batch = list(islice(items, size))
+    quarantined = [i for i in batch if isinstance(i, QuarantineRecord)]
     with stats.timed("record"):
-        before = c.records.journal.mark_seen(run.run_id, [i.doc_id for i in batch if i.doc_id])
+        read = [i.doc_id for i in batch if isinstance(i, Document)]
+        before = c.records.journal.mark_seen(run.run_id, read, [q.doc_id for q in quarantined if q.doc_id])
     documents, repeated = _first_reads(batch, before)
-    quarantined = [i for i in batch if isinstance(i, QuarantineRecord)] + repeated
+    quarantined += repeated
     planned: list[PlannedDocument] = []
     unchanged: list[tuple[Document, DocumentRow]] = []
     with stats.timed("plan"):
@@ -191,18 +193,20 @@ REASON_REPEATED = "duplicate id"
 
 
 def _first_reads(batch: Sequence[SourceItem], before: set[str]) -> tuple[list[Document], list[QuarantineRecord]]:
-    """The batch's documents whose id the run reads for the first time (``before``: ids read in earlier batches),
-    and a quarantine record for each other one."""
+    """The batch's documents whose id the run reads as a document for the first time (``before``: ids read so in
+    earlier batches), and a quarantine record for each other one. An input the source quarantined does not count:
+    as in the dataset sources, a valid record after a rejected one with its id is indexed."""
     met = set(before)
     documents: list[Document] = []
     repeated: list[QuarantineRecord] = []
     for item in batch:
-        if isinstance(item, Document) and item.doc_id in met:
+        if not isinstance(item, Document):
+            continue
+        if item.doc_id in met:
             detail = f"{item.doc_id!r} was yielded before in this run; the first version is the one indexed"
             repeated.append(QuarantineRecord(item.source, item.uri, REASON_REPEATED, doc_id=item.doc_id, detail=detail))
-        elif isinstance(item, Document):
+        else:
             documents.append(item)
-        if item.doc_id:
             met.add(item.doc_id)
     return documents, repeated
 

@@ -73,9 +73,10 @@ class RunJournal(Protocol):
         """The newest runs, newest first."""
         ...
 
-    def mark_seen(self, run_id: str, doc_ids: Sequence[str]) -> set[str]:
-        """Remember which documents the run's source yielded (a full cleanup deletes the others); returns those of
-        ``doc_ids`` it had yielded before this call."""
+    def mark_seen(self, run_id: str, documents: Sequence[str], quarantined: Sequence[str] = ()) -> set[str]:
+        """Remember which ids the run's source yielded, as documents or as inputs it quarantined (a full cleanup
+        deletes the documents of no such id); returns the ids of ``documents`` the run had read as documents before
+        this call."""
         ...
 
     def live_documents(self, namespace: str, doc_ids: Sequence[str]) -> dict[str, DocumentRow]:
@@ -145,6 +146,11 @@ class RunJournal(Protocol):
 
     def stamp_run_documents(self, run_id: str, at: float) -> None:
         """Set ``indexed_at`` of the live documents a committed run wrote to ``at``."""
+        ...
+
+    def last_commit(self, namespace: str) -> str | None:
+        """The namespace's latest committed run id (by ``commit_seq``), a run open meanwhile or not: what its live
+        rows are as of; None before the first commit."""
         ...
 
     def read_generation(self, namespace: str) -> str | None:

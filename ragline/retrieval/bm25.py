@@ -7,11 +7,12 @@ it lifts BM25 nDCG@10 by 0.009 (Cranfield) and 0.016 (CISI).
 An index is keyed by a fingerprint of the live chunk set (sorted chunk ids with their text hashes and titles) and
 its BM25 parameters. ``refresh_bm25`` (ingest calls it after a commit) and every search compare the live key with the
 loaded index and rebuild when they differ. Reading the live set scans the record store (seconds at a million
-chunks), so a search scans it only when the namespace's read generation (its last commit as the database counts
-them, ``RunJournal.read_generation``) is not the one the index was checked at: live chunks change only by a commit.
+chunks), so a search scans it only when the namespace's last commit (as the database numbers them,
+``RunJournal.last_commit``; a run open meanwhile changes no live row) is not the one the index was checked at: live
+chunks change only by a commit.
 Within a minute of the last check, while a cheap stamp of the record store's files (size and mtime; PostgreSQL has
-none here) has not changed, it does not even read the generation: mtimes are coarse, and a commit in the stamp's
-tick goes unseen by the stamp but not, past the minute, by the generation.
+none here) has not changed, it does not even read the last commit: mtimes are coarse, and a commit in the stamp's
+tick goes unseen by the stamp but not, past the minute, by that read.
 
 Layout: ``<home>/bm25/<namespace>/<key>/`` holds bm25s's arrays and ``manifest.json`` (chunk ids in index order,
 the namespace's sources). A build writes a hidden temporary folder and renames it into place, so readers in other
@@ -73,7 +74,7 @@ _PAGE = 2_000
 _WORKERS_FROM = 20_000
 """Live chunks from which a build tokenizes in worker processes (below, spawning them costs more than it saves)."""
 _RECHECK_S = 60.0
-"""A search reads the namespace's generation at least this often, even when the record store's stamp has not
+"""A search reads the namespace's last commit at least this often, even when the record store's stamp has not
 changed (mtimes are coarse: a commit in the stamp's tick leaves it as it was)."""
 
 
@@ -198,12 +199,12 @@ _Stamp = tuple[tuple[int, int], ...]
 
 @dataclass(frozen=True)
 class _Checked:
-    """A loaded index and when it was last found in sync: the record store's stamp and read generation then, and
+    """A loaded index and when it was last found in sync: the record store's stamp and the last commit then, and
     the monotonic time."""
 
     index: BM25Index
     stamp: _Stamp
-    generation: str | None
+    commit: str | None
     at: float
 
 
@@ -221,9 +222,9 @@ def _synced(c: Components, namespace: str, params: BM25Params, *, force_check: b
         cached = _loaded.get((folder, params))
         trusted = None if force_check else cached
         if trusted is not None and stamp == trusted.stamp and now - trusted.at < _RECHECK_S:
-            return trusted.index, False  # nothing written here this minute: not even the generation is read
-        generation = c.records.journal.read_generation(namespace)  # read before the scan: a commit after it shows
-        if trusted is not None and generation is not None and generation == trusted.generation:
+            return trusted.index, False  # nothing written here this minute: not even the last commit is read
+        commit = c.records.journal.last_commit(namespace)  # read before the scan: a commit after it shows
+        if trusted is not None and commit is not None and commit == trusted.commit:
             _loaded[(folder, params)] = replace(trusted, stamp=stamp, at=now)  # no commit since it was checked
             return trusted.index, False
         index, rebuilt = None, False
@@ -232,7 +233,7 @@ def _synced(c: Components, namespace: str, params: BM25Params, *, force_check: b
             index = cached.index if cached is not None and cached.index.key == key else _load(folder / key, params)
         if index is None:
             index, rebuilt = _build(folder, c.records, namespace, params, c.workers), True
-        _loaded[(folder, params)] = _Checked(index, stamp, generation, now)
+        _loaded[(folder, params)] = _Checked(index, stamp, commit, now)
         return index, rebuilt
 
 

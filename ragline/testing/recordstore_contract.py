@@ -236,10 +236,11 @@ class RunJournalContract(_Fixture):
         assert (row.indexed_at, row.modified_at) == (200.0, 7.0)
         assert [r.chunk_id for r in journal.live_chunks_of_documents(NS, ["d2", "d1"])] == ["d1#0", "d2#0"]
 
-    def test_mark_seen_returns_the_ids_its_run_marked_before(self, record_store: RecordStore) -> None:
+    def test_mark_seen_returns_the_ids_its_run_read_as_documents_before(self, record_store: RecordStore) -> None:
         journal = record_store.journal
-        assert journal.mark_seen("r1", ["a", "b", "b"]) == set()
-        assert journal.mark_seen("r1", ["b", "c"]) == {"b"}
+        assert journal.mark_seen("r1", ["a", "b", "b"], ["q"]) == set()
+        assert journal.mark_seen("r1", ["b", "c", "q"], ["a", "d"]) == {"b"}  # q: quarantined before, not read
+        assert journal.mark_seen("r1", ["a", "q", "d"]) == {"a", "q"}  # a quarantined read did not undo a's
         assert journal.mark_seen("r2", ["a", "c"]) == set()  # each run its own
 
     def test_read_generation_follows_committed_runs(self, record_store: RecordStore) -> None:
@@ -249,8 +250,10 @@ class RunJournalContract(_Fixture):
         assert journal.read_generation(NS) == "r1"
         write_run(record_store, "r2", [(document("d1", "x"), ["a"])], commit=False)
         assert journal.read_generation(NS) is None  # a run is open
+        assert journal.last_commit(NS) == "r1"  # what the live rows are as of
         journal.commit_run("r2", NS, "src", delete_unseen=False)
         assert journal.read_generation(NS) is None  # its stale id is not deleted yet
+        assert journal.last_commit(NS) == "r2"
         journal.clear_tombstones(NS, journal.tombstones(NS))
         assert journal.read_generation(NS) == "r2"
 
@@ -261,7 +264,7 @@ class RunJournalContract(_Fixture):
         clock = time.time
         monkeypatch.setattr(time, "time", lambda: clock() - 3600)  # another host, its clock an hour behind
         write_run(record_store, "r2", [(document("d2"), ["b"])])
-        assert record_store.journal.read_generation(NS) == "r2"
+        assert record_store.journal.read_generation(NS) == record_store.journal.last_commit(NS) == "r2"
         monkeypatch.setattr(time, "time", clock)
         write_run(record_store, "r3", [(document("d3"), ["c"])], namespace="other")
         assert record_store.journal.read_generation(NS) == "r2"  # each namespace counts its own commits

@@ -27,20 +27,22 @@ from ragline.recordstore.rows import (
 )
 
 NUMBER_COMMITS = (
-    """CREATE OR REPLACE FUNCTION number_commit() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    """CREATE OR REPLACE FUNCTION number_commit() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.status = 'committed' AND NEW.commit_seq IS NULL THEN
-        NEW.commit_seq := (SELECT COALESCE(MAX(commit_seq), 0) + 1 FROM runs WHERE namespace = NEW.namespace);
+        EXECUTE format('SELECT COALESCE(MAX(commit_seq), 0) + 1 FROM %I.%I WHERE namespace = $1',
+                       TG_TABLE_SCHEMA, TG_TABLE_NAME)
+            INTO NEW.commit_seq USING NEW.namespace;
     END IF;
     RETURN NEW;
 END $$""",
-    "CREATE OR REPLACE TRIGGER runs_numbered BEFORE UPDATE OF status ON runs FOR EACH ROW "
-    "EXECUTE FUNCTION number_commit()",
+    "DROP TRIGGER IF EXISTS runs_numbered ON runs",
+    "CREATE TRIGGER runs_numbered BEFORE UPDATE OF status ON runs FOR EACH ROW EXECUTE FUNCTION number_commit()",
 )
 """A committed run takes the next number of its namespace (``runs.commit_seq``, what ``read_generation`` orders
 by): counted by the database, not by any host's clock, and by a trigger, so a commit by an older release's process
-is numbered too. Runs of one namespace hold its lock, so they commit one at a time. The function keeps the schema
-it was created in (ragline's), whatever the caller's search path."""
+is numbered too. Runs of one namespace hold its lock, so they commit one at a time. The function numbers within the
+table it fired on (``TG_TABLE_SCHEMA``), whatever the caller's search path or the schema's name."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -68,7 +70,8 @@ CREATE TABLE IF NOT EXISTS tombstones (
     namespace TEXT COLLATE "C" NOT NULL, chunk_id TEXT COLLATE "C" NOT NULL, run_id TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (namespace, chunk_id));
 CREATE TABLE IF NOT EXISTS run_seen (
-    run_id TEXT COLLATE "C" NOT NULL, doc_id TEXT COLLATE "C" NOT NULL, PRIMARY KEY (run_id, doc_id));
+    run_id TEXT COLLATE "C" NOT NULL, doc_id TEXT COLLATE "C" NOT NULL, document INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (run_id, doc_id));
 """ + "".join(f"{statement};\n" for statement in NUMBER_COMMITS)
 
 TABLES = ("runs", "namespaces", "documents", "chunks", "tombstones")
@@ -161,13 +164,23 @@ class PostgresRunJournal:
         )
         return [RunRow(*r) for r in rows]
 
-    def mark_seen(self, run_id: str, doc_ids: Sequence[str]) -> set[str]:
-        distinct = list(dict.fromkeys(doc_ids))
-        added = self._db.rows(
-            "INSERT INTO run_seen SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING RETURNING doc_id",
-            (run_id, distinct),
-        )
-        return set(distinct) - {r[0] for r in added}
+    def mark_seen(self, run_id: str, documents: Sequence[str], quarantined: Sequence[str] = ()) -> set[str]:
+        documents = list(dict.fromkeys(documents))  # an upsert may not touch a row twice
+        with self._db.transaction() as db:
+            before = db.execute(
+                "SELECT doc_id FROM run_seen WHERE run_id = %s AND document = 1 AND doc_id = ANY(%s::text[])",
+                (run_id, documents),
+            ).fetchall()
+            db.execute(
+                "INSERT INTO run_seen SELECT %s, unnest(%s::text[]), 1 ON CONFLICT (run_id, doc_id) "
+                "DO UPDATE SET document = 1",
+                (run_id, documents),
+            )
+            db.execute(
+                "INSERT INTO run_seen SELECT %s, unnest(%s::text[]), 0 ON CONFLICT DO NOTHING",
+                (run_id, list(quarantined)),
+            )
+        return {r[0] for r in before}
 
     # --- documents and chunks ---------------------------------------------------------------------------------
 
@@ -373,6 +386,14 @@ class PostgresRunJournal:
 
     def stamp_run_documents(self, run_id: str, at: float) -> None:
         self._db.execute("UPDATE documents SET indexed_at = %s WHERE run_id = %s AND state = 'live'", (at, run_id))
+
+    def last_commit(self, namespace: str) -> str | None:
+        row = self._db.one(
+            "SELECT run_id FROM runs WHERE namespace = %s AND status = 'committed' "
+            "ORDER BY commit_seq DESC NULLS LAST LIMIT 1",
+            (namespace,),
+        )
+        return None if row is None else str(row[0])
 
     def read_generation(self, namespace: str) -> str | None:
         row = self._db.one(

@@ -22,7 +22,7 @@ from ragline.recordstore.postgres import (
 )
 from ragline.recordstore.postgres.database import PostgresDatabase, advisory_key
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version of the tables below; bumped with a new step in ``MIGRATIONS``."""
 MIGRATIONS = (
     Migration(
@@ -34,6 +34,12 @@ MIGRATIONS = (
             "ORDER BY started_at, run_id) AS n FROM runs WHERE status = 'committed') o WHERE o.run_id = runs.run_id",
             *journal.NUMBER_COMMITS,
         ),
+    ),
+    Migration(
+        3,
+        "note whether a run read each id as a document (a repeat of one is quarantined); the commit trigger numbers "
+        "within the table it fired on",
+        ("ALTER TABLE run_seen ADD COLUMN document INTEGER NOT NULL DEFAULT 1", *journal.NUMBER_COMMITS),
     ),
 )
 PARTS = (journal, quarantine, aliases, backfills, near_duplicates, keywords, embeddings_table)

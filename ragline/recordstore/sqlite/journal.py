@@ -52,7 +52,8 @@ CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks (namespace, doc_id, state);
 CREATE INDEX IF NOT EXISTS chunks_by_run ON chunks (run_id, state);
 CREATE TABLE IF NOT EXISTS tombstones (
     namespace TEXT NOT NULL, chunk_id TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY (namespace, chunk_id));
-CREATE TABLE IF NOT EXISTS run_seen (run_id TEXT NOT NULL, doc_id TEXT NOT NULL, PRIMARY KEY (run_id, doc_id));
+CREATE TABLE IF NOT EXISTS run_seen (
+    run_id TEXT NOT NULL, doc_id TEXT NOT NULL, document INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (run_id, doc_id));
 """
     + NUMBER_COMMITS
 )
@@ -134,16 +135,24 @@ class SQLiteRunJournal:
         )
         return [RunRow(*r) for r in rows]
 
-    def mark_seen(self, run_id: str, doc_ids: Sequence[str]) -> set[str]:
+    def mark_seen(self, run_id: str, documents: Sequence[str], quarantined: Sequence[str] = ()) -> set[str]:
+        ids = json.dumps(list(documents))  # json_each: one statement, not one per id
         with self._db.transaction() as db:
-            before = {
-                r[0]
-                for r in self._db.rows_for_ids(
-                    "SELECT doc_id FROM run_seen WHERE run_id = ? AND doc_id IN ({marks})", (run_id,), doc_ids
-                )
-            }
-            db.executemany("INSERT OR IGNORE INTO run_seen VALUES (?, ?)", ((run_id, d) for d in doc_ids))
-        return before
+            before = db.execute(
+                "SELECT doc_id FROM run_seen WHERE run_id = ? AND document = 1 "
+                "AND doc_id IN (SELECT value FROM json_each(?))",
+                (run_id, ids),
+            ).fetchall()
+            db.execute(
+                "INSERT INTO run_seen SELECT ?, value, 1 FROM json_each(?) WHERE true "
+                "ON CONFLICT (run_id, doc_id) DO UPDATE SET document = 1",
+                (run_id, ids),
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO run_seen SELECT ?, value, 0 FROM json_each(?)",
+                (run_id, json.dumps(list(quarantined))),
+            )
+        return {r[0] for r in before}
 
     # --- documents and chunks ---------------------------------------------------------------------------------
 
@@ -344,6 +353,13 @@ class SQLiteRunJournal:
     def stamp_run_documents(self, run_id: str, at: float) -> None:
         with self._db.transaction() as db:
             db.execute("UPDATE documents SET indexed_at = ? WHERE run_id = ? AND state = 'live'", (at, run_id))
+
+    def last_commit(self, namespace: str) -> str | None:
+        row = self._db.one(
+            "SELECT run_id FROM runs WHERE namespace = ? AND status = 'committed' ORDER BY commit_seq DESC LIMIT 1",
+            (namespace,),
+        )
+        return None if row is None else str(row[0])
 
     def read_generation(self, namespace: str) -> str | None:
         row = self._db.one(

@@ -11,7 +11,7 @@ from ragline.recordstore.migrations import Migration
 from ragline.recordstore.sqlite import aliases, backfills, journal, keywords, near_duplicates, quarantine
 from ragline.recordstore.sqlite.database import SQLiteDatabase, statements_of
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The version of the parts' tables (``PRAGMA user_version``); bumped with a new step in ``MIGRATIONS``."""
 MIGRATIONS = (
     Migration(
@@ -28,6 +28,15 @@ MIGRATIONS = (
             "UPDATE runs SET commit_seq = (SELECT n FROM (SELECT run_id, ROW_NUMBER() OVER (PARTITION BY namespace "
             "ORDER BY started_at, run_id) AS n FROM runs WHERE status = 'committed') o WHERE o.run_id = runs.run_id) "
             "WHERE status = 'committed'",  # the commits before: in the order they started (UPDATE … FROM is 3.33+)
+            *statements_of(journal.NUMBER_COMMITS),
+        ),
+    ),
+    Migration(
+        4,
+        "note whether a run read each id as a document (a repeat of one is quarantined); the commit trigger on a "
+        "store step 3 left without it",
+        (
+            "ALTER TABLE run_seen ADD COLUMN document INTEGER NOT NULL DEFAULT 1",
             *statements_of(journal.NUMBER_COMMITS),
         ),
     ),
