@@ -97,6 +97,13 @@ def _sqlite_indexes(path: Path) -> set[str]:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
 
 
+def test_sqlite_marks_ids_holding_a_nul_whole(tmp_path: Path) -> None:
+    store = SQLiteRecordStore(tmp_path / "r.sqlite")
+    ids = ["a\x00b", "a\x00c"]  # a JSON array through json_each would cut both at the NUL
+    assert store.journal.mark_seen("r1", ids) == set() and store.journal.mark_seen("r1", ids) == set(ids)
+    store.close()
+
+
 def test_a_new_sqlite_store_starts_at_the_current_version(tmp_path: Path) -> None:
     SQLiteRecordStore(tmp_path / "r.sqlite").close()
     assert _sqlite_version(tmp_path / "r.sqlite") == SQLITE_VERSION
@@ -164,6 +171,36 @@ def test_a_commit_by_a_release_before_commit_seq_is_numbered_too(
     store.close()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_commit_a_store_took_without_its_trigger_is_numbered_on_the_next_upgrade(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "postgres":
+        postgres = request.getfixturevalue("postgres")
+        store: SQLiteRecordStore | PostgresRecordStore = PostgresRecordStore(postgres.url, postgres.schema)
+        steps = ("DROP TRIGGER runs_numbered ON runs", f"UPDATE schema_version SET version = {PG_VERSION - 1}")
+    else:
+        store = SQLiteRecordStore(tmp_path / "r.sqlite")
+        steps = ("DROP TRIGGER runs_numbered", f"PRAGMA user_version = {SQLITE_VERSION - 1}")
+    write_run(store, "r1", [(document("d1"), ["a"])])
+    write_run(store, "r2", [(document("d2"), ["b"])], commit=False)
+    with store.db.transaction() as db:  # a store an earlier step left without its trigger, committed to meanwhile
+        db.execute(steps[0])
+        db.execute("UPDATE runs SET status = 'committed' WHERE run_id = 'r2'")
+        db.execute(steps[1])
+    assert store.journal.last_commit("ns") == "r1"
+    store.close()
+    store = (
+        SQLiteRecordStore(tmp_path / "r.sqlite")
+        if backend == "sqlite"
+        else PostgresRecordStore(postgres.url, postgres.schema)
+    )
+    assert store.journal.last_commit("ns") == "r2"
+    write_run(store, "r3", [(document("d3"), ["c"])])
+    assert store.db.rows("SELECT run_id, commit_seq FROM runs ORDER BY commit_seq") == [("r1", 1), ("r2", 2), ("r3", 3)]
+    store.close()
+
+
 def test_postgres_runs_committed_before_commit_seq_are_numbered_in_the_order_they_started(
     postgres: PostgresSchema,
 ) -> None:
@@ -174,7 +211,6 @@ def test_postgres_runs_committed_before_commit_seq_are_numbered_in_the_order_the
         cursor.execute("DROP TRIGGER runs_numbered ON runs")
         cursor.execute("DROP FUNCTION number_commit")
         cursor.execute("ALTER TABLE runs DROP COLUMN commit_seq")
-        cursor.execute("ALTER TABLE run_seen DROP COLUMN document")
         cursor.execute("UPDATE runs SET started_at = 10.0 WHERE run_id = 'r2'")  # r2 started first
         cursor.execute("UPDATE schema_version SET version = 1")
     store.close()

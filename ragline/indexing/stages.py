@@ -152,17 +152,16 @@ def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int) -> 
     document id the source yields again in this run (``REASON_REPEATED``: its first version is the one indexed).
     The workers start chunking and signing a large batch's documents now (``ragline.indexing.ahead``).
 
-    Every id read is recorded with the run (``RunJournal.mark_seen``): in the record store, so a batch loaded on
-    another host knows it too, and a full cleanup's commit deletes the documents not seen."""
+    Every document id read is recorded with the run (``RunJournal.mark_seen``): in the record store, so a batch
+    loaded on another host knows it too, and a full cleanup's commit deletes the documents neither read nor named by
+    a quarantined input."""
     stats = IngestStats()
     with stats.timed("load"):
         batch = list(islice(items, size))
-    quarantined = [i for i in batch if isinstance(i, QuarantineRecord)]
     with stats.timed("record"):
-        read = [i.doc_id for i in batch if isinstance(i, Document)]
-        before = c.records.journal.mark_seen(run.run_id, read, [q.doc_id for q in quarantined if q.doc_id])
+        before = c.records.journal.mark_seen(run.run_id, [i.doc_id for i in batch if isinstance(i, Document)])
     documents, repeated = _first_reads(batch, before)
-    quarantined += repeated
+    quarantined = [i for i in batch if isinstance(i, QuarantineRecord)] + repeated
     planned: list[PlannedDocument] = []
     unchanged: list[tuple[Document, DocumentRow]] = []
     with stats.timed("plan"):

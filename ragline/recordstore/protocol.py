@@ -73,10 +73,8 @@ class RunJournal(Protocol):
         """The newest runs, newest first."""
         ...
 
-    def mark_seen(self, run_id: str, documents: Sequence[str], quarantined: Sequence[str] = ()) -> set[str]:
-        """Remember which ids the run's source yielded, as documents or as inputs it quarantined (a full cleanup
-        deletes the documents of no such id); returns the ids of ``documents`` the run had read as documents before
-        this call."""
+    def mark_seen(self, run_id: str, doc_ids: Sequence[str]) -> set[str]:
+        """Remember which documents the run read; returns those of ``doc_ids`` it had read before this call."""
         ...
 
     def live_documents(self, namespace: str, doc_ids: Sequence[str]) -> dict[str, DocumentRow]:
@@ -126,7 +124,8 @@ class RunJournal(Protocol):
     def commit_run(self, run_id: str, namespace: str, source: str, delete_unseen: bool) -> CommitResult:
         """Make the run's pending rows live in one transaction; queue the ids they make stale as tombstones.
 
-        ``delete_unseen`` also removes the source's live documents the run did not see (a full cleanup).
+        ``delete_unseen`` also removes the source's live documents the run did not see (a full cleanup): neither
+        marked seen nor named by an input the run quarantined (a document turned unreadable keeps its version).
         """
         ...
 

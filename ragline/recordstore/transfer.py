@@ -57,7 +57,7 @@ NAMESPACE_TABLES = (
     ),
     _Table(
         "run_seen",
-        ("run_id", "doc_id", "document"),
+        ("run_id", "doc_id"),
         "run_id IN (SELECT run_id FROM runs WHERE namespace = {p})",
         "run_id, doc_id",
     ),

@@ -182,6 +182,15 @@ class RunJournalContract(_Fixture):
         assert result.documents_removed == 1 and sorted(result.stale_chunk_ids) == ["d2#0", "d2#1"]
         assert journal.live_chunk_ids(NS) == ["d1#0"]
 
+    def test_full_cleanup_keeps_a_document_whose_input_the_run_quarantined(self, record_store: RecordStore) -> None:
+        journal = record_store.journal
+        write_run(record_store, "r1", [(document("d1"), ["a"]), (document("d2"), ["b"]), (document("d3"), ["c"])])
+        journal.begin_run("r2", NS, "src")
+        journal.mark_seen("r2", ["d1"])
+        record_store.quarantine.add("r2", NS, [QuarantineRecord("src", "file:///d2", "binary file", doc_id="d2")])
+        result = journal.commit_run("r2", NS, "src", delete_unseen=True)
+        assert result.stale_chunk_ids == ["d3#0"] and journal.live_chunk_ids(NS) == ["d1#0", "d2#0"]
+
     def test_discard_pending_keeps_live_rows(self, record_store: RecordStore) -> None:
         journal = record_store.journal
         write_run(record_store, "r1", [(document("d1"), ["a"])])
@@ -236,12 +245,13 @@ class RunJournalContract(_Fixture):
         assert (row.indexed_at, row.modified_at) == (200.0, 7.0)
         assert [r.chunk_id for r in journal.live_chunks_of_documents(NS, ["d2", "d1"])] == ["d1#0", "d2#0"]
 
-    def test_mark_seen_returns_the_ids_its_run_read_as_documents_before(self, record_store: RecordStore) -> None:
+    def test_mark_seen_returns_the_ids_its_run_read_before(self, record_store: RecordStore) -> None:
         journal = record_store.journal
-        assert journal.mark_seen("r1", ["a", "b", "b"], ["q"]) == set()
-        assert journal.mark_seen("r1", ["b", "c", "q"], ["a", "d"]) == {"b"}  # q: quarantined before, not read
-        assert journal.mark_seen("r1", ["a", "q", "d"]) == {"a", "q"}  # a quarantined read did not undo a's
+        assert journal.mark_seen("r1", ["a", "b", "b"]) == set()
+        assert journal.mark_seen("r1", ["b", "c"]) == {"b"}
         assert journal.mark_seen("r2", ["a", "c"]) == set()  # each run its own
+        odd = ["\U0001f680 'q\"", "", "x" * 2_000, "[1]"]
+        assert journal.mark_seen("r3", odd) == set() and journal.mark_seen("r3", odd[1:]) == set(odd[1:])
 
     def test_read_generation_follows_committed_runs(self, record_store: RecordStore) -> None:
         journal = record_store.journal

@@ -70,8 +70,7 @@ CREATE TABLE IF NOT EXISTS tombstones (
     namespace TEXT COLLATE "C" NOT NULL, chunk_id TEXT COLLATE "C" NOT NULL, run_id TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (namespace, chunk_id));
 CREATE TABLE IF NOT EXISTS run_seen (
-    run_id TEXT COLLATE "C" NOT NULL, doc_id TEXT COLLATE "C" NOT NULL, document INTEGER NOT NULL DEFAULT 1,
-    PRIMARY KEY (run_id, doc_id));
+    run_id TEXT COLLATE "C" NOT NULL, doc_id TEXT COLLATE "C" NOT NULL, PRIMARY KEY (run_id, doc_id));
 """ + "".join(f"{statement};\n" for statement in NUMBER_COMMITS)
 
 TABLES = ("runs", "namespaces", "documents", "chunks", "tombstones")
@@ -164,23 +163,13 @@ class PostgresRunJournal:
         )
         return [RunRow(*r) for r in rows]
 
-    def mark_seen(self, run_id: str, documents: Sequence[str], quarantined: Sequence[str] = ()) -> set[str]:
-        documents = list(dict.fromkeys(documents))  # an upsert may not touch a row twice
-        with self._db.transaction() as db:
-            before = db.execute(
-                "SELECT doc_id FROM run_seen WHERE run_id = %s AND document = 1 AND doc_id = ANY(%s::text[])",
-                (run_id, documents),
-            ).fetchall()
-            db.execute(
-                "INSERT INTO run_seen SELECT %s, unnest(%s::text[]), 1 ON CONFLICT (run_id, doc_id) "
-                "DO UPDATE SET document = 1",
-                (run_id, documents),
-            )
-            db.execute(
-                "INSERT INTO run_seen SELECT %s, unnest(%s::text[]), 0 ON CONFLICT DO NOTHING",
-                (run_id, list(quarantined)),
-            )
-        return {r[0] for r in before}
+    def mark_seen(self, run_id: str, doc_ids: Sequence[str]) -> set[str]:
+        distinct = list(dict.fromkeys(doc_ids))
+        added = self._db.rows(  # one statement: two loads of one run could not both take an id as new
+            "INSERT INTO run_seen SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING RETURNING doc_id",
+            (run_id, distinct),
+        )
+        return set(distinct) - {r[0] for r in added}
 
     # --- documents and chunks ---------------------------------------------------------------------------------
 
@@ -320,8 +309,9 @@ class PostgresRunJournal:
                     r[0]
                     for r in db.execute(
                         "SELECT doc_id FROM documents d WHERE namespace = %s AND state = 'live' AND source = %s "
-                        "AND NOT EXISTS (SELECT 1 FROM run_seen s WHERE s.run_id = %s AND s.doc_id = d.doc_id)",
-                        (namespace, source, run_id),
+                        "AND NOT EXISTS (SELECT 1 FROM run_seen s WHERE s.run_id = %s AND s.doc_id = d.doc_id) "
+                        "AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.run_id = %s AND q.doc_id = d.doc_id)",
+                        (namespace, source, run_id, run_id),
                     )
                 ]
             changed = [

@@ -37,9 +37,15 @@ MIGRATIONS = (
     ),
     Migration(
         3,
-        "note whether a run read each id as a document (a repeat of one is quarantined); the commit trigger numbers "
-        "within the table it fired on",
-        ("ALTER TABLE run_seen ADD COLUMN document INTEGER NOT NULL DEFAULT 1", *journal.NUMBER_COMMITS),
+        "the commit trigger numbers within the table it fired on; a number for what was committed without one",
+        (
+            *journal.NUMBER_COMMITS,
+            "UPDATE runs SET commit_seq = m.top + o.n FROM (SELECT run_id, namespace, ROW_NUMBER() OVER "
+            "(PARTITION BY namespace ORDER BY started_at, run_id) AS n FROM runs "
+            "WHERE status = 'committed' AND commit_seq IS NULL) o "
+            "JOIN (SELECT namespace, COALESCE(MAX(commit_seq), 0) AS top FROM runs GROUP BY namespace) m "
+            "USING (namespace) WHERE runs.run_id = o.run_id",
+        ),
     ),
 )
 PARTS = (journal, quarantine, aliases, backfills, near_duplicates, keywords, embeddings_table)

@@ -52,14 +52,33 @@ CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks (namespace, doc_id, state);
 CREATE INDEX IF NOT EXISTS chunks_by_run ON chunks (run_id, state);
 CREATE TABLE IF NOT EXISTS tombstones (
     namespace TEXT NOT NULL, chunk_id TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY (namespace, chunk_id));
-CREATE TABLE IF NOT EXISTS run_seen (
-    run_id TEXT NOT NULL, doc_id TEXT NOT NULL, document INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (run_id, doc_id));
+CREATE TABLE IF NOT EXISTS run_seen (run_id TEXT NOT NULL, doc_id TEXT NOT NULL, PRIMARY KEY (run_id, doc_id));
 """
     + NUMBER_COMMITS
 )
 
 TABLES = ("runs", "namespaces", "documents", "chunks", "tombstones")
 """The journal's tables with a ``namespace`` column (``run_seen`` rows go with their run)."""
+
+_SEEN_BEFORE = "SELECT doc_id FROM run_seen WHERE run_id = ? AND doc_id IN ({ids})"
+
+
+def _json_ids(doc_ids: Sequence[str]) -> str | None:
+    """``doc_ids`` as a JSON array for ``json_each`` (one statement for a batch, not one per id), or None when an id
+    would not come back whole (a NUL ends a string there; a lone surrogate is not UTF-8)."""
+    joined = "".join(doc_ids)
+    if "\x00" in joined or not joined.isascii() and _not_utf8(joined):
+        return None
+    return json.dumps(list(doc_ids))
+
+
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
 
 _CHUNK_COLUMNS = "chunk_id, doc_id, position, text_hash, token_count, text, metadata_json"
 
@@ -135,24 +154,20 @@ class SQLiteRunJournal:
         )
         return [RunRow(*r) for r in rows]
 
-    def mark_seen(self, run_id: str, documents: Sequence[str], quarantined: Sequence[str] = ()) -> set[str]:
-        ids = json.dumps(list(documents))  # json_each: one statement, not one per id
+    def mark_seen(self, run_id: str, doc_ids: Sequence[str]) -> set[str]:
+        ids = _json_ids(doc_ids)
         with self._db.transaction() as db:
-            before = db.execute(
-                "SELECT doc_id FROM run_seen WHERE run_id = ? AND document = 1 "
-                "AND doc_id IN (SELECT value FROM json_each(?))",
-                (run_id, ids),
-            ).fetchall()
+            if ids is None:  # bound one by one
+                before = {r[0] for r in self._db.rows_for_ids(_SEEN_BEFORE.format(ids="{marks}"), (run_id,), doc_ids)}
+                db.executemany("INSERT OR IGNORE INTO run_seen VALUES (?, ?)", ((run_id, d) for d in doc_ids))
+                return before
+            before = {
+                r[0] for r in db.execute(_SEEN_BEFORE.format(ids="SELECT value FROM json_each(?)"), (run_id, ids))
+            }
             db.execute(
-                "INSERT INTO run_seen SELECT ?, value, 1 FROM json_each(?) WHERE true "
-                "ON CONFLICT (run_id, doc_id) DO UPDATE SET document = 1",
-                (run_id, ids),
+                "INSERT OR IGNORE INTO run_seen (run_id, doc_id) SELECT ?, value FROM json_each(?)", (run_id, ids)
             )
-            db.execute(
-                "INSERT OR IGNORE INTO run_seen SELECT ?, value, 0 FROM json_each(?)",
-                (run_id, json.dumps(list(quarantined))),
-            )
-        return {r[0] for r in before}
+        return before
 
     # --- documents and chunks ---------------------------------------------------------------------------------
 
@@ -288,8 +303,9 @@ class SQLiteRunJournal:
                 removed = db.execute(
                     "INSERT OR IGNORE INTO temp.replaced SELECT doc_id FROM documents WHERE namespace = ? "
                     "AND state = 'live' AND source = ? "
-                    "AND doc_id NOT IN (SELECT doc_id FROM run_seen WHERE run_id = ?)",
-                    (namespace, source, run_id),
+                    "AND doc_id NOT IN (SELECT doc_id FROM run_seen WHERE run_id = ?) "
+                    "AND doc_id NOT IN (SELECT doc_id FROM quarantine WHERE run_id = ? AND doc_id IS NOT NULL)",
+                    (namespace, source, run_id, run_id),
                 ).rowcount
             db.execute(
                 "INSERT OR IGNORE INTO temp.replaced "

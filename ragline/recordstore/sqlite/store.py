@@ -33,11 +33,11 @@ MIGRATIONS = (
     ),
     Migration(
         4,
-        "note whether a run read each id as a document (a repeat of one is quarantined); the commit trigger on a "
-        "store step 3 left without it",
+        "the commit trigger on a store step 3 left without it, and a number for what was committed meanwhile",
         (
-            "ALTER TABLE run_seen ADD COLUMN document INTEGER NOT NULL DEFAULT 1",
             *statements_of(journal.NUMBER_COMMITS),
+            "UPDATE runs SET commit_seq = (SELECT COALESCE(MAX(commit_seq), 0) FROM runs r "
+            "WHERE r.namespace = runs.namespace) + 1 WHERE status = 'committed' AND commit_seq IS NULL",  # one by one
         ),
     ),
 )
