@@ -4,7 +4,7 @@ contract suites, and their schema versions: new stores, upgrades in place, migra
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -148,39 +148,37 @@ def test_a_failed_sqlite_step_leaves_the_file_at_the_last_version_it_completed(t
     assert _sqlite_version(path) == v + 2 and "runs_by_host" in _sqlite_indexes(path)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_a_commit_by_a_release_before_commit_seq_is_numbered_too(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    if backend == "postgres":
+AnyStore = SQLiteRecordStore | PostgresRecordStore
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], AnyStore]:
+    """Opens the test's record store (again): on SQLite, then on PostgreSQL."""
+    if request.param == "postgres":
         postgres = request.getfixturevalue("postgres")
-        store: SQLiteRecordStore | PostgresRecordStore = PostgresRecordStore(postgres.url, postgres.schema)
-        commit = "UPDATE runs SET status = 'committed' WHERE run_id = %s"
-    else:
-        store, commit = (
-            SQLiteRecordStore(tmp_path / "r.sqlite"),
-            "UPDATE runs SET status = 'committed' WHERE run_id = ?",
-        )
+        return lambda: PostgresRecordStore(postgres.url, postgres.schema)
+    return lambda: SQLiteRecordStore(tmp_path / "r.sqlite")
+
+
+def test_a_commit_by_a_release_before_commit_seq_is_numbered_too(open_store: Callable[[], AnyStore]) -> None:
+    store = open_store()
     write_run(store, "r1", [(document("d1"), ["a"])])
     write_run(store, "r2", [(document("d2"), ["b"])], commit=False)
     with store.db.transaction() as db:  # a process still on the release before: its commit names no number
-        db.execute(commit, ("r2",))
+        db.execute("UPDATE runs SET status = 'committed' WHERE run_id = 'r2'")
     assert store.journal.read_generation("ns") == "r2"
     write_run(store, "r3", [(document("d3"), ["c"])])
     assert store.journal.read_generation("ns") == "r3"
     store.close()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_commit_a_store_took_without_its_trigger_is_numbered_on_the_next_upgrade(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    open_store: Callable[[], AnyStore],
 ) -> None:
-    if backend == "postgres":
-        postgres = request.getfixturevalue("postgres")
-        store: SQLiteRecordStore | PostgresRecordStore = PostgresRecordStore(postgres.url, postgres.schema)
+    store = open_store()
+    if isinstance(store, PostgresRecordStore):
         steps = ("DROP TRIGGER runs_numbered ON runs", f"UPDATE schema_version SET version = {PG_VERSION - 1}")
     else:
-        store = SQLiteRecordStore(tmp_path / "r.sqlite")
         steps = ("DROP TRIGGER runs_numbered", f"PRAGMA user_version = {SQLITE_VERSION - 1}")
     write_run(store, "r1", [(document("d1"), ["a"])])
     write_run(store, "r2", [(document("d2"), ["b"])], commit=False)
@@ -190,11 +188,7 @@ def test_a_commit_a_store_took_without_its_trigger_is_numbered_on_the_next_upgra
         db.execute(steps[1])
     assert store.journal.last_commit("ns") == "r1"
     store.close()
-    store = (
-        SQLiteRecordStore(tmp_path / "r.sqlite")
-        if backend == "sqlite"
-        else PostgresRecordStore(postgres.url, postgres.schema)
-    )
+    store = open_store()
     assert store.journal.last_commit("ns") == "r2"
     write_run(store, "r3", [(document("d3"), ["c"])])
     assert store.db.rows("SELECT run_id, commit_seq FROM runs ORDER BY commit_seq") == [("r1", 1), ("r2", 2), ("r3", 3)]
