@@ -192,8 +192,8 @@ REASON_REPEATED = "duplicate id"
 
 
 def _first_reads(batch: Sequence[SourceItem], before: set[str]) -> tuple[list[Document], list[QuarantineRecord]]:
-    """The batch's documents whose id the run reads as a document for the first time (``before``: ids read so in
-    earlier batches), and a quarantine record for each other one. An input the source quarantined does not count:
+    """The batch's documents whose id the run reads as a document for the first time (``before``: the ids it read
+    in earlier batches), and a quarantine record for each other one. An input the source quarantined does not count:
     as in the dataset sources, a valid record after a rejected one with its id is indexed."""
     met = set(before)
     documents: list[Document] = []
