@@ -166,7 +166,8 @@ class PostgresRunJournal:
     def mark_seen(self, run_id: str, doc_ids: Sequence[str]) -> set[str]:
         distinct = list(dict.fromkeys(doc_ids))
         added = self._db.rows(  # one statement: two loads of one run could not both take an id as new
-            "INSERT INTO run_seen SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING RETURNING doc_id",
+            "INSERT INTO run_seen (run_id, doc_id) SELECT %s, unnest(%s::text[]) "
+            "ON CONFLICT DO NOTHING RETURNING doc_id",
             (run_id, distinct),
         )
         return set(distinct) - {r[0] for r in added}

@@ -159,7 +159,9 @@ class SQLiteRunJournal:
         with self._db.transaction() as db:
             if ids is None:  # bound one by one
                 before = {r[0] for r in self._db.rows_for_ids(_SEEN_BEFORE.format(ids="{marks}"), (run_id,), doc_ids)}
-                db.executemany("INSERT OR IGNORE INTO run_seen VALUES (?, ?)", ((run_id, d) for d in doc_ids))
+                db.executemany(
+                    "INSERT OR IGNORE INTO run_seen (run_id, doc_id) VALUES (?, ?)", ((run_id, d) for d in doc_ids)
+                )
                 return before
             before = {
                 r[0] for r in db.execute(_SEEN_BEFORE.format(ids="SELECT value FROM json_each(?)"), (run_id, ids))
