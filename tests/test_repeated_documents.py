@@ -14,9 +14,9 @@ from ragline.config import RaglineConfig
 from ragline.embedders.hashing import HashingEmbedder
 from ragline.indexing.consistency import await_writes
 from ragline.indexing.pipeline import ingest
-from ragline.indexing.stages import REASON_REPEATED
 from ragline.records import Document, QuarantineRecord
 from ragline.sources.base import SourceItem
+from ragline.sources.datasets import REASON_DUPLICATE_ID
 
 NS = "repeats"
 
@@ -89,7 +89,7 @@ def test_the_first_version_is_indexed_and_the_repeat_quarantined(
         namespace=NS,
     )
     assert of_a(index_texts(components)) == {f"s/a#{k}": f"alpha{k}" for k in range(first)}
-    (repeat,) = [q for q in result.quarantined if q.reason == REASON_REPEATED]
+    (repeat,) = [q for q in result.quarantined if q.reason == REASON_DUPLICATE_ID]
     assert repeat.doc_id == "s/a" and "first version" in (repeat.detail or "")
     assert result.stats.documents_quarantined == 1 and result.stats.documents_new == 1 + len(between)
 

@@ -42,6 +42,7 @@ from ragline.indexing.validation import validate_chunks, validate_embeddings
 from ragline.records import Chunk, Document, QuarantineRecord, index_metadata
 from ragline.recordstore import LIVE, PENDING, ChunkRow, DocumentRow
 from ragline.sources.base import SourceItem
+from ragline.sources.datasets import REASON_DUPLICATE_ID
 from ragline.stores.base import AppendingStore, MaintainedStore, VectorRecord
 from ragline.workers import WorkerPool
 
@@ -149,8 +150,9 @@ class Reverified:
 def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int) -> Plan:
     """Read up to ``size`` items from the source and plan them: unchanged documents (same content, chunker and
     model) are skipped before anything is chunked; inputs the source could not read are quarantined, and so is a
-    document id the source yields again in this run (``REASON_REPEATED``: its first version is the one indexed).
-    The workers start chunking and signing a large batch's documents now (``ragline.indexing.ahead``).
+    document id the source yields again in this run (``REASON_DUPLICATE_ID``, as the dataset sources do: its first
+    version is the one indexed). The workers start chunking and signing a large batch's documents now
+    (``ragline.indexing.ahead``).
 
     Every document id read is recorded with the run (``RunJournal.mark_seen``): in the record store, so a batch
     loaded on another host knows it too, and a full cleanup's commit deletes the documents neither read nor named by
@@ -187,10 +189,6 @@ def load(c: Components, run: RunRef, items: Iterator[SourceItem], size: int) -> 
     return Plan(planned, unchanged, exhausted=len(batch) < size, stats=stats, started_ahead=ahead)
 
 
-REASON_REPEATED = "duplicate id"
-"""A document id the source yielded before in the same run (the dataset sources' reason for the same)."""
-
-
 def _first_reads(batch: Sequence[SourceItem], before: set[str]) -> tuple[list[Document], list[QuarantineRecord]]:
     """The batch's documents whose id the run reads as a document for the first time (``before``: the ids it read
     in earlier batches), and a quarantine record for each other one. An input the source quarantined does not count:
@@ -203,7 +201,9 @@ def _first_reads(batch: Sequence[SourceItem], before: set[str]) -> tuple[list[Do
             continue
         if item.doc_id in met:
             detail = f"{item.doc_id!r} was yielded before in this run; the first version is the one indexed"
-            repeated.append(QuarantineRecord(item.source, item.uri, REASON_REPEATED, doc_id=item.doc_id, detail=detail))
+            repeated.append(
+                QuarantineRecord(item.source, item.uri, REASON_DUPLICATE_ID, doc_id=item.doc_id, detail=detail)
+            )
         else:
             documents.append(item)
             met.add(item.doc_id)

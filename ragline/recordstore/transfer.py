@@ -56,10 +56,7 @@ NAMESPACE_TABLES = (
         order="started_at, run_id",
     ),
     _Table(
-        "run_seen",
-        ("run_id", "doc_id"),
-        "run_id IN (SELECT run_id FROM runs WHERE namespace = {p})",
-        "run_id, doc_id",
+        "run_seen", ("run_id", "doc_id"), "run_id IN (SELECT run_id FROM runs WHERE namespace = {p})", "run_id, doc_id"
     ),
     _Table(
         "documents",
