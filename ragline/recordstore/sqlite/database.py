@@ -1,15 +1,20 @@
 """One SQLite file in WAL mode, shared by the record store's parts: transactions, queries and id lists.
 
-Opening a file runs ``PRAGMA quick_check`` once (it reads every page: about 0.2 s for a 150 MB file, see
-docs/benchmarks.md), so a damaged file stops a command at once, with the file named and the way back, instead of
-failing its runs later.
-A read or write that finds damage later raises the same ``RecordStoreDamaged``.
+Opening a file runs ``PRAGMA quick_check`` (it reads every page: 0.1 s for a 150 MB file in the page cache, 1.1 s
+for 1.5 GB, 24 s for 1.5 GB read from disk; docs/benchmarks.md), so a damaged file stops a command at once, with the
+file named and the way back, instead of failing its runs later. A file larger than ``FULL_CHECK_MAX_BYTES`` is checked
+whole by the first open ``CHECK_EVERY`` or more after its last passed check (kept beside it in ``<name>.checked``);
+the opens in between read its header and schema only. A read or write that finds damage raises the same
+``RecordStoreDamaged``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +28,12 @@ IDS_PER_QUERY = 500
 """Ids bound in one ``IN (...)`` list, well under SQLite's parameter limit."""
 
 Row = tuple[Any, ...]
+
+FULL_CHECK_MAX_BYTES = 64 * 2**20
+"""Files up to this size (30,000 to 45,000 chunks of a record store) are checked whole by every open: about 0.05 s
+from the page cache, 1 s or more from disk (docs/benchmarks.md)."""
+CHECK_EVERY = 3600.0
+"""Seconds after which the next open of a larger file checks it whole again."""
 
 
 def integrity_problem(conn: sqlite3.Connection) -> str | None:
@@ -49,18 +60,39 @@ class SQLiteDatabase:
     ``role`` and ``if_damaged`` word the ``RecordStoreDamaged`` error: what the file is, and how to get it back.
     """
 
-    def __init__(self, path: Path, *, role: str = "database", if_damaged: str = "restore it from a backup") -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        role: str = "database",
+        if_damaged: str = "restore it from a backup",
+        full_check_max_bytes: int = FULL_CHECK_MAX_BYTES,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._damaged = f"{role} {path} is damaged ({{problem}}): {if_damaged}"
         self.conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
         self._lock = threading.RLock()
         with self._reporting_damage():
-            if problem := integrity_problem(self.conn):
+            try:
+                self._check(full_check_max_bytes)
+            except BaseException:
                 self.conn.close()
-                raise RecordStoreDamaged(self._damaged.format(problem=problem))
+                raise
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _check(self, full_check_max_bytes: int) -> None:
+        """``PRAGMA quick_check`` the file, or only read its schema if it is large and passed one within
+        ``CHECK_EVERY`` (``<name>.checked``); raise ``RecordStoreDamaged`` on a problem."""
+        stamp, identity = self.path.with_name(f"{self.path.name}.checked"), _identity(self.path)
+        if identity is not None and identity[2] > full_check_max_bytes and _checked_lately(stamp, identity):
+            self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # header and schema pages
+            return
+        if problem := integrity_problem(self.conn):
+            raise RecordStoreDamaged(self._damaged.format(problem=problem))
+        if identity is not None and identity[2] > full_check_max_bytes:
+            _stamp_checked(stamp, identity)
 
     def close(self) -> None:
         self.conn.close()
@@ -124,6 +156,36 @@ class SQLiteDatabase:
                 for statement in step.statements:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {int(step.version)}")
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """The file's device, inode and size; None when it does not exist yet."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size
+
+
+def _checked_lately(stamp: Path, identity: tuple[int, int, int]) -> bool:
+    """Whether ``stamp`` says this very file (device and inode: not one restored or copied over it) passed a whole
+    check less than ``CHECK_EVERY`` ago. An unreadable stamp, or one from the future, says no."""
+    try:
+        saved = json.loads(stamp.read_text(encoding="utf-8"))
+        device, inode, at = int(saved["device"]), int(saved["inode"]), float(saved["at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (device, inode) == identity[:2] and 0 <= time.time() - at < CHECK_EVERY
+
+
+def _stamp_checked(stamp: Path, identity: tuple[int, int, int]) -> None:
+    """Record that the file passed a whole check now; a stamp that cannot be written only costs a check."""
+    temporary = stamp.with_name(f"{stamp.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps({"device": identity[0], "inode": identity[1], "at": time.time()}))
+        os.replace(temporary, stamp)
+    except OSError:
+        temporary.unlink(missing_ok=True)
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:
