@@ -273,6 +273,56 @@ def test_a_search_scans_the_live_chunks_again_only_after_a_commit(
     assert len(scans) == 1  # its commit moved the generation on
 
 
+def test_a_new_process_trusts_the_index_checked_at_the_last_commit_without_a_scan(
+    either_records: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    components = either_records
+    root = ingested_kites(components, tmp_path)  # its build notes the commit it indexed
+    folder = index_folder(components.config, NS)
+    key = current_index(components, NS).key
+    first = components.records.journal.last_commit(NS)
+    assert json.loads((folder / key / bm25.CHECKED).read_text())["commit"] == first
+    scans: list[object] = []
+    fingerprint = bm25.live_fingerprint
+
+    def counted(*args: Any) -> str:
+        scans.append(args)
+        return fingerprint(*args)
+
+    monkeypatch.setattr(bm25, "live_fingerprint", counted)
+
+    def new_process_finds(*expected: str) -> None:
+        monkeypatch.setattr(bm25, "_loaded", {})
+        assert sorted(doc_names(search(components, "kite", namespace=NS, mode="bm25").hits)) == list(expected)
+
+    new_process_finds("a.md")
+    assert scans == []
+    checked = json.loads((folder / key / bm25.CHECKED).read_text())
+    for other in ({**checked, "commit": "another-run"}, {**checked, "params": {**checked["params"], "k1": 1.2}}):
+        (folder / key / bm25.CHECKED).write_text(json.dumps(other))  # a note that does not vouch for it
+        new_process_finds("a.md")
+        assert len(scans) == 1 and json.loads((folder / key / bm25.CHECKED).read_text()) == checked  # noted again
+        scans.clear()
+
+    (folder / key / bm25.CHECKED).unlink()
+    (root / "b.md").write_text("# Gliders\n\nA kite without a string is a glider.\n", encoding="utf-8")
+
+    def committing_meanwhile(*args: Any) -> str:  # another process commits while this one reads the live chunks
+        monkeypatch.setattr(bm25, "live_fingerprint", counted)
+        ingest(components, DirectorySource(root, name="docs"), namespace=NS, refresh_keyword_index=False)
+        return counted(*args)
+
+    monkeypatch.setattr(bm25, "live_fingerprint", committing_meanwhile)
+    monkeypatch.setattr(bm25, "_loaded", {})
+    search(components, "kite", namespace=NS, mode="bm25")
+    assert list(folder.glob(f"*/{bm25.CHECKED}")) == []  # what it read may be either commit's: nothing noted
+    new_process_finds("a.md", "b.md")
+    assert len(scans) == 2
+    second = components.records.journal.last_commit(NS)
+    assert second != first
+    assert json.loads((folder / current_index(components, NS).key / bm25.CHECKED).read_text())["commit"] == second
+
+
 def test_a_large_build_tokenizes_in_worker_processes_into_the_same_index(
     indexed: Components, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,11 +12,13 @@ chunks), so a search scans it only when the namespace's last commit (as the data
 chunks change only by a commit.
 Within a minute of the last check, while a cheap stamp of the record store's files (size and mtime; PostgreSQL has
 none here) has not changed, it does not even read the last commit: mtimes are coarse, and a commit in the stamp's
-tick goes unseen by the stamp but not, past the minute, by that read.
+tick goes unseen by the stamp but not, past the minute, by that read. The commit an index was last found in sync at
+is kept in its folder (``checked.json``, written only when no commit came during the scan), so a new process (a
+``ragline query``, a service replica starting) whose namespace's last commit is that one loads it without a scan.
 
-Layout: ``<home>/bm25/<namespace>/<key>/`` holds bm25s's arrays and ``manifest.json`` (chunk ids in index order,
-the namespace's sources). A build writes a hidden temporary folder and renames it into place, so readers in other
-processes never see half an index; older keys are removed after.
+Layout: ``<home>/bm25/<namespace>/<key>/`` holds bm25s's arrays, ``manifest.json`` (chunk ids in index order, the
+namespace's sources) and ``checked.json``. A build writes a hidden temporary folder and renames it into place, so
+readers in other processes never see half an index; older keys are removed after.
 
 Memory: the live chunks are read a page at a time, both to fingerprint them and to build
 (``ragline.retrieval.bm25_build``: the score arrays are written to disk, never held whole), and an index is loaded
@@ -66,6 +68,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+CHECKED = "checked.json"
+"""In an index's folder: the last commit at which it was found to hold the namespace's live chunks, and its params."""
 _SAFE_NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _STALE_TEMP_S = 3600.0
 """A temporary build folder older than this was left by a crashed build and is removed."""
@@ -227,14 +231,44 @@ def _synced(c: Components, namespace: str, params: BM25Params, *, force_check: b
         if trusted is not None and commit is not None and commit == trusted.commit:
             _loaded[(folder, params)] = replace(trusted, stamp=stamp, at=now)  # no commit since it was checked
             return trusted.index, False
-        index, rebuilt = None, False
-        if cached is not None or _has_index(folder):  # else a first build: no index to find by its key
+        key = None if force_check or commit is None else _checked_at(folder, commit, params)
+        if key is None and (cached is not None or _has_index(folder)):  # else a first build: nothing to find
             key = _index_key(live_fingerprint(c.records, namespace), params)
+        index, rebuilt = None, False
+        if key is not None:
             index = cached.index if cached is not None and cached.index.key == key else _load(folder / key, params)
         if index is None:
             index, rebuilt = _build(folder, c.records, namespace, params, c.workers), True
+        if commit is not None and c.records.journal.last_commit(namespace) == commit:  # no commit during the scan
+            _mark_checked(folder / index.key, commit, params)
         _loaded[(folder, params)] = _Checked(index, stamp, commit, now)
         return index, rebuilt
+
+
+def _checked_at(folder: Path, commit: str, params: BM25Params) -> str | None:
+    """The key of the index under ``folder`` last found in sync with ``params`` at ``commit`` (``CHECKED``), by any
+    process: the live chunks are the same while the last commit is, so a new process needs no scan to trust it."""
+    if not folder.is_dir():
+        return None
+    for child in folder.iterdir():
+        try:
+            checked = json.loads((child / CHECKED).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if checked == {"commit": commit, "params": asdict(params)}:
+            return child.name
+    return None
+
+
+def _mark_checked(path: Path, commit: str, params: BM25Params) -> None:
+    """Note in the index at ``path`` that it held the live chunks at ``commit`` (``_checked_at``). Best effort: the
+    folder may be pruned by another process's build meanwhile, and a missing note only costs a scan."""
+    temporary = path / f".{CHECKED}.{uuid.uuid4().hex}"
+    try:
+        temporary.write_text(json.dumps({"commit": commit, "params": asdict(params)}), encoding="utf-8")
+        temporary.replace(path / CHECKED)
+    except OSError:
+        temporary.unlink(missing_ok=True)
 
 
 def _has_index(folder: Path) -> bool:
