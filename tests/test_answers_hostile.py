@@ -277,3 +277,35 @@ def test_the_query_service_passes_the_truncated_flag(indexed: Components, server
     payload = response.json()
     assert payload["truncated"] is True and payload["answer_finish"] == "truncated" and payload["answer"]
     assert any("truncated" in w and "answer_max_tokens" in w for w in payload["warnings"])
+
+
+def test_the_query_service_does_not_cache_an_answer_the_chat_model_failed_to_give(
+    indexed: Components, server: LoopbackChat
+) -> None:
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from ragline.service import create_app
+
+    key = "hostile-tenant-key-0123456789"
+    config = indexed.config.model_copy(
+        update={
+            "service_api_keys": {SecretStr(key): [NS]},
+            "chat_model": MODEL,
+            "chat_base_url": server.base_url,
+            "chat_api_key": SecretStr(server.api_key),
+        }
+    )
+    served = build_components(config, indexed.embedder)
+    body = {"query": DOCUMENTS[0][3], "namespace": NS, "answer": True}
+    try:
+        with TestClient(create_app(config, served)) as client:
+            server.fail_next(3, 503)  # the request and its two retries
+            down = client.post("/query", json=body, headers={"X-API-Key": key}).json()
+            back = client.post("/query", json=body, headers={"X-API-Key": key}).json()
+            again = client.post("/query", json=body, headers={"X-API-Key": key}).json()
+    finally:
+        served.close()
+    assert down["answer_kind"] == "extractive" and any("answered extractively" in w for w in down["warnings"])
+    assert (back["answer_kind"], back["cached"]) == ("llm", False)  # asked again, not served the fallback
+    assert (again["answer_kind"], again["cached"]) == ("llm", True)

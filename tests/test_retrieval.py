@@ -273,6 +273,19 @@ def test_a_search_scans_the_live_chunks_again_only_after_a_commit(
     assert len(scans) == 1  # its commit moved the generation on
 
 
+def test_a_search_sees_a_commit_by_another_process_at_once(either_records: Components, tmp_path: Path) -> None:
+    """Within the minute a search trusts its last check, on PostgreSQL too (no files here to show a write)."""
+    components = either_records
+    root = ingested_kites(components, tmp_path)
+    assert doc_names(search(components, "kite", namespace=NS, mode="bm25").hits) == ["a.md"]
+    other = build_components(components.config, embedder=components.embedder)
+    (root / "b.md").write_text("# Gliders\n\nA kite without a string is a glider.\n", encoding="utf-8")
+    # as another process would: its keyword index refresh would update this process's loaded indexes
+    ingest(other, DirectorySource(root, name="docs"), namespace=NS, refresh_keyword_index=False)
+    other.close()
+    assert sorted(doc_names(search(components, "kite", namespace=NS, mode="bm25").hits)) == ["a.md", "b.md"]
+
+
 def test_a_new_process_trusts_the_index_checked_at_the_last_commit_without_a_scan(
     either_records: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -125,8 +125,31 @@ def test_validation_errors_are_short_and_never_echo_the_input(client: TestClient
     response = post_raw(client, json.dumps(body))
     assert response.status_code == 422
     assert len(response.text) < 4000 and "y" * 300 not in response.text
-    not_json = post_raw(client, b"\xff" * 100, **{"Content-Type": "text/plain"})
+    not_json = post_raw(client, b"\xff" * 100)
     assert not_json.status_code == 422 and len(not_json.text) < 500
+
+
+@pytest.mark.parametrize(
+    "field",
+    [{"top_k": "5"}, {"top_k": True}, {"top_k": 3.0}, {"top_k": " 4 "}, {"answer": "yes"}, {"answer": 1}],
+    ids=str,
+)
+def test_a_value_of_another_json_type_is_422_not_converted(client: TestClient, field: dict[str, Any]) -> None:
+    response = post_raw(client, json.dumps({"query": "pinecone", "namespace": "docs", "mode": "bm25", **field}))
+    assert response.status_code == 422, response.text
+    assert next(iter(field)) in json.dumps(response.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
+)
+def test_a_body_not_sent_as_json_is_415_naming_the_header(client: TestClient, content_type: str) -> None:
+    body = json.dumps({"query": "pinecone", "namespace": "docs", "mode": "bm25"})
+    response = post_raw(client, body, **{"Content-Type": content_type})
+    assert response.status_code == 415
+    assert "Content-Type: application/json" in response.json()["detail"]
+    for sent_as_json in ("application/json; charset=utf-8", "application/vnd.api+json"):
+        assert post_raw(client, body, **{"Content-Type": sent_as_json}).status_code == 200
 
 
 ANY_TEXT = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=12)

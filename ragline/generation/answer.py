@@ -65,6 +65,8 @@ class Answer:
     """Cosine of the question and the retrieved sentence most similar to it (the abstention signal)."""
     warnings: tuple[str, ...] = ()
     finish: Ending = "complete"
+    fell_back: bool = False
+    """The chat model failed (unreachable, an unusable answer) and the answer is extractive instead."""
 
     @property
     def truncated(self) -> bool:

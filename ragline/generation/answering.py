@@ -74,6 +74,7 @@ def answer_question(
     warnings = list(result.warnings)
     offline = ExtractiveAnswerer(c.embedder.model_id, max_sentences=config.answer_max_sentences)
     chosen: Answerer = offline
+    fell_back = False
     if choice == "llm" or (choice == "auto" and chat is not None):
         assert chat is not None
         chosen = LLMAnswerer(
@@ -93,7 +94,7 @@ def answer_question(
             message = f"LLM answer failed ({exc}); answered extractively"
             log.warning("ask in %s: %s", namespace, message)
             warnings.append(message)
-            chosen = offline
+            chosen, fell_back = offline, True
             draft = offline.answer(evidence, on_delta=on_delta)
     if draft.ending != "complete":
         warnings.append(_ENDING_WARNINGS[draft.ending].format(max_tokens=config.answer_max_tokens))
@@ -114,4 +115,5 @@ def answer_question(
         best_similarity=evidence.best_similarity,
         warnings=tuple(warnings),
         finish=draft.ending,
+        fell_back=fell_back,
     )

@@ -10,9 +10,10 @@ loaded index and rebuild when they differ. Reading the live set scans the record
 chunks), so a search scans it only when the namespace's last commit (as the database numbers them,
 ``RunJournal.last_commit``; a run open meanwhile changes no live row) is not the one the index was checked at: live
 chunks change only by a commit.
-Within a minute of the last check, while a cheap stamp of the record store's files (size and mtime; PostgreSQL has
-none here) has not changed, it does not even read the last commit: mtimes are coarse, and a commit in the stamp's
-tick goes unseen by the stamp but not, past the minute, by that read. The commit an index was last found in sync at
+Within a minute of the last check, while a cheap stamp of the SQLite record store's files (size and mtime) has not
+changed, it does not even read the last commit: mtimes are coarse, and a commit in the stamp's tick goes unseen by
+the stamp but not, past the minute, by that read. On PostgreSQL (no files here) every search reads the last commit:
+one indexed row. The commit an index was last found in sync at
 is kept in its folder (``checked.json``, written only when no commit came during the scan), so a new process (a
 ``ragline query``, a service replica starting) whose namespace's last commit is that one loads it without a scan.
 
@@ -207,7 +208,7 @@ class _Checked:
     the monotonic time."""
 
     index: BM25Index
-    stamp: _Stamp
+    stamp: _Stamp | None
     commit: str | None
     at: float
 
@@ -220,12 +221,12 @@ _loaded_lock = threading.Lock()
 def _synced(c: Components, namespace: str, params: BM25Params, *, force_check: bool) -> tuple[BM25Index, bool]:
     """The in-sync index and whether it had to be rebuilt."""
     folder = index_folder(c.config, namespace)
-    stamp = _records_stamp(c.config.record_store_path)  # taken first: a write after it triggers another check
+    stamp = _records_stamp(c.config)  # taken first: a write after it triggers another check
     now = time.monotonic()
     with _loaded_lock:
         cached = _loaded.get((folder, params))
         trusted = None if force_check else cached
-        if trusted is not None and stamp == trusted.stamp and now - trusted.at < _RECHECK_S:
+        if trusted is not None and stamp is not None and stamp == trusted.stamp and now - trusted.at < _RECHECK_S:
             return trusted.index, False  # nothing written here this minute: not even the last commit is read
         commit = c.records.journal.last_commit(namespace)  # read before the scan: a commit after it shows
         if trusted is not None and commit is not None and commit == trusted.commit:
@@ -276,9 +277,12 @@ def _has_index(folder: Path) -> bool:
     return folder.is_dir() and any((child / MANIFEST).is_file() for child in folder.iterdir())
 
 
-def _records_stamp(path: Path) -> _Stamp:
-    """(mtime, size) of the record store's database and write-ahead log: any write changes one of them."""
-    stamp = []
+def _records_stamp(config: RaglineConfig) -> _Stamp | None:
+    """(mtime, size) of the SQLite record store's database and write-ahead log: any write changes one of them. None
+    for PostgreSQL, which has no files here: every search reads the last commit."""
+    if config.state_backend != "sqlite":
+        return None
+    path, stamp = config.record_store_path, []
     for file in (path, path.with_name(path.name + "-wal")):
         try:
             stat = file.stat()

@@ -21,12 +21,12 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
-from ragline.errors import FilterError, IndexDamaged, RaglineError
+from ragline.errors import FilterError, IndexDamaged, RaglineError, StoreError
 from ragline.generation import answer_question
 from ragline.retrieval import SearchResult, search
 from ragline.service.auth import ApiKeys, Principal
 from ragline.service.cache import ResultCache, cache_key
-from ragline.service.errors import validation_error_response
+from ragline.service.errors import record_store_unavailable, validation_error_response
 from ragline.service.jsonbody import StrictJsonRoute
 from ragline.service.metrics import ServiceMetrics
 from ragline.service.middleware import ObserveRequests, ReadBody, client_address
@@ -45,15 +45,20 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "The namespace holds no index."},
     408: {"description": "The request body did not arrive within `service_read_timeout_s`."},
     413: {"description": "Request body over `service_max_body_bytes`."},
+    415: {"description": "The body is not sent as JSON (header Content-Type: application/json)."},
     422: {
-        "description": "Invalid request: not strict JSON (numbers must be finite), bad filter (with the reason), "
-        "top_k out of range, unknown mode, query empty or over `service_max_query_chars`."
+        "description": "Invalid request: not strict JSON (numbers must be finite), a value of the wrong JSON type, "
+        "bad filter (with the reason), top_k out of range, unknown mode, query empty or over "
+        "`service_max_query_chars`."
     },
     429: {
         "description": "Rate limit of the API key exceeded, or too many failed authentications from the client's "
         "address; see the Retry-After header."
     },
-    503: {"description": "The namespace's index is damaged; it answers again once an operator has rebuilt it."},
+    503: {
+        "description": "The namespace's index is damaged (it answers again once an operator has rebuilt it), or the "
+        "record store is unreachable (retry)."
+    },
 }
 
 
@@ -84,7 +89,7 @@ def create_app(config: RaglineConfig, components: Components | None = None) -> F
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
-        exception_handlers={RequestValidationError: validation_error_response},
+        exception_handlers={RequestValidationError: validation_error_response, StoreError: record_store_unavailable},
     )
     app.router.route_class = StrictJsonRoute
     app.state.metrics = metrics
@@ -160,10 +165,10 @@ def create_app(config: RaglineConfig, components: Components | None = None) -> F
         request.state.cache = "bypass" if key is None else "hit" if payload is not None else "miss"
         metrics.cache.labels(namespace=body.namespace, outcome=request.state.cache).inc()
         if payload is None:
-            response = _search(parts, body, physical)
+            response, lasting = _search(parts, body, physical)
             request.state.results = len(response.results)
             payload = response.model_dump_json(exclude={"latency_ms", "cached"}).encode()
-            if key is not None:
+            if key is not None and lasting:
                 cache.put(key, payload)
         return _respond(payload, (time.perf_counter() - started) * 1000, cached=request.state.cache == "hit")
 
@@ -206,13 +211,15 @@ def _respond(payload: bytes, latency_ms: float, cached: bool) -> Response:
     return Response(payload[:-1] + tail, media_type="application/json")
 
 
-def _search(parts: Components, body: QueryRequest, physical: str) -> QueryResponse:
-    """Run the search (and the answer, when asked for); a core error becomes 422 (bad filter), 503 (a damaged
-    index) or 500 (anything else, logged by type only)."""
+def _search(parts: Components, body: QueryRequest, physical: str) -> tuple[QueryResponse, bool]:
+    """Run the search (and the answer, when asked for), and whether the response may be cached: not an answer the
+    chat model failed to give (answered extractively), which the same request should retry. A core error becomes
+    422 (bad filter), 503 (a damaged index; a store unavailable) or 500 (anything else, logged by type only)."""
     try:
         result = search(parts, body.query, namespace=physical, mode=body.mode, top_k=body.top_k, filter=body.filter)
         answered = _answer(parts, body, physical, result) if body.answer else {}
         answer_warnings = answered.pop("answer_warnings", [])
+        fell_back = answered.pop("answer_fell_back", False)
     except FilterError as exc:
         raise HTTPException(422, str(exc)) from exc
     except IndexDamaged as exc:
@@ -220,6 +227,9 @@ def _search(parts: Components, body: QueryRequest, physical: str) -> QueryRespon
         raise HTTPException(
             503, f"the index of namespace {body.namespace!r} is damaged; an operator must rebuild it"
         ) from exc
+    except StoreError as exc:  # the vector service or the record store failed: the client may retry
+        log.error("search in %s failed: %s", physical, type(exc).__name__)
+        raise HTTPException(503, "the index or the record store is unavailable; retry shortly") from exc
     except RaglineError as exc:
         log.error("search in %s failed: %s", physical, type(exc).__name__)
         raise HTTPException(500, f"search failed ({type(exc).__name__})") from exc
@@ -227,7 +237,7 @@ def _search(parts: Components, body: QueryRequest, physical: str) -> QueryRespon
         QueryResult(chunk_id=h.chunk_id, doc_id=h.doc_id, score=h.score, text=h.text, metadata=h.metadata)
         for h in result.hits
     ]
-    return QueryResponse(
+    response = QueryResponse(
         namespace=body.namespace,
         mode=body.mode,
         results=results,
@@ -236,11 +246,13 @@ def _search(parts: Components, body: QueryRequest, physical: str) -> QueryRespon
         warnings=[*result.warnings, *answer_warnings],
         **answered,
     )
+    return response, not fell_back
 
 
 def _answer(parts: Components, body: QueryRequest, physical: str, retrieved: SearchResult) -> dict[str, Any]:
     """The grounded answer's fields of the response, answered from the chunks the query already retrieved, and
-    its warnings (``answer_warnings``: an LLM that fell back, an answer truncated, refused or filtered)."""
+    its warnings (``answer_warnings``: an LLM that fell back, an answer truncated, refused or filtered) and whether
+    the chat model failed (``answer_fell_back``)."""
     answer = answer_question(
         parts, body.query, namespace=physical, filter=body.filter, mode=body.mode, retrieved=retrieved
     )
@@ -253,4 +265,5 @@ def _answer(parts: Components, body: QueryRequest, physical: str, retrieved: Sea
         "answer_finish": answer.finish,
         "truncated": answer.truncated,
         "answer_warnings": list(answer.warnings),
+        "answer_fell_back": answer.fell_back,
     }

@@ -1,13 +1,16 @@
 """Validation errors as short 422 reasons: where and what, never the input (which may be huge, or hold values JSON
-cannot encode)."""
+cannot encode); a record store that fails outside the search as a 503."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+
+log = logging.getLogger(__name__)
 
 MAX_ERRORS = 10
 MAX_CHARS = 200
@@ -33,3 +36,10 @@ def _describe(error: dict[str, Any]) -> dict[str, Any]:
 
 def _cut(text: str) -> str:
     return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 1] + "…"
+
+
+async def record_store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """503 for a record store that failed outside the search (PostgreSQL down or restarting): the client may retry;
+    the reason is logged, by type only."""
+    log.error("the record store failed: %s", type(exc).__name__)
+    return JSONResponse(status_code=503, content={"detail": "the record store is unavailable; retry shortly"})

@@ -2,7 +2,8 @@
 
 Python's ``json`` accepts ``NaN``, ``Infinity`` and ``1e999`` (not JSON), lone ``\\udXXX`` escapes (not text) and
 nests until the interpreter's recursion limit. Each would reach the search or the error handler and end as a 500;
-``StrictJsonRoute`` refuses them with a 422 that names where, never the value.
+``StrictJsonRoute`` refuses them with a 422 that names where, never the value, and a body sent as anything but JSON
+(a form, as ``curl -d`` sends it without a header; plain text) with a 415 that says which header to send.
 """
 
 from __future__ import annotations
@@ -38,9 +39,18 @@ class StrictJsonRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def strict_handler(request: Request) -> Response:
+            if request.method == "POST" and not is_json(request.headers.get("content-type")):
+                raise HTTPException(415, "send the body as JSON, with the header Content-Type: application/json")
             return await handler(StrictJsonRequest(request.scope, request.receive))
 
         return strict_handler
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether a body of ``content_type`` is read as JSON: ``application/json``, a ``+json`` type, or none given
+    (as FastAPI reads it)."""
+    media = (content_type or "").partition(";")[0].strip().lower()
+    return not media or media == "application/json" or media.endswith("+json")
 
 
 def parse_json_body(body: bytes) -> Any:

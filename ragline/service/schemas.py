@@ -17,9 +17,10 @@ from ragline.stores.filters import validate_filter
 
 
 class QueryRequest(BaseModel):
-    """One search over one namespace the caller's API key may read."""
+    """One search over one namespace the caller's API key may read. Strict: a value of another JSON type (``"5"``
+    or ``true`` for ``top_k``, ``"yes"`` for ``answer``) is refused, not converted."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     query: str = Field(min_length=1, description="What to search for (at most `service_max_query_chars`).")
     namespace: str = Field(min_length=1, max_length=100, description="The namespace (or alias) to search.")

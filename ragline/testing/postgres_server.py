@@ -92,6 +92,18 @@ def start(*, durable: bool = False, max_connections: int = 300) -> PostgresServe
         raise
 
 
+def halt(server: PostgresServer) -> None:
+    """Stop the server as an outage would (its clients' connections die), keeping its data for ``resume``."""
+    _run(binaries() / "pg_ctl", "-D", str(server.directory / "data"), "-m", "fast", "-w", "stop")
+
+
+def resume(server: PostgresServer) -> None:
+    """Start a ``halt``-ed server again on its port (a test's server: nothing flushed)."""
+    options = " ".join(("-p", str(server.port), "-k", str(server.directory), "-c", "listen_addresses=127.0.0.1", *FAST))
+    log = str(server.directory / "log")
+    _run(binaries() / "pg_ctl", "-D", str(server.directory / "data"), "-o", options, "-l", log, "-w", "start")
+
+
 def stop(server: PostgresServer) -> None:
     """Stop the server at once and delete its folder."""
     _run(binaries() / "pg_ctl", "-D", str(server.directory / "data"), "-m", "immediate", "-w", "stop", check=False)

@@ -75,6 +75,7 @@ class PostgresDatabase:
             max_size=max_connections,
             kwargs=connection_options(schema),
             timeout=WAIT_FOR_CONNECTION_S,
+            check=ConnectionPool.check_connection,  # one that died with a server restart is replaced, not handed out
             open=False,
             name=f"ragline-{schema}",
         )
