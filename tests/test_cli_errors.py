@@ -207,6 +207,15 @@ def test_a_bad_argument_is_one_line_naming_it(cli_env: Path, tmp_path: Path, arg
     assert len(line) < 600  # a huge value is shortened, not echoed whole
 
 
+def test_eval_of_a_folder_that_is_not_a_dataset_indexes_nothing(cli_env: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n\nNot a golden set.\n", encoding="utf-8")
+    user_error(runner.invoke(app, ["eval", "--dataset", str(folder), "--home", str(cli_env)]), "queries.jsonl")
+    status = runner.invoke(app, ["status", "-n", "beir-notes", "--home", str(cli_env)])
+    assert "1 documents" not in status.stdout and not (cli_env / "lancedb" / "ns_beir-notes.lance").exists()
+
+
 def test_no_arguments_shows_the_help(cli_env: Path) -> None:
     result = runner.invoke(app, [])
     assert "Usage" in result.output and "ingest" in result.output

@@ -207,13 +207,15 @@ def test_bad_datasets_raise_source_errors(tmp_path: Path, files: dict[str, str],
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 
 
-def report_with(ndcg: dict[str, float], dataset: str = "sample", seconds: float = 0.01) -> EvaluationReport:
+def report_with(
+    ndcg: dict[str, float], dataset: str = "sample", seconds: float = 0.01, namespace: str = "live"
+) -> EvaluationReport:
     """A report whose modes have one query each with the given nDCG@10."""
     results = tuple(
-        ModeResult(dataset, "live", mode, 10, {"q1": {**query_metrics([], {"d": 1}), NDCG: value}}, {"q1": seconds})
+        ModeResult(dataset, namespace, mode, 10, {"q1": {**query_metrics([], {"d": 1}), NDCG: value}}, {"q1": seconds})
         for mode, value in ndcg.items()
     )
-    return EvaluationReport(dataset, "live", 10, results)
+    return EvaluationReport(dataset, namespace, 10, results)
 
 
 def test_history_round_trip_trends_and_regression_against_the_last_good_run(tmp_path: Path) -> None:
@@ -260,6 +262,15 @@ def test_datasets_are_tracked_separately_and_new_modes_start_a_baseline(tmp_path
         ("a", "dense", True, False),
         ("a", "hybrid", False, True),
     ]
+
+
+def test_a_golden_set_on_another_namespace_starts_its_own_baseline(tmp_path: Path) -> None:
+    history = EvaluationHistory(tmp_path / "h.parquet")
+    record_run(history, [report_with({"dense": 0.85})], run_id="r0", timestamp=T0)
+    subset = record_run(history, [report_with({"dense": 0.45}, namespace="part")], run_id="r1", timestamp=T0)
+    assert [(t.regressed, t.last_good) for t in subset] == [(False, None)]  # not judged against "live"
+    again = record_run(history, [report_with({"dense": 0.80})], run_id="r2", timestamp=T0 + timedelta(hours=1))
+    assert [t.regressed for t in again] == [True]  # "live" is still judged against its own 0.85
 
 
 # --- reports ---------------------------------------------------------------------------------------------------

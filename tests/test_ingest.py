@@ -3,6 +3,7 @@ Pinecone SDK against a loopback server whose writes show in reads only after a l
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ import pytest
 
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
+from ragline.embedders.base import Embedder
 from ragline.errors import ConfigError, ValidationFailed
 from ragline.indexing import stages
 from ragline.indexing.consistency import await_writes
@@ -19,7 +21,7 @@ from ragline.indexing.journal import open_run
 from ragline.indexing.pipeline import ingest, write_batches
 from ragline.indexing.stats import IngestStats
 from ragline.indexing.steps import DirectSteps
-from ragline.sources import DirectorySource
+from ragline.sources import DirectorySource, JsonlSource
 from ragline.stores.base import VectorRecord
 
 NS = "test"
@@ -138,6 +140,36 @@ def test_bad_file_is_quarantined_and_its_indexed_version_kept(components: Compon
     assert result.stats.documents_quarantined == 1
     assert [q.uri.endswith("notes/a.txt") for q in result.quarantined] == [True]
     assert snapshot(components) == before
+
+
+@pytest.mark.parametrize("records", ["sqlite", "postgres"])
+def test_a_jsonl_line_turned_malformed_keeps_every_document_under_full_cleanup(
+    request: pytest.FixtureRequest,
+    config: RaglineConfig,
+    embedder: Embedder,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    records: str,
+) -> None:
+    """The line cannot be tied to its document, so it may be any of them: none is removed (until the file is fixed)."""
+    c = build_components(request.getfixturevalue("pg_config") if records == "postgres" else config, embedder=embedder)
+    try:
+        feed = tmp_path / "feed.jsonl"
+        lines = [json.dumps({"id": f"f{n}", "text": f"Entry {n}: gliders soar on thermals."}) for n in range(4)]
+        feed.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        ingest(c, JsonlSource(feed), namespace=NS)
+        before = snapshot(c)
+        feed.write_text("\n".join([*lines[:2], '{"id": "f2", "text": "Ent', lines[3]]) + "\n", encoding="utf-8")
+        with caplog.at_level("WARNING"):
+            result = ingest(c, JsonlSource(feed), namespace=NS, cleanup="full")
+        assert [q.doc_id for q in result.quarantined] == [None]
+        assert result.stats.documents_removed == 0 and snapshot(c) == before
+        assert "no unseen document was removed" in caplog.text
+        feed.write_text("\n".join([*lines[:2], lines[3]]) + "\n", encoding="utf-8")  # fixed: f2 is gone for good
+        assert ingest(c, JsonlSource(feed), namespace=NS, cleanup="full").stats.documents_removed == 1
+        assert {i.rpartition("#")[0] for i in snapshot(c)} == {"feed/f0", "feed/f1", "feed/f3"}
+    finally:
+        c.close()
 
 
 def test_failed_validation_rolls_back_and_keeps_previous_index(components: Components, tmp_path: Path) -> None:

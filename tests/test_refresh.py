@@ -7,6 +7,7 @@ real embedder and store; they never replace them.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -190,6 +191,16 @@ def test_an_emptied_source_folder_fails_and_deletes_nothing(components: Componen
         refresh_at(components, root, T0 + TTL + 1)
     assert snapshot(components) == clean and components.records.journal.live_document_count(NS) == 5
     assert components.records.journal.unfinished_runs(NS) == []
+
+
+@pytest.mark.parametrize("now", [math.inf, -math.inf, math.nan, 1e300])
+def test_a_now_that_is_not_a_time_is_refused_before_any_run(components: Components, tmp_path: Path, now: float) -> None:
+    root = corpus(tmp_path)
+    refresh_at(components, root, T0)
+    stamped, runs = indexed_at(components), components.records.journal.last_runs(NS, 10)
+    with pytest.raises(ConfigError, match="now must be a time in epoch seconds"):
+        refresh_at(components, root, now)
+    assert indexed_at(components) == stamped and components.records.journal.last_runs(NS, 10) == runs
 
 
 def test_a_failed_refresh_run_rolls_back_and_keeps_the_previous_index(

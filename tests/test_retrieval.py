@@ -29,6 +29,7 @@ from ragline.retrieval.expansion import rm3
 from ragline.retrieval.fusion import rrf, zmix
 from ragline.retrieval.understanding import QueryFields, merge_filters, understand_rules
 from ragline.sources import DirectorySource, JsonlSource
+from ragline.stores.base import VectorRecord
 from ragline.stores.filters import matches
 from ragline.testing.chat_server import LoopbackChat, Message
 from ragline.workers import WorkerPool
@@ -284,6 +285,21 @@ def test_a_search_sees_a_commit_by_another_process_at_once(either_records: Compo
     ingest(other, DirectorySource(root, name="docs"), namespace=NS, refresh_keyword_index=False)
     other.close()
     assert sorted(doc_names(search(components, "kite", namespace=NS, mode="bm25").hits)) == ["a.md", "b.md"]
+
+
+def test_dense_search_looks_deeper_when_uncommitted_writes_take_the_nearest_places(
+    components: Components, tmp_path: Path
+) -> None:
+    ingested_kites(components, tmp_path)
+    query = "Box kites fly in steady wind."
+    nearest = components.embedder.embed([query])[0]
+    written = [  # a run's writes, never committed (killed, or still running): nearer than anything committed
+        VectorRecord(f"docs/pending-{n}.md#0", nearest, {"text": query, "doc_id": f"docs/pending-{n}.md"})
+        for n in range(40)
+    ]
+    components.store.upsert(written, namespace=NS)
+    hits = search(components, query, namespace=NS, mode="dense", top_k=3).hits
+    assert doc_names(hits) == ["a.md"]  # the one committed chunk, found past the 40 hidden ones
 
 
 def test_a_new_process_trusts_the_index_checked_at_the_last_commit_without_a_scan(

@@ -1,9 +1,10 @@
 """Evaluation history in one Parquet file, trends against earlier runs, and the regression check.
 
-One row per (run, dataset, mode): ``run_id``, ``timestamp`` (UTC), ``dataset``, ``namespace``, ``mode``, ``k``, ``good``
-and one column per metric. Answer evaluations add rows of their own (``mode`` ``answers-<answerer>``, answer metric
-columns; retrieval columns NaN there, and the other way round). A row is *good* when its mode passed the regression
-check; the check compares a mode's nDCG@10 with its **last good** run on the same dataset, so a failed night never
+One row per (run, dataset, mode): ``run_id``, ``timestamp`` (UTC), ``dataset``, ``namespace``, ``mode``, ``k``,
+``good`` and one column per metric. Answer evaluations add rows of their own (``mode`` ``answers-<answerer>``,
+answer metric columns; retrieval columns NaN there, and the other way round). A row is *good* when its mode passed
+the regression check; the check compares a mode's nDCG@10 with its **last good** run on the same dataset and
+namespace (the golden set run on another namespace, a subset say, is another baseline), so a failed night never
 becomes the baseline. It fails when the drop is strictly more than ``tolerance`` (absolute, default 0.02).
 """
 
@@ -116,12 +117,13 @@ class ModeTrend:
 def compare(
     reports: Sequence[EvaluationReport], past: pd.DataFrame, *, tolerance: float = DEFAULT_TOLERANCE
 ) -> list[ModeTrend]:
-    """Each evaluated mode against its previous and last good rows in ``past`` (same dataset and mode)."""
+    """Each evaluated mode against its previous and last good rows in ``past`` (same dataset, namespace and mode)."""
     trends = []
     for report in reports:
         summaries = report.metrics
         for mode, row in summaries.iterrows():
-            earlier = past[(past["dataset"] == report.dataset) & (past["mode"] == mode)]
+            same = (past["dataset"] == report.dataset) & (past["namespace"] == report.namespace)
+            earlier = past[same & (past["mode"] == mode)]
             good = earlier[earlier["good"].astype(bool)]
             trends.append(
                 ModeTrend(

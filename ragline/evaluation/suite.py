@@ -116,13 +116,13 @@ def run_suite(
     steps = steps or DirectSteps(c)
     modes = check_modes(c.config.eval_modes)
     reports, answers = [], []
-    for golden in sets:
+    datasets = [load_dataset(golden.path) for golden in sets]  # every set checked before any is ingested
+    for golden, dataset in zip(sets, datasets):
         namespace = read_namespace(c.records, golden.namespace)
         if golden.ingest:
             ingest(
                 c, open_source(golden.path, max_file_bytes=c.config.max_file_bytes), namespace=namespace, steps=steps
             )
-        dataset = load_dataset(golden.path)
         steps.run(check_coverage, f"coverage-{dataset.name}", dataset, namespace)
         results = [steps.run(score_mode, f"{dataset.name}-{mode}", dataset, namespace, mode) for mode in modes]
         reports.append(EvaluationReport(dataset.name, namespace, c.config.eval_k, tuple(results)))

@@ -29,7 +29,7 @@ from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
 from ragline.errors import ChunkingError, ConfigError
-from ragline.limits import MAX_METADATA_BYTES
+from ragline.limits import MAX_ID_LENGTH, MAX_METADATA_BYTES
 from ragline.records import Chunk, Document, Metadata, index_metadata, make_chunk_id, sha256_hex, stable_json
 
 if TYPE_CHECKING:
@@ -182,8 +182,10 @@ def _chunks_or_reason(chunker: Chunker, doc: Document) -> ChunksOrReason:
 
 
 def oversized(chunks: Sequence[Chunk]) -> str | None:
-    """Why a chunk's index metadata is too large for the index, or None."""
+    """Why a chunk is too large for the index (its id, or its index metadata), or None."""
     for ch in chunks:
+        if len(ch.chunk_id) > MAX_ID_LENGTH:
+            return f"chunk id is {len(ch.chunk_id)} characters, over the index's {MAX_ID_LENGTH}-character limit"
         size = len(json.dumps(index_metadata(ch.text, ch.metadata), ensure_ascii=False).encode("utf-8"))
         if size > MAX_METADATA_BYTES:
             return f"chunk metadata is {size} bytes, over the index's {MAX_METADATA_BYTES}-byte limit"

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -143,7 +144,7 @@ def refresh(
     ``steps`` runs the stages (default: here, directly; the refresh flow passes task-backed steps).
     """
     steps = steps or DirectSteps(c)
-    now = clock()
+    now = _checked_now(clock())
     namespaces: list[NamespaceRefresh] = []
     for namespace, group in by_namespace(targets):
         with c.locks.hold(namespace):
@@ -152,6 +153,16 @@ def refresh(
             after = steps.run(reconcile, "reconcile-after", namespace)
             namespaces.append(NamespaceRefresh(namespace, before, sources, after))
     return RefreshReport(now, namespaces)
+
+
+def _checked_now(now: float) -> float:
+    """``now`` if it is a time (epoch seconds a date can hold), checked before any run opens: every document it
+    re-verifies is stamped with it, and a stamp of infinity would never be due again."""
+    try:
+        datetime.fromtimestamp(now, tz=UTC)
+    except (OverflowError, OSError, ValueError, TypeError):
+        raise ConfigError(f"now must be a time in epoch seconds, got {now!r}") from None
+    return now
 
 
 def refresh_source(c: Components, steps: Steps, target: RefreshTarget, now: float) -> SourceRefresh:

@@ -427,6 +427,12 @@ def commit(c: Components, run: RunRef, cleanup: CleanupMode, exported: bool = Fa
     with stats.timed("commit"):
         result = c.records.journal.commit_run(run.run_id, run.namespace, run.source, delete_unseen=cleanup == "full")
         stats.documents_removed = result.documents_removed
+        if cleanup == "full" and any(q.doc_id is None for q in c.records.quarantine.for_run(run.run_id)):
+            log.warning(
+                "run %s quarantined inputs it could not tie to a document id: no unseen document was removed "
+                "(fix those inputs and run again to remove them)",
+                run.run_id,
+            )
         if exported:
             return stats
         stats.chunks_deleted = delete_tombstones(c, run.namespace)

@@ -126,7 +126,8 @@ class RunJournal(Protocol):
 
         ``delete_unseen`` also removes the source's live documents the run did not see (a full cleanup): neither
         marked seen nor named by an input the run quarantined (a document turned unreadable keeps its version).
-        """
+        If the run quarantined an input it could not name (a JSONL line that is not JSON), it removes none: that
+        input may be any of them."""
         ...
 
     def tombstones(self, namespace: str) -> list[str]:

@@ -9,18 +9,32 @@ from ragline.recordstore import LIVE
 from ragline.retrieval.hits import Hit
 from ragline.stores.base import Filter, QueryMatch
 
+DEEPER = 4
+"""How many times more matches a search asks for when uncommitted ones hid some of the ones it asked for."""
+DEEPEST = 1_000
+"""The most it asks for to replace hidden matches (beyond ``top_k``): a Pinecone result with the chunks' metadata
+must stay within 4 MB."""
+
 
 def dense_search(c: Components, query: str, *, namespace: str, top_k: int, filter: Filter | None) -> list[Hit]:
     """The ``top_k`` chunks nearest to ``query`` that match ``filter``, best first (score: cosine).
 
     Raises ``IndexDamaged`` when the index cannot be read, or answers nothing because it lost its vectors.
+    Matches a run has written but not committed are hidden (``committed``): while they take the nearest places,
+    the store is asked for ``DEEPER`` times as many, up to ``DEEPEST``, until ``top_k`` committed ones are found or
+    the store has no more.
     """
     check_namespace_model(c, namespace)
     vector = c.embedder.embed([query])[0]
-    matches = c.store.query(vector, namespace=namespace, top_k=top_k, filter=filter)
-    if not matches:
-        require_whole_index(c.store, c.records.journal, namespace)
-    return [as_hit(m) for m in committed(c, namespace, matches)]
+    asked, deepest = top_k, max(top_k, DEEPEST)
+    while True:
+        matches = c.store.query(vector, namespace=namespace, top_k=asked, filter=filter)
+        if not matches:
+            require_whole_index(c.store, c.records.journal, namespace)
+        kept = committed(c, namespace, matches)
+        if len(kept) >= top_k or len(matches) < asked or asked >= deepest:
+            return [as_hit(m) for m in kept[:top_k]]
+        asked = min(deepest, asked * DEEPER)
 
 
 def committed(c: Components, namespace: str, matches: list[QueryMatch]) -> list[QueryMatch]:

@@ -39,7 +39,7 @@ from ragline.sources.files import (
 )
 
 REASON_METADATA_TOO_LARGE = "over the index's"
-"""A fragment of the ingest's reason for a chunk whose metadata exceeds the index's limit."""
+"""A fragment of the ingest's reason for a chunk too large for the index: its metadata, or its id."""
 HUGE_FILE_BYTES = 200 * 1024 * 1024
 HOSTILE_KEYS = ("it's", 'say "hi"', "a`b", "x; DROP TABLE t; --", "nul\x00key", "ünï 🦆", "$and", "")
 
@@ -161,6 +161,7 @@ def write_hostile_jsonl(path: Path, max_record_bytes: int = 100_000) -> HostileJ
             _json({"_id": "huge-metadata", "text": _PROSE, "metadata": {"blob": "m" * (MAX_METADATA_BYTES + 10)}}),
             REASON_METADATA_TOO_LARGE,
         ),
+        (_json({"_id": "i" * 600, "text": _PROSE}), REASON_METADATA_TOO_LARGE),  # its chunk ids: over 512 characters
         (_json({"_id": "../../etc/passwd", "text": _PROSE}), None),
         (_json({"_id": "x' OR '1'='1", "text": _PROSE}), None),
         (_json({"_id": "nul-text", "text": "before\x00after " + _PROSE}), REASON_NUL),

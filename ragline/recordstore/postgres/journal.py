@@ -311,8 +311,9 @@ class PostgresRunJournal:
                     for r in db.execute(
                         "SELECT doc_id FROM documents d WHERE namespace = %s AND state = 'live' AND source = %s "
                         "AND NOT EXISTS (SELECT 1 FROM run_seen s WHERE s.run_id = %s AND s.doc_id = d.doc_id) "
-                        "AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.run_id = %s AND q.doc_id = d.doc_id)",
-                        (namespace, source, run_id, run_id),
+                        "AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.run_id = %s AND q.doc_id = d.doc_id) "
+                        "AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.run_id = %s AND q.doc_id IS NULL)",
+                        (namespace, source, run_id, run_id, run_id),
                     )
                 ]
             changed = [

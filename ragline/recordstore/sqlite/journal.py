@@ -306,8 +306,9 @@ class SQLiteRunJournal:
                     "INSERT OR IGNORE INTO temp.replaced SELECT doc_id FROM documents WHERE namespace = ? "
                     "AND state = 'live' AND source = ? "
                     "AND doc_id NOT IN (SELECT doc_id FROM run_seen WHERE run_id = ?) "
-                    "AND doc_id NOT IN (SELECT doc_id FROM quarantine WHERE run_id = ? AND doc_id IS NOT NULL)",
-                    (namespace, source, run_id, run_id),
+                    "AND doc_id NOT IN (SELECT doc_id FROM quarantine WHERE run_id = ? AND doc_id IS NOT NULL) "
+                    "AND NOT EXISTS (SELECT 1 FROM quarantine WHERE run_id = ? AND doc_id IS NULL)",
+                    (namespace, source, run_id, run_id, run_id),
                 ).rowcount
             db.execute(
                 "INSERT OR IGNORE INTO temp.replaced "
