@@ -216,6 +216,18 @@ def test_eval_of_a_folder_that_is_not_a_dataset_indexes_nothing(cli_env: Path, t
     assert "1 documents" not in status.stdout and not (cli_env / "lancedb" / "ns_beir-notes.lance").exists()
 
 
+def test_ctrl_c_is_one_line_and_exit_130(cli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragline.cli import indexing
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(indexing, "_ingest_directly", interrupted)
+    corpus = hostile_corpus(tmp_path / "corpus")
+    result = runner.invoke(app, ["ingest", str(corpus), "--no-flow", "--home", str(cli_env)])
+    assert (result.exit_code, result.stderr.splitlines(), result.stdout) == (130, ["error: interrupted"], "")
+
+
 def test_no_arguments_shows_the_help(cli_env: Path) -> None:
     result = runner.invoke(app, [])
     assert "Usage" in result.output and "ingest" in result.output

@@ -63,6 +63,8 @@ class RaglineCommands(TyperGroup):
             return super().invoke(ctx)
         except (typer.TyperException, typer.Exit, typer.Abort):
             raise
+        except KeyboardInterrupt:  # Ctrl-C: typer would exit 130 without a word
+            raise typer.Exit(report(KeyboardInterrupt(), verbose=False)) from None
         except Exception as exc:
             raise typer.Exit(report(exc, verbose=bool(ctx.params.get("verbose")))) from exc
 
