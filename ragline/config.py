@@ -544,6 +544,8 @@ def load_config(**overrides: object) -> RaglineConfig:
         raise ConfigError(f"invalid setting: {setting} ({_origin(setting, given)}): not valid JSON") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"ragline.toml in {Path.cwd()} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"ragline.toml in {Path.cwd()} is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
 
 
 def settings_problems(exc: ValidationError, *, given: Collection[str] = ()) -> str:

@@ -156,6 +156,8 @@ def test_a_bad_ragline_toml_is_one_line(cli_env: Path, tmp_path: Path) -> None:
     user_error(runner.invoke(app, ["status", "--home", str(cli_env)]), "ragline.toml")
     (tmp_path / "ragline.toml").write_text('chunk_size = "big"\n', encoding="utf-8")
     user_error(runner.invoke(app, ["status", "--home", str(cli_env)]), "chunk_size", "big", "ragline.toml")
+    (tmp_path / "ragline.toml").write_bytes(b"\xff\xfechunk_size = 100\n")
+    user_error(runner.invoke(app, ["status", "--home", str(cli_env)]), "ragline.toml", "not UTF-8")
 
 
 @pytest.mark.parametrize(
@@ -186,6 +188,8 @@ def test_a_bad_ragline_toml_is_one_line(cli_env: Path, tmp_path: Path) -> None:
         (["eval", "--mode", "fuzzy"], ["--mode", "fuzzy"]),
         (["eval", "--tolerance", "-1"], ["--tolerance", "-1"]),
         (["eval", "--dataset", "{tmp}/nowhere"], ["--dataset", "nowhere"]),
+        (["records", "backup", "{corpus}"], ["notes.jsonl", "not a SQLite database"]),
+        (["records", "backup", "{tmp}"], ["is a folder"]),
         (["backfill"], ["PATH"]),
         (["backfill", "{corpus}", "--partition-size", "0"], ["--partition-size", "0"]),
         (["refresh", "{corpus}", "--ttl", "soon"], ["--ttl", "soon"]),

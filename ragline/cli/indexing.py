@@ -300,7 +300,9 @@ def _backfill_directly(path: Path, config: RaglineConfig, export_dir: Path | Non
         soft_wrap=True,
     )
     if export_dir:
-        console.print(f"upload {export_dir} and start a Pinecone import of its folder (see README: Backfills)")
+        console.print(
+            f"upload {export_dir} and start a Pinecone import of its folder (see docs/operations.md: Backfills)"
+        )
 
 
 def _show_backfills(config: RaglineConfig, path: Path | None) -> None:

@@ -45,7 +45,12 @@ def set_aside_if_damaged(path: Path) -> Path | None:
 
 
 def backup(source: Path, dest: Path) -> None:
-    """Copy the database at ``source`` to ``dest`` with SQLite's online backup (consistent while others write)."""
+    """Copy the database at ``source`` to ``dest`` with SQLite's online backup (consistent while others write).
+    ``dest`` may be an earlier backup, which is replaced; any other existing file or a folder is refused."""
+    if dest.is_dir():
+        raise ConfigError(f"backup target {dest} is a folder: name the file to write")
+    if dest.exists() and check_file(dest) is not None:
+        raise ConfigError(f"backup target {dest} exists and is not a SQLite database: choose another name")
     if problem := check_file(source):
         raise RecordStoreDamaged(f"{source} is damaged ({problem}): it cannot be backed up")
     dest.parent.mkdir(parents=True, exist_ok=True)
