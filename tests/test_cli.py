@@ -35,6 +35,18 @@ def test_ingest_prints_counts_and_status_reports_the_namespace(cli_env: Path, tm
     assert "5 documents" in status.output and "committed" in status.output
 
 
+def test_status_lists_every_input_the_last_run_quarantined(cli_env: Path, tmp_path: Path) -> None:
+    feed = tmp_path / "feed.jsonl"
+    lines = [f'{{"id": "bad-{n}", "text": "cut' for n in range(23)] + ['{"id": "good", "text": "Gliders soar."}']
+    feed.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ingested = runner.invoke(app, ["ingest", str(feed), "--home", str(cli_env), "-n", "feed"])
+    assert ingested.exit_code == 0 and "… and 3 more (see `ragline status --quarantined`)" in ingested.output
+    status = runner.invoke(app, ["status", "--home", str(cli_env), "-n", "feed", "--quarantined"])
+    listed = [line for line in status.output.splitlines() if line.startswith("quarantined ")]
+    assert status.exit_code == 0 and len(listed) == 23 and all("malformed JSON" in line for line in listed)
+    assert "(line 23" in listed[-1]  # where in the file
+
+
 def test_ingest_of_a_missing_path_fails_with_a_clear_message(cli_env: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["ingest", str(tmp_path / "nowhere"), "--home", str(cli_env)])
     assert result.exit_code == 2

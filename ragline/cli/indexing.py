@@ -69,7 +69,7 @@ def _ingest_directly(path: Path, config: RaglineConfig) -> None:
     for q in result.quarantined[:20]:
         console.print(styled("yellow", "quarantined", f" {q.uri}: {q.reason}"), soft_wrap=True)
     if len(result.quarantined) > 20:
-        console.print(f"… and {len(result.quarantined) - 20} more (see `ragline status`)")
+        console.print(f"… and {len(result.quarantined) - 20} more (see `ragline status --quarantined`)")
     for n in result.near_duplicates[:20]:
         console.print(
             styled("cyan", f"near-duplicate {n.action}", f" {n.doc_id} ≈ {n.duplicate_of} ({n.similarity:.3f})"),
@@ -80,7 +80,12 @@ def _ingest_directly(path: Path, config: RaglineConfig) -> None:
 
 
 def status_command(
-    namespace: NamespaceOption = None, home: HomeOption = None, index_version: VersionOption = None
+    namespace: NamespaceOption = None,
+    home: HomeOption = None,
+    index_version: VersionOption = None,
+    quarantined: Annotated[
+        bool, typer.Option("--quarantined", help="Also list every input the latest run quarantined, with why.")
+    ] = False,
 ) -> None:
     """What a namespace holds: documents, chunks, vectors, its model, whether the index is whole, the latest runs."""
     from ragline.components import make_record_store, make_store
@@ -114,10 +119,15 @@ def status_command(
     table = Table(title="latest runs")
     for column in ("run", "source", "status", "quarantined"):
         table.add_column(column)
-    for run in records.journal.last_runs(ns):
+    runs = records.journal.last_runs(ns)
+    for run in runs:
         status = "crashed" if run.run_id in crashed else run.status
         table.add_row(run.run_id, run.source, status, str(len(records.quarantine.for_run(run.run_id))))
     console.print(table)
+    if quarantined and runs:
+        for q in records.quarantine.for_run(runs[0].run_id):
+            detail = f" ({q.detail})" if q.detail else ""
+            console.print(styled("yellow", "quarantined", f" {q.uri}: {q.reason}{detail}"), soft_wrap=True)
     if crashed:
         console.print(
             styled(
