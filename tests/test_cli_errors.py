@@ -188,7 +188,7 @@ def test_a_bad_ragline_toml_is_one_line(cli_env: Path, tmp_path: Path) -> None:
         (["eval", "--mode", "fuzzy"], ["--mode", "fuzzy"]),
         (["eval", "--tolerance", "-1"], ["--tolerance", "-1"]),
         (["eval", "--dataset", "{tmp}/nowhere"], ["--dataset", "nowhere"]),
-        (["records", "backup", "{corpus}"], ["notes.jsonl", "not a SQLite database"]),
+        (["records", "backup", "{corpus}"], ["notes.jsonl", "not an earlier backup"]),
         (["records", "backup", "{tmp}"], ["is a folder"]),
         (["backfill"], ["PATH"]),
         (["backfill", "{corpus}", "--partition-size", "0"], ["--partition-size", "0"]),
@@ -230,6 +230,17 @@ def test_ctrl_c_is_one_line_and_exit_130(cli_env: Path, tmp_path: Path, monkeypa
     corpus = hostile_corpus(tmp_path / "corpus")
     result = runner.invoke(app, ["ingest", str(corpus), "--no-flow", "--home", str(cli_env)])
     assert (result.exit_code, result.stderr.splitlines(), result.stdout) == (130, ["error: interrupted"], "")
+
+
+def test_a_backup_replaces_an_earlier_backup_but_never_the_live_files(cli_env: Path, tmp_path: Path) -> None:
+    home = ["--home", str(cli_env)]
+    assert runner.invoke(app, ["ingest", str(hostile_corpus(tmp_path / "corpus")), "--no-flow", *home]).exit_code == 0
+    for live in ("embeddings.sqlite", "records.sqlite"):
+        user_error(runner.invoke(app, ["records", "backup", str(cli_env / live), *home]), "not an earlier backup")
+    for _ in range(2):
+        backed_up = runner.invoke(app, ["records", "backup", str(tmp_path / "backup.sqlite"), *home])
+        assert backed_up.exit_code == 0, backed_up.output
+    assert runner.invoke(app, ["status", *home]).exit_code == 0  # both live files as they were
 
 
 def test_no_arguments_shows_the_help(cli_env: Path) -> None:

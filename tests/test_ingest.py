@@ -4,7 +4,6 @@ Pinecone SDK against a loopback server whose writes show in reads only after a l
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -170,41 +169,6 @@ def test_a_jsonl_line_turned_malformed_keeps_every_document_under_full_cleanup(
         assert ingest(c, JsonlSource(feed), namespace=NS, cleanup="full").stats.documents_removed == 1
         assert {i.rpartition("#")[0] for i in snapshot(c)} == {"feed/f0", "feed/f1", "feed/f3"}
     finally:
-        c.close()
-
-
-def test_an_interrupted_run_rolls_back_without_waiting_for_the_embedding_in_progress(
-    config: RaglineConfig, embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    c = build_components(config.model_copy(update={"batch_size": 1}), embedder=embedder)  # a batch per document
-    try:
-        root = corpus(tmp_path)
-        run(c, root)
-        before = snapshot(c)
-        write(root, {"new.md": "# New\n\nA brand new file.", "notes/a.txt": "Rewritten notes about cosine."})
-        embedding, released, embedded = threading.Event(), threading.Event(), threading.Event()
-        embed = c.embedder.embed
-
-        def slow(texts: list[str]) -> Any:  # a local model's minute on a large batch
-            embedding.set()
-            released.wait(30)
-            vectors = embed(texts)
-            embedded.set()
-            return vectors
-
-        def ctrl_c(stats: IngestStats) -> None:  # once a batch that needs embedding is submitted
-            if stats.documents_new + stats.documents_changed:
-                assert embedding.wait(60)
-                raise KeyboardInterrupt
-
-        monkeypatch.setattr(c.embedder, "embed", slow)
-        with pytest.raises(KeyboardInterrupt):
-            run(c, root, on_progress=ctrl_c)
-        assert not embedded.is_set()  # rolled back and raised while that embedding still ran
-        released.set()
-        assert snapshot(c) == before and c.records.journal.unfinished_runs(NS) == []
-    finally:
-        released.set()
         c.close()
 
 

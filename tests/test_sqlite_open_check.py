@@ -82,11 +82,18 @@ def test_a_damaged_file_put_in_place_of_a_checked_one_is_checked_whole(tmp_path:
     SQLiteDatabase(path, full_check_max_bytes=0).close()
     other = sound_file(tmp_path / "other.sqlite")
     damage(other)
-    set_aside(path)  # as ``ragline records restore`` moves the old file before copying a backup in
+    path.rename(tmp_path / "old.sqlite")  # moved away by hand: its stamp stays, naming the old file's inode
     other.rename(path)
     assert stamp_of(path).is_file()
     with pytest.raises(RecordStoreDamaged, match="is damaged"):
         SQLiteDatabase(path, full_check_max_bytes=0)
+
+
+def test_a_file_set_aside_leaves_no_stamp_behind(tmp_path: Path) -> None:
+    path = sound_file(tmp_path / "records.sqlite")
+    SQLiteDatabase(path, full_check_max_bytes=0).close()
+    set_aside(path)  # as ``ragline records restore`` and ``rebuild`` move the old file before another comes in
+    assert not stamp_of(path).exists()
 
 
 def test_a_small_file_is_checked_whole_at_every_open_whatever_its_stamp(tmp_path: Path) -> None:

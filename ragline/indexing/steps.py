@@ -8,10 +8,8 @@ with the components; the flows' ``ragline.tasks.steps.TaskSteps`` calls the stag
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -42,65 +40,33 @@ class Steps(Protocol):
         ...
 
     def session(self) -> AbstractContextManager[None]:
-        """The scope in which ``submit`` may be used; leaving it normally waits for what is still running (left by
-        an exception, it may stop or abandon it)."""
+        """The scope in which ``submit`` may be used; leaving it waits for what is still running."""
         ...
 
 
 class DirectSteps:
-    """Stages called in this process: ``submit`` runs them in order on one background thread, so embedding a batch
-    overlaps loading and chunking the next one.
-
-    The thread is a daemon, and a session left by an exception (Ctrl-C, a failed stage) cancels what has not
-    started and does not wait for the stage in progress: the run rolls back and the process exits at once, instead
-    of after that stage (a batch's embedding by a local model takes a minute). Such a stage only embeds, and writes
-    nothing the rollback reads but the embedding cache's new vectors.
-    """
+    """Stages called in this process: ``submit`` runs on one background thread, so embedding a batch overlaps
+    loading and chunking the next one."""
 
     window = 1
 
     def __init__(self, c: Components) -> None:
         self.c = c
-        self._queue: queue.SimpleQueue[Callable[[], None] | None] | None = None
-        self._submitted: list[Future[Any]] = []
+        self._pool: ThreadPoolExecutor | None = None
 
     def run(self, stage: Callable[..., T], label: str, *args: Any) -> T:
         return stage(self.c, *args)
 
     def submit(self, stage: Callable[..., T], label: str, *args: Any) -> Future[T]:
-        if self._queue is None:
+        if self._pool is None:
             raise RuntimeError("DirectSteps.submit outside session()")
-        future: Future[T] = Future()
-
-        def job() -> None:
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(stage(self.c, *args))
-                except BaseException as exc:  # handed to whoever waits for the result
-                    future.set_exception(exc)
-
-        self._submitted = [f for f in self._submitted if not f.done()] + [future]
-        self._queue.put(job)
-        return future
+        return self._pool.submit(stage, self.c, *args)
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        thread = threading.Thread(target=_serve, args=(jobs,), name="ragline-stage", daemon=True)
-        thread.start()
-        self._queue = jobs
-        try:
-            yield
-        except BaseException:
-            for future in self._submitted:
-                future.cancel()  # the one in progress cannot be: it is left to end on its own
-            raise
-        finally:
-            jobs.put(None)  # the thread ends after the job in progress, if any
-            self._queue, self._submitted = None, []
-        thread.join()  # left normally: everything submitted has run
-
-
-def _serve(jobs: queue.SimpleQueue[Callable[[], None] | None]) -> None:
-    while (job := jobs.get()) is not None:
-        job()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragline-stage") as pool:
+            self._pool = pool
+            try:
+                yield
+            finally:
+                self._pool = None

@@ -32,6 +32,8 @@ Row = tuple[Any, ...]
 FULL_CHECK_MAX_BYTES = 64 * 2**20
 """Files up to this size (30,000 to 45,000 chunks of a record store) are checked whole by every open: about 0.05 s
 from the page cache, 1 s or more from disk (docs/benchmarks.md)."""
+STAMP_SUFFIX = ".checked"
+"""Beside a larger file, ``<name>.checked``: when it last passed a whole check, and which file that was."""
 CHECK_EVERY = 3600.0
 """Seconds after which the next open of a larger file checks it whole again."""
 
@@ -85,7 +87,7 @@ class SQLiteDatabase:
     def _check(self, full_check_max_bytes: int) -> None:
         """``PRAGMA quick_check`` the file, or only read its schema if it is large and passed one within
         ``CHECK_EVERY`` (``<name>.checked``); raise ``RecordStoreDamaged`` on a problem."""
-        stamp, identity = self.path.with_name(f"{self.path.name}.checked"), _identity(self.path)
+        stamp, identity = self.path.with_name(self.path.name + STAMP_SUFFIX), _identity(self.path)
         if identity is not None and identity[2] > full_check_max_bytes and _checked_lately(stamp, identity):
             self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # header and schema pages
             return

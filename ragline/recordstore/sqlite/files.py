@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ragline.errors import ConfigError, RecordStoreDamaged
-from ragline.recordstore.sqlite.database import integrity_problem
+from ragline.recordstore.sqlite.database import STAMP_SUFFIX, integrity_problem
 
 COMPANIONS = ("-wal", "-shm")
 """Suffixes of the files SQLite keeps beside a database in WAL mode."""
@@ -28,12 +28,14 @@ def check_file(path: Path) -> str | None:
 
 
 def set_aside(path: Path) -> Path:
-    """Move ``path`` and its companions to ``<name>.damaged-<UTC time>``; returns the new path of ``path``."""
+    """Move ``path`` and its companions to ``<name>.damaged-<UTC time>``; returns the new path of ``path``. The stamp
+    of its last whole check (``<name>.checked``) is deleted: it vouched for the file moved away."""
     target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
     for suffix in ("", *COMPANIONS):
         source = path.with_name(path.name + suffix)
         if source.exists():
             source.rename(target.with_name(target.name + suffix))
+    path.with_name(path.name + STAMP_SUFFIX).unlink(missing_ok=True)
     return target
 
 
@@ -46,11 +48,12 @@ def set_aside_if_damaged(path: Path) -> Path | None:
 
 def backup(source: Path, dest: Path) -> None:
     """Copy the database at ``source`` to ``dest`` with SQLite's online backup (consistent while others write).
-    ``dest`` may be an earlier backup, which is replaced; any other existing file or a folder is refused."""
+    ``dest`` may be an earlier backup, which is replaced; the record store itself, any other existing file and a
+    folder are refused."""
     if dest.is_dir():
         raise ConfigError(f"backup target {dest} is a folder: name the file to write")
-    if dest.exists() and check_file(dest) is not None:
-        raise ConfigError(f"backup target {dest} exists and is not a SQLite database: choose another name")
+    if dest.exists() and (dest.resolve() == source.resolve() or not _holds_runs(dest)):
+        raise ConfigError(f"backup target {dest} exists and is not an earlier backup: choose another name")
     if problem := check_file(source):
         raise RecordStoreDamaged(f"{source} is damaged ({problem}): it cannot be backed up")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +72,21 @@ def restore(backup_path: Path, target: Path) -> Path | None:
     moved = set_aside(target) if target.exists() else None
     _copy(backup_path, target)
     return moved
+
+
+def _holds_runs(path: Path) -> bool:
+    """Whether ``path`` is a SQLite file with a record store's ``runs`` table (read only, without a whole check)."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return (
+                conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()
+                is not None
+            )
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return False
 
 
 def _copy(source: Path, dest: Path) -> None:
