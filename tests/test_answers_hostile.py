@@ -16,7 +16,9 @@ import json
 import random
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -250,29 +252,37 @@ def test_ask_says_truncated_and_refused(
     assert NOT_FOUND not in refused.stdout
 
 
-def test_the_query_service_passes_the_truncated_flag(indexed: Components, server: LoopbackChat) -> None:
+SERVICE_KEY = "hostile-tenant-key-0123456789"
+
+
+@contextmanager
+def service_client(indexed: Components, server: LoopbackChat, **settings: object) -> Iterator[Any]:
+    """A query service on ``indexed`` whose chat model is ``server``, with ``settings`` on top."""
     from fastapi.testclient import TestClient
     from pydantic import SecretStr
 
     from ragline.service import create_app
 
-    key = "hostile-tenant-key-0123456789"
-    config = indexed.config.model_copy(
-        update={
-            "service_api_keys": {SecretStr(key): [NS]},
-            "chat_model": MODEL,
-            "chat_base_url": server.base_url,
-            "chat_api_key": SecretStr(server.api_key),
-            "answer_max_tokens": 6,
-        }
-    )
+    update = {
+        "service_api_keys": {SecretStr(SERVICE_KEY): [NS]},
+        "chat_model": MODEL,
+        "chat_base_url": server.base_url,
+        "chat_api_key": SecretStr(server.api_key),
+        **settings,
+    }
+    config = indexed.config.model_copy(update=update)
     served = build_components(config, indexed.embedder)
     try:
         with TestClient(create_app(config, served)) as client:
-            body = {"query": DOCUMENTS[3][3], "namespace": NS, "answer": True}
-            response = client.post("/query", json=body, headers={"X-API-Key": key})
+            yield client
     finally:
         served.close()
+
+
+def test_the_query_service_passes_the_truncated_flag(indexed: Components, server: LoopbackChat) -> None:
+    with service_client(indexed, server, answer_max_tokens=6) as client:
+        body = {"query": DOCUMENTS[3][3], "namespace": NS, "answer": True}
+        response = client.post("/query", json=body, headers={"X-API-Key": SERVICE_KEY})
     assert response.status_code == 200, response.text
     payload = response.json()
     assert payload["truncated"] is True and payload["answer_finish"] == "truncated" and payload["answer"]
@@ -282,30 +292,12 @@ def test_the_query_service_passes_the_truncated_flag(indexed: Components, server
 def test_the_query_service_does_not_cache_an_answer_the_chat_model_failed_to_give(
     indexed: Components, server: LoopbackChat
 ) -> None:
-    from fastapi.testclient import TestClient
-    from pydantic import SecretStr
-
-    from ragline.service import create_app
-
-    key = "hostile-tenant-key-0123456789"
-    config = indexed.config.model_copy(
-        update={
-            "service_api_keys": {SecretStr(key): [NS]},
-            "chat_model": MODEL,
-            "chat_base_url": server.base_url,
-            "chat_api_key": SecretStr(server.api_key),
-        }
-    )
-    served = build_components(config, indexed.embedder)
     body = {"query": DOCUMENTS[0][3], "namespace": NS, "answer": True}
-    try:
-        with TestClient(create_app(config, served)) as client:
-            server.fail_next(3, 503)  # the request and its two retries
-            down = client.post("/query", json=body, headers={"X-API-Key": key}).json()
-            back = client.post("/query", json=body, headers={"X-API-Key": key}).json()
-            again = client.post("/query", json=body, headers={"X-API-Key": key}).json()
-    finally:
-        served.close()
+    with service_client(indexed, server) as client:
+        server.fail_next(3, 503)  # the request and its two retries
+        down, back, again = [
+            client.post("/query", json=body, headers={"X-API-Key": SERVICE_KEY}).json() for _ in range(3)
+        ]
     assert down["answer_kind"] == "extractive" and any("answered extractively" in w for w in down["warnings"])
     assert (back["answer_kind"], back["cached"]) == ("llm", False)  # asked again, not served the fallback
     assert (again["answer_kind"], again["cached"]) == ("llm", True)
