@@ -46,6 +46,13 @@ NearDuplicateMode = Literal["off", "tag", "skip"]
 metadata; skip: not indexed (only recorded)."""
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file that keeps ``folder`` from being a directory: itself, or the nearest existing parent, if that is a
+    file; None when the folder exists or can be made."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
 def _default_home() -> Path:
     return Path("data") / ".ragline"
 
@@ -441,6 +448,13 @@ class RaglineConfig(BaseSettings):
             return None
         if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
             raise ValueError("database_url must start with postgresql://")
+        return value
+
+    @field_validator("home")
+    @classmethod
+    def _home_is_a_folder(cls, value: Path) -> Path:
+        if blocker := file_in_the_way(value):
+            raise ValueError(f"{blocker} is a file, not a directory")
         return value
 
     @field_validator("eval_sample_path", mode="before")

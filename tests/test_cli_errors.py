@@ -116,6 +116,13 @@ def test_error_messages_print_literally(cli_env: Path, tmp_path: Path) -> None:
 # --- user errors: one line, exit 2 ------------------------------------------------------------------------------
 
 
+def test_a_home_that_is_a_file_is_one_line(cli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder", encoding="utf-8")
+    monkeypatch.setenv("RAGLINE_HOME", str(taken / "home"))
+    user_error(runner.invoke(app, ["status"]), "home", f"{taken} is a file, not a directory")
+
+
 @pytest.mark.parametrize(
     ("setting", "value", "command", "named"),
     [
@@ -192,6 +199,7 @@ def test_a_bad_ragline_toml_is_one_line(cli_env: Path, tmp_path: Path) -> None:
         (["records", "backup", "{tmp}"], ["is a folder"]),
         (["backfill"], ["PATH"]),
         (["backfill", "{corpus}", "--partition-size", "0"], ["--partition-size", "0"]),
+        (["backfill", "{corpus}", "--export-parquet", "{corpus}/out"], ["--export-parquet", "is a file"]),
         (["refresh", "{corpus}", "--ttl", "soon"], ["--ttl", "soon"]),
         (["refresh", "{corpus}", "-n", "../x"], ["--namespace", "../x"]),
         (["serve", "--port", "0"], ["--port", "0"]),

@@ -19,6 +19,7 @@ from ragline.cli.shared import (
     TtlOption,
     VersionOption,
     console,
+    folder_option,
     in_range,
     styled,
     tracked,
@@ -232,6 +233,8 @@ def backfill_command(
         Optional[Path],
         typer.Option(
             "--export-parquet",
+            file_okay=False,
+            callback=folder_option,
             help="Write Pinecone bulk-import Parquet files to DIR/<namespace>/ instead of upserting.",
         ),
     ] = None,

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ragline.config import parse_duration
+from ragline.config import file_in_the_way, parse_duration
 from ragline.errors import FilterError
 from ragline.names import check_name
 
@@ -63,12 +63,11 @@ def _non_empty(value: str) -> str:
     return value
 
 
-def _state_directory(value: Path | None) -> Path | None:
-    """``--home`` as given, unless it or a folder it would be made in is a file."""
-    if value is not None:
-        existing = next((p for p in (value, *value.parents) if p.exists()), None)
-        if existing is not None and not existing.is_dir():
-            raise typer.BadParameter(f"{shown(str(value))}: {existing} is a file, not a directory")
+def folder_option(value: Path | None) -> Path | None:
+    """A folder option (``--home``, ``--export-parquet``) as given, unless it or a folder it would be made in is a
+    file."""
+    if value is not None and (blocker := file_in_the_way(value)):
+        raise typer.BadParameter(f"{shown(str(value))}: {blocker} is a file, not a directory")
     return value
 
 
@@ -86,7 +85,7 @@ def in_range(low: float, high: float | None = None) -> Callable[[Any], Any]:
 
 HomeOption = Annotated[
     Optional[Path],
-    typer.Option("--home", file_okay=False, callback=_state_directory, help="State directory (default data/.ragline)."),
+    typer.Option("--home", file_okay=False, callback=folder_option, help="State directory (default data/.ragline)."),
 ]
 NamespaceOption = Annotated[
     Optional[str], typer.Option("--namespace", "-n", callback=_checked_name, help="Index namespace.")
