@@ -13,9 +13,9 @@ chunks change only by a commit.
 Within a minute of the last check, while a cheap stamp of the SQLite record store's files (size and mtime) has not
 changed, it does not even read the last commit: mtimes are coarse, and a commit in the stamp's tick goes unseen by
 the stamp but not, past the minute, by that read. On PostgreSQL (no files here) every search reads the last commit:
-one indexed row. The commit an index was last found in sync at
-is kept in its folder (``checked.json``, written only when no commit came during the scan), so a new process (a
-``ragline query``, a service replica starting) whose namespace's last commit is that one loads it without a scan.
+one indexed row. The commit an index was last found in sync at is kept in its folder (``checked.json``, written
+only when no commit came during the scan), so a new process (a ``ragline query``, a service replica starting) whose
+namespace's last commit is that one loads it without a scan.
 
 Layout: ``<home>/bm25/<namespace>/<key>/`` holds bm25s's arrays, ``manifest.json`` (chunk ids in index order, the
 namespace's sources) and ``checked.json``. A build writes a hidden temporary folder and renames it into place, so
@@ -232,7 +232,8 @@ def _synced(c: Components, namespace: str, params: BM25Params, *, force_check: b
         if trusted is not None and commit is not None and commit == trusted.commit:
             _loaded[(folder, params)] = replace(trusted, stamp=stamp, at=now)  # no commit since it was checked
             return trusted.index, False
-        key = None if force_check or commit is None else _checked_at(folder, commit, params)
+        noted = None if force_check or commit is None else _checked_at(folder, commit, params)
+        key = noted
         if key is None and (cached is not None or _has_index(folder)):  # else a first build: nothing to find
             key = _index_key(live_fingerprint(c.records, namespace), params)
         index, rebuilt = None, False
@@ -240,7 +241,8 @@ def _synced(c: Components, namespace: str, params: BM25Params, *, force_check: b
             index = cached.index if cached is not None and cached.index.key == key else _load(folder / key, params)
         if index is None:
             index, rebuilt = _build(folder, c.records, namespace, params, c.workers), True
-        if commit is not None and c.records.journal.last_commit(namespace) == commit:  # no commit during the scan
+        scanned = noted is None or rebuilt  # a note already names this commit unless the live chunks were read
+        if scanned and commit is not None and c.records.journal.last_commit(namespace) == commit:  # none meanwhile
             _mark_checked(folder / index.key, commit, params)
         _loaded[(folder, params)] = _Checked(index, stamp, commit, now)
         return index, rebuilt

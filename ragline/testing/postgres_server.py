@@ -71,20 +71,7 @@ def start(*, durable: bool = False, max_connections: int = 300) -> PostgresServe
             settings = (*settings, *FAST)
         for _ in range(5):  # a free port may be taken between choosing and binding it
             port = _free_port()
-            options = " ".join(("-p", str(port), "-k", str(directory), *settings))
-            started = _run(
-                binaries() / "pg_ctl",
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-l",
-                str(directory / "log"),
-                "-w",
-                "start",
-                check=False,
-            )
-            if started.returncode == 0:
+            if _pg_ctl_start(directory, port, settings, check=False).returncode == 0:
                 return PostgresServer(directory, port)
         raise RuntimeError(f"PostgreSQL did not start:\n{_tail(directory / 'log')}")
     except BaseException:
@@ -99,9 +86,16 @@ def halt(server: PostgresServer) -> None:
 
 def resume(server: PostgresServer) -> None:
     """Start a ``halt``-ed server again on its port (a test's server: nothing flushed)."""
-    options = " ".join(("-p", str(server.port), "-k", str(server.directory), "-c", "listen_addresses=127.0.0.1", *FAST))
-    log = str(server.directory / "log")
-    _run(binaries() / "pg_ctl", "-D", str(server.directory / "data"), "-o", options, "-l", log, "-w", "start")
+    _pg_ctl_start(server.directory, server.port, ("-c", "listen_addresses=127.0.0.1", *FAST), check=True)
+
+
+def _pg_ctl_start(
+    directory: Path, port: int, settings: tuple[str, ...], *, check: bool
+) -> subprocess.CompletedProcess[str]:
+    """``pg_ctl start`` of the data in ``directory`` on ``port``, its socket there too, waiting until it accepts."""
+    options = " ".join(("-p", str(port), "-k", str(directory), *settings))
+    data, log = str(directory / "data"), str(directory / "log")
+    return _run(binaries() / "pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start", check=check)
 
 
 def stop(server: PostgresServer) -> None:

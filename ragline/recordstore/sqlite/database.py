@@ -88,13 +88,14 @@ class SQLiteDatabase:
         """``PRAGMA quick_check`` the file, or only read its schema if it is large and passed one within
         ``CHECK_EVERY`` (``<name>.checked``); raise ``RecordStoreDamaged`` on a problem."""
         stamp, identity = self.path.with_name(self.path.name + STAMP_SUFFIX), _identity(self.path)
-        if identity is not None and identity[2] > full_check_max_bytes and _checked_lately(stamp, identity):
+        hourly = identity if identity is not None and identity[2] > full_check_max_bytes else None
+        if hourly and _checked_lately(stamp, hourly):
             self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # header and schema pages
             return
         if problem := integrity_problem(self.conn):
             raise RecordStoreDamaged(self._damaged.format(problem=problem))
-        if identity is not None and identity[2] > full_check_max_bytes:
-            _stamp_checked(stamp, identity)
+        if hourly:
+            _stamp_checked(stamp, hourly)
 
     def close(self) -> None:
         self.conn.close()
@@ -149,7 +150,7 @@ class SQLiteDatabase:
                 current = int(db.execute("PRAGMA user_version").fetchone()[0])
                 if current == version:
                     return
-                if current == 0 and not _has_table(db, marker_table):
+                if current == 0 and not has_table(db, marker_table):
                     for statement in statements_of(script):
                         db.execute(statement)
                     db.execute(f"PRAGMA user_version = {int(version)}")
@@ -170,8 +171,9 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 
 
 def _checked_lately(stamp: Path, identity: tuple[int, int, int]) -> bool:
-    """Whether ``stamp`` says this very file (device and inode: not one restored or copied over it) passed a whole
-    check less than ``CHECK_EVERY`` ago. An unreadable stamp, or one from the future, says no."""
+    """Whether ``stamp`` says this very file (device and inode: not one moved into its place) passed a whole check
+    less than ``CHECK_EVERY`` ago. An unreadable stamp, or one from the future, says no. A file copied over it in
+    place keeps the inode: ``set_aside`` deletes the stamp, and by hand it is deleted after the copy."""
     try:
         saved = json.loads(stamp.read_text(encoding="utf-8"))
         device, inode, at = int(saved["device"]), int(saved["inode"]), float(saved["at"])
@@ -190,7 +192,8 @@ def _stamp_checked(stamp: Path, identity: tuple[int, int, int]) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def _has_table(db: sqlite3.Connection, name: str) -> bool:
+def has_table(db: sqlite3.Connection, name: str) -> bool:
+    """Whether the connection's file has a table ``name``."""
     return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 

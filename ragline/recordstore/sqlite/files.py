@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ragline.errors import ConfigError, RecordStoreDamaged
-from ragline.recordstore.sqlite.database import STAMP_SUFFIX, integrity_problem
+from ragline.recordstore.sqlite.database import STAMP_SUFFIX, has_table, integrity_problem
 
 COMPANIONS = ("-wal", "-shm")
 """Suffixes of the files SQLite keeps beside a database in WAL mode."""
@@ -79,10 +79,7 @@ def _holds_runs(path: Path) -> bool:
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            return (
-                conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()
-                is not None
-            )
+            return has_table(conn, "runs")
         finally:
             conn.close()
     except sqlite3.DatabaseError:
