@@ -126,13 +126,14 @@ class Chunker:
                 return [(text, count)] if count else []
         from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+        count = self._memoized()
         splitter = RecursiveCharacterTextSplitter(
             separators=_SEPARATORS,
             chunk_size=self.chunk_size,
             chunk_overlap=self.chunk_overlap,
-            length_function=self._memoized(),
+            length_function=count,
         )
-        return [piece for part in splitter.split_text(text) for piece in self._fit(part)]
+        return [piece for part in splitter.split_text(text) for piece in self._fit(part, count)]
 
     def _memoized(self) -> Callable[[str], int]:
         """The token counter remembering its answers: short pieces in the shared bounded memo, longer ones in a memo
@@ -149,12 +150,13 @@ class Chunker:
 
         return count
 
-    def _fit(self, text: str) -> list[_Piece]:
-        """``text`` as one piece if it fits, else halved near whitespace until every part fits."""
+    def _fit(self, text: str, count_tokens: Callable[[str], int]) -> list[_Piece]:
+        """``text`` as one piece if it fits, else halved near whitespace until every part fits (a part the splitter
+        made of one piece is counted already: ``count_tokens`` is its memo)."""
         text = text.strip()
         if not text:
             return []
-        count = self._count(text)
+        count = count_tokens(text)
         if count == 0:
             return []
         if count <= self.chunk_size:
@@ -162,7 +164,7 @@ class Chunker:
         if len(text) == 1:
             raise ChunkingError(f"one character costs {count} tokens, more than chunk_size {self.chunk_size}")
         left, right = _halve(text)
-        return self._fit(left) + self._fit(right)
+        return self._fit(left, count_tokens) + self._fit(right, count_tokens)
 
 
 def chunks_or_reasons(chunker: Chunker, documents: list[Document]) -> list[ChunksOrReason]:

@@ -11,19 +11,18 @@ shingle in Python) cost more than embedding with the hashing embedder (a million
 from __future__ import annotations
 
 import hashlib
-import re
 from functools import cache
 
 import numpy as np
 
 from ragline.records import Document
+from ragline.words import lower_words
 
 _SCHEME = "affine32"
 """datasketch's permutation scheme: 32-bit hash values, stored as little-endian uint32."""
 _HASH = "blake2b64mix"
 """How a shingle is hashed (``shingle_hashes``); part of the stored signatures' parameters."""
 _SEED = 1
-_WORDS = re.compile(r"\w+")
 _WORD_CODES: dict[str, int] = {}
 _WORD_CODES_MAX = 1 << 17
 """Distinct words whose code is kept (about 15 MB; cleared when full and at the end of a run)."""
@@ -34,7 +33,7 @@ _BLOCK = 4_096
 
 
 def _words(doc: Document) -> list[str]:
-    return _WORDS.findall(f"{doc.title}\n{doc.text}".lower())
+    return lower_words(f"{doc.title}\n{doc.text}")
 
 
 def shingles(doc: Document, words_per_shingle: int) -> set[bytes]:
@@ -54,7 +53,7 @@ def shingle_hashes(doc: Document, words_per_shingle: int) -> np.ndarray:
     if len(_WORD_CODES) > _WORD_CODES_MAX:
         _WORD_CODES.clear()
     get = _WORD_CODES.get
-    codes = [get(w) for w in words]
+    codes = list(map(get, words))
     if None in codes:
         codes = [_WORD_CODES.setdefault(w, _word_code(w)) if c is None else c for w, c in zip(words, codes)]
     words_codes = np.array(codes, dtype=np.uint64)

@@ -10,7 +10,6 @@ their ids need the rest.
 from __future__ import annotations
 
 import functools
-import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache
@@ -20,6 +19,7 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 
 from ragline.errors import ConfigError
+from ragline.words import lower_words
 from ragline.workers import WorkerPool
 
 P = TypeVar("P")
@@ -54,10 +54,6 @@ def page_counts(tokens: PageTokens) -> PageCounts:
     return PageCounts(pairs & 0xFFFFFFFF, counts, distinct, lengths, terms)
 
 
-_WORD = re.compile(r"\w+")
-"""Runs of word characters; bm25s's pattern ``(?u)\\b\\w\\w+\\b`` finds the same runs, less those of one character."""
-_NOT_ASCII_WORD = bytes(c if chr(c).isascii() and (chr(c).isalnum() or c == ord("_")) else 32 for c in range(256))
-"""A byte table blanking every ASCII character that is not a word character (``\\w`` in ASCII)."""
 TOKENIZER_VERSION = 1
 """Raised with any change to the terms this module gives a text: a BM25 build then tokenizes every chunk again
 instead of reusing the terms of the previous build (``ragline.retrieval.bm25_reuse``)."""
@@ -104,7 +100,7 @@ class _PageTokenizer:
         self._terms: dict[str, str | None] = {}
 
     def __call__(self, texts: Sequence[str]) -> PageTokens:
-        words_of = [_words(text.lower()) for text in texts]
+        words_of = [lower_words(text) for text in texts]  # bm25s's pattern finds these runs, less 1-letter ones
         words = list(chain.from_iterable(words_of))
         numbers = {word: n for n, word in enumerate(dict.fromkeys(words))}
         known, term_ids = self._terms_of(numbers), dict[str, int]()
@@ -134,13 +130,6 @@ class _PageTokenizer:
         stopwords = self._stopwords
         terms.update((word, None if len(word) < 2 or word in stopwords else stem) for word, stem in zip(new, stems))
         return terms
-
-
-def _words(text: str) -> list[str]:
-    """The runs of word characters of a lower-cased text."""
-    if text.isascii():
-        return text.encode("ascii").translate(_NOT_ASCII_WORD).decode("ascii").split()
-    return _WORD.findall(text)
 
 
 def counted_pages(
