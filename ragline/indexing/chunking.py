@@ -126,14 +126,14 @@ class Chunker:
                 return [(text, count)] if count else []
         from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-        count = self._memoized()
+        counter = self._memoized()
         splitter = RecursiveCharacterTextSplitter(
             separators=_SEPARATORS,
             chunk_size=self.chunk_size,
             chunk_overlap=self.chunk_overlap,
-            length_function=count,
+            length_function=counter,
         )
-        return [piece for part in splitter.split_text(text) for piece in self._fit(part, count)]
+        return [piece for part in splitter.split_text(text) for piece in self._fit(part, counter)]
 
     def _memoized(self) -> Callable[[str], int]:
         """The token counter remembering its answers: short pieces in the shared bounded memo, longer ones in a memo
