@@ -307,8 +307,11 @@ def _embeds_in_workers(c: Components, deduped: Deduped) -> bool:
 
 
 def _embed_in_workers(workers: WorkerPool, embed: Callable[[list[str]], np.ndarray], texts: list[str]) -> np.ndarray:
-    """``embed(texts)`` in one worker process, the run's process free meanwhile for the stages beside it."""
-    return workers.start(embed, texts)()
+    """``embed(texts)`` in the worker processes, a contiguous slice each (the run's process free meanwhile for the
+    stages beside it)."""
+    size = -(-len(texts) // max(workers.processes, 1))
+    parts = [workers.start(embed, texts[at : at + size]) for at in range(0, len(texts), size)]
+    return np.vstack([part() for part in parts])
 
 
 def validate(c: Components, run: RunRef, batch: EmbeddedBatch) -> IngestStats:
