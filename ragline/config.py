@@ -6,6 +6,7 @@ arguments (CLI flags, flow parameters). Core code never reads the environment it
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import tomllib
@@ -538,7 +539,23 @@ class RaglineConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, dotenv_settings, TomlConfigSettingsSource(settings_cls))
+        return (init_settings, env_settings, dotenv_settings, _TomlSettings(settings_cls))
+
+
+class _TomlSettings(TomlConfigSettingsSource):
+    """``ragline.toml``, refusing a key that names no setting: a misspelt one would be ignored without a word."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        names = set(settings_cls.model_fields)
+        for field in settings_cls.model_fields.values():
+            if isinstance(field.validation_alias, AliasChoices):
+                names.update(choice for choice in field.validation_alias.choices if isinstance(choice, str))
+        unknown = sorted(set(self.toml_data) - names)
+        if unknown:
+            close = [match for key in unknown for match in difflib.get_close_matches(key, names, n=1)]
+            hint = f" (did you mean {', '.join(close)}?)" if close else " (docs/configuration.md lists the settings)"
+            raise ConfigError(f"ragline.toml in {Path.cwd()}: unknown setting {', '.join(unknown)}{hint}")
 
 
 def load_config(**overrides: object) -> RaglineConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -167,6 +168,48 @@ def test_a_bad_ragline_toml_is_one_line(cli_env: Path, tmp_path: Path) -> None:
     user_error(runner.invoke(app, ["status", "--home", str(cli_env)]), "ragline.toml", "not UTF-8")
 
 
+def test_a_misspelt_ragline_toml_key_is_one_line_with_the_setting_meant(cli_env: Path, tmp_path: Path) -> None:
+    (tmp_path / "ragline.toml").write_text("chunk_sise = 100\nbatch_size = 64\nzzz = 1\n", encoding="utf-8")
+    user_error(runner.invoke(app, ["status", "--home", str(cli_env)]), "ragline.toml", "chunk_sise, zzz", "chunk_size")
+    (tmp_path / "ragline.toml").write_text('chunk_size = 100\nopenai_api_key = "sk-x"\n', encoding="utf-8")
+    assert "unknown setting" not in runner.invoke(app, ["status", "--home", str(cli_env)]).stderr
+
+
+def test_a_namespace_nothing_was_indexed_into_is_one_line_naming_those_there_are(
+    cli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAGLINE_EMBEDDER", "hashing")
+    home = ["--home", str(cli_env)]
+    for command in (["query", "flows"], ["ask", "why?"], ["status"]):
+        user_error(runner.invoke(app, [*command, *home]), "'default'", "ragline ingest")
+    corpus = hostile_corpus(tmp_path / "corpus")
+    for name in ("docs", "notes"):
+        assert runner.invoke(app, ["ingest", str(corpus), "-n", name, *home]).exit_code == 0
+    for command in (["query", "flows"], ["ask", "why?"], ["status"]):
+        user_error(runner.invoke(app, [*command, "-n", "doc", *home]), "'doc'", "docs, notes")
+        assert runner.invoke(app, [*command, "-n", "notes", *home]).exit_code == 0
+
+
+def test_piped_tables_are_as_wide_as_their_text(cli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGLINE_EMBEDDER", "hashing")
+    long_id = "handbook-" + "-".join(f"section{n}" for n in range(12))
+    corpus = tmp_path / "long.jsonl"
+    row = {"_id": long_id, "title": "Flaps", "text": "Flaps lower the stall speed of a wing " * 6}
+    corpus.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    assert runner.invoke(app, ["ingest", str(corpus), "-n", "docs", "--home", str(cli_env)]).exit_code == 0
+    shown = runner.invoke(app, ["query", "stall speed", "-n", "docs", "--mode", "bm25", "--home", str(cli_env)])
+    assert shown.exit_code == 0 and any(f"{long_id}#0" in line for line in shown.stdout.splitlines()), shown.stdout
+
+
+def test_serve_on_a_port_in_use_is_one_line_naming_it(cli_env: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = runner.invoke(app, ["serve", "--host", "127.0.0.1", "--port", port, "--home", str(cli_env)])
+    user_error(result, f"127.0.0.1:{port}", "--port")
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [
@@ -303,19 +346,25 @@ def test_an_unexpected_error_is_named_by_its_type(capsys: pytest.CaptureFixture[
 # --- the same through a real process ----------------------------------------------------------------------------
 
 
-def ragline(*args: str, env: dict[str, str] | None = None, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python -m ragline.cli ARGS`` in a fresh process: this repository importable, the hashing embedder."""
+def ragline(
+    *args: str, env: dict[str, str] | None = None, cwd: Path, reader_gone: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``python -m ragline.cli ARGS`` in a fresh process: this repository importable, the hashing embedder;
+    ``reader_gone``: its output pipe is closed before it writes (nothing on stdout comes back)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RAGLINE_") and k != "PREFECT_API_URL"}
     environment |= {"PYTHONPATH": str(REPO), "RAGLINE_EMBEDDER": "hashing", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "ragline.cli", *args],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    command = [sys.executable, "-m", "ragline.cli", *args]
+    with subprocess.Popen(
+        command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        if reader_gone:
+            assert process.stdout is not None and process.stderr is not None
+            process.stdout.close()
+            stdout, stderr = "", process.stderr.read()
+            process.wait(timeout=120)
+        else:
+            stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 @pytest.mark.slow  # eight fresh interpreters
@@ -345,3 +394,6 @@ def test_exit_statuses_and_stderr_of_a_real_process(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     shown = ragline("query", "chunk overlap", "--home", home, "-n", "docs", "--mode", "bm25", cwd=tmp_path)
     assert shown.returncode == 0 and MARKUP in shown.stdout and shown.stderr == ""
+
+    gone = ragline("query", "chunk overlap", "--home", home, "-n", "docs", cwd=tmp_path, reader_gone=True)
+    assert (gone.returncode, gone.stderr) == (141, "")  # `ragline query … | head`, with head gone: quietly

@@ -4,7 +4,9 @@
   or a filter outside the filter language (``ConfigError``, ``SourceError``, ``FilterError``);
 - exit 1, a runtime failure: any other ``RaglineError`` (a busy namespace, a store or model that failed, a failed
   validation), or an exception ragline did not expect, named by its type;
-- exit 130, interrupted.
+- exit 130, interrupted;
+- exit 141, the reader of the output went away (``ragline ask … | head``): quietly, as ``git`` does
+  (``shared.PlainConsole``).
 
 The traceback is printed only with ``ragline --verbose``. Commands raise; ``RaglineCommands`` (the app's group)
 reports, so no command catches errors of its own.
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 USAGE = 2
 FAILURE = 1
 INTERRUPTED = 130
+BROKEN_PIPE = 141
+"""128 + SIGPIPE, what a shell reports for a command its pipe's reader left."""
 USER_ERRORS = (ConfigError, SourceError, FilterError)
 MAX_LINE = 600
 """Longer messages keep their start and end (where the hint usually is)."""

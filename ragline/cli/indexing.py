@@ -92,24 +92,24 @@ def status_command(
     from ragline.components import make_record_store, make_store
     from ragline.indexing.health import crashed_runs, index_health
     from ragline.indexing.locks import make_locks
-    from ragline.versions.aliases import write_namespace
+    from ragline.versions.aliases import indexed_model, write_namespace
 
     config = load_config(namespace=namespace, home=home, index_version=index_version)
     records = make_record_store(config)
     ns = write_namespace(records, config)
-    model = records.journal.namespace_model(ns)
-    health = index_health(make_store(config, model[1]), records.journal, ns) if model else None
+    model_id, dimension = indexed_model(records, ns, ns)
+    health = index_health(make_store(config, dimension), records.journal, ns)
     crashed = crashed_runs(make_locks(config), records.journal, ns)
-    vectors = 0 if health is None else "no readable" if health.vectors is None else health.vectors
+    vectors = "no readable" if health.vectors is None else health.vectors
     console.print(
-        f"namespace {ns}: model {model[0] if model else '—'}, "
+        f"namespace {ns}: model {model_id}, "
         f"{records.journal.live_document_count(ns)} documents, {records.journal.live_chunk_count(ns)} chunks, "
         f"{vectors} vectors in the index",
         soft_wrap=True,
     )
-    if health is not None and health.lost:
+    if health.lost:
         console.print(styled("red", "damaged", f" — run `ragline reconcile --rebuild -n {ns}`: {health.lost}"))
-    elif health is not None and health.orphans:
+    elif health.orphans:
         console.print(
             styled(
                 "yellow",

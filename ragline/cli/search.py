@@ -49,10 +49,10 @@ def query_command(
     config = load_config(namespace=namespace, home=home)
     from ragline.components import build_components
     from ragline.retrieval import search
-    from ragline.versions.aliases import read_namespace
+    from ragline.versions.aliases import indexed_namespace
 
     components = build_components(config)
-    target = read_namespace(components.records, config.namespace)
+    target = indexed_namespace(components.records, config.namespace)
     result = search(
         components,
         text,
@@ -98,7 +98,7 @@ def ask_command(
     config = load_config(namespace=namespace, home=home)
     from ragline.components import build_components
     from ragline.generation import answer_question
-    from ragline.versions.aliases import read_namespace
+    from ragline.versions.aliases import indexed_namespace
 
     streamed: list[str] = []
 
@@ -110,7 +110,7 @@ def ask_command(
     answer = answer_question(
         components,
         question,
-        namespace=read_namespace(components.records, config.namespace),
+        namespace=indexed_namespace(components.records, config.namespace),
         filter=query_filter,
         mode=mode,
         answerer=answerer,
@@ -166,9 +166,10 @@ def serve_command(
     """Run the query service (POST /query, GET /healthz; GET /metrics and the API docs with the operator key)."""
     from ragline.service import create_app
     from ragline.service.middleware import log_requests_to_stderr
-    from ragline.service.server import build_server
+    from ragline.service.server import build_server, check_listenable
 
     config = load_config(home=home, service_host=host, service_port=port)
+    check_listenable(config)
     service = create_app(config)
     log_requests_to_stderr()
     build_server(config, service).run()

@@ -2,12 +2,14 @@
 
 The console prints plain text: no Rich markup, emoji codes or highlighting is read from what it prints, so
 document text, ids, titles and error messages appear exactly as they are. Styling is given explicitly
-(``styled``), never parsed out of a string.
+(``styled``), never parsed out of a string. Output that is not a terminal (a pipe, a file) is laid out
+``PIPED_WIDTH`` columns wide, unless ``COLUMNS`` says otherwise, so tables are not cut to 80 columns.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -16,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from ragline.cli.failures import BROKEN_PIPE
 from ragline.config import file_in_the_way, parse_duration
 from ragline.errors import FilterError
 from ragline.names import check_name
@@ -23,7 +26,25 @@ from ragline.names import check_name
 if TYPE_CHECKING:
     from ragline.stores.filters import Filter
 
-console = Console(markup=False, highlight=False, emoji=False)
+PIPED_WIDTH = 1_000
+"""Columns of output that goes to a pipe or file: as wide as a table needs (Rich's default is 80)."""
+
+
+def _piped_width() -> int | None:
+    return None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
+
+
+class PlainConsole(Console):
+    """Rich's console, ending with 141 when the reader of its output went away (Rich exits 1, a failure here)."""
+
+    def on_broken_pipe(self) -> None:
+        try:
+            super().on_broken_pipe()  # points stdout at the null device, so the last flush at exit does not fail
+        except SystemExit:
+            raise SystemExit(BROKEN_PIPE) from None
+
+
+console = PlainConsole(markup=False, highlight=False, emoji=False, width=_piped_width())
 
 MAX_VALUE_CHARS = 60
 """How much of a bad value an error message repeats."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ragline.config import RaglineConfig
+from ragline.errors import ConfigError
 from ragline.names import VERSION_SEPARATOR
 from ragline.recordstore import RecordStore
 from ragline.recordstore.rows import AliasEvent
@@ -25,6 +26,24 @@ from ragline.recordstore.rows import AliasEvent
 def read_namespace(records: RecordStore, name: str) -> str:
     """The physical namespace to read for ``name``: its alias target, or ``name`` itself when it has no alias."""
     return records.aliases.target(name) or name
+
+
+def indexed_namespace(records: RecordStore, name: str) -> str:
+    """``read_namespace``, refusing a name nothing was ever indexed into (``indexed_model``)."""
+    physical = read_namespace(records, name)
+    indexed_model(records, physical, name)
+    return physical
+
+
+def indexed_model(records: RecordStore, physical: str, name: str) -> tuple[str, int]:
+    """The model and dimension of ``physical`` (``name`` resolved); ``ConfigError`` naming the namespaces there are
+    when no run ever wrote to it: a mistyped name would otherwise read nothing and say nothing."""
+    bound = records.journal.namespace_model(physical)
+    if bound is not None:
+        return bound
+    known = [row.namespace for row in records.journal.namespaces("", "")]
+    hint = f"namespaces: {', '.join(known[:10])}{', …' if len(known) > 10 else ''}" if known else "run `ragline ingest`"
+    raise ConfigError(f"namespace {name!r} holds no index ({hint})")
 
 
 def write_namespace(records: RecordStore, config: RaglineConfig) -> str:
