@@ -3,7 +3,7 @@
 The console prints plain text: no Rich markup, emoji codes or highlighting is read from what it prints, so
 document text, ids, titles and error messages appear exactly as they are. Styling is given explicitly
 (``styled``), never parsed out of a string. Output that is not a terminal (a pipe, a file) is laid out
-``PIPED_WIDTH`` columns wide, unless ``COLUMNS`` says otherwise, so tables are not cut to 80 columns.
+``PIPED_WIDTH`` columns wide, so tables are not cut to 80 columns (nor to an exported ``COLUMNS``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ PIPED_WIDTH = 1_000
 
 
 def _piped_width() -> int | None:
-    return None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
+    return None if sys.stdout.isatty() else PIPED_WIDTH
 
 
 class PlainConsole(Console):
