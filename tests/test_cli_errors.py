@@ -397,3 +397,30 @@ def test_exit_statuses_and_stderr_of_a_real_process(tmp_path: Path) -> None:
 
     gone = ragline("query", "chunk overlap", "--home", home, "-n", "docs", cwd=tmp_path, reader_gone=True)
     assert (gone.returncode, gone.stderr) == (141, "")  # `ragline query … | head`, with head gone: quietly
+
+
+@pytest.mark.slow  # a temporary Prefect server
+def test_a_failed_flow_run_is_one_error_line_without_a_traceback(tmp_path: Path) -> None:
+    corpus, home = hostile_corpus(tmp_path / "corpus"), str(tmp_path / "home")
+    unreadable = tmp_path / "notes.csv"
+    unreadable.write_text("a,b\n", encoding="utf-8")
+    refused = ragline("ingest", str(unreadable), "--home", home, "--flow", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: cannot read"), refused.stderr
+    assert len(refused.stderr.splitlines()) == 1  # refused before a Prefect server was started for it
+
+    with FileLocks(tmp_path / "home" / "locks").hold("docs"):
+        failed = ragline(
+            "ingest",
+            str(corpus),
+            "--home",
+            home,
+            "-n",
+            "docs",
+            "--flow",
+            env={"RAGLINE_LOCK_WAIT_S": "0"},
+            cwd=tmp_path,
+        )
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    assert "Encountered exception" in failed.stderr  # Prefect's own line about the run stays, as one line
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "'docs'" in errors[0], failed.stderr

@@ -32,10 +32,24 @@ def _main(
         bool, typer.Option("--verbose", "-v", help="Log progress details; show the traceback of a failure.")
     ] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter((logging.Formatter if verbose else _OneLine)("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
     exit_on_sigterm()
+
+
+class _OneLine(logging.Formatter):
+    """A log record as one line: the traceback of an exception it carries (a failed flow run's, say, which the command
+    reports as ``error: …``) only with ``--verbose``. Another handler may have formatted it into the record already
+    (Prefect's API handler does), so it is set aside while this one formats."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        kept = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = kept
 
 
 app.command("ingest")(indexing.ingest_command)

@@ -28,6 +28,7 @@ from ragline.config import RaglineConfig, load_config
 
 if TYPE_CHECKING:
     from ragline.indexing.rebuild import IndexRebuild
+    from ragline.sources.base import Source
 
 
 def ingest_command(
@@ -39,7 +40,10 @@ def ingest_command(
     use_flow: FlowOption = None,
 ) -> None:
     """Index PATH: unchanged documents are skipped, changed ones re-indexed, and with --full vanished ones deleted."""
+    from ragline.sources import open_source
+
     config = load_config(namespace=namespace, home=home, index_version=index_version, cleanup="full" if full else None)
+    source = open_source(path, max_file_bytes=config.max_file_bytes)  # a source it cannot read fails before a flow
     if tracked(use_flow):
         from ragline.flows.ingest import ingest_flow
 
@@ -48,16 +52,14 @@ def ingest_command(
         )
         console.print_json(json.dumps(stats))
         return
-    _ingest_directly(path, config)
+    _ingest_directly(source, config)
 
 
-def _ingest_directly(path: Path, config: RaglineConfig) -> None:
+def _ingest_directly(source: Source, config: RaglineConfig) -> None:
     from ragline.components import build_components
     from ragline.indexing.pipeline import ingest
     from ragline.indexing.report import summary_rows
-    from ragline.sources import open_source
 
-    source = open_source(path, max_file_bytes=config.max_file_bytes)
     components = build_components(config)
     with showing_progress():
         result = ingest(components, source)
@@ -255,6 +257,9 @@ def backfill_command(
         raise typer.BadParameter("PATH is required (or use --status)", param_hint=["PATH"])
     elif tracked(use_flow):
         from ragline.flows.backfill import backfill_flow
+        from ragline.sources import open_source
+
+        open_source(path, max_file_bytes=config.max_file_bytes)  # a source it cannot read fails before the flow
 
         result = backfill_flow(
             str(path),
