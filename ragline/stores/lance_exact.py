@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from ragline.stores.filters import to_mask
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from threadpoolctl import ThreadpoolController
 
 QUANTIZE_ABOVE = 20_000
 """Tables larger than this are scanned through 8-bit codes first: below it the exact product takes ~2 ms."""
@@ -101,12 +103,10 @@ class ExactIndex:
 
     def search(self, query: np.ndarray, top_k: int, filter: Filter | None, include_values: bool) -> list[QueryMatch]:
         """The ``top_k`` rows most similar to ``query`` that match ``filter``, best first (ties by storage order)."""
-        from threadpoolctl import threadpool_limits
-
         unit = (query / np.linalg.norm(query)).astype(np.float32)
         mask = None if filter is None else to_mask(filter, self.filter_columns, len(self.vectors))
         rows = self._candidates(unit, top_k, mask)
-        with threadpool_limits(1, user_api="blas"):  # BLAS threads waking for one product cost more than they save
+        with _blas().limit(limits=1, user_api="blas"):  # BLAS threads waking for one product cost more than they save
             if rows is None:
                 scores = (self.vectors @ unit) * self.inverse_norms
             else:
@@ -146,12 +146,23 @@ class ExactIndex:
         return np.sort(found[0][found[0] >= 0])
 
 
+@cache
+def _blas() -> ThreadpoolController:
+    """The process's thread pools, found once: ``threadpool_limits`` looks for them again at every call (~1 ms, a
+    tenth of a query at 100,000 rows)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def _quantised(vectors: np.ndarray, inverse_norms: np.ndarray) -> Any:
-    """8-bit scalar-quantised codes of the unit vectors, searched by inner product on one thread per query."""
+    """8-bit scalar-quantised codes of the unit vectors (one value range for all dimensions: a unit vector's are
+    alike), searched by inner product on one thread per query."""
     import faiss  # ~0.2 s to import: only for tables large enough to use it
 
     faiss.omp_set_num_threads(1)  # one query's scan is short; the service runs queries side by side instead
-    codes = faiss.IndexScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    uniform = faiss.ScalarQuantizer.QT_8bit_uniform  # one range for every dimension: ~30 % faster to scan than QT_8bit
+    codes = faiss.IndexScalarQuantizer(vectors.shape[1], uniform, faiss.METRIC_INNER_PRODUCT)
     step = max(1, len(vectors) // _SLICE_ROWS)  # value ranges learnt from a sample spread over the whole table
     codes.train(vectors[::step] * inverse_norms[::step, None])
     for start in range(0, len(vectors), _SLICE_ROWS):  # unit vectors a slice at a time: no second full-size copy
