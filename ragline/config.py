@@ -550,10 +550,11 @@ class _TomlSettings(TomlConfigSettingsSource):
         names = set(settings_cls.model_fields)
         for field in settings_cls.model_fields.values():
             if isinstance(field.validation_alias, AliasChoices):
-                names.update(choice for choice in field.validation_alias.choices if isinstance(choice, str))
-        unknown = sorted(set(self.toml_data) - names)
+                names.update(choice.lower() for choice in field.validation_alias.choices if isinstance(choice, str))
+        unknown = sorted(key for key in self.toml_data if key.lower() not in names)  # keys match in any case
         if unknown:
-            close = [match for key in unknown for match in difflib.get_close_matches(key, names, n=1)]
+            wanted = [key.lower().removeprefix("ragline_") for key in unknown]
+            close = [match for key in wanted for match in difflib.get_close_matches(key, names, n=1)]
             hint = f" (did you mean {', '.join(close)}?)" if close else " (docs/configuration.md lists the settings)"
             raise ConfigError(f"ragline.toml in {Path.cwd()}: unknown setting {', '.join(unknown)}{hint}")
 

@@ -19,8 +19,10 @@ from typer.testing import CliRunner, Result
 
 from ragline.cli import app
 from ragline.cli.failures import report
+from ragline.config import RaglineConfig
 from ragline.errors import ConfigError, RaglineError
 from ragline.indexing.locks import FileLocks
+from ragline.service.server import check_listenable
 
 REPO = Path(__file__).resolve().parents[1]
 MARKUP = "[red]x[/blue]"
@@ -171,8 +173,10 @@ def test_a_bad_ragline_toml_is_one_line(cli_env: Path, tmp_path: Path) -> None:
 def test_a_misspelt_ragline_toml_key_is_one_line_with_the_setting_meant(cli_env: Path, tmp_path: Path) -> None:
     (tmp_path / "ragline.toml").write_text("chunk_sise = 100\nbatch_size = 64\nzzz = 1\n", encoding="utf-8")
     user_error(runner.invoke(app, ["status", "--home", str(cli_env)]), "ragline.toml", "chunk_sise, zzz", "chunk_size")
-    (tmp_path / "ragline.toml").write_text('chunk_size = 100\nopenai_api_key = "sk-x"\n', encoding="utf-8")
-    assert "unknown setting" not in runner.invoke(app, ["status", "--home", str(cli_env)]).stderr
+    (tmp_path / "ragline.toml").write_text("RAGLINE_CHUNK_SIZE = 100\n", encoding="utf-8")
+    user_error(runner.invoke(app, ["status", "--home", str(cli_env)]), "RAGLINE_CHUNK_SIZE", "mean chunk_size")
+    (tmp_path / "ragline.toml").write_text('CHUNK_SIZE = 100\nOpenAI_API_Key = "sk-x"\n', encoding="utf-8")
+    assert "unknown setting" not in runner.invoke(app, ["status", "--home", str(cli_env)]).stderr  # any case matches
 
 
 def test_a_namespace_nothing_was_indexed_into_is_one_line_naming_those_there_are(
@@ -347,17 +351,24 @@ def test_an_unexpected_error_is_named_by_its_type(capsys: pytest.CaptureFixture[
 
 
 def ragline(
-    *args: str, env: dict[str, str] | None = None, cwd: Path, reader_gone: bool = False
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path,
+    reader_gone: bool = False,
+    stdout_closed: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m ragline.cli ARGS`` in a fresh process: this repository importable, the hashing embedder;
-    ``reader_gone``: its output pipe is closed before it writes (nothing on stdout comes back)."""
+    ``reader_gone``: its output pipe is closed before it writes; ``stdout_closed``: it starts without a standard
+    output at all (in both, nothing on stdout comes back)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RAGLINE_") and k != "PREFECT_API_URL"}
     environment |= {"PYTHONPATH": str(REPO), "RAGLINE_EMBEDDER": "hashing", **(env or {})}
     command = [sys.executable, "-m", "ragline.cli", *args]
+    if stdout_closed:
+        command = ["sh", "-c", 'exec "$@" >&-', "sh", *command]
     with subprocess.Popen(
         command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as process:
-        if reader_gone:
+        if reader_gone or stdout_closed:
             assert process.stdout is not None and process.stderr is not None
             process.stdout.close()
             stdout, stderr = "", process.stderr.read()
@@ -397,6 +408,20 @@ def test_exit_statuses_and_stderr_of_a_real_process(tmp_path: Path) -> None:
 
     gone = ragline("query", "chunk overlap", "--home", home, "-n", "docs", cwd=tmp_path, reader_gone=True)
     assert (gone.returncode, gone.stderr) == (141, "")  # `ragline query … | head`, with head gone: quietly
+    closed = ragline("status", "--home", home, "-n", "docs", cwd=tmp_path, stdout_closed=True)  # `ragline … >&-`
+    assert closed.returncode == 0 and "Traceback" not in closed.stderr, closed.stderr
+
+
+def test_an_empty_host_is_every_interface_and_each_is_checked(tmp_path: Path) -> None:
+    config = RaglineConfig(home=tmp_path / "home", service_host="", service_port=0)
+    check_listenable(config)  # as asyncio: "" listens on every interface (it was refused as an unknown host)
+    with socket.socket(socket.AF_INET6) as taken:
+        taken.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        taken.bind(("::", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on :{port}: Address already in use"):
+            check_listenable(config.model_copy(update={"service_port": port}))  # the IPv6 one of the two is taken
 
 
 @pytest.mark.slow  # a temporary Prefect server

@@ -31,7 +31,7 @@ PIPED_WIDTH = 1_000
 
 
 def _piped_width() -> int | None:
-    return None if sys.stdout.isatty() else PIPED_WIDTH
+    return None if sys.stdout is not None and sys.stdout.isatty() else PIPED_WIDTH  # None: stdout was closed
 
 
 class PlainConsole(Console):

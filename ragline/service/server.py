@@ -49,24 +49,26 @@ def build_server(config: RaglineConfig, app: FastAPI, configure_logging: bool = 
 
 def check_listenable(config: RaglineConfig) -> None:
     """``ConfigError`` when ``service_host``:``service_port`` cannot be listened on (the port is taken, the host is
-    not this machine's), where uvicorn would log it and exit 3: a socket is bound there and closed again, before
-    uvicorn binds its own (and logs where it listens)."""
+    not this machine's), where uvicorn would log it and exit 3: a socket is bound to each address the host resolves to
+    (as asyncio binds them; an empty host is every interface) and closed again, before uvicorn binds its own (and
+    logs where it listens)."""
     host, port = config.service_host, config.service_port
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        family, kind, protocol, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ConfigError(f"cannot listen on {where}: {exc.strerror} (service_host, --host)") from exc
-    with socket.socket(family, kind, protocol) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen on {where}: {exc.strerror} (choose another with --port or --host)"
-            ) from exc
+    for family, kind, protocol, _, address in dict.fromkeys(addresses):
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio binds beside IPv4
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen on {where}: {exc.strerror} (choose another with --port or --host)"
+                ) from exc
 
 
 def header_deadline_protocol(timeout_s: float, on_timeout: Callable[[str], None]) -> type[asyncio.Protocol]:

@@ -156,13 +156,13 @@ def _blas() -> ThreadpoolController:
 
 
 def _quantised(vectors: np.ndarray, inverse_norms: np.ndarray) -> Any:
-    """8-bit scalar-quantised codes of the unit vectors (one value range for all dimensions: a unit vector's are
-    alike), searched by inner product on one thread per query."""
+    """8-bit scalar-quantised codes of the unit vectors, searched by inner product on one thread per query (a value
+    range per dimension: one shared range, ``QT_8bit_uniform``, scans ~30 % faster but found 0.90 of the ten nearest
+    among 64 candidates in tight clusters of near-duplicates, against 0.98)."""
     import faiss  # ~0.2 s to import: only for tables large enough to use it
 
     faiss.omp_set_num_threads(1)  # one query's scan is short; the service runs queries side by side instead
-    uniform = faiss.ScalarQuantizer.QT_8bit_uniform  # one range for every dimension: ~30 % faster to scan than QT_8bit
-    codes = faiss.IndexScalarQuantizer(vectors.shape[1], uniform, faiss.METRIC_INNER_PRODUCT)
+    codes = faiss.IndexScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
     step = max(1, len(vectors) // _SLICE_ROWS)  # value ranges learnt from a sample spread over the whole table
     codes.train(vectors[::step] * inverse_norms[::step, None])
     for start in range(0, len(vectors), _SLICE_ROWS):  # unit vectors a slice at a time: no second full-size copy
