@@ -93,9 +93,14 @@ class WorkerPool:
 
     def start_slices(self, fn: Callable[[list[T]], list[R]], items: Sequence[T]) -> Callable[[], list[R]]:
         """``map_slices`` started: returns the function that waits for its results."""
-        size = -(-len(items) // max(self.processes, 1))
-        parts = [self.start(fn, list(items[at : at + size])) for at in range(0, len(items), size)]
+        parts = self.start_each_slice(fn, items)
         return lambda: [result for part in parts for result in part()]
+
+    def start_each_slice(self, fn: Callable[[list[T]], R], items: Sequence[T]) -> list[Callable[[], R]]:
+        """``fn`` over ``items`` cut into one contiguous slice per worker, started: the function that waits for each
+        slice's result, in item order (whatever ``fn`` returns for a slice, a list or an array)."""
+        size = -(-len(items) // max(self.processes, 1))
+        return [self.start(fn, list(items[at : at + size])) for at in range(0, len(items), size)]
 
     def start(self, fn: Callable[..., R], *args: Any) -> Callable[[], R]:
         """Start ``fn(*args)`` in a worker; returns the function that waits for its result (computing it here if the

@@ -309,9 +309,7 @@ def _embeds_in_workers(c: Components, deduped: Deduped) -> bool:
 def _embed_in_workers(workers: WorkerPool, embed: Callable[[list[str]], np.ndarray], texts: list[str]) -> np.ndarray:
     """``embed(texts)`` in the worker processes, a contiguous slice each (the run's process free meanwhile for the
     stages beside it)."""
-    size = -(-len(texts) // max(workers.processes, 1))
-    parts = [workers.start(embed, texts[at : at + size]) for at in range(0, len(texts), size)]
-    return np.vstack([part() for part in parts])
+    return np.vstack([part() for part in workers.start_each_slice(embed, texts)])
 
 
 def validate(c: Components, run: RunRef, batch: EmbeddedBatch) -> IngestStats:
