@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 
 _WORD = re.compile(r"\w+")
-_ASCII_WORDS_LOWERED = bytes(
-    ord(chr(c).lower()) if c < 128 and _WORD.fullmatch(chr(c)) else ord(" ") for c in range(256)
-)
-"""A byte table lower-casing every ASCII word character (``\\w``) and blanking every other byte."""
+ASCII_WORD = frozenset(c for c in range(128) if _WORD.fullmatch(chr(c)))
+"""The ASCII word characters (``\\w``), as byte values."""
+_ASCII_WORDS_LOWERED = bytes(ord(chr(c).lower()) if c in ASCII_WORD else ord(" ") for c in range(256))
+"""A byte table lower-casing every ASCII word character and blanking every other byte."""
 
 
 def lower_words(text: str) -> list[str]:

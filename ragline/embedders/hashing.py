@@ -13,12 +13,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ragline.words import ASCII_WORD
+
 _WORDS = re.compile(r"\w+|[^\w\s]")
-_ASCII_WORD = frozenset(c for c in range(128) if re.fullmatch(r"\w", chr(c)))
 _ASCII_SPACE = frozenset(c for c in range(128) if re.fullmatch(r"\s", chr(c)))
-_WORD_OR_BLANK = bytes(ord("a") if c in _ASCII_WORD else ord(" ") for c in range(256))
+_WORD_OR_BLANK = bytes(ord("a") if c in ASCII_WORD else ord(" ") for c in range(256))
 """A byte table making every ASCII word character ``a`` and every other byte a blank."""
-_NOT_A_MARK = bytes(sorted(_ASCII_WORD | _ASCII_SPACE))
+_NOT_A_MARK = bytes(sorted(ASCII_WORD | _ASCII_SPACE))
 """The ASCII bytes that are no punctuation mark: word characters and whitespace."""
 
 
