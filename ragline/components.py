@@ -45,6 +45,9 @@ class Components:
     """Processes for the CPU work of large batches and rebuilds (``ragline.workers``), started on first use."""
     ahead: StartedAhead = field(default_factory=StartedAhead)
     """Chunking and signing started in ``workers`` when a batch is read (``ragline.indexing.ahead``)."""
+    stopping: threading.Event = field(default_factory=threading.Event)
+    """Set while a driver abandons its run (Ctrl-C, SIGTERM, a failed stage): a stage it left running in the
+    background (embedding) stops at its next call instead of finishing the batch (``DirectSteps.session``)."""
 
     def close(self) -> None:
         self.records.close()

@@ -25,6 +25,10 @@ class RaglineError(Exception):
     """Base of every error ragline raises on purpose."""
 
 
+class RunStopped(RaglineError):
+    """A background stage stopped because its run is being abandoned (``Components.stopping``)."""
+
+
 class ConfigError(RaglineError):
     """Configuration is missing, malformed or contradictory."""
 

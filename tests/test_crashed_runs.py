@@ -2,9 +2,10 @@
 ``reconcile --dry-run`` (which changes nothing), rolled back by ``reconcile``; SIGTERM and SIGINT roll back before
 the process exits.
 
-The fast test leaves a run open in this process. The slow ones stop real ``ragline ingest`` processes, each reading
-a JSON Lines source from a named pipe: the test writes some documents, waits until the run has written pending rows
-(while the run waits for more), then signals the process, so the moment is chosen from the journal, not a clock.
+The fast tests leave a run open in this process, and stop one while it embeds a batch. The slow ones stop real
+``ragline ingest`` processes, each reading a JSON Lines source from a named pipe: the test writes some documents,
+waits until the run has written pending rows (while the run waits for more), then signals the process, so the
+moment is chosen from the journal, not a clock.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import os
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -32,6 +35,7 @@ from ragline.indexing.locks import FileLocks
 from ragline.indexing.pipeline import write_batches
 from ragline.indexing.steps import DirectSteps
 from ragline.sources import DirectorySource
+from ragline.sources.base import SourceItem
 from tests.conftest import REPO, SAMPLE
 from tests.support.crash import IndexState, ragline_command, read_state, state_differences
 
@@ -189,6 +193,59 @@ def test_an_open_run_is_running_while_its_lock_is_held_and_crashed_once_it_is_no
         assert_shown_as_running(home)
     c.close()
     assert_crashed_reported_and_rolled_back(home, clean)
+
+
+class HeldEmbedder(HashingEmbedder):
+    """The hashing embedder, in the run's process, two texts a call; its first call of a run waits until the run is
+    being abandoned (``Components.stopping``)."""
+
+    holds_the_interpreter = False
+    texts_per_call = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+        self.started = threading.Event()
+        self.stopping = threading.Event()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        if len(self.calls) == 1:
+            self.started.set()
+            self.stopping.wait(timeout=120)  # a guard against a hang, not a measurement
+        return super().embed(texts)
+
+
+def interrupted_at_second_batch(items: Iterable[SourceItem], embedding: threading.Event) -> Iterator[SourceItem]:
+    """``items``, until the second batch is read: then, once the first batch is embedding, Ctrl-C."""
+    for n, item in enumerate(items):
+        if n == BATCH_SIZE:
+            embedding.wait(timeout=120)
+            raise KeyboardInterrupt
+        yield item
+
+
+def test_a_run_stopped_while_it_embeds_waits_for_one_embedding_call_not_the_batch(home: Path, tmp_path: Path) -> None:
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for n in range(DOCUMENTS):
+        (extra / f"extra-{n}.md").write_text(f"# Extra {n}\n\nExtra document {n} about chunk sizes.\n")
+    embedder = HeldEmbedder()
+    c = build_components(RaglineConfig(home=home, namespace=NS, embedder="hashing"), embedder)
+    embedder.stopping = c.stopping
+    run = open_run(c, NS, "extra")
+    items = interrupted_at_second_batch(DirectorySource(extra).items(), embedder.started)
+    with pytest.raises(KeyboardInterrupt):
+        write_batches(DirectSteps(c), run, items, batch_size=BATCH_SIZE)
+    assert embedder.calls == [2]  # the batch's three texts would take two calls: the second was never made
+    assert not c.stopping.is_set()  # the next run embeds
+    assert pending_chunks(home) == 0  # the batch stopped before it was written
+
+    c.records.journal.discard_pending(run.run_id)  # as the CLI rolls back the run it stopped
+    write_batches(DirectSteps(c), open_run(c, NS, "extra"), DirectorySource(extra).items(), batch_size=BATCH_SIZE)
+    assert embedder.calls == [2] + [2, 1] * (DOCUMENTS // BATCH_SIZE)
+    assert pending_chunks(home) == DOCUMENTS
+    c.close()
 
 
 @pytest.mark.slow

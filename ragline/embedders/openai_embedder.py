@@ -116,6 +116,11 @@ class OpenAIEmbedder:
     def token_counter(self) -> Callable[[str], int]:
         return count_cl100k
 
+    @property
+    def texts_per_call(self) -> int:
+        """A request's inputs: a run embeds a batch a request at a time (``ragline.embedders.base``)."""
+        return self.max_batch_inputs
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """A ``(len(texts), dimension)`` float32 array of unit-norm rows, in input order."""
         if not texts:

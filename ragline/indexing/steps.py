@@ -64,9 +64,16 @@ class DirectSteps:
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragline-stage") as pool:
-            self._pool = pool
-            try:
-                yield
-            finally:
-                self._pool = None
+        """Leaving on an error (Ctrl-C, SIGTERM, a failed stage) sets ``Components.stopping`` and drops queued
+        stages, so it waits only for the call the background stage is in."""
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragline-stage")
+        self._pool = pool
+        try:
+            yield
+        except BaseException:
+            self.c.stopping.set()
+            raise
+        finally:
+            self._pool = None
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.c.stopping.clear()
