@@ -171,7 +171,7 @@ def assert_crashed_reported_and_rolled_back(home: Path, clean: IndexState) -> No
 
     code, output = cli(home, "reconcile", "--dry-run")
     crashed = f"1 crashed runs ({pending} pending chunks) to roll back ({run_ids(home)[-1]}): not in sync;"
-    assert code == 0 and crashed in output, output
+    assert code == 1 and crashed in output, output
     assert pending_chunks(home) == pending and run_statuses(home) == ["committed", "running"]  # reported only
 
     code, output = cli(home, "reconcile")

@@ -144,7 +144,7 @@ def test_cli_reconcile_refuses_in_one_line_with_exit_status_1(
     c.close()
 
     dry = runner.invoke(app, ["reconcile", "--home", home, "-n", "docs", "--dry-run"])
-    assert dry.exit_code == 0, dry.output
+    assert dry.exit_code == 1, dry.output  # not in sync
     assert (
         "1 orphaned; 0 crashed runs (0 pending chunks) to roll back" in dry.output
         and "a repair would refuse" in dry.output
@@ -174,16 +174,13 @@ def test_cli_dry_run_names_the_crashed_runs_a_repair_rolls_back(
     c.close()
 
     dry = runner.invoke(app, ["reconcile", "--home", home, "-n", "docs", "--dry-run"])
-    assert dry.exit_code == 0, dry.output
+    assert dry.exit_code == 1, dry.output  # not in sync
     assert f"0 orphaned; 1 crashed runs (1 pending chunks) to roll back ({crashed.run_id})" in dry.output, dry.output
     assert "would refuse" not in dry.output
 
     repaired = runner.invoke(app, ["reconcile", "--home", home, "-n", "docs"])
     assert repaired.exit_code == 0, repaired.output
     assert "0 orphaned; 1 unfinished runs rolled back" in repaired.output
-    assert (
-        runner.invoke(app, ["reconcile", "--home", home, "-n", "docs", "--dry-run"]).output.count(
-            "0 crashed runs (0 pending chunks) to roll back: in sync;"
-        )
-        == 1
-    )
+    in_sync = runner.invoke(app, ["reconcile", "--home", home, "-n", "docs", "--dry-run"])
+    assert in_sync.exit_code == 0, in_sync.output
+    assert in_sync.output.count("0 crashed runs (0 pending chunks) to roll back: in sync;") == 1

@@ -146,7 +146,10 @@ def reconcile_command(
     home: HomeOption = None,
     index_version: VersionOption = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Only report the drift and the crashed runs a repair would roll back.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Only report the drift and the crashed runs a repair would roll back; exit 1 if any."
+        ),
     ] = False,
     force: Annotated[
         bool,
@@ -203,6 +206,8 @@ def reconcile_command(
         )
     if report.refusal:
         console.print(styled("yellow", "a repair would refuse:", f" {report.refusal}"), soft_wrap=True)
+    if dry_run and not report.in_sync:
+        raise typer.Exit(1)  # a check a script or monitor can act on, as `git diff --exit-code`
 
 
 def _show_rebuild(result: IndexRebuild) -> None:
