@@ -179,7 +179,7 @@ def test_a_misspelt_ragline_toml_key_is_one_line_with_the_setting_meant(cli_env:
     assert "unknown setting" not in runner.invoke(app, ["status", "--home", str(cli_env)]).stderr  # any case matches
 
 
-def test_a_namespace_nothing_was_indexed_into_is_one_line_naming_those_there_are(
+def test_a_namespace_or_version_nothing_was_indexed_into_is_one_line_naming_those_there_are(
     cli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RAGLINE_EMBEDDER", "hashing")
@@ -192,6 +192,11 @@ def test_a_namespace_nothing_was_indexed_into_is_one_line_naming_those_there_are
     for command in (["query", "flows"], ["ask", "why?"], ["status"]):
         user_error(runner.invoke(app, [*command, "-n", "doc", *home]), "'doc'", "docs, notes")
         assert runner.invoke(app, [*command, "-n", "notes", *home]).exit_code == 0
+    status = ["status", "-n", "docs", "--index-version"]
+    user_error(runner.invoke(app, [*status, "v2", *home]), "'docs' has no index version 'v2'", "--index-version v2")
+    assert runner.invoke(app, ["ingest", str(corpus), "-n", "docs", "--index-version", "v3", *home]).exit_code == 0
+    user_error(runner.invoke(app, [*status, "v2", *home]), "'docs' has no index version 'v2'", "(versions: v3)")
+    assert runner.invoke(app, [*status, "v3", *home]).exit_code == 0
 
 
 def test_piped_tables_are_as_wide_as_their_text(cli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

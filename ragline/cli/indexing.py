@@ -94,12 +94,15 @@ def status_command(
     from ragline.components import make_record_store, make_store
     from ragline.indexing.health import crashed_runs, index_health
     from ragline.indexing.locks import make_locks
-    from ragline.versions.aliases import indexed_model, write_namespace
+    from ragline.versions.aliases import indexed_model, indexed_version, write_namespace
 
     config = load_config(namespace=namespace, home=home, index_version=index_version)
     records = make_record_store(config)
     ns = write_namespace(records, config)
-    model_id, dimension = indexed_model(records, ns, ns)
+    if config.index_version:
+        model_id, dimension = indexed_version(records, config.namespace, config.index_version)
+    else:
+        model_id, dimension = indexed_model(records, ns, ns)
     health = index_health(make_store(config, dimension), records.journal, ns)
     crashed = crashed_runs(make_locks(config), records.journal, ns)
     vectors = "no readable" if health.vectors is None else health.vectors

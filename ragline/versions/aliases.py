@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ragline.config import RaglineConfig
 from ragline.errors import ConfigError
-from ragline.names import VERSION_SEPARATOR
+from ragline.names import VERSION_SEPARATOR, version_namespace
 from ragline.recordstore import RecordStore
 from ragline.recordstore.rows import AliasEvent
 
@@ -44,6 +44,16 @@ def indexed_model(records: RecordStore, physical: str, name: str) -> tuple[str, 
     known = [row.namespace for row in records.journal.namespaces("", "")]
     hint = f"namespaces: {', '.join(known[:10])}{', …' if len(known) > 10 else ''}" if known else "run `ragline ingest`"
     raise ConfigError(f"namespace {name!r} holds no index ({hint})")
+
+
+def indexed_version(records: RecordStore, name: str, version: str) -> tuple[str, int]:
+    """``indexed_model`` of ``name``'s index version ``version``; ``ConfigError`` naming the versions there are."""
+    bound = records.journal.namespace_model(version_namespace(name, version))
+    if bound is not None:
+        return bound
+    known = [info.version for info in list_versions(records, name) if info.version]
+    hint = f"versions: {', '.join(known)}" if known else f"`ragline ingest --index-version {version}` builds it"
+    raise ConfigError(f"namespace {name!r} has no index version {version!r} ({hint})")
 
 
 def write_namespace(records: RecordStore, config: RaglineConfig) -> str:
