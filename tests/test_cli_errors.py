@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from typer.testing import CliRunner, Result
 
 from ragline.cli import app
 from ragline.cli.failures import report
+from ragline.cli.shared import tracked
 from ragline.config import RaglineConfig
 from ragline.errors import ConfigError, RaglineError
 from ragline.indexing.locks import FileLocks
@@ -361,11 +363,13 @@ def ragline(
     cwd: Path,
     reader_gone: bool = False,
     stdout_closed: bool = False,
+    unset: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m ragline.cli ARGS`` in a fresh process: this repository importable, the hashing embedder;
-    ``reader_gone``: its output pipe is closed before it writes; ``stdout_closed``: it starts without a standard
-    output at all (in both, nothing on stdout comes back)."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("RAGLINE_") and k != "PREFECT_API_URL"}
+    """``python -m ragline.cli ARGS`` in a fresh process: this repository importable, the hashing embedder, without
+    the variables named in ``unset``; ``reader_gone``: its output pipe is closed before it writes; ``stdout_closed``:
+    it starts without a standard output at all (in both, nothing on stdout comes back)."""
+    dropped = {"PREFECT_API_URL", *unset}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RAGLINE_") and k not in dropped}
     environment |= {"PYTHONPATH": str(REPO), "RAGLINE_EMBEDDER": "hashing", **(env or {})}
     command = [sys.executable, "-m", "ragline.cli", *args]
     if stdout_closed:
@@ -429,6 +433,18 @@ def test_an_empty_host_is_every_interface_and_each_is_checked(tmp_path: Path) ->
             check_listenable(config.model_copy(update={"service_port": port}))  # the IPv6 one of the two is taken
 
 
+def test_a_temporary_prefect_server_sends_no_telemetry_unless_told_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)
+    assert not tracked(None) and "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ  # no flow, no server
+    assert tracked(True) and os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")
+    assert tracked(True) and os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"  # the user's choice stands
+    monkeypatch.setenv("PREFECT_API_URL", "http://prefect.internal:4200/api")
+    monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED")
+    assert tracked(None) and "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ  # their server, their setting
+
+
 @pytest.mark.slow  # a temporary Prefect server
 def test_a_failed_flow_run_is_one_error_line_without_a_traceback(tmp_path: Path) -> None:
     corpus, home = hostile_corpus(tmp_path / "corpus"), str(tmp_path / "home")
@@ -449,8 +465,10 @@ def test_a_failed_flow_run_is_one_error_line_without_a_traceback(tmp_path: Path)
             "--flow",
             env={"RAGLINE_LOCK_WAIT_S": "0"},
             cwd=tmp_path,
+            unset=["PREFECT_SERVER_ANALYTICS_ENABLED"],
         )
     assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    assert "telemetry" not in failed.stderr  # offline, the temporary server's telemetry logged an error
     assert "Encountered exception" in failed.stderr  # Prefect's own line about the run stays, as one line
     errors = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "'docs'" in errors[0], failed.stderr
