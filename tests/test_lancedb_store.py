@@ -377,9 +377,9 @@ def test_hostile_ids_and_prefixes(hostile_ids_store: LanceDBStore, ids: list[str
     assert sorted(store.list_ids(namespace="ids")) == sorted(ids[1:])
 
 
-def test_a_selective_filter_widens_the_calibrated_probes(tmp_path: Path) -> None:
-    """A filter that lets 1 % of the rows through: the calibrated partitions hold only 1 % of the matches the
-    calibration counted on, so the query probes proportionally more and still finds the exact filtered top 10."""
+def _clustered_store_with_shares(tmp_path: Path) -> tuple[LanceDBStore, np.ndarray, np.ndarray, np.ndarray]:
+    """4,000 vectors in 40 clusters (the calibration probes a few partitions), each with a uniform ``u`` in [0, 1),
+    and 20 queries near stored vectors."""
     rng = np.random.default_rng(6)
     centres = 3 * rng.standard_normal((40, 32))
     vectors = (centres[rng.integers(0, 40, 4_000)] + rng.standard_normal((4_000, 32))).astype(np.float32)
@@ -389,14 +389,37 @@ def test_a_selective_filter_widens_the_calibrated_probes(tmp_path: Path) -> None
     store = LanceDBStore(tmp_path, exact_search_max_vectors=1_000)
     store.maintain("n")
     assert _calibrated_probes(store) is not None
+    queries = (vectors[rng.integers(0, 4_000, 20)] + 0.3 * rng.standard_normal((20, 32))).astype(np.float32)
+    return store, vectors, share, queries
+
+
+def test_a_selective_filter_widens_the_calibrated_probes(tmp_path: Path) -> None:
+    """A filter that lets 1 % of the rows through: the calibrated partitions hold only 1 % of the matches the
+    calibration counted on, so the query probes proportionally more and still finds the exact filtered top 10."""
+    store, vectors, share, queries = _clustered_store_with_shares(tmp_path)
     allowed = np.flatnonzero(share < 0.01)
-    unit = vectors[allowed] / np.linalg.norm(vectors[allowed], axis=1, keepdims=True)
-    found = 0
-    for query in (vectors[rng.integers(0, 4_000, 20)] + 0.3 * rng.standard_normal((20, 32))).astype(np.float32):
-        exact = {f"r{allowed[j]}" for j in np.argsort(-(unit @ query))[:10]}
-        matches = store.query(query, namespace="n", top_k=10, filter={"u": {"$lt": 0.01}})
-        found += len(exact & {m.id for m in matches})
-    assert found / 200 >= 0.95
+    assert _filtered_recall(store, vectors, allowed, queries, filter={"u": {"$lt": 0.01}}) >= 0.95
+
+
+def test_a_broad_filter_filters_after_a_search_of_the_calibrated_probes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter letting a quarter of the rows through is applied to an unfiltered over-fetch probing the calibrated
+    partitions, not before a search of four times as many; the exact filtered top 10 is still found."""
+    store, vectors, share, queries = _clustered_store_with_shares(tmp_path)
+    calls: list[tuple[int | None, bool]] = []
+    search = LanceDBStore._lance_search
+
+    def recording(self: LanceDBStore, *args: Any) -> Any:
+        calls.append((args[5], args[7] if len(args) > 7 else True))
+        return search(self, *args)
+
+    monkeypatch.setattr(LanceDBStore, "_lance_search", recording)
+    quarter = {"u": {"$lt": 0.25}}
+    assert _filtered_recall(store, vectors, np.flatnonzero(share < 0.25), queries, filter=quarter) >= 0.95
+    after = [probes for probes, prefilter in calls if not prefilter]
+    assert len(after) == 20 and set(after) == {_calibrated_probes(store)}
+    assert sum(prefilter for _, prefilter in calls) <= 2  # a rare over-fetch falls short
 
 
 def _uniform_store_with_shares(tmp_path: Path) -> tuple[LanceDBStore, np.ndarray, np.ndarray]:

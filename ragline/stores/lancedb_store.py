@@ -233,29 +233,39 @@ class LanceDBStore:
             if exact is not None:
                 return exact.search(query_vector, top_k, filter, include_values)
             index = None if within_limit else _vector_index(table)
-            nprobes = None if index is None else self._probes(name, index, table, filter)
-            if nprobes == _ALL_PARTITIONS and filter is not None:
-                after = self._postfiltered(name, table, query_vector, top_k, filter, include_values)
+            if index is not None and filter is not None:
+                probes = self._probes(name, index, table, None)  # an unfiltered query's
+                after = self._postfiltered(name, table, query_vector, top_k, filter, include_values, probes)
                 if after is not None:
                     return after
+            nprobes = None if index is None else self._probes(name, index, table, filter)
             matches = self._lance_search(table, query_vector, top_k, filter, include_values, nprobes)
             if nprobes is not None and nprobes < _ALL_PARTITIONS and len(matches) < top_k:  # too few in the probed
                 matches = self._lance_search(table, query_vector, top_k, filter, include_values, None)
         return matches
 
     def _postfiltered(
-        self, name: str, table: Table, vector: np.ndarray, top_k: int, filter: Filter, include_values: bool
+        self,
+        name: str,
+        table: Table,
+        vector: np.ndarray,
+        top_k: int,
+        filter: Filter,
+        include_values: bool,
+        nprobes: int,
     ) -> list[QueryMatch] | None:
-        """A filtered query over every partition as an unfiltered one for ``limit`` rows, filtered after: when
-        ``top_k`` of them pass, they are the filtered top_k (any row that passes but ranks below ``limit`` scores
-        below all of them). Prefiltering every partition costs a pass over the filter columns on top of the scan
-        (measured at 1,000,000 × 384: 69 against 32 ms). None when the filter is too selective for a short over-fetch
-        (``_POSTFILTER_MAX_LIMIT``) or too few passed."""
+        """A filtered query as an unfiltered one for ``limit`` rows, probing the partitions an unfiltered query
+        probes (``nprobes``), filtered after: when ``top_k`` of them pass, they are the filtered top_k (any row that
+        passes but ranks below ``limit`` scores below all of them). A prefilter costs a pass over the filter columns
+        on top of the scan, and probes the calibrated partitions divided by the filter's share. Measured at
+        1,000,000 × 384: every partition, 69 against 32 ms; clustered vectors, a 10 % filter, 16 calibrated probes
+        (the prefilter probes 160): 53 against 17 ms, recall@10 1.0 against 0.997, the same with 32 or 48 probes.
+        None when the filter is too selective for a short over-fetch (``_POSTFILTER_MAX_LIMIT``) or too few passed."""
         limit = math.ceil(_POSTFILTER_MARGIN * top_k / max(self._share(name, table, filter), 1e-9))
         if limit > _POSTFILTER_MAX_LIMIT:
             return None
         refine = math.ceil(_POSTFILTER_RERANK * self._refine_factor)
-        found = self._lance_search(table, vector, limit, filter, include_values, _ALL_PARTITIONS, refine, False)
+        found = self._lance_search(table, vector, limit, filter, include_values, nprobes, refine, False)
         return found[:top_k] if len(found) >= top_k else None
 
     def maintain(self, namespace: str) -> None:
