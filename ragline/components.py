@@ -47,7 +47,8 @@ class Components:
     """Chunking and signing started in ``workers`` when a batch is read (``ragline.indexing.ahead``)."""
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set while a driver abandons its run (Ctrl-C, SIGTERM, a failed stage): a stage it left running in the
-    background (embedding) stops at its next call instead of finishing the batch (``DirectSteps.session``)."""
+    background (embedding) stops at its next call instead of finishing the batch. ``DirectSteps.session`` gives each
+    session a copy of the components with an event of its own."""
 
     def close(self) -> None:
         self.records.close()

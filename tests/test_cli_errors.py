@@ -196,6 +196,8 @@ def test_a_namespace_or_version_nothing_was_indexed_into_is_one_line_naming_thos
         assert runner.invoke(app, [*command, "-n", "notes", *home]).exit_code == 0
     status = ["status", "-n", "docs", "--index-version"]
     user_error(runner.invoke(app, [*status, "v2", *home]), "'docs' has no index version 'v2'", "--index-version v2")
+    mistyped = ["status", "-n", "doc", "--index-version", "v2", *home]
+    user_error(runner.invoke(app, mistyped), "'doc' holds no index", "docs, notes")
     assert runner.invoke(app, ["ingest", str(corpus), "-n", "docs", "--index-version", "v3", *home]).exit_code == 0
     user_error(runner.invoke(app, [*status, "v2", *home]), "'docs' has no index version 'v2'", "(versions: v3)")
     assert runner.invoke(app, [*status, "v3", *home]).exit_code == 0

@@ -196,8 +196,8 @@ def test_an_open_run_is_running_while_its_lock_is_held_and_crashed_once_it_is_no
 
 
 class HeldEmbedder(HashingEmbedder):
-    """The hashing embedder, in the run's process, two texts a call; its first call of a run waits until the run is
-    being abandoned (``Components.stopping``)."""
+    """The hashing embedder, in the run's process, two texts a call; its first call waits until the session of
+    ``steps`` is being abandoned (its ``Components.stopping``)."""
 
     holds_the_interpreter = False
     texts_per_call = 2
@@ -206,13 +206,13 @@ class HeldEmbedder(HashingEmbedder):
         super().__init__()
         self.calls: list[int] = []
         self.started = threading.Event()
-        self.stopping = threading.Event()
+        self.steps: DirectSteps | None = None
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         self.calls.append(len(texts))
-        if len(self.calls) == 1:
+        if len(self.calls) == 1 and self.steps is not None:
             self.started.set()
-            self.stopping.wait(timeout=120)  # a guard against a hang, not a measurement
+            self.steps.c.stopping.wait(timeout=120)  # a guard against a hang, not a measurement
         return super().embed(texts)
 
 
@@ -225,26 +225,43 @@ def interrupted_at_second_batch(items: Iterable[SourceItem], embedding: threadin
         yield item
 
 
-def test_a_run_stopped_while_it_embeds_waits_for_one_embedding_call_not_the_batch(home: Path, tmp_path: Path) -> None:
+def test_a_run_stopped_while_it_embeds_waits_for_one_embedding_call_and_keeps_what_it_embedded(
+    home: Path, tmp_path: Path
+) -> None:
     extra = tmp_path / "extra"
     extra.mkdir()
     for n in range(DOCUMENTS):
         (extra / f"extra-{n}.md").write_text(f"# Extra {n}\n\nExtra document {n} about chunk sizes.\n")
     embedder = HeldEmbedder()
     c = build_components(RaglineConfig(home=home, namespace=NS, embedder="hashing"), embedder)
-    embedder.stopping = c.stopping
     run = open_run(c, NS, "extra")
-    items = interrupted_at_second_batch(DirectorySource(extra).items(), embedder.started)
+    embedder.steps = steps = DirectSteps(c)
     with pytest.raises(KeyboardInterrupt):
-        write_batches(DirectSteps(c), run, items, batch_size=BATCH_SIZE)
+        write_batches(
+            steps,
+            run,
+            interrupted_at_second_batch(DirectorySource(extra).items(), embedder.started),
+            batch_size=BATCH_SIZE,
+        )
     assert embedder.calls == [2]  # the batch's three texts would take two calls: the second was never made
-    assert not c.stopping.is_set()  # the next run embeds
     assert pending_chunks(home) == 0  # the batch stopped before it was written
+    assert not c.stopping.is_set()  # the session stopped its own copy: the next run embeds
 
     c.records.journal.discard_pending(run.run_id)  # as the CLI rolls back the run it stopped
     write_batches(DirectSteps(c), open_run(c, NS, "extra"), DirectorySource(extra).items(), batch_size=BATCH_SIZE)
-    assert embedder.calls == [2] + [2, 1] * (DOCUMENTS // BATCH_SIZE)
+    assert embedder.calls == [2] + [1] + [2, 1] * (DOCUMENTS // BATCH_SIZE - 1)  # the first call's two were cached
     assert pending_chunks(home) == DOCUMENTS
+    c.close()
+
+
+def test_a_session_left_on_an_error_stops_only_its_own_stages(home: Path) -> None:
+    c = build_components(RaglineConfig(home=home, namespace=NS, embedder="hashing"), HashingEmbedder())
+    failing, other = DirectSteps(c), DirectSteps(c)
+    with other.session():
+        with pytest.raises(ValueError), failing.session():
+            stopping = failing.c.stopping
+            raise ValueError("a stage failed")
+        assert stopping.is_set() and not other.c.stopping.is_set() and not c.stopping.is_set()
     c.close()
 
 

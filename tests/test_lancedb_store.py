@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -401,11 +402,12 @@ def test_a_selective_filter_widens_the_calibrated_probes(tmp_path: Path) -> None
     assert _filtered_recall(store, vectors, allowed, queries, filter={"u": {"$lt": 0.01}}) >= 0.95
 
 
-def test_a_broad_filter_filters_after_a_search_of_the_calibrated_probes(
+def test_a_broad_filter_filters_after_a_search_of_the_partitions_a_prefilter_would_probe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A filter letting a quarter of the rows through is applied to an unfiltered over-fetch probing the calibrated
-    partitions, not before a search of four times as many; the exact filtered top 10 is still found."""
+    """A filter letting a quarter of the rows through is applied to an unfiltered over-fetch, over the partitions
+    the prefiltered query would probe (the calibrated count divided by the share); the exact filtered top 10 is
+    still found."""
     store, vectors, share, queries = _clustered_store_with_shares(tmp_path)
     calls: list[tuple[int | None, bool]] = []
     search = LanceDBStore._lance_search
@@ -417,9 +419,36 @@ def test_a_broad_filter_filters_after_a_search_of_the_calibrated_probes(
     monkeypatch.setattr(LanceDBStore, "_lance_search", recording)
     quarter = {"u": {"$lt": 0.25}}
     assert _filtered_recall(store, vectors, np.flatnonzero(share < 0.25), queries, filter=quarter) >= 0.95
+    table = store._open("ns_n")
+    assert table is not None
+    calibrated = _calibrated_probes(store)
+    assert calibrated is not None
+    widened = math.ceil(calibrated / store._share("ns_n", table, quarter))
     after = [probes for probes, prefilter in calls if not prefilter]
-    assert len(after) == 20 and set(after) == {_calibrated_probes(store)}
+    assert len(after) == 20 and set(after) == {widened}
     assert sum(prefilter for _, prefilter in calls) <= 2  # a rare over-fetch falls short
+
+
+def test_filtered_recall_holds_where_the_filtered_neighbours_lie_beyond_an_unfiltered_querys_probes(
+    tmp_path: Path,
+) -> None:
+    """20,000 vectors in 1,000 small clusters: an unfiltered query probes a few of the 141 partitions, and the
+    filtered top 10 of a 10 % or 25 % filter lies deeper than the unfiltered top 10 the calibration measured, in
+    partitions such a query does not probe (searching only those found 0.83 and 0.93 of them)."""
+    rng = np.random.default_rng(1)
+    centres = 3 * rng.standard_normal((1_000, 32))
+    vectors = (centres[rng.integers(0, 1_000, 20_000)] + rng.standard_normal((20_000, 32))).astype(np.float32)
+    share = rng.random(20_000)
+    records = [VectorRecord(f"r{i}", v, {"u": float(s)}) for i, (v, s) in enumerate(zip(vectors, share))]
+    LanceDBStore(tmp_path).upsert(records, namespace="n")
+    store = LanceDBStore(tmp_path, exact_search_max_vectors=1_000)
+    store.maintain("n")
+    calibrated = _calibrated_probes(store)
+    assert calibrated is not None and calibrated < 141
+    queries = (vectors[rng.integers(0, 20_000, 50)] + 0.3 * rng.standard_normal((50, 32))).astype(np.float32)
+    for limit in (0.1, 0.25):
+        allowed = np.flatnonzero(share < limit)
+        assert _filtered_recall(store, vectors, allowed, queries, filter={"u": {"$lt": limit}}) >= 0.95
 
 
 def _uniform_store_with_shares(tmp_path: Path) -> tuple[LanceDBStore, np.ndarray, np.ndarray]:

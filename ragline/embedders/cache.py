@@ -5,6 +5,7 @@ Rollback restores overwritten vectors from it, so it is shared state: it lives w
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -12,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from ragline.embedders.base import Embedder
+from ragline.errors import RunStopped
 from ragline.records import sha256_hex
 
 
@@ -55,12 +57,26 @@ def complete(
     cache: EmbeddingCache,
     lookup: CacheLookup,
     embed: Callable[[list[str]], np.ndarray] | None = None,
+    *,
+    per_call: int | None = None,
+    stopping: threading.Event | None = None,
 ) -> np.ndarray:
     """Embed what ``lookup`` misses (with ``embed``, by default ``embedder.embed``), store it in the cache, and return
-    every text's vector in order."""
+    every text's vector in order.
+
+    ``per_call``: at most this many texts an ``embed`` call, shortest first (a model's batches then pad little), each
+    call's vectors cached as it returns. ``stopping``: once set, no further call is made (``RunStopped``); what was
+    embedded stays cached for the next run."""
     found = dict(lookup.cached)
-    if lookup.missing:
-        fresh = dict(zip(lookup.missing, (embed or embedder.embed)(list(lookup.missing.values()))))
+    missing = list(lookup.missing.items())
+    if per_call is not None:
+        missing.sort(key=lambda item: len(item[1]))
+    size = per_call or max(1, len(missing))
+    for start in range(0, len(missing), size):
+        if stopping is not None and stopping.is_set():
+            raise RunStopped(f"embedding stopped after {start} of {len(missing)} texts: the run is being abandoned")
+        part = missing[start : start + size]
+        fresh = dict(zip((h for h, _ in part), (embed or embedder.embed)([text for _, text in part])))
         cache.put_many(embedder.model_id, fresh)
         found.update(fresh)
     if not lookup.hashes:

@@ -118,7 +118,7 @@ class OpenAIEmbedder:
 
     @property
     def texts_per_call(self) -> int:
-        """A request's inputs: a run embeds a batch a request at a time (``ragline.embedders.base``)."""
+        """A request's most inputs (``ragline.embedders.base``); the token limit may split a call into a few."""
         return self.max_batch_inputs
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import logging
 import pickle
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -22,9 +21,9 @@ import numpy as np
 from ragline.components import Components
 from ragline.config import CleanupMode
 from ragline.costs import usage_now
-from ragline.embedders.base import DEFAULT_TEXTS_PER_CALL, Embedder
+from ragline.embedders.base import DEFAULT_TEXTS_PER_CALL
 from ragline.embedders.cache import CacheLookup, complete, look_up
-from ragline.errors import RunStopped, SourceError, ValidationFailed
+from ragline.errors import SourceError, ValidationFailed
 from ragline.indexing.chunking import chunks_or_reasons, oversized
 from ragline.indexing.consistency import within_window
 from ragline.indexing.journal import (
@@ -284,12 +283,13 @@ def embed(c: Components, run: RunRef, deduped: Deduped) -> EmbeddedBatch:
     """Embed the texts the cache lacks (each distinct text once) and store them in the cache."""
     stats = IngestStats()
     before = usage_now(c.embedder, c.store, c.sparse)
-    if _embeds_in_workers(c, deduped):
-        embed_here = functools.partial(_embed_in_workers, c.workers, c.embedder.embed)
-    else:
-        embed_here = functools.partial(_embed_in_calls, c.embedder, c.stopping)
     with stats.timed("embed"):
-        vectors = complete(c.embedder, c.cache, deduped.lookup, embed_here)
+        if _embeds_in_workers(c, deduped):
+            in_workers = functools.partial(_embed_in_workers, c.workers, c.embedder.embed)
+            vectors = complete(c.embedder, c.cache, deduped.lookup, in_workers)
+        else:
+            per_call = getattr(c.embedder, "texts_per_call", DEFAULT_TEXTS_PER_CALL)
+            vectors = complete(c.embedder, c.cache, deduped.lookup, per_call=per_call, stopping=c.stopping)
     stats.add_usage(c, before)
     return EmbeddedBatch(deduped.documents, vectors, stats)
 
@@ -313,18 +313,6 @@ def _embed_in_workers(workers: WorkerPool, embed: Callable[[list[str]], np.ndarr
     """``embed(texts)`` in the worker processes, a contiguous slice each (the run's process free meanwhile for the
     stages beside it)."""
     return np.vstack([part() for part in workers.start_each_slice(embed, texts)])
-
-
-def _embed_in_calls(embedder: Embedder, stopping: threading.Event, texts: list[str]) -> np.ndarray:
-    """``embedder.embed(texts)`` a call of ``texts_per_call`` texts at a time, none once ``stopping`` is set: a run
-    being abandoned waits for one call, not the batch."""
-    size = getattr(embedder, "texts_per_call", DEFAULT_TEXTS_PER_CALL)
-    parts = []
-    for start in range(0, len(texts), size):
-        if stopping.is_set():
-            raise RunStopped(f"embedding stopped after {start} of {len(texts)} texts: the run is being abandoned")
-        parts.append(embedder.embed(texts[start : start + size]))
-    return np.vstack(parts)
 
 
 def validate(c: Components, run: RunRef, batch: EmbeddedBatch) -> IngestStats:

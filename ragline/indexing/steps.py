@@ -8,9 +8,11 @@ with the components; the flows' ``ragline.tasks.steps.TaskSteps`` calls the stag
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from ragline.components import Components
@@ -64,8 +66,11 @@ class DirectSteps:
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        """Leaving on an error (Ctrl-C, SIGTERM, a failed stage) sets ``Components.stopping`` and drops queued
-        stages, so it waits only for the call the background stage is in."""
+        """Stages run with a ``Components.stopping`` of the session's own (other runs on the same components are not
+        stopped with it). Leaving on an error (Ctrl-C, SIGTERM, a failed stage) sets it and drops queued stages, so
+        it waits only for the call the background stage is in."""
+        outer = self.c
+        self.c = replace(outer, stopping=threading.Event())
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragline-stage")
         self._pool = pool
         try:
@@ -74,6 +79,5 @@ class DirectSteps:
             self.c.stopping.set()
             raise
         finally:
-            self._pool = None
+            self._pool, self.c = None, outer
             pool.shutdown(wait=True, cancel_futures=True)
-            self.c.stopping.clear()

@@ -47,11 +47,14 @@ def indexed_model(records: RecordStore, physical: str, name: str) -> tuple[str, 
 
 
 def indexed_version(records: RecordStore, name: str, version: str) -> tuple[str, int]:
-    """``indexed_model`` of ``name``'s index version ``version``; ``ConfigError`` naming the versions there are."""
+    """``indexed_model`` of ``name``'s index version ``version``; ``ConfigError`` naming the versions there are (or,
+    when ``name`` itself holds no index, the namespaces)."""
     bound = records.journal.namespace_model(version_namespace(name, version))
     if bound is not None:
         return bound
     known = [info.version for info in list_versions(records, name) if info.version]
+    if not known:
+        indexed_model(records, name, name)  # a namespace nothing was indexed into: its error lists those there are
     hint = f"versions: {', '.join(known)}" if known else f"`ragline ingest --index-version {version}` builds it"
     raise ConfigError(f"namespace {name!r} has no index version {version!r} ({hint})")
 
