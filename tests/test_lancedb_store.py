@@ -378,20 +378,23 @@ def test_hostile_ids_and_prefixes(hostile_ids_store: LanceDBStore, ids: list[str
     assert sorted(store.list_ids(namespace="ids")) == sorted(ids[1:])
 
 
-def _clustered_store_with_shares(tmp_path: Path) -> tuple[LanceDBStore, np.ndarray, np.ndarray, np.ndarray]:
-    """4,000 vectors in 40 clusters (the calibration probes a few partitions), each with a uniform ``u`` in [0, 1),
-    and 20 queries near stored vectors."""
-    rng = np.random.default_rng(6)
-    centres = 3 * rng.standard_normal((40, 32))
-    vectors = (centres[rng.integers(0, 40, 4_000)] + rng.standard_normal((4_000, 32))).astype(np.float32)
-    share = rng.random(4_000)
+def _clustered_store_with_shares(
+    tmp_path: Path, rows: int = 4_000, clusters: int = 40, queries: int = 20, seed: int = 6
+) -> tuple[LanceDBStore, np.ndarray, np.ndarray, np.ndarray]:
+    """``rows`` vectors in ``clusters`` clusters (the calibration probes a few partitions), each with a uniform
+    ``u`` in [0, 1), and ``queries`` queries near stored vectors."""
+    rng = np.random.default_rng(seed)
+    centres = 3 * rng.standard_normal((clusters, 32))
+    vectors = (centres[rng.integers(0, clusters, rows)] + rng.standard_normal((rows, 32))).astype(np.float32)
+    share = rng.random(rows)
     records = [VectorRecord(f"r{i}", v, {"u": float(s)}) for i, (v, s) in enumerate(zip(vectors, share))]
     LanceDBStore(tmp_path).upsert(records, namespace="n")
     store = LanceDBStore(tmp_path, exact_search_max_vectors=1_000)
     store.maintain("n")
-    assert _calibrated_probes(store) is not None
-    queries = (vectors[rng.integers(0, 4_000, 20)] + 0.3 * rng.standard_normal((20, 32))).astype(np.float32)
-    return store, vectors, share, queries
+    calibrated = _calibrated_probes(store)
+    assert calibrated is not None and calibrated < math.isqrt(rows)  # fewer than the index's partitions
+    near = (vectors[rng.integers(0, rows, queries)] + 0.3 * rng.standard_normal((queries, 32))).astype(np.float32)
+    return store, vectors, share, near
 
 
 def test_a_selective_filter_widens_the_calibrated_probes(tmp_path: Path) -> None:
@@ -434,18 +437,8 @@ def test_filtered_recall_holds_where_the_filtered_neighbours_lie_beyond_an_unfil
 ) -> None:
     """20,000 vectors in 1,000 small clusters: an unfiltered query probes a few of the 141 partitions, and the
     filtered top 10 of a 10 % or 25 % filter lies deeper than the unfiltered top 10 the calibration measured, in
-    partitions such a query does not probe (searching only those found 0.83 and 0.93 of them)."""
-    rng = np.random.default_rng(1)
-    centres = 3 * rng.standard_normal((1_000, 32))
-    vectors = (centres[rng.integers(0, 1_000, 20_000)] + rng.standard_normal((20_000, 32))).astype(np.float32)
-    share = rng.random(20_000)
-    records = [VectorRecord(f"r{i}", v, {"u": float(s)}) for i, (v, s) in enumerate(zip(vectors, share))]
-    LanceDBStore(tmp_path).upsert(records, namespace="n")
-    store = LanceDBStore(tmp_path, exact_search_max_vectors=1_000)
-    store.maintain("n")
-    calibrated = _calibrated_probes(store)
-    assert calibrated is not None and calibrated < 141
-    queries = (vectors[rng.integers(0, 20_000, 50)] + 0.3 * rng.standard_normal((50, 32))).astype(np.float32)
+    partitions such a query does not probe (searching only those found 0.80 of them)."""
+    store, vectors, share, queries = _clustered_store_with_shares(tmp_path, 20_000, 1_000, queries=50, seed=1)
     for limit in (0.1, 0.25):
         allowed = np.flatnonzero(share < limit)
         assert _filtered_recall(store, vectors, allowed, queries, filter={"u": {"$lt": limit}}) >= 0.95
