@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ragline.batching import batched
 from ragline.embedders.base import Embedder
 from ragline.errors import RunStopped
 from ragline.records import sha256_hex
@@ -71,11 +72,10 @@ def complete(
     missing = list(lookup.missing.items())
     if per_call is not None:
         missing.sort(key=lambda item: len(item[1]))
-    size = per_call or max(1, len(missing))
-    for start in range(0, len(missing), size):
+    for part in batched(missing, per_call or max(1, len(missing))):
         if stopping is not None and stopping.is_set():
-            raise RunStopped(f"embedding stopped after {start} of {len(missing)} texts: the run is being abandoned")
-        part = missing[start : start + size]
+            done = len(found) - len(lookup.cached)
+            raise RunStopped(f"embedding stopped after {done} of {len(missing)} texts: the run is being abandoned")
         fresh = dict(zip((h for h, _ in part), (embed or embedder.embed)([text for _, text in part])))
         cache.put_many(embedder.model_id, fresh)
         found.update(fresh)
