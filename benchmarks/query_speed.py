@@ -5,7 +5,7 @@
 Per size: synthetic 384-d vectors (a mixture of 1,000 Gaussian clusters, as embeddings cluster by topic; uniform
 random vectors are the worst case for an ANN index) are written in 10,000-row batches to a fresh LanceDB
 directory, with a metadata field ``bucket`` (0-9), then ``maintain`` runs as after a committed run (compaction;
-the IVF_SQ index above the exact-search limit). Queries are drawn from the same clusters; the filter is
+the IVF_RQ index above the exact-search limit). Queries are drawn from the same clusters; the filter is
 ``{"bucket": 3}`` (10 % of the records). Recall@10 is measured against numpy exact search over the same vectors.
 Reported: p50/p95 ms of single queries (after two warm-up queries: a version's first query searches flat, the
 second builds the in-memory index), the warm-up and index-build seconds, the p50 of the bare numpy product over
@@ -118,7 +118,7 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
             if size <= QUANTIZE_ABOVE
             else "in-memory, 8-bit codes then exact re-rank"
             if size <= args.exact_limit
-            else "IVF_SQ index, refined"
+            else "IVF_RQ index (4 bits a dimension), refined"
         )
         if (probes := store.probes_path(f"ns_{NS}")).exists():
             result["probes_calibration"] = json.loads(probes.read_text())

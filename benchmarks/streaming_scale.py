@@ -210,7 +210,7 @@ def query_speed(home: Path, queries: int) -> dict[str, Any]:
     probes = store.probes_path(f"ns_{NAMESPACE}")
     return {
         "vectors": total,
-        "path": "IVF_SQ index, refined" if indexed else "in-memory exact",
+        "path": "IVF_RQ index (4 bits a dimension), refined" if indexed else "in-memory exact",
         "probes_calibration": json.loads(probes.read_text()) if probes.exists() else None,
         "queries": len(texts),
         **timed_queries(store, vectors, None),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,15 +28,15 @@ def _search_finding_all_from(enough: int | None) -> Search:
 
 
 def test_calibration_keeps_one_step_above_the_fewest_probes_that_reach_the_target() -> None:
-    probes = lance_probes.calibrate("u", 1_000, 1_000, IDS, TRUTH, _search_finding_all_from(32))
-    assert probes == Probes("u", 64, 1.0, 1_000)
-    probes = lance_probes.calibrate("u", 1_000, 1_000, IDS, TRUTH, _search_finding_all_from(256))
-    assert probes == Probes("u", None, 1.0, 1_000)  # no step above the last one
+    probes = lance_probes.calibrate("u", "K", 1_000, 1_000, IDS, TRUTH, _search_finding_all_from(32))
+    assert probes == Probes("u", "K", 64, 1.0, 1_000)
+    probes = lance_probes.calibrate("u", "K", 1_000, 1_000, IDS, TRUTH, _search_finding_all_from(256))
+    assert probes == Probes("u", "K", None, 1.0, 1_000)  # no step above the last one
 
 
 def test_calibration_falls_back_to_every_partition() -> None:
-    probes = lance_probes.calibrate("u", 1_000, 1_000, IDS, TRUTH, _search_finding_all_from(None))
-    assert probes == Probes("u", None, 1.0, 1_000)
+    probes = lance_probes.calibrate("u", "K", 1_000, 1_000, IDS, TRUTH, _search_finding_all_from(None))
+    assert probes == Probes("u", "K", None, 1.0, 1_000)
 
 
 def test_calibration_tries_at_most_half_the_partitions() -> None:
@@ -45,7 +46,7 @@ def test_calibration_tries_at_most_half_the_partitions() -> None:
         tried.append(nprobes)
         return []
 
-    probes = lance_probes.calibrate("u", 1_000, 40, IDS, TRUTH, search)
+    probes = lance_probes.calibrate("u", "K", 1_000, 40, IDS, TRUTH, search)
     assert sorted(set(tried), key=lambda n: n or 10**9) == [8, None] and probes.recall == 0.0  # 16 is the margin
 
 
@@ -53,12 +54,12 @@ def test_the_sample_vector_itself_does_not_count() -> None:
     def search(i: int, nprobes: int | None) -> list[Neighbour]:
         return TRUTH[i][:10]  # itself and 9 of its 10 neighbours
 
-    assert lance_probes.calibrate("u", 1_000, 1_000, IDS, TRUTH, search).recall == 0.9
+    assert lance_probes.calibrate("u", "K", 1_000, 1_000, IDS, TRUTH, search).recall == 0.9
 
 
 def test_a_duplicate_ranked_above_the_sample_vector_still_leaves_ten_to_find() -> None:
     truth = [[(f"{own}-copy", 1.0), (own, 1.0), *((f"{own}-n{j}", 0.9 - j / 100) for j in range(9))] for own in IDS]
-    probes = lance_probes.calibrate("u", 1_000, 1_000, IDS, truth, lambda i, nprobes: truth[i])
+    probes = lance_probes.calibrate("u", "K", 1_000, 1_000, IDS, truth, lambda i, nprobes: truth[i])
     assert probes.nprobes == 16 and probes.recall == 1.0
 
 
@@ -72,7 +73,7 @@ def test_a_tied_copy_of_a_neighbour_counts_as_found() -> None:
         copies = [(f"{IDS[i]}-copy{j}", 0.8 - 1e-6) for j in range(20, 25)]  # other copies, float32 rounding apart
         return [*copies, *others[:4], ("far", 0.5)] if nprobes == 8 else [*copies, *others]
 
-    probes = lance_probes.calibrate("u", 1_000, 1_000, IDS, truth, search)
+    probes = lance_probes.calibrate("u", "K", 1_000, 1_000, IDS, truth, search)
     assert probes.nprobes == 32 and probes.recall == 1.0  # 8 probes found 9 of 10: not enough; 16 passed
 
 
@@ -86,14 +87,14 @@ def test_a_sample_whose_neighbours_are_all_its_copies_says_nothing() -> None:
     def search(i: int, nprobes: int | None) -> list[Neighbour]:
         return truth[i] if i < 59 or nprobes is None else []
 
-    assert lance_probes.calibrate("u", 1_000, 1_000, ids, truth, search).nprobes is None
+    assert lance_probes.calibrate("u", "K", 1_000, 1_000, ids, truth, search).nprobes is None
 
 
 def test_a_result_below_the_tenth_score_is_not_found() -> None:
     def search(i: int, nprobes: int | None) -> list[Neighbour]:
         return [(f"{IDS[i]}-other{j}", 0.8) for j in range(10)]  # under the tenth neighbour's 0.81
 
-    assert lance_probes.calibrate("u", 1_000, 1_000, IDS, TRUTH, search).nprobes is None
+    assert lance_probes.calibrate("u", "K", 1_000, 1_000, IDS, TRUTH, search).nprobes is None
 
 
 def test_exact_neighbours_streams_batches() -> None:
@@ -119,9 +120,12 @@ def test_exact_neighbours_streams_batches() -> None:
 
 def test_a_kept_calibration_is_read_only_for_its_own_index(tmp_path: Path) -> None:
     path = tmp_path / "ns_n.probes.json"
-    lance_probes.save(path, Probes("u1", 16, 0.99, 10))
-    assert lance_probes.load(path, "u1") == Probes("u1", 16, 0.99, 10)
-    assert lance_probes.load(path, "u2") is None and lance_probes.load(path, None) is None
+    lance_probes.save(path, Probes("u1", "IvfRq", 16, 0.99, 10))
+    assert lance_probes.load(path, "u1", "IvfRq") == Probes("u1", "IvfRq", 16, 0.99, 10)
+    assert lance_probes.load(path, "u2", "IvfRq") is None and lance_probes.load(path, None, "IvfRq") is None
+    assert lance_probes.load(path, "u1", "IvfSq") is None  # made for another kind of index
+    path.write_text(json.dumps({"index_uuid": "u1", "nprobes": 16, "recall": 0.99, "rows": 10}))  # an earlier release's
+    assert lance_probes.load(path, "u1", "IvfRq") is None
     path.write_text("[1, 2")
-    assert lance_probes.load(path, "u1") is None
-    assert lance_probes.load(tmp_path / "missing.json", "u1") is None
+    assert lance_probes.load(path, "u1", "IvfRq") is None
+    assert lance_probes.load(tmp_path / "missing.json", "u1", "IvfRq") is None

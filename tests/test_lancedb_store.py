@@ -216,7 +216,7 @@ def test_maintain_builds_a_vector_index_above_the_exact_limit(tmp_path: Path) ->
     store.upsert([VectorRecord(f"r{i}", v, {"n": i}) for i, v in enumerate(vectors)], namespace="n")
     store.maintain("n")
     table = store._open("ns_n")
-    assert table is not None and [(i.columns, i.index_type) for i in table.list_indices()] == [(["vector"], "IvfSq")]
+    assert table is not None and [(i.columns, i.index_type) for i in table.list_indices()] == [(["vector"], "IvfRq")]
     query = vectors[5] + 0.01
     assert store.query(query, namespace="n", top_k=1)[0].id == "r5"
     only = store.query(query, namespace="n", top_k=3, filter={"n": {"$in": [1, 2, 3]}})
@@ -309,7 +309,7 @@ def test_a_failed_calibration_leaves_no_stale_one_and_withholds_the_seal(
     rng = np.random.default_rng(6)
     store = _indexed_store(tmp_path, rng.standard_normal((1_200, 16)).astype(np.float32))
     path = store.probes_path("ns_n")
-    path.write_text(json.dumps({"index_uuid": "another", "nprobes": 8, "recall": 1.0, "rows": 1_200}))
+    path.write_text(json.dumps({"index_uuid": "another", "kind": "IvfRq", "nprobes": 8, "recall": 1.0, "rows": 1_200}))
 
     def fail(*args: object) -> None:
         raise RuntimeError("disk full")
@@ -326,7 +326,7 @@ def test_a_calibration_kept_for_another_index_is_ignored(tmp_path: Path) -> None
     queries = rng.standard_normal((20, 32)).astype(np.float32)
     store = _indexed_store(tmp_path, vectors)
     path = store.probes_path("ns_n")
-    path.write_text(json.dumps({"index_uuid": "another", "nprobes": 1, "recall": 1.0, "rows": 4_000}))
+    path.write_text(json.dumps({"index_uuid": "another", "kind": "IvfRq", "nprobes": 1, "recall": 1.0, "rows": 4_000}))
     assert _recall_at_10(LanceDBStore(tmp_path, exact_search_max_vectors=1_000), vectors, queries) >= 0.95
     path.write_text("{not json")
     assert _recall_at_10(LanceDBStore(tmp_path, exact_search_max_vectors=1_000), vectors, queries) >= 0.95
@@ -336,18 +336,37 @@ def test_a_calibration_kept_for_another_index_is_ignored(tmp_path: Path) -> None
 
 
 def test_maintain_replaces_an_older_kind_of_vector_index(tmp_path: Path) -> None:
-    """A namespace indexed by an earlier release (IVF_PQ) gets the current index at its next housekeeping."""
+    """A namespace indexed by an earlier release (IVF_SQ) gets the current index at its next housekeeping."""
     rng = np.random.default_rng(4)
     vectors = rng.standard_normal((600, 16)).astype(np.float32)
     store = LanceDBStore(tmp_path, exact_search_max_vectors=500)
     store.upsert([VectorRecord(f"r{i}", v, {}) for i, v in enumerate(vectors)], namespace="n")
     table = store._open("ns_n")
     assert table is not None
-    table.create_index(metric="cosine", index_type="IVF_PQ", num_partitions=4, num_sub_vectors=2)
+    table.create_index(metric="cosine", index_type="IVF_SQ", num_partitions=4)
     store.maintain("n")
     table = store._open("ns_n")
-    assert table is not None and [i.index_type for i in table.list_indices()] == ["IvfSq"]
+    assert table is not None and [i.index_type for i in table.list_indices()] == ["IvfRq"]
     assert store.query(vectors[7], namespace="n", top_k=1)[0].id == "r7"
+
+
+def test_a_sealed_namespace_indexed_by_an_earlier_release_is_unsealed_and_reindexed(tmp_path: Path) -> None:
+    """An IVF_SQ index with the calibration an earlier release kept (no index kind in it): the namespace is not
+    sealed, so the next run, even one that changes nothing, runs the housekeeping that replaces the index."""
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((600, 16)).astype(np.float32)
+    store = LanceDBStore(tmp_path, exact_search_max_vectors=500)
+    store.upsert([VectorRecord(f"r{i}", v, {}) for i, v in enumerate(vectors)], namespace="n")
+    table = store._open("ns_n")
+    assert table is not None
+    table.create_index(metric="cosine", index_type="IVF_SQ", num_partitions=4)
+    old = table.list_indices()[0].index_uuid
+    store.probes_path("ns_n").write_text(json.dumps({"index_uuid": old, "nprobes": 8, "recall": 1.0, "rows": 600}))
+    assert store.fingerprint("n") is None
+    store.maintain("n")
+    table = store._open("ns_n")
+    assert table is not None and [i.index_type for i in table.list_indices()] == ["IvfRq"]
+    assert store.fingerprint("n") is not None
 
 
 def test_importing_stores_does_not_import_lancedb() -> None:

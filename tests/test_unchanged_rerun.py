@@ -153,6 +153,6 @@ def test_an_unchanged_namespace_indexed_by_an_earlier_release_gets_housekeeping(
     assert current_seal(c, NS) is None
     assert ingest(c, open_source(root)).stats.chunks_written == 0
     table = store._open(f"ns_{NS}")
-    assert table is not None and [i.index_type for i in table.list_indices()] == ["IvfSq"]
+    assert table is not None and [i.index_type for i in table.list_indices()] == ["IvfRq"]
     assert store.probes_path(f"ns_{NS}").exists() and current_seal(c, NS) is not None
     c.close()

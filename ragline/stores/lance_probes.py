@@ -5,7 +5,7 @@ Whether a few partitions hold a query's neighbours depends on the vectors: embed
 √n partitions usually do; vectors without clusters (near-ties everywhere) need all of them. Measuring it per index
 keeps recall without paying the full scan where it is not needed. The count kept is one step above the fewest that
 passed, since questions lie off the stored points the sample stands on. No calibration, or one made for another
-index, means every partition.
+index or another kind of index, means every partition.
 
 A result counts as found when it is one of the exact neighbours or scores as high as the tenth of them: copies of one
 text (boilerplate chunks) share a vector, and any of the tied copies is as right as another. A sample whose ten
@@ -36,23 +36,26 @@ Neighbour = tuple[str, float]
 
 @dataclass(frozen=True)
 class Probes:
-    """A calibration: ``nprobes`` (None: every partition) found ``recall`` on ``SAMPLE`` stored vectors."""
+    """A calibration of the index ``index_uuid`` of kind ``kind`` (as LanceDB reports it): ``nprobes`` (None: every
+    partition) found ``recall`` on ``SAMPLE`` stored vectors."""
 
     index_uuid: str
+    kind: str
     nprobes: int | None
     recall: float
     rows: int
 
 
-def load(path: Path, index_uuid: str | None) -> Probes | None:
-    """The calibration kept at ``path`` if it was made for this index; None if missing, unreadable or stale."""
+def load(path: Path, index_uuid: str | None, kind: str) -> Probes | None:
+    """The calibration kept at ``path`` if it was made for this index, of this kind; None if missing, unreadable,
+    stale or made for another kind of index (one an earlier release built, due to be replaced)."""
     if index_uuid is None:
         return None
     try:
         probes = Probes(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
-    return probes if probes.index_uuid == index_uuid else None
+    return probes if probes.index_uuid == index_uuid and probes.kind == kind else None
 
 
 def save(path: Path, probes: Probes) -> None:
@@ -83,6 +86,7 @@ def exact_neighbours(
 
 def calibrate(
     index_uuid: str,
+    kind: str,
     rows: int,
     partitions: int,
     sample_ids: Sequence[str],
@@ -111,5 +115,5 @@ def calibrate(
     ladder = [n for n in LADDER if n <= partitions // 2]
     for step, nprobes in enumerate(ladder[:-1]):
         if recall(nprobes) >= TARGET_RECALL:
-            return Probes(index_uuid, ladder[step + 1], recall(ladder[step + 1]), rows)
-    return Probes(index_uuid, None, recall(None), rows)
+            return Probes(index_uuid, kind, ladder[step + 1], recall(ladder[step + 1]), rows)
+    return Probes(index_uuid, kind, None, recall(None), rows)

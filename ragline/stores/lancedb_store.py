@@ -14,12 +14,12 @@ a query, through 8-bit codes first above ``quantize_above_vectors``, the filter 
 The first query of a version searches flat on disk, so a process that queries once (an ingest checking its writes)
 never holds a copy. The copy is keyed by the table's identity and version, checked on every query, so a write by
 any process on this host is seen by the next query, and a write or maintenance through this store drops it at once.
-Larger namespaces are searched by LanceDB: through the IVF_SQ vector index ``maintain`` builds for them (8-bit
-codes), probing ``ann_nprobes`` partitions (by default the fewest that kept recall on a sample of the namespace's
-own vectors, ``lance_probes``, measured when the index was built) and re-ranking ``ann_refine_factor`` × top_k
-candidates exactly; or flat until the index exists. Filters are prefilters, so ``top_k`` counts only matching
-records (an index search that finds fewer than ``top_k`` matches is redone flat), except where every partition is
-probed and the filter lets many rows through: then it filters an over-fetch after the search (``_postfiltered``).
+Larger namespaces are searched by LanceDB: through the IVF_RQ vector index ``maintain`` builds for them (RaBitQ
+codes of 4 bits a dimension), probing ``ann_nprobes`` partitions (by default the fewest that kept recall on a sample
+of the namespace's own vectors, ``lance_probes``, measured when the index was built) and re-ranking
+``ann_refine_factor`` × top_k candidates exactly; or flat until the index exists. ``top_k`` counts only matching
+records: a filter that lets many rows through filters an over-fetch after the search (``_postfiltered``), others
+are prefilters (an index search that finds fewer than ``top_k`` matches is redone flat).
 
 ``maintain`` (run after each committed run) compacts a namespace's fragments once there are
 ``compact_min_fragments`` of them, then deletes versions older than ``version_retention``: every write makes a
@@ -88,8 +88,12 @@ _EXACT_BATCH_ROWS = 8_192  # rows read at a time into the in-memory index
 _IVF_SAMPLE_RATE = 64
 """Training vectors per IVF partition (LanceDB's default is 256): measured on 1,000,000 × 384 (IVF_PQ, then), the
 build's peak memory fell by ~450 MiB and recall held (``benchmarks/streaming_scale.py``, ``query_speed.py``)."""
-_INDEX_TYPE: Final = "IVF_SQ"  # as ``create_index`` takes it
-_INDEX_KIND = "IvfSq"  # as ``list_indices`` reports it
+_INDEX_TYPE: Final = "IVF_RQ"  # as ``create_index`` takes it
+_INDEX_KIND = "IvfRq"  # as ``list_indices`` reports it
+_INDEX_BITS = 4
+"""Bits a dimension in the IVF_RQ (RaBitQ) codes. Measured on 1,000,000 × 384 vectors without clusters, every
+partition probed, refine 10 (``benchmarks/index_kinds.py``): 4 bits 30.1 ms, recall@10 1.0, built in 49 s; 8 bits
+42.8 ms, 124 s; 2 bits recall 0.963; 1 bit 0.618. IVF_SQ (a byte a dimension, the index before): 82.3 ms, 42 s."""
 _ALL_PARTITIONS = 1_000_000  # more than any index here has (√rows partitions), so ``nprobes`` probes them all
 _POSTFILTER_MARGIN = 2.0
 """A post-filtered query fetches this many times the rows its filter's share should take to yield top_k."""
@@ -165,7 +169,7 @@ class LanceDBStore:
 
     def _uncalibrated(self, name: str, root: Path) -> bool:
         """Whether the table has a vector index whose probe calibration is missing or was made for an index that
-        is gone (an IVF_PQ index from an earlier release, or a calibration that failed). Read from the files: a
+        is gone (an index of a kind an earlier release built, or a calibration that failed). Read from the files: a
         vector index's folder under ``_indices`` holds ``index.idx`` (scalar indexes hold other files)."""
         try:
             with os.scandir(root / "_indices") as entries:
@@ -173,7 +177,7 @@ class LanceDBStore:
         except (FileNotFoundError, NotADirectoryError):
             return False
         kept = self.probes_path(name)
-        return bool(vector_indexes) and not any(lance_probes.load(kept, uuid) for uuid in vector_indexes)
+        return bool(vector_indexes) and not any(lance_probes.load(kept, u, _INDEX_KIND) for u in vector_indexes)
 
     def seal_path(self, namespace: str) -> Path:
         """Where the namespace's seal is kept: beside its table, where LanceDB does not look."""
@@ -295,13 +299,15 @@ class LanceDBStore:
             release_free_memory()  # compaction's buffers: hundreds of MiB at 1,000,000 rows
         rows = table.count_rows()
         index = _vector_index(table)
-        if rows > self._exact_limit and (index is None or index.index_type != _INDEX_KIND):  # or an older kind
+        if (index is None and rows > self._exact_limit) or (index is not None and index.index_type != _INDEX_KIND):
+            # a new index, or one of the kind an earlier release built (whatever the size now)
             table.create_index(
                 metric="cosine",
                 index_type=_INDEX_TYPE,
                 num_partitions=max(1, int(rows**0.5)),
                 vector_column_name="vector",
                 sample_rate=_IVF_SAMPLE_RATE,
+                num_bits=_INDEX_BITS,
                 replace=True,
             )
             release_free_memory()
@@ -309,7 +315,7 @@ class LanceDBStore:
         if index is None or not index.index_uuid or self._nprobes is not None:  # ``ann_nprobes``: no calibration
             return
         kept = self.probes_path(table.name)
-        if lance_probes.load(kept, index.index_uuid) is None:
+        if lance_probes.load(kept, index.index_uuid, _INDEX_KIND) is None:
             kept.unlink(missing_ok=True)  # a stale one, gone: if this calibration fails, the seal is withheld
             self._calibrate(table.name, index.index_uuid, index.num_indexed_rows or rows)
             release_free_memory()  # the index partitions its queries loaded: ~500 MiB at 1,000,000 × 384
@@ -324,7 +330,7 @@ class LanceDBStore:
         that share of the matches the calibration counted on."""
         if self._nprobes is not None:
             return self._nprobes
-        probes = lance_probes.load(self.probes_path(name), index.index_uuid)
+        probes = lance_probes.load(self.probes_path(name), index.index_uuid, _INDEX_KIND)
         if probes is None or probes.nprobes is None:
             return _ALL_PARTITIONS
         if filter is None:
@@ -365,7 +371,7 @@ class LanceDBStore:
             return [(m.id, m.score) for m in found]
 
         partitions = max(1, int(indexed_rows**0.5))  # as built
-        probes = lance_probes.calibrate(index_uuid, rows, partitions, ids, truth, search)
+        probes = lance_probes.calibrate(index_uuid, _INDEX_KIND, rows, partitions, ids, truth, search)
         lance_probes.save(self.probes_path(name), probes)
         log.info(
             "%s: indexed queries probe %s partitions (recall@10 %.3f on %d stored vectors)",
