@@ -29,14 +29,14 @@ def _search_finding_all_from(enough: int | None) -> Search:
 
 def test_calibration_keeps_one_step_above_the_fewest_probes_that_reach_the_target() -> None:
     probes = lance_probes.calibrate("u", "K", 1_000, 1_000, IDS, TRUTH, _search_finding_all_from(32))
-    assert probes == Probes("u", "K", 64, 1.0, 1_000)
+    assert probes == Probes("u", 64, 1.0, 1_000, "K")
     probes = lance_probes.calibrate("u", "K", 1_000, 1_000, IDS, TRUTH, _search_finding_all_from(256))
-    assert probes == Probes("u", "K", None, 1.0, 1_000)  # no step above the last one
+    assert probes == Probes("u", None, 1.0, 1_000, "K")  # no step above the last one
 
 
 def test_calibration_falls_back_to_every_partition() -> None:
     probes = lance_probes.calibrate("u", "K", 1_000, 1_000, IDS, TRUTH, _search_finding_all_from(None))
-    assert probes == Probes("u", "K", None, 1.0, 1_000)
+    assert probes == Probes("u", None, 1.0, 1_000, "K")
 
 
 def test_calibration_tries_at_most_half_the_partitions() -> None:
@@ -120,12 +120,18 @@ def test_exact_neighbours_streams_batches() -> None:
 
 def test_a_kept_calibration_is_read_only_for_its_own_index(tmp_path: Path) -> None:
     path = tmp_path / "ns_n.probes.json"
-    lance_probes.save(path, Probes("u1", "IvfRq", 16, 0.99, 10))
-    assert lance_probes.load(path, "u1", "IvfRq") == Probes("u1", "IvfRq", 16, 0.99, 10)
-    assert lance_probes.load(path, "u2", "IvfRq") is None and lance_probes.load(path, None, "IvfRq") is None
-    assert lance_probes.load(path, "u1", "IvfSq") is None  # made for another kind of index
-    path.write_text(json.dumps({"index_uuid": "u1", "nprobes": 16, "recall": 0.99, "rows": 10}))  # an earlier release's
-    assert lance_probes.load(path, "u1", "IvfRq") is None
+    lance_probes.save(path, Probes("u1", 16, 0.99, 10, "IvfRq"))
+    assert lance_probes.load(path, "u1") == Probes("u1", 16, 0.99, 10, "IvfRq")
+    assert lance_probes.load(path, "u1", ("IvfRq", "IvfSq")) == Probes("u1", 16, 0.99, 10, "IvfRq")
+    assert lance_probes.load(path, "u2") is None and lance_probes.load(path, None) is None
+    assert lance_probes.load(path, "u1", ("IvfSq",)) is None  # made for another kind of index
     path.write_text("[1, 2")
-    assert lance_probes.load(path, "u1", "IvfRq") is None
-    assert lance_probes.load(tmp_path / "missing.json", "u1", "IvfRq") is None
+    assert lance_probes.load(path, "u1") is None
+    assert lance_probes.load(tmp_path / "missing.json", "u1") is None
+
+
+def test_an_earlier_releases_calibration_serves_its_index_but_names_no_kind(tmp_path: Path) -> None:
+    path = tmp_path / "ns_n.probes.json"
+    path.write_text(json.dumps({"index_uuid": "u1", "nprobes": 16, "recall": 0.99, "rows": 10}))
+    assert lance_probes.load(path, "u1") == Probes("u1", 16, 0.99, 10, "")
+    assert lance_probes.load(path, "u1", ("IvfRq", "IvfSq")) is None

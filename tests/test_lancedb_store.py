@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from ragline.errors import StoreError
 from ragline.stores import LanceDBStore, VectorRecord
+from ragline.stores.lancedb_store import _vector_index
 from ragline.testing.store_contract import StoreContract, record, unit
 
 
@@ -350,23 +351,62 @@ def test_maintain_replaces_an_older_kind_of_vector_index(tmp_path: Path) -> None
     assert store.query(vectors[7], namespace="n", top_k=1)[0].id == "r7"
 
 
-def test_a_sealed_namespace_indexed_by_an_earlier_release_is_unsealed_and_reindexed(tmp_path: Path) -> None:
-    """An IVF_SQ index with the calibration an earlier release kept (no index kind in it): the namespace is not
-    sealed, so the next run, even one that changes nothing, runs the housekeeping that replaces the index."""
-    rng = np.random.default_rng(4)
-    vectors = rng.standard_normal((600, 16)).astype(np.float32)
-    store = LanceDBStore(tmp_path, exact_search_max_vectors=500)
+def _with_earlier_releases_index(store: LanceDBStore, vectors: np.ndarray) -> Any:
+    """Namespace ``n`` holding ``vectors``, an IVF_SQ index and the calibration an earlier release kept for it (no
+    index kind in it, 2 probes); returns the table."""
     store.upsert([VectorRecord(f"r{i}", v, {}) for i, v in enumerate(vectors)], namespace="n")
     table = store._open("ns_n")
     assert table is not None
     table.create_index(metric="cosine", index_type="IVF_SQ", num_partitions=4)
-    old = table.list_indices()[0].index_uuid
-    store.probes_path("ns_n").write_text(json.dumps({"index_uuid": old, "nprobes": 8, "recall": 1.0, "rows": 600}))
+    kept = {"index_uuid": table.list_indices()[0].index_uuid, "nprobes": 2, "recall": 1.0, "rows": len(vectors)}
+    store.probes_path("ns_n").write_text(json.dumps(kept))
+    return table
+
+
+def test_a_sealed_namespace_indexed_by_an_earlier_release_is_unsealed_and_reindexed(tmp_path: Path) -> None:
+    """The namespace is not sealed, so the next run, even one that changes nothing, runs the housekeeping that
+    replaces the index; until then queries keep the old calibration's probes."""
+    vectors = np.random.default_rng(4).standard_normal((600, 16)).astype(np.float32)
+    store = LanceDBStore(tmp_path, exact_search_max_vectors=500)
+    table = _with_earlier_releases_index(store, vectors)
+    index = _vector_index(table)
+    assert index is not None and store._probes("ns_n", index, table, None) == 2
     assert store.fingerprint("n") is None
     store.maintain("n")
     table = store._open("ns_n")
     assert table is not None and [i.index_type for i in table.list_indices()] == ["IvfRq"]
     assert store.fingerprint("n") is not None
+
+
+def test_an_earlier_releases_index_is_replaced_on_a_namespace_shrunk_below_the_exact_limit(tmp_path: Path) -> None:
+    vectors = np.random.default_rng(4).standard_normal((600, 16)).astype(np.float32)
+    store = LanceDBStore(tmp_path, exact_search_max_vectors=500)
+    _with_earlier_releases_index(store, vectors)
+    store.delete(ids=[f"r{i}" for i in range(200)], namespace="n")
+    store.maintain("n")
+    table = store._open("ns_n")
+    assert table is not None and [i.index_type for i in table.list_indices()] == ["IvfRq"]
+    assert store.fingerprint("n") is not None
+
+
+def test_a_dimension_that_is_no_multiple_of_8_gets_an_ivf_sq_index(tmp_path: Path) -> None:
+    """LanceDB's IVF_RQ needs a dimension divisible by 8; a 12-d namespace is indexed, calibrated and sealed with
+    IVF_SQ, and one an earlier release indexed keeps its IVF_SQ index, calibrated again with its kind."""
+    vectors = np.random.default_rng(5).standard_normal((600, 12)).astype(np.float32)
+    store = LanceDBStore(tmp_path / "new", exact_search_max_vectors=500)
+    store.upsert([VectorRecord(f"r{i}", v, {}) for i, v in enumerate(vectors)], namespace="n")
+    store.maintain("n")
+    table = store._open("ns_n")
+    assert table is not None and [i.index_type for i in table.list_indices()] == ["IvfSq"]
+    assert store.fingerprint("n") is not None
+    assert store.query(vectors[7], namespace="n", top_k=1)[0].id == "r7"
+    upgraded = LanceDBStore(tmp_path / "upgraded", exact_search_max_vectors=500)
+    uuid = _with_earlier_releases_index(upgraded, vectors).list_indices()[0].index_uuid
+    assert upgraded.fingerprint("n") is None
+    upgraded.maintain("n")
+    table = upgraded._open("ns_n")
+    assert table is not None and [i.index_uuid for i in table.list_indices()] == [uuid]  # not rebuilt
+    assert upgraded.fingerprint("n") is not None
 
 
 def test_importing_stores_does_not_import_lancedb() -> None:
@@ -432,13 +472,13 @@ def test_a_broad_filter_filters_after_a_search_of_the_partitions_a_prefilter_wou
     still found."""
     store, vectors, share, queries = _clustered_store_with_shares(tmp_path)
     calls: list[tuple[int | None, bool]] = []
-    search = LanceDBStore._lance_search
+    search = LanceDBStore._lance_rows
 
-    def recording(self: LanceDBStore, *args: Any) -> Any:
-        calls.append((args[5], args[7] if len(args) > 7 else True))
-        return search(self, *args)
+    def recording(self: LanceDBStore, *args: Any, **kwargs: Any) -> Any:
+        calls.append((args[5], kwargs.get("prefilter", True)))
+        return search(self, *args, **kwargs)
 
-    monkeypatch.setattr(LanceDBStore, "_lance_search", recording)
+    monkeypatch.setattr(LanceDBStore, "_lance_rows", recording)
     quarter = {"u": {"$lt": 0.25}}
     assert _filtered_recall(store, vectors, np.flatnonzero(share < 0.25), queries, filter=quarter) >= 0.95
     table = store._open("ns_n")
@@ -485,6 +525,10 @@ def _filtered_recall(store: LanceDBStore, vectors: np.ndarray, allowed: np.ndarr
     return found / (10 * len(queries))
 
 
+def _row_of(vectors: np.ndarray, values: np.ndarray) -> int:
+    return int(np.flatnonzero((vectors == values).all(axis=1))[0])
+
+
 def test_a_filtered_query_over_every_partition_filters_after_the_search(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -492,17 +536,24 @@ def test_a_filtered_query_over_every_partition_filters_after_the_search(
     over-fetch instead of before the search; a 1 % filter is still a prefilter. Both keep the exact filtered top 10."""
     store, vectors, share = _uniform_store_with_shares(tmp_path)
     prefilters: list[bool] = []
-    search = LanceDBStore._lance_search
+    search = LanceDBStore._lance_rows
 
-    def recording(self: LanceDBStore, *args: Any) -> Any:
-        prefilters.append(args[7] if len(args) > 7 else True)
-        return search(self, *args)
+    def recording(self: LanceDBStore, *args: Any, **kwargs: Any) -> Any:
+        prefilters.append(kwargs.get("prefilter", True))
+        return search(self, *args, **kwargs)
 
-    monkeypatch.setattr(LanceDBStore, "_lance_search", recording)
+    monkeypatch.setattr(LanceDBStore, "_lance_rows", recording)
     queries = np.random.default_rng(8).standard_normal((20, 32)).astype(np.float32)
     quarter = {"u": {"$lt": 0.25}}
     assert _filtered_recall(store, vectors, np.flatnonzero(share < 0.25), queries, filter=quarter) >= 0.95
     assert prefilters.count(False) == 20 and prefilters.count(True) <= 2  # a rare over-fetch falls short
+    for query in queries[:3]:  # ranked by exact scores, the vectors returned as stored
+        matches = store.query(query, namespace="n", top_k=10, filter=quarter, include_values=True)
+        for match in matches:
+            assert match.values is not None and match.id == f"r{_row_of(vectors, match.values)}"
+            exact = float(match.values @ query / (np.linalg.norm(match.values) * np.linalg.norm(query)))
+            assert match.score == pytest.approx(exact, abs=1e-5)
+        assert [m.score for m in matches] == sorted((m.score for m in matches), reverse=True)
     prefilters.clear()
     rare = {"u": {"$lt": 0.01}}
     assert _filtered_recall(store, vectors, np.flatnonzero(share < 0.01), queries, filter=rare) >= 0.95

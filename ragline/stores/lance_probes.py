@@ -5,7 +5,8 @@ Whether a few partitions hold a query's neighbours depends on the vectors: embed
 √n partitions usually do; vectors without clusters (near-ties everywhere) need all of them. Measuring it per index
 keeps recall without paying the full scan where it is not needed. The count kept is one step above the fewest that
 passed, since questions lie off the stored points the sample stands on. No calibration, or one made for another
-index or another kind of index, means every partition.
+index, means every partition. A calibration names its index's kind, so the store can tell one an earlier release
+made for a kind of index it no longer builds (``load``'s ``kinds``).
 
 A result counts as found when it is one of the exact neighbours or scores as high as the tenth of them: copies of one
 text (boilerplate chunks) share a vector, and any of the tied copies is as right as another. A sample whose ten
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,26 +37,28 @@ Neighbour = tuple[str, float]
 
 @dataclass(frozen=True)
 class Probes:
-    """A calibration of the index ``index_uuid`` of kind ``kind`` (as LanceDB reports it): ``nprobes`` (None: every
-    partition) found ``recall`` on ``SAMPLE`` stored vectors."""
+    """A calibration of the index ``index_uuid`` of kind ``kind`` (as LanceDB reports it; "" in one an earlier
+    release kept): ``nprobes`` (None: every partition) found ``recall`` on ``SAMPLE`` stored vectors."""
 
     index_uuid: str
-    kind: str
     nprobes: int | None
     recall: float
     rows: int
+    kind: str = ""
 
 
-def load(path: Path, index_uuid: str | None, kind: str) -> Probes | None:
-    """The calibration kept at ``path`` if it was made for this index, of this kind; None if missing, unreadable,
-    stale or made for another kind of index (one an earlier release built, due to be replaced)."""
+def load(path: Path, index_uuid: str | None, kinds: Collection[str] | None = None) -> Probes | None:
+    """The calibration kept at ``path`` if it was made for this index (and, given ``kinds``, an index of one of
+    them: not one an earlier release built, due to be replaced); None if missing, unreadable or stale."""
     if index_uuid is None:
         return None
     try:
         probes = Probes(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
-    return probes if probes.index_uuid == index_uuid and probes.kind == kind else None
+    if probes.index_uuid != index_uuid or (kinds is not None and probes.kind not in kinds):
+        return None
+    return probes
 
 
 def save(path: Path, probes: Probes) -> None:
@@ -115,5 +118,5 @@ def calibrate(
     ladder = [n for n in LADDER if n <= partitions // 2]
     for step, nprobes in enumerate(ladder[:-1]):
         if recall(nprobes) >= TARGET_RECALL:
-            return Probes(index_uuid, kind, ladder[step + 1], recall(ladder[step + 1]), rows)
-    return Probes(index_uuid, kind, None, recall(None), rows)
+            return Probes(index_uuid, ladder[step + 1], recall(ladder[step + 1]), rows, kind)
+    return Probes(index_uuid, None, recall(None), rows, kind)

@@ -14,12 +14,13 @@ a query, through 8-bit codes first above ``quantize_above_vectors``, the filter 
 The first query of a version searches flat on disk, so a process that queries once (an ingest checking its writes)
 never holds a copy. The copy is keyed by the table's identity and version, checked on every query, so a write by
 any process on this host is seen by the next query, and a write or maintenance through this store drops it at once.
-Larger namespaces are searched by LanceDB: through the IVF_RQ vector index ``maintain`` builds for them (RaBitQ
-codes of 4 bits a dimension), probing ``ann_nprobes`` partitions (by default the fewest that kept recall on a sample
-of the namespace's own vectors, ``lance_probes``, measured when the index was built) and re-ranking
-``ann_refine_factor`` × top_k candidates exactly; or flat until the index exists. ``top_k`` counts only matching
-records: a filter that lets many rows through filters an over-fetch after the search (``_postfiltered``), others
-are prefilters (an index search that finds fewer than ``top_k`` matches is redone flat).
+Larger namespaces are searched by LanceDB: through the vector index ``maintain`` builds for them (IVF_RQ, RaBitQ
+codes of 4 bits a dimension; IVF_SQ where the dimension is no multiple of 8), probing ``ann_nprobes`` partitions (by
+default the fewest that kept recall on a sample of the namespace's own vectors, ``lance_probes``, measured when the
+index was built) and re-ranking ``ann_refine_factor`` × top_k candidates exactly; or flat until the index exists.
+``top_k`` counts only matching records: a filter that lets many rows through filters an over-fetch after the search
+and re-ranks what passes (``_postfiltered``), others are prefilters (an index search that finds fewer than ``top_k``
+matches is redone flat).
 
 ``maintain`` (run after each committed run) compacts a namespace's fragments once there are
 ``compact_min_fragments`` of them, then deletes versions older than ``version_retention``: every write makes a
@@ -52,7 +53,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -88,21 +89,22 @@ _EXACT_BATCH_ROWS = 8_192  # rows read at a time into the in-memory index
 _IVF_SAMPLE_RATE = 64
 """Training vectors per IVF partition (LanceDB's default is 256): measured on 1,000,000 × 384 (IVF_PQ, then), the
 build's peak memory fell by ~450 MiB and recall held (``benchmarks/streaming_scale.py``, ``query_speed.py``)."""
-_INDEX_TYPE: Final = "IVF_RQ"  # as ``create_index`` takes it
-_INDEX_KIND = "IvfRq"  # as ``list_indices`` reports it
+_IndexType = Literal["IVF_RQ", "IVF_SQ"]
+_INDEX_KINDS: Final[dict[_IndexType, str]] = {"IVF_RQ": "IvfRq", "IVF_SQ": "IvfSq"}
+"""The vector index kinds the store builds, as ``create_index`` takes them → as ``list_indices`` reports them:
+IVF_RQ for a dimension that is a multiple of 8 (LanceDB's RaBitQ needs it), IVF_SQ for any other (``_index_type``)."""
 _INDEX_BITS = 4
 """Bits a dimension in the IVF_RQ (RaBitQ) codes. Measured on 1,000,000 × 384 vectors without clusters, every
 partition probed, refine 10 (``benchmarks/index_kinds.py``): 4 bits 30.1 ms, recall@10 1.0, built in 49 s; 8 bits
 42.8 ms, 124 s; 2 bits recall 0.963; 1 bit 0.618. IVF_SQ (a byte a dimension, the index before): 82.3 ms, 42 s."""
 _ALL_PARTITIONS = 1_000_000  # more than any index here has (√rows partitions), so ``nprobes`` probes them all
-_POSTFILTER_MARGIN = 2.0
-"""A post-filtered query fetches this many times the rows its filter's share should take to yield top_k."""
-_POSTFILTER_RERANK = 0.3
-"""Candidates a post-filtered query re-ranks per row it fetches, as a share of ``ann_refine_factor`` (3 by default:
-with the 2 × over-fetch, 0.6 × the passing rows a prefiltered query re-ranks). Measured on 1,000,000 × 384
-near-ties, one row in eight passing: p50 36 ms, recall@10 0.9965; re-ranking as many as the prefilter: 44.5 ms,
-0.9995, in a later probe on a slower moment of the machine (``benchmarks/results/streaming_scale.json``)."""
-_POSTFILTER_MAX_LIMIT = 200
+_POSTFILTER_MARGIN = 4.0
+"""A post-filtered query fetches this many times the rows its filter's share should take to yield top_k, in the
+index's approximate order, and ranks those that pass by exact scores. Measured on the streaming benchmark's
+1,000,000 × 384 near-ties, every partition, one row in eight passing (320 rows fetched): recall@10 0.996, 48–50 ms,
+against 52–57 ms for LanceDB re-ranking 480 candidates before the filter (0.997); 2 × (160 rows): 0.974. Clustered,
+a 10 % filter: 17 against 25 ms, recall 1.0 (``benchmarks/results/streaming_scale.json``, ``query_speed.json``)."""
+_POSTFILTER_MAX_LIMIT = 400
 """Rows a post-filtered query fetches at most (for top 10: a filter letting through at least 10 % of the rows)."""
 _SHARES_KEPT = 1_024
 """Filter shares (``_share``) remembered per store, across tables and versions."""
@@ -177,7 +179,8 @@ class LanceDBStore:
         except (FileNotFoundError, NotADirectoryError):
             return False
         kept = self.probes_path(name)
-        return bool(vector_indexes) and not any(lance_probes.load(kept, u, _INDEX_KIND) for u in vector_indexes)
+        kinds = _INDEX_KINDS.values()
+        return bool(vector_indexes) and not any(lance_probes.load(kept, u, kinds) for u in vector_indexes)
 
     def seal_path(self, namespace: str) -> Path:
         """Where the namespace's seal is kept: beside its table, where LanceDB does not look."""
@@ -257,19 +260,27 @@ class LanceDBStore:
         include_values: bool,
         nprobes: int,
     ) -> list[QueryMatch] | None:
-        """A filtered query as an unfiltered one for ``limit`` rows over the partitions the prefiltered query would
-        probe (``nprobes``), filtered after: when ``top_k`` of them pass, they are the filtered top_k of those
-        partitions (any row there that passes but ranks below ``limit`` scores below all of them), as the prefilter
-        would find. A prefilter costs a pass over the filter columns on top of the scan. Measured at 1,000,000 × 384:
-        every partition, 69 against 32 ms; clustered vectors, a 10 % filter, 160 probes: 50.6 against 39.5 ms.
-        Fewer probes (an unfiltered query's 16) took 17 ms but miss the filtered neighbours in other partitions.
+        """A filtered query as an unfiltered one for the nearest ``limit`` rows by the index's codes, over the
+        partitions the prefiltered query would probe (``nprobes``), filtered after; the rows that pass are ranked by
+        exact scores, so only they are re-ranked (LanceDB's re-rank reads each candidate's vector on its own, before
+        the filter: most of a post-filtered query's time when it re-ranked 480 rows for 60 that pass). A prefilter
+        costs a pass over the filter columns on top of the scan. Fewer probes than the prefilter's (an unfiltered
+        query's 16) miss the filtered neighbours in other partitions.
         None when the filter is too selective for a short over-fetch (``_POSTFILTER_MAX_LIMIT``) or too few passed."""
         limit = math.ceil(_POSTFILTER_MARGIN * top_k / max(self._share(name, table, filter), 1e-9))
         if limit > _POSTFILTER_MAX_LIMIT:
             return None
-        refine = math.ceil(_POSTFILTER_RERANK * self._refine_factor)
-        found = self._lance_search(table, vector, limit, filter, include_values, nprobes, refine, False)
-        return found[:top_k] if len(found) >= top_k else None
+        rows = self._lance_rows(table, vector, limit, filter, True, nprobes, rerank=False, prefilter=False)
+        if rows.num_rows < top_k:
+            return None
+        candidates = _vectors(rows)
+        norms = np.maximum(np.linalg.norm(candidates, axis=1) * np.linalg.norm(vector), np.finfo(np.float32).tiny)
+        similarity = (candidates @ vector) / norms
+        best = np.argsort(-similarity, kind="stable")[:top_k]
+        exact = rows.take(best).set_column(
+            rows.schema.get_field_index("_distance"), "_distance", pa.array(1.0 - similarity[best], pa.float32())
+        )
+        return _matches(exact, include_values)
 
     def maintain(self, namespace: str) -> None:
         """Once the namespace has ``compact_min_fragments`` fragments, compact them and delete versions older than
@@ -299,11 +310,13 @@ class LanceDBStore:
             release_free_memory()  # compaction's buffers: hundreds of MiB at 1,000,000 rows
         rows = table.count_rows()
         index = _vector_index(table)
-        if (index is None and rows > self._exact_limit) or (index is not None and index.index_type != _INDEX_KIND):
+        index_type = _index_type(table)
+        kind = _INDEX_KINDS[index_type]
+        if (index is None and rows > self._exact_limit) or (index is not None and index.index_type != kind):
             # a new index, or one of the kind an earlier release built (whatever the size now)
             table.create_index(
                 metric="cosine",
-                index_type=_INDEX_TYPE,
+                index_type=index_type,
                 num_partitions=max(1, int(rows**0.5)),
                 vector_column_name="vector",
                 sample_rate=_IVF_SAMPLE_RATE,
@@ -315,9 +328,9 @@ class LanceDBStore:
         if index is None or not index.index_uuid or self._nprobes is not None:  # ``ann_nprobes``: no calibration
             return
         kept = self.probes_path(table.name)
-        if lance_probes.load(kept, index.index_uuid, _INDEX_KIND) is None:
+        if lance_probes.load(kept, index.index_uuid, (kind,)) is None:
             kept.unlink(missing_ok=True)  # a stale one, gone: if this calibration fails, the seal is withheld
-            self._calibrate(table.name, index.index_uuid, index.num_indexed_rows or rows)
+            self._calibrate(table.name, index.index_uuid, kind, index.num_indexed_rows or rows)
             release_free_memory()  # the index partitions its queries loaded: ~500 MiB at 1,000,000 × 384
 
     def probes_path(self, name: str) -> Path:
@@ -330,7 +343,7 @@ class LanceDBStore:
         that share of the matches the calibration counted on."""
         if self._nprobes is not None:
             return self._nprobes
-        probes = lance_probes.load(self.probes_path(name), index.index_uuid, _INDEX_KIND)
+        probes = lance_probes.load(self.probes_path(name), index.index_uuid)  # any kind: valid for its index
         if probes is None or probes.nprobes is None:
             return _ALL_PARTITIONS
         if filter is None:
@@ -349,7 +362,7 @@ class LanceDBStore:
             share = self._shares[key] = table.count_rows(where) / max(1, table.count_rows())
         return share
 
-    def _calibrate(self, name: str, index_uuid: str, indexed_rows: int) -> None:
+    def _calibrate(self, name: str, index_uuid: str, kind: str, indexed_rows: int) -> None:
         """Measure the fewest probes that find the exact neighbours of ``SAMPLE`` stored vectors, and keep it.
         Through a connection of its own, whose index cache goes when it returns instead of staying in this one's."""
         import lancedb
@@ -371,7 +384,7 @@ class LanceDBStore:
             return [(m.id, m.score) for m in found]
 
         partitions = max(1, int(indexed_rows**0.5))  # as built
-        probes = lance_probes.calibrate(index_uuid, _INDEX_KIND, rows, partitions, ids, truth, search)
+        probes = lance_probes.calibrate(index_uuid, kind, rows, partitions, ids, truth, search)
         lance_probes.save(self.probes_path(name), probes)
         log.info(
             "%s: indexed queries probe %s partitions (recall@10 %.3f on %d stored vectors)",
@@ -444,12 +457,25 @@ class LanceDBStore:
         filter: Filter | None,
         include_values: bool,
         nprobes: int | None,
-        refine: int | None = None,
-        prefilter: bool = True,
     ) -> list[QueryMatch]:
-        """Through the vector index probing ``nprobes`` partitions and re-ranking ``refine`` (default
-        ``ann_refine_factor``) × top_k exactly, or flat (None); ``filter`` before the search or, ``prefilter=False``,
-        on its ``top_k`` results."""
+        """Through the vector index probing ``nprobes`` partitions and re-ranking ``ann_refine_factor`` × top_k
+        exactly, or flat (None); ``filter`` before the search."""
+        rows = self._lance_rows(table, query_vector, top_k, filter, include_values, nprobes)
+        return _matches(rows, include_values)
+
+    def _lance_rows(
+        self,
+        table: Table,
+        query_vector: np.ndarray,
+        top_k: int,
+        filter: Filter | None,
+        include_values: bool,
+        nprobes: int | None,
+        rerank: bool = True,
+        prefilter: bool = True,
+    ) -> pa.Table:
+        """``_lance_search``'s rows; ``rerank=False``: in the order and with the distances of the index's codes;
+        ``prefilter=False``: ``filter`` applied to the search's ``top_k`` rows."""
         columns = ["id", "metadata", "_distance", *(["vector"] if include_values else [])]
         search = (
             table.search(query_vector, vector_column_name="vector")
@@ -458,12 +484,14 @@ class LanceDBStore:
             .limit(top_k)
         )
         if nprobes is not None:
-            search = search.nprobes(nprobes).refine_factor(refine or self._refine_factor)
+            search = search.nprobes(nprobes)
+            if rerank:
+                search = search.refine_factor(self._refine_factor)
         else:
             search = search.bypass_vector_index()
         if filter is not None:
             search = search.where(to_lance_where(filter, table.schema.names), prefilter=prefilter)
-        return _matches(search.to_arrow(), include_values)
+        return search.to_arrow()
 
     def fetch(self, ids: Sequence[str], *, namespace: str) -> dict[str, VectorRecord]:
         """The records with these ids that exist, in the order asked for."""
@@ -691,6 +719,11 @@ def _vector_index(table: Table) -> IndexConfig | None:
 
 def _dimension(table: Table) -> int:
     return int(table.schema.field("vector").type.list_size)
+
+
+def _index_type(table: Table) -> _IndexType:
+    """The kind of vector index the store builds for the table (a key of ``_INDEX_KINDS``)."""
+    return "IVF_RQ" if _dimension(table) % 8 == 0 else "IVF_SQ"
 
 
 def _check_dimension(table: Table, dimension: int, namespace: str) -> None:
