@@ -503,10 +503,10 @@ def test_filtered_recall_holds_where_the_filtered_neighbours_lie_beyond_an_unfil
         assert _filtered_recall(store, vectors, allowed, queries, filter={"u": {"$lt": limit}}) >= 0.95
 
 
-def _uniform_store_with_shares(tmp_path: Path) -> tuple[LanceDBStore, np.ndarray, np.ndarray]:
+def _uniform_store_with_shares(tmp_path: Path, scale: float = 1.0) -> tuple[LanceDBStore, np.ndarray, np.ndarray]:
     """4,000 near-uniform vectors (the calibration probes every partition), each with a uniform ``u`` in [0, 1)."""
     rng = np.random.default_rng(5)
-    vectors = rng.standard_normal((4_000, 32)).astype(np.float32)
+    vectors = (scale * rng.standard_normal((4_000, 32))).astype(np.float32)
     share = rng.random(4_000)
     records = [VectorRecord(f"r{i}", v, {"u": float(s)}) for i, (v, s) in enumerate(zip(vectors, share))]
     LanceDBStore(tmp_path).upsert(records, namespace="n")
@@ -558,6 +558,45 @@ def test_a_filtered_query_over_every_partition_filters_after_the_search(
     rare = {"u": {"$lt": 0.01}}
     assert _filtered_recall(store, vectors, np.flatnonzero(share < 0.01), queries, filter=rare) >= 0.95
     assert prefilters == [True] * 20
+
+
+def test_a_post_filtered_query_scores_tiny_vectors_exactly(tmp_path: Path) -> None:
+    """Vectors of norm ~1e-19: the product of two norms underflows float32, each norm alone does not."""
+    store, vectors, share = _uniform_store_with_shares(tmp_path, scale=1e-20)
+    row = int(np.flatnonzero(share < 0.5)[0])
+    matches = store.query(vectors[row], namespace="n", top_k=5, filter={"u": {"$lt": 0.5}}, include_values=True)
+    assert matches[0].id == f"r{row}" and matches[0].score == pytest.approx(1.0, abs=1e-5)
+    for match in matches:
+        assert match.values is not None
+        exact = float(np.dot(match.values / np.linalg.norm(match.values), vectors[row] / np.linalg.norm(vectors[row])))
+        assert match.score == pytest.approx(exact, abs=1e-5)
+
+
+def test_a_filter_on_an_earlier_releases_ivf_pq_index_is_a_prefilter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IVF_PQ codes order candidates too loosely for a post-filter without LanceDB's re-rank."""
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((4_000, 32)).astype(np.float32)
+    share = rng.random(4_000)
+    records = [VectorRecord(f"r{i}", v, {"u": float(s)}) for i, (v, s) in enumerate(zip(vectors, share))]
+    store = LanceDBStore(tmp_path, exact_search_max_vectors=1_000)
+    store.upsert(records, namespace="n")
+    table = store._open("ns_n")
+    assert table is not None
+    table.create_index(metric="cosine", index_type="IVF_PQ", num_partitions=8, num_sub_vectors=4)
+    prefilters: list[bool] = []
+    search = LanceDBStore._lance_rows
+
+    def recording(self: LanceDBStore, *args: Any, **kwargs: Any) -> Any:
+        prefilters.append(kwargs.get("prefilter", True))
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(LanceDBStore, "_lance_rows", recording)
+    quarter = {"u": {"$lt": 0.25}}
+    queries = rng.standard_normal((5, 32)).astype(np.float32)
+    assert _filtered_recall(store, vectors, np.flatnonzero(share < 0.25), queries, filter=quarter) >= 0.95
+    assert prefilters and all(prefilters)
 
 
 def test_an_over_fetch_that_falls_short_is_searched_again_with_the_prefilter(tmp_path: Path) -> None:
