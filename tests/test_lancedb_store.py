@@ -529,12 +529,8 @@ def _row_of(vectors: np.ndarray, values: np.ndarray) -> int:
     return int(np.flatnonzero((vectors == values).all(axis=1))[0])
 
 
-def test_a_filtered_query_over_every_partition_filters_after_the_search(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Where every partition is probed, a filter letting through a quarter of the rows is applied to an unfiltered
-    over-fetch instead of before the search; a 1 % filter is still a prefilter. Both keep the exact filtered top 10."""
-    store, vectors, share = _uniform_store_with_shares(tmp_path)
+def _recorded_prefilters(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each LanceDB search the store makes from now on filters before the search."""
     prefilters: list[bool] = []
     search = LanceDBStore._lance_rows
 
@@ -543,6 +539,16 @@ def test_a_filtered_query_over_every_partition_filters_after_the_search(
         return search(self, *args, **kwargs)
 
     monkeypatch.setattr(LanceDBStore, "_lance_rows", recording)
+    return prefilters
+
+
+def test_a_filtered_query_over_every_partition_filters_after_the_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where every partition is probed, a filter letting through a quarter of the rows is applied to an unfiltered
+    over-fetch instead of before the search; a 1 % filter is still a prefilter. Both keep the exact filtered top 10."""
+    store, vectors, share = _uniform_store_with_shares(tmp_path)
+    prefilters = _recorded_prefilters(monkeypatch)
     queries = np.random.default_rng(8).standard_normal((20, 32)).astype(np.float32)
     quarter = {"u": {"$lt": 0.25}}
     assert _filtered_recall(store, vectors, np.flatnonzero(share < 0.25), queries, filter=quarter) >= 0.95
@@ -576,25 +582,13 @@ def test_a_filter_on_an_earlier_releases_ivf_pq_index_is_a_prefilter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """IVF_PQ codes order candidates too loosely for a post-filter without LanceDB's re-rank."""
-    rng = np.random.default_rng(5)
-    vectors = rng.standard_normal((4_000, 32)).astype(np.float32)
-    share = rng.random(4_000)
-    records = [VectorRecord(f"r{i}", v, {"u": float(s)}) for i, (v, s) in enumerate(zip(vectors, share))]
-    store = LanceDBStore(tmp_path, exact_search_max_vectors=1_000)
-    store.upsert(records, namespace="n")
+    store, vectors, share = _uniform_store_with_shares(tmp_path)
     table = store._open("ns_n")
     assert table is not None
-    table.create_index(metric="cosine", index_type="IVF_PQ", num_partitions=8, num_sub_vectors=4)
-    prefilters: list[bool] = []
-    search = LanceDBStore._lance_rows
-
-    def recording(self: LanceDBStore, *args: Any, **kwargs: Any) -> Any:
-        prefilters.append(kwargs.get("prefilter", True))
-        return search(self, *args, **kwargs)
-
-    monkeypatch.setattr(LanceDBStore, "_lance_rows", recording)
+    table.create_index(metric="cosine", index_type="IVF_PQ", num_partitions=8, num_sub_vectors=4, replace=True)
+    prefilters = _recorded_prefilters(monkeypatch)
     quarter = {"u": {"$lt": 0.25}}
-    queries = rng.standard_normal((5, 32)).astype(np.float32)
+    queries = np.random.default_rng(9).standard_normal((5, 32)).astype(np.float32)
     assert _filtered_recall(store, vectors, np.flatnonzero(share < 0.25), queries, filter=quarter) >= 0.95
     assert prefilters and all(prefilters)
 

@@ -245,10 +245,10 @@ class LanceDBStore:
                 after = self._postfiltered(name, table, query_vector, top_k, filter, include_values, nprobes)
                 if after is not None:
                     return after
-            matches = self._lance_search(table, query_vector, top_k, filter, include_values, nprobes)
-            if nprobes is not None and nprobes < _ALL_PARTITIONS and len(matches) < top_k:  # too few in the probed
-                matches = self._lance_search(table, query_vector, top_k, filter, include_values, None)
-        return matches
+            rows = self._lance_rows(table, query_vector, top_k, filter, include_values, nprobes)
+            if nprobes is not None and nprobes < _ALL_PARTITIONS and rows.num_rows < top_k:  # too few in the probed
+                rows = self._lance_rows(table, query_vector, top_k, filter, include_values, None)
+        return _matches(rows, include_values)
 
     def _postfiltered(
         self,
@@ -380,7 +380,7 @@ class LanceDBStore:
         truth = lance_probes.exact_neighbours(queries, batches, k)
 
         def search(i: int, nprobes: int | None) -> list[lance_probes.Neighbour]:
-            found = self._lance_search(table, queries[i], k, None, False, nprobes or _ALL_PARTITIONS)
+            found = _matches(self._lance_rows(table, queries[i], k, None, False, nprobes or _ALL_PARTITIONS), False)
             return [(m.id, m.score) for m in found]
 
         partitions = max(1, int(indexed_rows**0.5))  # as built
@@ -449,20 +449,6 @@ class LanceDBStore:
         except FileNotFoundError:
             return frozenset()
 
-    def _lance_search(
-        self,
-        table: Table,
-        query_vector: np.ndarray,
-        top_k: int,
-        filter: Filter | None,
-        include_values: bool,
-        nprobes: int | None,
-    ) -> list[QueryMatch]:
-        """Through the vector index probing ``nprobes`` partitions and re-ranking ``ann_refine_factor`` × top_k
-        exactly, or flat (None); ``filter`` before the search."""
-        rows = self._lance_rows(table, query_vector, top_k, filter, include_values, nprobes)
-        return _matches(rows, include_values)
-
     def _lance_rows(
         self,
         table: Table,
@@ -474,8 +460,9 @@ class LanceDBStore:
         rerank: bool = True,
         prefilter: bool = True,
     ) -> pa.Table:
-        """``_lance_search``'s rows; ``rerank=False``: in the order and with the distances of the index's codes;
-        ``prefilter=False``: ``filter`` applied to the search's ``top_k`` rows."""
+        """Through the vector index probing ``nprobes`` partitions and re-ranking ``ann_refine_factor`` × top_k
+        exactly (``rerank=False``: in the order and with the distances of the index's codes), or flat (None);
+        ``filter`` before the search or, ``prefilter=False``, on its ``top_k`` rows."""
         columns = ["id", "metadata", "_distance", *(["vector"] if include_values else [])]
         search = (
             table.search(query_vector, vector_column_name="vector")
