@@ -588,9 +588,10 @@ def test_a_filter_on_an_earlier_releases_ivf_pq_index_is_a_prefilter(
     table.create_index(metric="cosine", index_type="IVF_PQ", num_partitions=8, num_sub_vectors=4, replace=True)
     prefilters = _recorded_prefilters(monkeypatch)
     quarter = {"u": {"$lt": 0.25}}
-    queries = np.random.default_rng(9).standard_normal((5, 32)).astype(np.float32)
-    assert _filtered_recall(store, vectors, np.flatnonzero(share < 0.25), queries, filter=quarter) >= 0.95
-    assert prefilters and all(prefilters)
+    for query in np.random.default_rng(9).standard_normal((5, 32)).astype(np.float32):
+        matches = store.query(query, namespace="n", top_k=10, filter=quarter)
+        assert len(matches) == 10 and all(m.metadata["u"] < 0.25 for m in matches)
+    assert prefilters == [True] * 5  # recall on PQ codes varies with their training; not what is checked here
 
 
 def test_an_over_fetch_that_falls_short_is_searched_again_with_the_prefilter(tmp_path: Path) -> None:
