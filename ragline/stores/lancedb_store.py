@@ -285,7 +285,7 @@ class LanceDBStore:
     def maintain(self, namespace: str) -> None:
         """Once the namespace has ``compact_min_fragments`` fragments, compact them and delete versions older than
         the retention (one LanceDB ``optimize``); build its vector index once it holds more than
-        ``exact_search_max_vectors`` records.
+        ``exact_search_max_vectors`` records, and replace one of a kind an earlier release built.
 
         Housekeeping only: a failure (another process compacting at the same moment) is logged, not raised.
         """
