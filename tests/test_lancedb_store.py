@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ragline.errors import StoreError
+from ragline.errors import IndexDamaged, StoreError
 from ragline.stores import LanceDBStore, VectorRecord
 from ragline.stores.lancedb_store import _vector_index
 from ragline.testing.store_contract import StoreContract, record, unit
@@ -140,21 +140,73 @@ def _allowed(query_filter: dict[str, Any] | None, i: int) -> bool:
     return i % 10 in bucket["$in"] if isinstance(bucket, dict) else i % 10 == bucket
 
 
+def _ids_from_memory(store: LanceDBStore, vector: np.ndarray, **kwargs: Any) -> list[str]:
+    """The ids a query of namespace ``n`` finds, asked twice so the second answer comes from the in-memory copy."""
+    first = [m.id for m in store.query(vector, namespace="n", **kwargs)]
+    second = [m.id for m in store.query(vector, namespace="n", **kwargs)]
+    assert "ns_n" in store._exact and second == first
+    return second
+
+
 def test_queries_see_writes_of_another_store_on_the_same_directory(tmp_path: Path) -> None:
-    """The in-memory search is keyed by table version: another process's upsert, delete or re-creation of the
-    namespace shows in the very next query."""
+    """The in-memory copy is keyed by the table's latest manifest: another process's upsert, delete or re-creation
+    of the namespace shows in the very next query."""
     reader, writer = LanceDBStore(tmp_path), LanceDBStore(tmp_path)
     writer.upsert([record("a", unit(1, 0)), record("b", unit(0, 1))], namespace="n")
-    assert [m.id for m in reader.query(unit(1, 0), namespace="n", top_k=1)] == ["a"]
+    assert _ids_from_memory(reader, unit(1, 0), top_k=1) == ["a"]
     writer.upsert([record("c", unit(1, 0.01), k="v")], namespace="n")
     assert [m.id for m in reader.query(unit(1, 0.01), namespace="n", top_k=1)] == ["c"]
-    assert [m.id for m in reader.query(unit(1, 0), namespace="n", filter={"k": "v"})] == ["c"]
+    assert _ids_from_memory(reader, unit(1, 0), filter={"k": "v"}) == ["c"]
     writer.delete(namespace="n", ids=["c"])
     assert [m.id for m in reader.query(unit(1, 0.01), namespace="n", top_k=1)] == ["a"]
     writer.delete(namespace="n", delete_all=True)  # dropped and re-created: its version numbers start again
     writer.upsert([record("x", unit(1, 0)), record("y", unit(0, 1))], namespace="n")
     writer.upsert([record("z", unit(1, 1))], namespace="n")
     assert {m.id for m in reader.query(unit(1, 0), namespace="n")} == {"x", "y", "z"}
+
+
+def test_a_copy_is_not_served_for_a_table_re_created_at_the_same_version(tmp_path: Path) -> None:
+    """Dropped and written again once, the table's latest manifest has the same name as the copy's: the copy
+    still gives way."""
+    reader, writer = LanceDBStore(tmp_path), LanceDBStore(tmp_path)
+    writer.upsert([record("a", unit(1, 0)), record("b", unit(0, 1))], namespace="n")
+    assert _ids_from_memory(reader, unit(1, 0)) == ["a", "b"]
+    writer.delete(namespace="n", delete_all=True)
+    writer.upsert([record("c", unit(1, 0)), record("d", unit(0, 1))], namespace="n")
+    assert [m.id for m in reader.query(unit(1, 0), namespace="n")] == ["c", "d"]
+
+
+def test_a_table_with_manifests_named_by_the_earlier_scheme_is_read_at_its_latest_version(tmp_path: Path) -> None:
+    """LanceDB's earlier naming (``<version>.manifest``, so 10 sorts before 9 by name) is read by number."""
+    import lancedb
+
+    reader, writer = LanceDBStore(tmp_path), LanceDBStore(tmp_path)
+    writer.__dict__["_db"] = lancedb.connect(tmp_path, storage_options={"new_table_enable_v2_manifest_paths": "false"})
+    for i in range(9):
+        writer.upsert([record(f"r{i}", unit(1, i))], namespace="n")
+    assert (tmp_path / "ns_n.lance" / "_versions" / "9.manifest").is_file()
+    assert _ids_from_memory(reader, unit(1, 8), top_k=1) == ["r8"]
+    writer.upsert([record("r9", unit(1, 9))], namespace="n")
+    assert _ids_from_memory(reader, unit(1, 9), top_k=1) == ["r9"]
+
+
+def _delete_a_data_file(table: Path) -> None:
+    sorted((table / "data").glob("*.lance"))[0].unlink()
+
+
+def _truncate_the_latest_manifest(table: Path) -> None:
+    with sorted((table / "_versions").glob("*.manifest"))[0].open("r+b") as handle:  # named u64::MAX - version
+        handle.truncate(64)
+
+
+@pytest.mark.parametrize("damage", [_delete_a_data_file, _truncate_the_latest_manifest])
+def test_a_copy_in_memory_is_not_served_once_the_table_is_damaged(tmp_path: Path, damage: Any) -> None:
+    store = LanceDBStore(tmp_path)
+    store.upsert([record("a", unit(1, 0)), record("b", unit(0, 1))], namespace="n")
+    assert _ids_from_memory(store, unit(1, 0)) == ["a", "b"]
+    damage(tmp_path / "ns_n.lance")
+    with pytest.raises(IndexDamaged, match="namespace 'n'"):
+        store.query(unit(1, 0), namespace="n")
 
 
 def _fragments(store: LanceDBStore, namespace: str) -> int:

@@ -6,8 +6,8 @@ product over float32: exact. A scan of float32 vectors is bound by memory bandwi
 384), so larger tables also keep 8-bit scalar-quantised codes (faiss ``IndexScalarQuantizer``, a quarter of the
 bytes, scanned with SIMD): the codes pick ``CANDIDATES_PER_RESULT`` × top_k candidates among the rows the filter
 lets through, and those are re-ranked by their exact float32 scores. Scores returned are always exact.
-The index is keyed by the table's identity and version: any write, by this process or another, makes a new
-version, so the owner compares keys before every query and rebuilds on a mismatch. Memory: 4 bytes per dimension
+The index is keyed by the table version it holds (its manifest file): any write, by this process or another, makes
+a new version, so the owner compares keys before every query and rebuilds on a mismatch. Memory: 4 bytes per dimension
 per vector (plus 1 above ``QUANTIZE_ABOVE``), plus the ids, metadata JSON and filter columns.
 """
 
@@ -36,8 +36,9 @@ MIN_CANDIDATES = 64
 _SLICE_ROWS = 65_536
 """Rows normalised at a time (a unit copy of the whole matrix would double its memory)."""
 
-IndexKey = tuple[str, int]
-"""A table's identity (the id in its schema metadata, '' for tables made before it) and version."""
+IndexKey = tuple[str, int, int, int]
+"""The table version an index holds, as its owner identifies it: the version's manifest file (name, inode,
+modification time in ns, size)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class ExactIndex:
     inverse_norms: np.ndarray  # float32, 1 / |vector|
     filter_columns: dict[str, pa.ChunkedArray]
     codes: Any  # faiss.IndexScalarQuantizer over the unit vectors, or None at most QUANTIZE_ABOVE rows
+
+    @property
+    def dimension(self) -> int:
+        return int(self.vectors.shape[1])
 
     @classmethod
     def build(

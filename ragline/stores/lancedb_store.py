@@ -12,8 +12,9 @@ Queries on a namespace of at most ``exact_search_max_vectors`` records are answe
 second query on (``lance_exact.ExactIndex``: the table version read once, batch by batch, one matrix-vector product
 a query, through 8-bit codes first above ``quantize_above_vectors``, the filter evaluated over in-memory columns).
 The first query of a version searches flat on disk, so a process that queries once (an ingest checking its writes)
-never holds a copy. The copy is keyed by the table's identity and version, checked on every query, so a write by
-any process on this host is seen by the next query, and a write or maintenance through this store drops it at once.
+never holds a copy. The copy is keyed by the table's latest manifest file (``_latest_manifest``), checked on the file
+system before every query, so a write by any process on this host is seen by the next query without opening the table
+through LanceDB, and a write or maintenance through this store drops it at once.
 Larger namespaces are searched by LanceDB: through the vector index ``maintain`` builds for them (IVF_RQ, RaBitQ
 codes of 4 bits a dimension; IVF_SQ where the dimension is no multiple of 8), probing ``ann_nprobes`` partitions (by
 default the fewest that kept recall on a sample of the namespace's own vectors, ``lance_probes``, measured when the
@@ -118,6 +119,8 @@ _KIND_TYPES: dict[ColumnKind, pa.DataType] = {
 _VENDOR_ERRORS = (ValueError, TypeError, RuntimeError, OSError)  # what lancedb and pyarrow raise
 _READ_FAILURES = (RuntimeError, OSError)  # what lance raises when a table's files are missing or damaged
 _SOURCE_LOCATION = re.compile(r",\s*/\S+\.rs:\d+:\d+")  # the Rust source location lance appends to errors
+_U64_MAX = 2**64 - 1
+_V2_MANIFEST_DIGITS = 20  # a manifest named by LanceDB's V2 scheme: u64::MAX - version, zero-padded
 _TABLE_ID = b"ragline.table"  # schema metadata: a table's identity, so a dropped and re-created table is not stale
 
 
@@ -143,7 +146,7 @@ class LanceDBStore:
         self._compact_min_fragments = compact_min_fragments
         self._retention = version_retention
         self._exact: dict[str, ExactIndex] = {}
-        self._queried: dict[str, IndexKey] = {}  # the version each table was last queried at without a copy
+        self._queried: dict[str, IndexKey] = {}  # the manifest each table was last queried at without a copy
         self._exact_lock = threading.Lock()
         self._shares: dict[tuple[str, str, int, str], float] = {}  # (table, its identity, version, where)
 
@@ -207,7 +210,7 @@ class LanceDBStore:
                 schema = batch.schema().with_metadata({_TABLE_ID: uuid.uuid4().hex.encode()})
                 self._db.create_table(name, data=batch.to_arrow(schema))
                 return batch.size
-            _check_dimension(table, batch.dimension, namespace)
+            _check_dimension(_dimension(table), batch.dimension, namespace)
             new_fields = [f for f in batch.schema() if f.name not in table.schema.names]
             if new_fields:
                 table.add_columns(new_fields)
@@ -231,12 +234,17 @@ class LanceDBStore:
         name = _table_name(namespace)
         check_query_arguments(top_k, filter)
         query_vector = _vector_matrix([vector], "query vector")[0]
+        seen = self._latest_manifest(name)  # before the table is opened: a write after it can only make a copy stale
+        exact = self._cached_exact(name, seen)
+        if exact is not None:
+            _check_dimension(exact.dimension, len(query_vector), namespace)
+            return exact.search(query_vector, top_k, filter, include_values)
         table = self._open(name)
         if table is None:
             return []
-        _check_dimension(table, len(query_vector), namespace)
+        _check_dimension(_dimension(table), len(query_vector), namespace)
         with _read_errors(namespace, "query"):
-            exact, within_limit = self._exact_index(name, table)
+            exact, within_limit = self._exact_index(name, table, seen)
             if exact is not None:
                 return exact.search(query_vector, top_k, filter, include_values)
             index = None if within_limit else _vector_index(table)
@@ -410,34 +418,64 @@ class LanceDBStore:
         latest_then = max((t for t in written if t <= began), default=None)
         return self._retention if latest_then is None else self._retention + timedelta(seconds=now - latest_then)
 
-    def _exact_index(self, name: str, table: Table) -> tuple[ExactIndex | None, bool]:
-        """The in-memory index of the table's current version, and whether the table is within the exact limit.
+    def _latest_manifest(self, name: str) -> IndexKey | None:
+        """The table's latest version as the file system shows it: its manifest's name, inode, modification time and
+        size (None without one). Every commit, by any process, writes a new manifest under ``_versions`` (named
+        ``u64::MAX - version`` in LanceDB's current scheme, ``version`` in the one before); a table dropped and
+        re-created restarts the numbers, and also holds other data files, which ``_cached_exact`` checks."""
+        latest: tuple[int, os.DirEntry[str]] | None = None
+        try:
+            with os.scandir(self._path / f"{name}.lance" / "_versions") as entries:
+                for entry in entries:
+                    stem, _, suffix = entry.name.partition(".")
+                    if suffix != "manifest" or not stem.isdigit():
+                        continue
+                    version = _U64_MAX - int(stem) if len(stem) == _V2_MANIFEST_DIGITS else int(stem)
+                    if latest is None or version > latest[0]:
+                        latest = (version, entry)
+            if latest is None:
+                return None
+            stat = latest[1].stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return latest[1].name, stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def _cached_exact(self, name: str, seen: IndexKey | None) -> ExactIndex | None:
+        """The in-memory index if it holds the version ``seen`` and every data file it was read from is on disk
+        unchanged (a lost or truncated file makes the query read the table, which reports the damage)."""
+        cached = self._exact.get(name)
+        if cached is None or seen is None or cached.key != seen:
+            return None
+        return cached if cached.files <= self._data_files(name) else None
+
+    def _exact_index(self, name: str, table: Table, seen: IndexKey | None) -> tuple[ExactIndex | None, bool]:
+        """The in-memory index of the table's version ``seen`` (its manifest, read before ``table`` was opened),
+        and whether the table is within the exact limit.
 
         The index is built when a version within the limit is queried a second time: the first query of a version
         searches flat on disk (``None``). A process that checks its writes with one query (an ingest's verify)
         never holds a copy of the table; one that serves queries builds it on its second (about as long as a
-        flat search at 100,000 records).
-        A hit also needs every data file seen at build time to be on disk unchanged: a lost or truncated file
-        makes the next query read the table again, which reports the damage as every read does.
+        flat search at 100,000 records). A write between ``seen`` and the read leaves the index keyed by the older
+        manifest: the next query finds it stale and reads the table again.
         """
-        key = _version_key(table)
-        files = self._data_files(name)
-        cached = self._exact.get(name)
-        if cached is not None and cached.key == key and cached.files <= files:
-            return cached, True
         with self._exact_lock:
+            cached = self._cached_exact(name, seen)  # built by another thread meanwhile
+            if cached is not None:
+                return cached, True
             self._exact.pop(name, None)
             rows = table.count_rows()
             if rows > self._exact_limit:
                 return None, False
-            if self._queried.get(name) != key:
-                self._queried[name] = key
+            if seen is None or self._queried.get(name) != seen:
+                if seen is not None:
+                    self._queried[name] = seen
                 return None, True
+            files = self._data_files(name)
             filter_columns = [c for c in table.schema.names if c not in _BASE_COLUMNS]
             query = table.search().select([*_BASE_COLUMNS, *filter_columns]).limit(None)
             batches = query.to_batches(_EXACT_BATCH_ROWS)
             self._exact[name] = ExactIndex.build(
-                key, files, batches, table.schema, filter_columns, rows, self._quantize_above
+                seen, files, batches, table.schema, filter_columns, rows, self._quantize_above
             )
             return self._exact[name], True
 
@@ -695,7 +733,7 @@ def _vector_matrix(vectors: Sequence[Any], what: str) -> np.ndarray:
     return matrix
 
 
-def _version_key(table: Table) -> IndexKey:
+def _version_key(table: Table) -> tuple[str, int]:
     """The table's identity (so a dropped and re-created table is another one) and its version."""
     return (table.schema.metadata or {}).get(_TABLE_ID, b"").decode(), table.version
 
@@ -719,8 +757,7 @@ def _index_type(table: Table) -> _IndexType:
     return "IVF_RQ" if _dimension(table) % 8 == 0 else "IVF_SQ"
 
 
-def _check_dimension(table: Table, dimension: int, namespace: str) -> None:
-    expected = _dimension(table)
+def _check_dimension(expected: int, dimension: int, namespace: str) -> None:
     if dimension != expected:
         raise StoreError(f"dimension mismatch: namespace {namespace!r} holds {expected}-d vectors, got {dimension}-d")
 
