@@ -2,13 +2,17 @@
 Pinecone), record store, embedding cache, namespace locks.
 
 ``components_for`` caches per process, so thin Prefect tasks can rebuild what they need from the config alone
-without reloading the model for every batch.
+without reloading the model for every batch. Inside ``stopped_on_error`` (a flow's session of stages,
+``ragline.tasks.steps``) it hands out the cached parts with that session's own ``stopping``.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from typing import TypedDict
 
 from ragline.config import RaglineConfig
@@ -48,7 +52,7 @@ class Components:
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set while a driver abandons its run (Ctrl-C, SIGTERM, a failed stage): a stage it left running in the
     background (embedding) stops at its next call instead of finishing the batch. ``DirectSteps.session`` gives each
-    session a copy of the components with an event of its own."""
+    session a copy of the components with an event of its own; a flow's session, ``stopped_on_error``."""
 
     def close(self) -> None:
         self.records.close()
@@ -211,12 +215,33 @@ def _identity(config: RaglineConfig) -> str:
 
 _cache: dict[str, Components] = {}
 _cache_lock = threading.Lock()
+_session_stopping: ContextVar[threading.Event | None] = ContextVar("ragline_session_stopping", default=None)
 
 
 def components_for(config: RaglineConfig) -> Components:
-    """Components for ``config``, built once per process."""
+    """Components for ``config``, built once per process (with the ``stopping`` of the ``stopped_on_error`` scope
+    the caller is in, if any)."""
     key = _identity(config)
     with _cache_lock:
         if key not in _cache:
             _cache[key] = build_components(config)
-        return _cache[key]
+        c = _cache[key]
+    stopping = _session_stopping.get()
+    return c if stopping is None else replace(c, stopping=stopping)
+
+
+@contextmanager
+def stopped_on_error() -> Iterator[None]:
+    """A scope in which ``components_for`` gives an event of the scope's own as ``stopping``, set when the scope is
+    left on an error (Ctrl-C, SIGTERM, a failed stage). Stages started inside it in this process, in threads that
+    copy the caller's context as Prefect's thread runner does, then make no further embedding call; other runs on
+    the same cached components are not stopped. Stages in other processes (Dask) finish their call as before."""
+    stopping = threading.Event()
+    token = _session_stopping.set(stopping)
+    try:
+        yield
+    except BaseException:
+        stopping.set()
+        raise
+    finally:
+        _session_stopping.reset(token)

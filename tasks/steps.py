@@ -17,6 +17,7 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner
 from prefect.utilities.annotations import quote
 
+from ragline.components import stopped_on_error
 from ragline.config import RaglineConfig
 from ragline.tasks.runners import group_runner, groups_in_flight
 
@@ -62,7 +63,9 @@ class TaskSteps:
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        with group_runner(self.config) as runner:
+        """Leaving on an error stops the session's stages at their next embedding call (``stopped_on_error``, left
+        before the runner, which then waits only for the call in progress)."""
+        with group_runner(self.config) as runner, stopped_on_error():
             self._runner = runner
             try:
                 yield

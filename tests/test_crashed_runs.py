@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -196,8 +196,8 @@ def test_an_open_run_is_running_while_its_lock_is_held_and_crashed_once_it_is_no
 
 
 class HeldEmbedder(HashingEmbedder):
-    """The hashing embedder, in the run's process, two texts a call; its first call waits until the session of
-    ``steps`` is being abandoned (its ``Components.stopping``)."""
+    """The hashing embedder, in the run's process, two texts a call; its first call waits until the session it runs
+    in is being abandoned (the ``Components.stopping`` that ``stopping()`` gives)."""
 
     holds_the_interpreter = False
     texts_per_call = 2
@@ -206,13 +206,13 @@ class HeldEmbedder(HashingEmbedder):
         super().__init__()
         self.calls: list[int] = []
         self.started = threading.Event()
-        self.steps: DirectSteps | None = None
+        self.stopping: Callable[[], threading.Event] | None = None
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         self.calls.append(len(texts))
-        if len(self.calls) == 1 and self.steps is not None:
+        if len(self.calls) == 1 and self.stopping is not None:
             self.started.set()
-            self.steps.c.stopping.wait(timeout=120)  # a guard against a hang, not a measurement
+            self.stopping().wait(timeout=120)  # a guard against a hang, not a measurement
         return super().embed(texts)
 
 
@@ -225,17 +225,22 @@ def interrupted_at_second_batch(items: Iterable[SourceItem], embedding: threadin
         yield item
 
 
+def extra_documents(folder: Path) -> Path:
+    folder.mkdir()
+    for n in range(DOCUMENTS):
+        (folder / f"extra-{n}.md").write_text(f"# Extra {n}\n\nExtra document {n} about chunk sizes.\n")
+    return folder
+
+
 def test_a_run_stopped_while_it_embeds_waits_for_one_embedding_call_and_keeps_what_it_embedded(
     home: Path, tmp_path: Path
 ) -> None:
-    extra = tmp_path / "extra"
-    extra.mkdir()
-    for n in range(DOCUMENTS):
-        (extra / f"extra-{n}.md").write_text(f"# Extra {n}\n\nExtra document {n} about chunk sizes.\n")
+    extra = extra_documents(tmp_path / "extra")
     embedder = HeldEmbedder()
     c = build_components(RaglineConfig(home=home, namespace=NS, embedder="hashing"), embedder)
     run = open_run(c, NS, "extra")
-    embedder.steps = steps = DirectSteps(c)
+    steps = DirectSteps(c)
+    embedder.stopping = lambda: steps.c.stopping
     with pytest.raises(KeyboardInterrupt):
         write_batches(
             steps,
@@ -251,6 +256,36 @@ def test_a_run_stopped_while_it_embeds_waits_for_one_embedding_call_and_keeps_wh
     write_batches(DirectSteps(c), open_run(c, NS, "extra"), DirectorySource(extra).items(), batch_size=BATCH_SIZE)
     assert embedder.calls == [2] + [1] + [2, 1] * (DOCUMENTS // BATCH_SIZE - 1)  # the first call's two were cached
     assert pending_chunks(home) == DOCUMENTS
+    c.close()
+
+
+def test_a_flow_stopped_while_it_embeds_waits_for_one_embedding_call(
+    harness: None, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same stop in a Prefect flow, whose tasks build their parts from the config (``components_for``)."""
+    from prefect import flow
+
+    from ragline.components import _cache, _identity, components_for
+    from ragline.tasks.ingest import INGEST_TASKS
+    from ragline.tasks.steps import TaskSteps
+
+    extra = extra_documents(tmp_path / "extra")
+    config = RaglineConfig(home=home, namespace=NS, embedder="hashing")
+    embedder = HeldEmbedder()
+    c = build_components(config, embedder)
+    monkeypatch.setitem(_cache, _identity(config), c)  # what the flow's tasks get from components_for(config)
+    embedder.stopping = lambda: components_for(config).stopping  # the session's own event, in the task's thread
+
+    @flow
+    def stopped_while_embedding() -> None:
+        items = interrupted_at_second_batch(DirectorySource(extra).items(), embedder.started)
+        write_batches(TaskSteps(config, INGEST_TASKS), open_run(c, NS, "extra"), items, batch_size=BATCH_SIZE)
+
+    with pytest.raises(KeyboardInterrupt):
+        stopped_while_embedding()
+    assert embedder.calls == [2]  # the second call of the batch was never made
+    assert pending_chunks(home) == 0
+    assert not components_for(config).stopping.is_set() and not c.stopping.is_set()
     c.close()
 
 
