@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -174,6 +175,46 @@ def test_a_copy_is_not_served_for_a_table_re_created_at_the_same_version(tmp_pat
     writer.delete(namespace="n", delete_all=True)
     writer.upsert([record("c", unit(1, 0)), record("d", unit(0, 1))], namespace="n")
     assert [m.id for m in reader.query(unit(1, 0), namespace="n")] == ["c", "d"]
+
+
+def test_the_key_of_a_re_created_table_differs_with_the_same_manifest_name_size_and_time(tmp_path: Path) -> None:
+    """A file system with coarse timestamps can give the re-created table's first manifest the old one's name,
+    size and modification time: the key (a digest of the manifest's bytes) still tells them apart."""
+    store = LanceDBStore(tmp_path)
+    store.upsert([record("a", unit(1, 0))], namespace="n")
+    before = store._latest_manifest("ns_n")
+    manifest = next((tmp_path / "ns_n.lance" / "_versions").glob("*.manifest"))
+    written = manifest.stat()
+    store.delete(namespace="n", delete_all=True)
+    store.upsert([record("a", unit(0, 1))], namespace="n")
+    os.utime(manifest, ns=(written.st_atime_ns, written.st_mtime_ns))
+    assert before is not None and manifest.stat().st_size == written.st_size
+    assert store._latest_manifest("ns_n") not in (before, None)
+
+
+def test_a_relative_path_stays_the_directory_it_named_when_the_working_directory_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    reader, writer = LanceDBStore(Path("db")), LanceDBStore(tmp_path / "db")
+    writer.upsert([record("a", unit(1, 0))], namespace="n")
+    assert _ids_from_memory(reader, unit(1, 0)) == ["a"]
+    elsewhere = tmp_path / "elsewhere"
+    LanceDBStore(elsewhere / "db").upsert([record("other", unit(0, 1))], namespace="n")
+    monkeypatch.chdir(elsewhere)  # where "db" now names a table too
+    assert _ids_from_memory(reader, unit(1, 0)) == ["a"]
+    writer.upsert([record("b", unit(1, 0.001))], namespace="n")
+    assert [m.id for m in reader.query(unit(1, 0.001), namespace="n")] == ["b", "a"]
+
+
+def test_a_path_under_the_home_directory_is_held_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    reader, writer = LanceDBStore(Path("~/db")), LanceDBStore(tmp_path / "home" / "db")
+    writer.upsert([record("a", unit(1, 0))], namespace="n")
+    assert _ids_from_memory(reader, unit(1, 0)) == ["a"]
+    writer.upsert([record("b", unit(1, 0.001))], namespace="n")
+    assert _ids_from_memory(reader, unit(1, 0.001)) == ["b", "a"]
 
 
 def test_a_table_with_manifests_named_by_the_earlier_scheme_is_read_at_its_latest_version(tmp_path: Path) -> None:

@@ -36,9 +36,8 @@ MIN_CANDIDATES = 64
 _SLICE_ROWS = 65_536
 """Rows normalised at a time (a unit copy of the whole matrix would double its memory)."""
 
-IndexKey = tuple[str, int, int, int]
-"""The table version an index holds, as its owner identifies it: the version's manifest file (name, inode,
-modification time in ns, size)."""
+IndexKey = tuple[str, str]
+"""The table version an index holds, as its owner identifies it: the version's manifest file (name, digest)."""
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ Queries on a namespace of at most ``exact_search_max_vectors`` records are answe
 second query on (``lance_exact.ExactIndex``: the table version read once, batch by batch, one matrix-vector product
 a query, through 8-bit codes first above ``quantize_above_vectors``, the filter evaluated over in-memory columns).
 The first query of a version searches flat on disk, so a process that queries once (an ingest checking its writes)
-never holds a copy. The copy is keyed by the table's latest manifest file (``_latest_manifest``), checked on the file
-system before every query, so a write by any process on this host is seen by the next query without opening the table
-through LanceDB, and a write or maintenance through this store drops it at once.
+never holds a copy. The copy is keyed by the table's latest manifest (``_latest_manifest``: its name and a digest of
+its bytes), checked on the file system before every query, so a write by any process on this host is seen by the
+next query without opening the table through LanceDB, and a write or maintenance through this store drops it at
+once.
 Larger namespaces are searched by LanceDB: through the vector index ``maintain`` builds for them (IVF_RQ, RaBitQ
 codes of 4 bits a dimension; IVF_SQ where the dimension is no multiple of 8), probing ``ann_nprobes`` partitions (by
 default the fewest that kept recall on a sample of the namespace's own vectors, ``lance_probes``, measured when the
@@ -138,7 +139,7 @@ class LanceDBStore:
         compact_min_fragments: int = 8,
         version_retention: timedelta = timedelta(minutes=10),
     ) -> None:
-        self._path = Path(path)
+        self._path = Path(path).expanduser().absolute()  # as LanceDB resolves it once: the file checks must agree
         self._exact_limit = exact_search_max_vectors
         self._quantize_above = quantize_above_vectors
         self._nprobes = ann_nprobes
@@ -419,26 +420,28 @@ class LanceDBStore:
         return self._retention if latest_then is None else self._retention + timedelta(seconds=now - latest_then)
 
     def _latest_manifest(self, name: str) -> IndexKey | None:
-        """The table's latest version as the file system shows it: its manifest's name, inode, modification time and
-        size (None without one). Every commit, by any process, writes a new manifest under ``_versions`` (named
-        ``u64::MAX - version`` in LanceDB's current scheme, ``version`` in the one before); a table dropped and
-        re-created restarts the numbers, and also holds other data files, which ``_cached_exact`` checks."""
-        latest: tuple[int, os.DirEntry[str]] | None = None
+        """The table's latest version as the file system shows it: its manifest's name and a digest of its bytes (None
+        without one, or if it cannot be read: the query then opens the table, which reports the problem). Every
+        commit, by any process, writes a new manifest under ``_versions`` (named ``u64::MAX - version`` in LanceDB's
+        current scheme, ``version`` in the one before). A table dropped and re-created restarts the numbers, but its
+        manifest holds another table id (schema metadata) and other data file names, so its digest differs."""
+        latest: tuple[int, str] | None = None
+        versions = self._path / f"{name}.lance" / "_versions"
         try:
-            with os.scandir(self._path / f"{name}.lance" / "_versions") as entries:
+            with os.scandir(versions) as entries:
                 for entry in entries:
                     stem, _, suffix = entry.name.partition(".")
                     if suffix != "manifest" or not stem.isdigit():
                         continue
                     version = _U64_MAX - int(stem) if len(stem) == _V2_MANIFEST_DIGITS else int(stem)
                     if latest is None or version > latest[0]:
-                        latest = (version, entry)
+                        latest = (version, entry.name)
             if latest is None:
                 return None
-            stat = latest[1].stat()
-        except (FileNotFoundError, NotADirectoryError):
+            digest = hashlib.blake2b((versions / latest[1]).read_bytes(), digest_size=16).hexdigest()
+        except OSError:
             return None
-        return latest[1].name, stat.st_ino, stat.st_mtime_ns, stat.st_size
+        return latest[1], digest
 
     def _cached_exact(self, name: str, seen: IndexKey | None) -> ExactIndex | None:
         """The in-memory index if it holds the version ``seen`` and every data file it was read from is on disk
@@ -480,12 +483,19 @@ class LanceDBStore:
             return self._exact[name], True
 
     def _data_files(self, name: str) -> frozenset[tuple[str, int]]:
-        """Names and sizes of the files in the table's data folder (LanceDB's on-disk layout)."""
+        """Names and sizes of the files in the table's data folder (LanceDB's on-disk layout); a file removed while
+        the folder is listed is left out."""
+        files = set()
         try:
             with os.scandir(self._path / f"{name}.lance" / "data") as entries:
-                return frozenset((e.name, e.stat().st_size) for e in entries)
+                for entry in entries:
+                    try:
+                        files.add((entry.name, entry.stat().st_size))
+                    except FileNotFoundError:
+                        continue
         except FileNotFoundError:
-            return frozenset()
+            pass
+        return frozenset(files)
 
     def _lance_rows(
         self,
