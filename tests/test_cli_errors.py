@@ -389,6 +389,16 @@ def ragline(
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
+def test_help_to_a_pipe_whose_reader_left_ends_quietly_with_141(tmp_path: Path) -> None:
+    """``ragline --help | true``: typer prints help through a Rich console of its own, which exits 1 on a broken
+    pipe."""
+    for args in (["--help"], ["ingest", "--help"]):
+        gone = ragline(*args, cwd=tmp_path, reader_gone=True)
+        assert (gone.returncode, gone.stderr) == (141, ""), args
+    shown = ragline("--help", cwd=tmp_path)
+    assert shown.returncode == 0 and "ingest" in shown.stdout
+
+
 @pytest.mark.slow  # eight fresh interpreters
 def test_exit_statuses_and_stderr_of_a_real_process(tmp_path: Path) -> None:
     corpus, home = hostile_corpus(tmp_path / "corpus"), str(tmp_path / "home")

@@ -6,7 +6,7 @@
   validation), or an exception ragline did not expect, named by its type;
 - exit 130, interrupted;
 - exit 141, the reader of the output went away (``ragline ask … | head``): quietly, as ``git`` does
-  (``shared.PlainConsole``).
+  (``shared.PlainConsole``; help, which typer prints through a console of its own, ``_reader_gone``).
 
 The traceback is printed only with ``ragline --verbose``. Commands raise; ``RaglineCommands`` (the app's group)
 reports, so no command catches errors of its own.
@@ -14,6 +14,8 @@ reports, so no command catches errors of its own.
 
 from __future__ import annotations
 
+import os
+import sys
 import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -58,6 +60,10 @@ class RaglineCommands(TyperGroup):
             status = report(exc, verbose=False)
         except typer.Abort:
             status = report(KeyboardInterrupt(), verbose=False)
+        except SystemExit as exc:
+            if exc.code != FAILURE or not _reader_gone():
+                raise
+            status = BROKEN_PIPE
         if standalone_mode:
             raise SystemExit(status)
         return status
@@ -71,6 +77,16 @@ class RaglineCommands(TyperGroup):
             raise typer.Exit(report(KeyboardInterrupt(), verbose=False)) from None
         except Exception as exc:
             raise typer.Exit(report(exc, verbose=bool(ctx.params.get("verbose")))) from exc
+
+
+def _reader_gone() -> bool:
+    """Whether standard output now goes to the null device: what Rich does, before exiting 1, when the reader of a
+    pipe it printed to went away (typer's help console is plain Rich). Commands never exit 1 this way: their failures
+    are returned as statuses."""
+    try:
+        return os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(os.devnull))
+    except (OSError, ValueError, AttributeError):  # no standard output, or one without a file descriptor
+        return False
 
 
 def report(exc: BaseException, *, verbose: bool) -> int:
