@@ -177,9 +177,10 @@ def test_a_copy_is_not_served_for_a_table_re_created_at_the_same_version(tmp_pat
     assert [m.id for m in reader.query(unit(1, 0), namespace="n")] == ["c", "d"]
 
 
-def test_the_key_of_a_re_created_table_differs_with_the_same_manifest_name_size_and_time(tmp_path: Path) -> None:
-    """A file system with coarse timestamps can give the re-created table's first manifest the old one's name,
-    size and modification time: the key (a digest of the manifest's bytes) still tells them apart."""
+def test_the_key_of_a_re_created_table_differs_with_the_same_manifest_name_and_time(tmp_path: Path) -> None:
+    """A file system with coarse timestamps can give the re-created table's first manifest the old one's name and
+    modification time (and often its inode and size): the key (a digest of the manifest's bytes) still tells them
+    apart."""
     store = LanceDBStore(tmp_path)
     store.upsert([record("a", unit(1, 0))], namespace="n")
     before = store._latest_manifest("ns_n")
@@ -188,7 +189,7 @@ def test_the_key_of_a_re_created_table_differs_with_the_same_manifest_name_size_
     store.delete(namespace="n", delete_all=True)
     store.upsert([record("a", unit(0, 1))], namespace="n")
     os.utime(manifest, ns=(written.st_atime_ns, written.st_mtime_ns))
-    assert before is not None and manifest.stat().st_size == written.st_size
+    assert before is not None
     assert store._latest_manifest("ns_n") not in (before, None)
 
 
