@@ -105,20 +105,24 @@ def _runs(home: Path) -> list[tuple[str, str]]:
 
 
 @contextmanager
-def ingest_waiting_for_input(home: Path, env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
-    """A ``ragline ingest`` of a named pipe, stopped in the middle: pending rows written, the run still open."""
+def ingest_waiting_for_input(
+    home: Path, env: dict[str, str], tmp_path: Path, *options: str
+) -> Iterator[subprocess.Popen[str]]:
+    """A ``ragline ingest`` of a named pipe, stopped in the middle: pending rows written, the run still open. It
+    leads a process group of its own, as a command started from a terminal does."""
     pipe = tmp_path / "more.jsonl"
     os.mkfifo(pipe)
     writer = os.open(pipe, os.O_RDWR)  # on Linux a FIFO opens read-write without waiting for a reader
     log = (tmp_path / "ingest.log").open("w+")
     process = subprocess.Popen(
-        ragline_command("ingest", str(pipe), "--home", str(home), "-n", NS),
+        ragline_command("ingest", str(pipe), "--home", str(home), "-n", NS, *options),
         env=env,
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
         preexec_fn=_default_sigint,
+        process_group=0,
     )
     try:
         lines = (
@@ -135,7 +139,7 @@ def ingest_waiting_for_input(home: Path, env: dict[str, str], tmp_path: Path) ->
         yield process
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         os.close(writer)
         log.close()
@@ -329,3 +333,22 @@ def test_a_run_stopped_by_sigterm_or_sigint_rolls_back_before_it_exits(
         assert process.wait(timeout=300) == exit_status  # a guard against a hang, not a measurement
     assert run_statuses(home) == ["committed", "rolled_back"]
     assert_as_before(home, clean)  # without any further command
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_a_flow_run_whose_temporary_prefect_server_outlives_it(
+    home: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """``ragline ingest --flow`` with no server configured: Ctrl-C signals the command's whole process group, Prefect's
+    temporary server included. The server keeps running to record the crash, so the command ends as interrupted
+    (killed with it, the crash reports were retried for minutes and the command ended on "Connection refused")."""
+    clean = read_state(home, NS)
+    env = {**env, "PREFECT_HOME": str(tmp_path / "prefect")}
+    with ingest_waiting_for_input(home, env, tmp_path, "--flow") as process:
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=300) == 128 + signal.SIGINT  # a guard against a hang, not a measurement
+    output = (tmp_path / "ingest.log").read_text()
+    assert "error: interrupted" in output and "Connection refused" not in output, output[-3000:]
+    assert "Crashed" in output  # the flow run's crash reached the server
+    assert run_statuses(home) == ["committed", "rolled_back"]
+    assert_as_before(home, clean)
