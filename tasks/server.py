@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 
 
@@ -11,11 +10,16 @@ def start_temporary_server() -> None:
     would start) with SIGINT blocked, a mask the server's process inherits. Ctrl-C in a terminal signals the whole
     process group: the server must outlive it to record the run's crash while the command unwinds the run (killed
     with it, the crash reports were retried for minutes and the command ended on "Connection refused", not
-    "interrupted"). It still stops on SIGTERM, as Prefect stops it when the process exits. Unless told otherwise
-    (``PREFECT_SERVER_ANALYTICS_ENABLED``), it sends no telemetry, which offline logs an error line in the output."""
-    from prefect.server.api.server import SubprocessASGIServer
+    "interrupted"). It still stops on SIGTERM, as Prefect stops it when the process exits. Nothing is started when
+    Prefect's settings name a server (a profile, ``prefect.toml``) or forbid a temporary one.
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    Ctrl-C while the server starts (a few seconds) takes effect once it is up."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled:
+        return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         SubprocessASGIServer().start()

@@ -399,6 +399,27 @@ def test_help_to_a_pipe_whose_reader_left_ends_quietly_with_141(tmp_path: Path) 
     assert shown.returncode == 0 and "ingest" in shown.stdout
 
 
+def test_exit_1_with_output_sent_to_the_null_device_from_the_start_stays_1(tmp_path: Path) -> None:
+    """Only output that went to the null device while the command ran (Rich's answer to a broken pipe) is 141."""
+    command = [sys.executable, "-c", "from ragline.cli import app; app(prog_name='ragline')"]
+    env = {**os.environ, "_RAGLINE_COMPLETE": "no_such_shell"}  # click's completion: an unknown shell exits 1
+    done = subprocess.run(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, check=False)
+    assert done.returncode == 1
+
+
+def test_no_temporary_prefect_server_is_started_when_prefect_settings_name_one_or_forbid_it() -> None:
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
+
+    from ragline.tasks.server import start_temporary_server
+
+    before = SubprocessASGIServer._instances.get(None)
+    for updates in ({PREFECT_API_URL: "http://127.0.0.1:9/api"}, {PREFECT_SERVER_EPHEMERAL_ENABLED: False}):
+        with temporary_settings(updates=updates):  # as a profile or prefect.toml would set them
+            start_temporary_server()
+        assert SubprocessASGIServer._instances.get(None) is before
+
+
 @pytest.mark.slow  # eight fresh interpreters
 def test_exit_statuses_and_stderr_of_a_real_process(tmp_path: Path) -> None:
     corpus, home = hostile_corpus(tmp_path / "corpus"), str(tmp_path / "home")
@@ -446,6 +467,9 @@ def test_an_empty_host_is_every_interface_and_each_is_checked(tmp_path: Path) ->
 
 
 def test_a_temporary_prefect_server_sends_no_telemetry_unless_told_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragline.tasks import server
+
+    monkeypatch.setattr(server, "start_temporary_server", lambda: None)  # the setting is read when a server starts
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)
     assert not tracked(None) and "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ  # no flow, no server
@@ -462,9 +486,10 @@ def test_a_failed_flow_run_is_one_error_line_without_a_traceback(tmp_path: Path)
     corpus, home = hostile_corpus(tmp_path / "corpus"), str(tmp_path / "home")
     unreadable = tmp_path / "notes.csv"
     unreadable.write_text("a,b\n", encoding="utf-8")
-    refused = ragline("ingest", str(unreadable), "--home", home, "--flow", cwd=tmp_path)
-    assert refused.returncode == 2 and refused.stderr.startswith("error: cannot read"), refused.stderr
-    assert len(refused.stderr.splitlines()) == 1  # refused before a Prefect server was started for it
+    for command in ("ingest", "backfill"):
+        refused = ragline(command, str(unreadable), "--home", home, "--flow", cwd=tmp_path)
+        assert refused.returncode == 2 and refused.stderr.startswith("error: cannot read"), refused.stderr
+        assert len(refused.stderr.splitlines()) == 1  # refused before a Prefect server was started for it
 
     with FileLocks(tmp_path / "home" / "locks").hold("docs"):
         failed = ragline(

@@ -53,6 +53,7 @@ class RaglineCommands(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        stdout = _stdout_file()
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             status = result if isinstance(result, int) else 0
@@ -61,7 +62,7 @@ class RaglineCommands(TyperGroup):
         except typer.Abort:
             status = report(KeyboardInterrupt(), verbose=False)
         except SystemExit as exc:
-            if exc.code != FAILURE or not _reader_gone():
+            if exc.code != FAILURE or not _reader_gone(stdout):
                 raise
             status = BROKEN_PIPE
         if standalone_mode:
@@ -79,14 +80,21 @@ class RaglineCommands(TyperGroup):
             raise typer.Exit(report(exc, verbose=bool(ctx.params.get("verbose")))) from exc
 
 
-def _reader_gone() -> bool:
-    """Whether standard output now goes to the null device: what Rich does, before exiting 1, when the reader of a
-    pipe it printed to went away (typer's help console is plain Rich). Commands never exit 1 this way: their failures
-    are returned as statuses."""
+def _stdout_file() -> tuple[int, int] | None:
+    """The device and inode standard output writes to; None without one (closed, or no file descriptor)."""
     try:
-        return os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(os.devnull))
-    except (OSError, ValueError, AttributeError):  # no standard output, or one without a file descriptor
-        return False
+        stat = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _reader_gone(at_start: tuple[int, int] | None) -> bool:
+    """Whether standard output went from elsewhere to the null device: what Rich does, before exiting 1, when the
+    reader of a pipe it printed to went away (typer's help console is plain Rich). Commands never exit 1 this way:
+    their failures are returned as statuses."""
+    null = os.stat(os.devnull)
+    return at_start not in (None, (null.st_dev, null.st_ino)) and _stdout_file() == (null.st_dev, null.st_ino)
 
 
 def report(exc: BaseException, *, verbose: bool) -> int:

@@ -263,23 +263,24 @@ def backfill_command(
         _show_backfills(config, path)
     elif path is None:
         raise typer.BadParameter("PATH is required (or use --status)", param_hint=["PATH"])
-    elif tracked(use_flow):
-        from ragline.flows.backfill import backfill_flow
+    else:
         from ragline.sources import open_source
 
-        open_source(path, max_file_bytes=config.max_file_bytes)  # a source it cannot read fails before the flow
+        open_source(path, max_file_bytes=config.max_file_bytes)  # a source it cannot read fails before a flow starts
+        if tracked(use_flow):
+            from ragline.flows.backfill import backfill_flow
 
-        result = backfill_flow(
-            str(path),
-            namespace=namespace,
-            partition_size=partition_size,
-            export_parquet=str(export_parquet) if export_parquet else None,
-            home=str(home) if home else None,
-            index_version=index_version,
-        )
-        console.print_json(json.dumps(result))
-    else:
-        _backfill_directly(path, config, export_parquet)
+            result = backfill_flow(
+                str(path),
+                namespace=namespace,
+                partition_size=partition_size,
+                export_parquet=str(export_parquet) if export_parquet else None,
+                home=str(home) if home else None,
+                index_version=index_version,
+            )
+            console.print_json(json.dumps(result))
+        else:
+            _backfill_directly(path, config, export_parquet)
 
 
 def _backfill_directly(path: Path, config: RaglineConfig, export_dir: Path | None) -> None:

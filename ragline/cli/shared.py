@@ -177,10 +177,13 @@ def parsed_filter(text: str | None) -> Filter | None:
 def tracked(use_flow: bool | None) -> bool:
     """Run through the Prefect flow? Asked explicitly, or else whenever a Prefect server is configured.
 
-    With no server configured, the run needs Prefect's temporary one, started here (``start_temporary_server``)."""
+    With no server configured, the run needs Prefect's temporary one, started here (``start_temporary_server``):
+    unless told otherwise (``PREFECT_SERVER_ANALYTICS_ENABLED``), it sends no telemetry, which offline logs an error
+    line in the output."""
     server = bool(os.environ.get("PREFECT_API_URL"))
     if use_flow and not server:
         from ragline.tasks.server import start_temporary_server
 
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         start_temporary_server()
     return server if use_flow is None else use_flow
