@@ -62,6 +62,7 @@ import pyarrow as pa
 
 from ragline.batching import batched
 from ragline.errors import IndexDamaged, StoreError
+from ragline.held_signals import signals_held
 from ragline.memory import release_free_memory
 from ragline.records import Metadata
 from ragline.stores import lance_probes
@@ -153,7 +154,8 @@ class LanceDBStore:
 
     @cached_property
     def _db(self) -> DBConnection:
-        import lancedb  # heavy (~1.5 s): only when the index is read or written
+        with signals_held():  # a Ctrl-C or SIGTERM that cut its native setup made the rollback's import panic
+            import lancedb  # heavy (~1.5 s): only when the index is read or written
 
         with _vendor_errors(f"opening {self._path}"):
             return lancedb.connect(self._path)
