@@ -231,15 +231,16 @@ def components_for(config: RaglineConfig) -> Components:
 
 
 @contextmanager
-def stopped_on_error() -> Iterator[None]:
-    """A scope in which ``components_for`` gives an event of the scope's own as ``stopping``, set when the scope is
-    left on an error (Ctrl-C, SIGTERM, a failed stage). Stages started inside it in this process, in threads that
-    copy the caller's context as Prefect's thread runner does, then make no further embedding call; other runs on
-    the same cached components are not stopped. Stages in other processes (Dask) finish their call as before."""
+def stopped_on_error() -> Iterator[threading.Event]:
+    """A scope in which ``components_for`` gives an event of the scope's own (yielded) as ``stopping``, set when the
+    scope is left on an error (Ctrl-C, SIGTERM, a failed stage). Stages started inside it in this process, in threads
+    that copy the caller's context as Prefect's thread runner does, then make no further embedding call; other runs
+    on the same cached components are not stopped. Stages in other processes (Dask) finish their call as before.
+    ``DirectSteps.session`` uses the same scope for the components it holds."""
     stopping = threading.Event()
     token = _session_stopping.set(stopping)
     try:
-        yield
+        yield stopping
     except BaseException:
         stopping.set()
         raise

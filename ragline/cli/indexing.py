@@ -266,7 +266,7 @@ def backfill_command(
     else:
         from ragline.sources import open_source
 
-        open_source(path, max_file_bytes=config.max_file_bytes)  # a source it cannot read fails before a flow starts
+        source = open_source(path, max_file_bytes=config.max_file_bytes)  # unreadable: fails before a flow starts
         if tracked(use_flow):
             from ragline.flows.backfill import backfill_flow
 
@@ -280,16 +280,15 @@ def backfill_command(
             )
             console.print_json(json.dumps(result))
         else:
-            _backfill_directly(path, config, export_parquet)
+            _backfill_directly(path, source, config, export_parquet)
 
 
-def _backfill_directly(path: Path, config: RaglineConfig, export_dir: Path | None) -> None:
-    """Run or resume the backfill here, a line per partition as it finishes, then the ledger."""
+def _backfill_directly(path: Path, source: Source, config: RaglineConfig, export_dir: Path | None) -> None:
+    """Run or resume the backfill of ``source`` (read from ``path``) here, a line per partition as it finishes, then
+    the ledger."""
     from ragline.components import build_components
     from ragline.indexing.backfill import BackfillResult, backfill_spec, run_backfill
-    from ragline.sources import open_source
 
-    source = open_source(path, max_file_bytes=config.max_file_bytes)
     components = build_components(config)
     spec = backfill_spec(components, source, path, export_dir)
     console.print(

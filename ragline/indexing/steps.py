@@ -8,14 +8,13 @@ with the components; the flows' ``ragline.tasks.steps.TaskSteps`` calls the stag
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
-from ragline.components import Components
+from ragline.components import Components, stopped_on_error
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -70,14 +69,12 @@ class DirectSteps:
         stopped with it). Leaving on an error (Ctrl-C, SIGTERM, a failed stage) sets it and drops queued stages, so
         it waits only for the call the background stage is in."""
         outer = self.c
-        self.c = replace(outer, stopping=threading.Event())
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragline-stage")
-        self._pool = pool
         try:
-            yield
-        except BaseException:
-            self.c.stopping.set()
-            raise
+            with stopped_on_error() as stopping:
+                self.c = replace(outer, stopping=stopping)
+                self._pool = pool
+                yield
         finally:
             self._pool, self.c = None, outer
             pool.shutdown(wait=True, cancel_futures=True)

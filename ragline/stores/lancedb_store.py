@@ -148,7 +148,7 @@ class LanceDBStore:
         self._compact_min_fragments = compact_min_fragments
         self._retention = version_retention
         self._exact: dict[str, ExactIndex] = {}
-        self._queried: dict[str, IndexKey] = {}  # the manifest each table was last queried at without a copy
+        self._queried: dict[str, IndexKey | None] = {}  # the manifest each table was last queried at without a copy
         self._exact_lock = threading.Lock()
         self._shares: dict[tuple[str, str, int, str], float] = {}  # (table, its identity, version, where)
 
@@ -471,9 +471,8 @@ class LanceDBStore:
             rows = table.count_rows()
             if rows > self._exact_limit:
                 return None, False
-            if seen is None or self._queried.get(name) != seen:
-                if seen is not None:
-                    self._queried[name] = seen
+            if seen is None or self._queried.get(name) != seen:  # unknown (never held) or a first query
+                self._queried[name] = seen
                 return None, True
             files = self._data_files(name)
             filter_columns = [c for c in table.schema.names if c not in _BASE_COLUMNS]
