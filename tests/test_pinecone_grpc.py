@@ -54,7 +54,9 @@ def make_store(server: LoopbackPinecone, plane: LoopbackPineconeGrpc) -> Iterato
             "max_retries": 6,
             "backoff_base_s": 0.01,
             "backoff_max_s": 0.1,
-            "request_timeout_s": 5.0,
+            # the store's default: a shorter deadline can expire on a loaded machine after the server applied the
+            # request, and its retry applies it again, which tests of exactly-once writes must not see
+            "request_timeout_s": 30.0,
         }
         stores.append(PineconeStore(**(options | overrides)))
         return stores[-1]

@@ -42,7 +42,7 @@ def make_store(server: LoopbackPinecone) -> Iterator[Factory]:
             "max_retries": 6,
             "backoff_base_s": 0.01,
             "backoff_max_s": 0.1,
-            "request_timeout_s": 5.0,
+            "request_timeout_s": 30.0,  # see test_pinecone_grpc.py: a missed deadline duplicates a write
         }
         stores.append(PineconeSparseStore(**(options | overrides)))
         return stores[-1]
