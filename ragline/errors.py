@@ -57,8 +57,16 @@ class UpsertError(StoreError):
         self.failed_ids = list(failed_ids)
 
 
+_NO_VALUE = object()
+
+
 class FilterError(StoreError):
-    """A metadata filter is not valid Pinecone filter language."""
+    """A metadata filter is not valid Pinecone filter language: ``reason`` names the place and the rule; the
+    message adds the value found (``got``), which the query service does not echo."""
+
+    def __init__(self, reason: str, *, got: object = _NO_VALUE) -> None:
+        super().__init__(reason if got is _NO_VALUE else f"{reason}, got {got!r}")
+        self.reason = reason
 
 
 class IndexDamaged(StoreError):

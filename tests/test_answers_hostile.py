@@ -299,5 +299,6 @@ def test_the_query_service_does_not_cache_an_answer_the_chat_model_failed_to_giv
             client.post("/query", json=body, headers={"X-API-Key": SERVICE_KEY}).json() for _ in range(3)
         ]
     assert down["answer_kind"] == "extractive" and any("answered extractively" in w for w in down["warnings"])
+    assert (down["answer_fell_back"], back["answer_fell_back"]) == (True, False)
     assert (back["answer_kind"], back["cached"]) == ("llm", False)  # asked again, not served the fallback
     assert (again["answer_kind"], again["cached"]) == ("llm", True)

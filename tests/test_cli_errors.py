@@ -194,6 +194,8 @@ def test_a_namespace_or_version_nothing_was_indexed_into_is_one_line_naming_thos
     for command in (["query", "flows"], ["ask", "why?"], ["status"]):
         user_error(runner.invoke(app, [*command, "-n", "doc", *home]), "'doc'", "docs, notes")
         assert runner.invoke(app, [*command, "-n", "notes", *home]).exit_code == 0
+    user_error(runner.invoke(app, ["versions", "list", "doc", *home]), "'doc' holds no index", "docs, notes")
+    assert runner.invoke(app, ["versions", "list", "notes", *home]).exit_code == 0
     status = ["status", "-n", "docs", "--index-version"]
     user_error(runner.invoke(app, [*status, "v2", *home]), "'docs' has no index version 'v2'", "--index-version v2")
     mistyped = ["status", "-n", "doc", "--index-version", "v2", *home]

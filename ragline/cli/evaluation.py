@@ -14,7 +14,7 @@ from ragline.cli.shared import FlowOption, HomeOption, NamespaceOption, console,
 from ragline.config import RaglineConfig, RetrievalMode, load_config
 
 if TYPE_CHECKING:
-    from ragline.evaluation.suite import EvaluationRun
+    from ragline.evaluation.suite import EvaluationRun, GoldenSet
 
 
 def _checked_modes(modes: list[str] | None) -> list[str] | None:
@@ -64,6 +64,9 @@ def eval_command(
         eval_tolerance=tolerance,
         eval_sample_path="" if dataset else None,
     )
+    from ragline.evaluation.suite import golden_sets
+
+    sets = golden_sets(config)  # a folder whose name makes no namespace, or two of one name: refused before any work
     if tracked(use_flow):
         from ragline.flows.evaluate import evaluate_flow
 
@@ -76,23 +79,23 @@ def eval_command(
         )
         console.print_json(json.dumps(result))
         return
-    failures = _evaluate_directly(config)
+    failures = _evaluate_directly(config, sets)
     for failure in failures:
         console.print(styled("red", "regression:", f" {failure}"), soft_wrap=True)
     if failures:
         raise typer.Exit(code=1)
 
 
-def _evaluate_directly(config: RaglineConfig) -> list[str]:
+def _evaluate_directly(config: RaglineConfig, sets: list[GoldenSet]) -> list[str]:
     """Run the golden sets here, print a table per set (a column per mode); returns the regressions."""
     from ragline.components import build_components
     from ragline.evaluation.metrics import NDCG, latency_names, metric_names
     from ragline.evaluation.report import check_status, trend_arrow
-    from ragline.evaluation.suite import golden_sets, run_suite
+    from ragline.evaluation.suite import run_suite
     from ragline.indexing.journal import new_run_id
 
     with showing_progress():
-        run = run_suite(build_components(config), golden_sets(config), run_id=new_run_id())
+        run = run_suite(build_components(config), sets, run_id=new_run_id())
     trends = {(t.dataset, t.mode): t for t in run.trends}
     for report in run.reports:
         summary = report.metrics  # one row per mode

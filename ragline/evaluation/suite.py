@@ -2,7 +2,8 @@
 
 The sample set (``eval_sample_path``, default ``data/sample``) is evaluated against the live namespace as it is.
 Each BEIR folder in ``eval_beir_datasets`` is first ingested into its own namespace ``beir-<folder name>``
-(incremental, so an unchanged corpus costs a second; the embedding cache is shared across namespaces).
+(incremental, so an unchanged corpus costs a second, and full: documents gone from the folder are deleted; the
+embedding cache is shared across namespaces).
 A golden set folder that holds a ``qa.jsonl`` also has its answers evaluated (``eval_answers``, on by default).
 """
 
@@ -15,12 +16,14 @@ from pathlib import Path
 
 from ragline.components import Components
 from ragline.config import RaglineConfig
+from ragline.errors import ConfigError
 from ragline.evaluation.answers import QA_FILE, AnswerReport, evaluate_answers, load_qa
 from ragline.evaluation.datasets import EvalDataset, load_dataset
 from ragline.evaluation.history import EvaluationHistory, ModeTrend, history_path, record_answers, record_run
 from ragline.evaluation.report import write_chart
 from ragline.evaluation.runner import EvaluationReport, ModeResult, check_coverage, check_modes, evaluate_mode
 from ragline.indexing.steps import DirectSteps, Steps
+from ragline.names import check_name
 from ragline.versions.aliases import read_namespace
 
 CHART_FILE = "ndcg.png"
@@ -37,14 +40,30 @@ class GoldenSet:
 
 
 def beir_namespace(path: Path) -> str:
-    """The namespace a BEIR folder is ingested into: ``beir-<folder name>``."""
-    return f"beir-{Path(path).absolute().name}"
+    """The namespace a BEIR folder is ingested into: ``beir-<folder name>``; ``ConfigError`` when the folder's name
+    makes no valid namespace."""
+    namespace = f"beir-{Path(path).absolute().name}"
+    try:
+        check_name(namespace)
+    except ValueError as exc:
+        raise ConfigError(f"golden set {path}: its namespace {namespace!r} {exc}; rename the folder") from None
+    return namespace
 
 
 def golden_sets(config: RaglineConfig) -> list[GoldenSet]:
-    """The configured golden sets: the sample set on the live namespace, then each BEIR set on its own."""
+    """The configured golden sets: the sample set on the live namespace, then each BEIR set on its own;
+    ``ConfigError`` for two BEIR folders of one name (one namespace and one history would hold both)."""
     sets = [GoldenSet(Path(config.eval_sample_path), config.namespace, False)] if config.eval_sample_path else []
-    return sets + [GoldenSet(Path(p), beir_namespace(p), True) for p in config.eval_beir_datasets]
+    folders: dict[str, Path] = {}
+    for path in map(Path, config.eval_beir_datasets):
+        namespace = beir_namespace(path)
+        if namespace in folders and folders[namespace].resolve() != path.resolve():
+            raise ConfigError(
+                f"golden sets {folders[namespace]} and {path} share the folder name {path.absolute().name!r}, "
+                f"so both would go to namespace {namespace!r}: rename one"
+            )
+        folders.setdefault(namespace, path)
+    return sets + [GoldenSet(path, namespace, True) for namespace, path in folders.items()]
 
 
 @dataclass(frozen=True)
@@ -120,9 +139,8 @@ def run_suite(
     for golden, dataset in zip(sets, datasets):
         namespace = read_namespace(c.records, golden.namespace)
         if golden.ingest:
-            ingest(
-                c, open_source(golden.path, max_file_bytes=c.config.max_file_bytes), namespace=namespace, steps=steps
-            )
+            source = open_source(golden.path, max_file_bytes=c.config.max_file_bytes)
+            ingest(c, source, namespace=namespace, cleanup="full", steps=steps)  # the namespace mirrors the folder
         steps.run(check_coverage, f"coverage-{dataset.name}", dataset, namespace)
         results = [steps.run(score_mode, f"{dataset.name}-{mode}", dataset, namespace, mode) for mode in modes]
         reports.append(EvaluationReport(dataset.name, namespace, c.config.eval_k, tuple(results)))

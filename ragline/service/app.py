@@ -6,6 +6,8 @@ and API docs for the operator key only.
 No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations, which name closures.
 """
 
+import html
+import json
 import logging
 import math
 import time
@@ -15,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_swagger_ui_html, swagger_ui_default_parameters
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
@@ -194,14 +196,25 @@ def create_app(config: RaglineConfig, components: Components | None = None) -> F
             return JSONResponse(app.openapi())
 
         @app.get("/docs", include_in_schema=False, dependencies=operator_only)
-        def swagger_ui() -> HTMLResponse:
-            return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+        def swagger_ui() -> HTMLResponse:  # the schema inline: the page's own fetch of it would carry no key
+            parameters = {**swagger_ui_default_parameters, "spec": app.openapi()}
+            return get_swagger_ui_html(openapi_url="", title=f"{app.title} - docs", swagger_ui_parameters=parameters)
 
         @app.get("/redoc", include_in_schema=False, dependencies=operator_only)
         def redoc() -> HTMLResponse:
-            return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
+            return _redoc_page(f"{app.title} - ReDoc", app.openapi())
 
     return app
+
+
+def _redoc_page(title: str, schema: dict[str, Any]) -> HTMLResponse:
+    """ReDoc with ``schema`` inline (FastAPI's page makes ReDoc fetch it, without the operator key)."""
+    inline = json.dumps(schema).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return HTMLResponse(
+        f'<!DOCTYPE html><html><head><title>{html.escape(title)}</title><meta charset="utf-8"/></head><body>'
+        '<div id="redoc"></div><script src="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js">'
+        f'</script><script>Redoc.init({inline}, {{}}, document.getElementById("redoc"))</script></body></html>'
+    )
 
 
 def _respond(payload: bytes, latency_ms: float, cached: bool) -> Response:
@@ -219,9 +232,9 @@ def _search(parts: Components, body: QueryRequest, physical: str) -> tuple[Query
         result = search(parts, body.query, namespace=physical, mode=body.mode, top_k=body.top_k, filter=body.filter)
         answered = _answer(parts, body, physical, result) if body.answer else {}
         answer_warnings = answered.pop("answer_warnings", [])
-        fell_back = answered.pop("answer_fell_back", False)
+        fell_back = answered.get("answer_fell_back", False)
     except FilterError as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise HTTPException(422, exc.reason) from exc
     except IndexDamaged as exc:
         log.error("search in %s failed: its index is damaged (%s)", physical, exc.problem)
         raise HTTPException(

@@ -51,7 +51,7 @@ class QueryRequest(BaseModel):
             try:
                 validate_filter(value)
             except FilterError as exc:
-                raise ValueError(str(exc)) from exc
+                raise ValueError(exc.reason) from exc  # the place and the rule, not the value
         return value
 
 
@@ -109,6 +109,9 @@ class QueryResponse(BaseModel):
         "(the answer is the model's refusal); content_filter (the provider's filter stopped it).",
     )
     truncated: bool | None = Field(default=None, description="The answer is cut short (answer_finish 'truncated').")
+    answer_fell_back: bool | None = Field(
+        default=None, description="The chat model failed and the answer is extractive (never cached)."
+    )
 
 
 class Health(BaseModel):

@@ -97,7 +97,7 @@ def _check_clause(clause: Any, path: str, depth: int) -> None:
     if depth > MAX_FILTER_DEPTH:
         raise FilterError(f"filter: $and/$or nested more than {MAX_FILTER_DEPTH} levels deep")
     if not isinstance(clause, dict) or not clause:
-        raise FilterError(f"{path}: expected a non-empty object, got {clause!r}")
+        raise FilterError(f"{path}: expected a non-empty object", got=clause)
     for key, value in clause.items():
         where = f"{path}[{key!r}]"
         if not isinstance(key, str):
@@ -114,7 +114,7 @@ def _check_clause(clause: Any, path: str, depth: int) -> None:
 
 def _check_logical(value: Any, path: str, depth: int) -> None:
     if not isinstance(value, list) or not value:
-        raise FilterError(f"{path}: expected a non-empty list of filters, got {value!r}")
+        raise FilterError(f"{path}: expected a non-empty list of filters", got=value)
     for i, sub in enumerate(value):
         _check_clause(sub, f"{path}[{i}]", depth)
 
@@ -130,14 +130,14 @@ def _check_operators(ops: dict[Any, Any], path: str) -> None:
             _check_scalar(operand, where)
         elif op in _COMPARISONS:
             if not _is_number(operand):
-                raise FilterError(f"{where}: expected a number, got {operand!r}")
+                raise FilterError(f"{where}: expected a number", got=operand)
             _check_scalar(operand, where)
         elif op == "$exists":
             if not isinstance(operand, bool):
-                raise FilterError(f"{where}: expected true or false, got {operand!r}")
+                raise FilterError(f"{where}: expected true or false", got=operand)
         else:  # $in, $nin
             if not isinstance(operand, list):
-                raise FilterError(f"{where}: expected a list, got {operand!r}")
+                raise FilterError(f"{where}: expected a list", got=operand)
             if len(operand) > MAX_IN_VALUES:
                 raise FilterError(f"{where}: at most {MAX_IN_VALUES:,} values, got {len(operand):,}")
             for i, item in enumerate(operand):
@@ -150,9 +150,9 @@ def _check_scalar(value: Any, path: str) -> None:
     if isinstance(value, str | bool):
         return
     if not _is_number(value):
-        raise FilterError(f"{path}: expected a string, number or boolean, got {value!r}")
+        raise FilterError(f"{path}: expected a string, number or boolean", got=value)
     if not _is_finite(value):
-        raise FilterError(f"{path}: numbers must be finite float64 values, got {value!r}")
+        raise FilterError(f"{path}: numbers must be finite float64 values", got=value)
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:

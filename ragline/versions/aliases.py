@@ -80,9 +80,13 @@ class VersionInfo:
 
 
 def list_versions(records: RecordStore, name: str) -> list[VersionInfo]:
-    """Every physical namespace of ``name`` (the base and each ``<name>--<version>``), oldest first."""
+    """Every physical namespace of ``name`` (the base and each ``<name>--<version>``), oldest first;
+    ``indexed_model``'s error when there is none (a mistyped name)."""
     live = read_namespace(records, name)
     prefix = name + VERSION_SEPARATOR
+    rows = records.journal.namespaces(name, prefix)
+    if not rows:
+        indexed_model(records, name, name)
     return [
         VersionInfo(
             namespace=row.namespace,
@@ -94,7 +98,7 @@ def list_versions(records: RecordStore, name: str) -> list[VersionInfo]:
             created_at=row.created_at,
             live=row.namespace == live,
         )
-        for row in records.journal.namespaces(name, prefix)
+        for row in rows
     ]
 
 
