@@ -4,8 +4,9 @@ It runs the core's one evaluation driver (``ragline.evaluation.suite.run_suite``
 run per golden set and mode (``<dataset>-<mode>``). Golden sets come from the config (``eval_sample_path`` against
 the live namespace; each of ``eval_beir_datasets`` ingested into ``beir-<name>`` first). The run publishes
 ``evaluation-report`` (Markdown with the chart embedded), ``evaluation-metrics`` (a table, one row per dataset,
-mode and metric) and, with a ``qa.jsonl``, ``evaluation-answers``; it appends ``<home>/evaluation/history.parquet``
-and fails when a mode's nDCG@10 fell more than ``eval_tolerance`` below its last good run.
+mode and metric) and, with a ``qa.jsonl``, ``evaluation-answers``; it appends the record store's evaluation
+history (shared by every host) and fails when a mode's nDCG@10 fell more than ``eval_tolerance`` below its last good
+run.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from ragline.components import Components, build_components  # noqa: E402
 from ragline.config import RaglineConfig  # noqa: E402
 from ragline.embedders.hashing import HashingEmbedder  # noqa: E402
+from ragline.evaluation.history import EvaluationHistory  # noqa: E402
 from ragline.testing import postgres_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +63,16 @@ def harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Iterator[EvaluationHistory]:
+    """An evaluation history on a new SQLite record store."""
+    from ragline.recordstore.sqlite import open_sqlite_record_store
+
+    records = open_sqlite_record_store(tmp_path / "evaluation-records.sqlite")
+    yield EvaluationHistory(records.evaluations)
+    records.close()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -35,7 +36,7 @@ from ragline.evaluation.answers import (
     faithfulness,
     load_qa,
 )
-from ragline.evaluation.history import EvaluationHistory, record_answers, record_run
+from ragline.evaluation.history import EvaluationHistory, history_path, record_answers, record_run
 from ragline.evaluation.metrics import NDCG
 from ragline.evaluation.report import answer_metric_rows, evaluation_markdown, write_chart
 from ragline.generation import NOT_FOUND, Answer, Citation
@@ -211,8 +212,7 @@ def tiny_report(abstention: float) -> AnswerReport:
     return AnswerReport("tiny", "live", "extractive", "hybrid", 5, "embedding", rows)
 
 
-def test_answer_metrics_join_the_history_with_their_trend(tmp_path: Path) -> None:
-    history = EvaluationHistory(tmp_path / "history.parquet")
+def test_answer_metrics_join_the_history_with_their_trend(history: EvaluationHistory, tmp_path: Path) -> None:
     record_run(history, [report_with({"dense": 0.5})], run_id="r1", timestamp=T0)
     (first,) = record_answers(history, [tiny_report(0.5)], run_id="r1", timestamp=T0)
     (second,) = record_answers(history, [tiny_report(1.0)], run_id="r2", timestamp=T0 + timedelta(days=1))
@@ -277,6 +277,6 @@ def test_ragline_eval_reports_answers_beside_retrieval(
     assert re.search(r"abstention accuracy\s+│\s+1\.0000\s+│\s+–", first.output), first.output
     second = runner.invoke(app, ["eval", *home, "-m", "bm25"])
     assert re.search(r"citation recall\s+│\s+1\.0000\s+│\s+=", second.output), second.output
-    rows = EvaluationHistory(tmp_path / "home" / "evaluation" / "history.parquet").read()
+    rows = pd.read_parquet(history_path(tmp_path / "home"))  # the home's copy of the record store's history
     assert sorted(rows["mode"]) == ["answers-extractive"] * 2 + ["bm25"] * 2
     assert datetime.now(UTC) - rows["timestamp"].max() < timedelta(minutes=10)

@@ -11,6 +11,7 @@ from ragline.components import build_components
 from ragline.config import RaglineConfig
 from ragline.errors import ValidationFailed
 from ragline.indexing.backfill import BackfillResult
+from ragline.indexing.journal import record_repair
 from ragline.stores.base import VectorRecord
 from tests.test_backfill import NS, backfill, cranfield_jsonl
 
@@ -71,6 +72,7 @@ def test_failing_partition_fails_the_flow_and_leaves_a_ledger_artifact(
 
     path = cranfield_jsonl(tmp_path, 6)
     c = build_components(flow_env, embedder=embedder)
+    record_repair(c, NS, "seeded")  # a namespace this record store committed: a stray vector is drift, not foreign
     c.store.upsert([_stray(c.embedder.dimension)], namespace=NS)
 
     with pytest.raises(ValidationFailed, match="reconciliation"):

@@ -65,7 +65,9 @@ def test_evaluate_scores_the_sample_set_and_exits_1_on_a_regression(
 ) -> None:
     from datetime import UTC, datetime
 
-    from ragline.evaluation.history import EvaluationHistory, history_path, history_rows
+    from ragline.components import make_record_store
+    from ragline.config import load_config
+    from ragline.evaluation.history import EvaluationHistory, history_rows
     from tests.test_evaluation_metrics import report_with
 
     sample = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -76,9 +78,11 @@ def test_evaluate_scores_the_sample_set_and_exits_1_on_a_regression(
     assert first.exit_code == 0, first.output
     assert "nDCG@10" in first.output and "bm25" in first.output and "baseline" in first.output
 
-    EvaluationHistory(history_path(cli_env)).append(
+    records = make_record_store(load_config(home=cli_env))
+    EvaluationHistory(records.evaluations).append(
         history_rows([report_with({"bm25": 1.5})], [], run_id="seeded", timestamp=datetime.now(UTC))
     )
+    records.close()
     second = runner.invoke(app, ["eval", "--home", str(cli_env), "-n", "live", "-m", "bm25"])
     assert second.exit_code == 1 and "regression:" in second.output and "sample/bm25" in second.output
 

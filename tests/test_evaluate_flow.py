@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from ragline.components import build_components
+from ragline.components import build_components, make_record_store
 from ragline.config import RaglineConfig
 from ragline.errors import ConfigError, ValidationFailed
 from ragline.evaluation.answers import ABSTENTION, CITATION_RECALL
@@ -98,7 +99,7 @@ def test_flow_evaluates_golden_sets_publishes_artifacts_and_records_history(
     assert table is not None and "hybrid" in str(table.data) and "nDCG@10" in str(table.data)
     assert Artifact.get("evaluation-chart") is None  # the chart is inside the report, not a page-wide data URI
 
-    rows = EvaluationHistory(history_path(live_env.home)).read()
+    rows = pd.read_parquet(history_path(live_env.home))  # the home's copy of the record store's history
     assert sorted(zip(rows["dataset"], rows["mode"], rows["namespace"])) == sorted(
         [(d, m, ns) for d, ns in (("sample", LIVE), ("tiny", "beir-tiny")) for m in ("dense", "bm25", "hybrid")]
         + [("sample", ANSWERS, LIVE)]
@@ -115,7 +116,8 @@ def test_flow_fails_on_a_regression_and_still_publishes(
 
     from ragline.flows.evaluate import evaluate_flow
 
-    history = EvaluationHistory(history_path(live_env.home))
+    records = make_record_store(live_env)
+    history = EvaluationHistory(records.evaluations)
     seeded = history_rows([report_with({"dense": 1.5, "bm25": 0.0})], [], run_id="seeded", timestamp=T0)
     history.append(seeded)  # a last good dense run no real run can reach
 
@@ -125,6 +127,7 @@ def test_flow_fails_on_a_regression_and_still_publishes(
     report = Artifact.get("evaluation-report")
     assert report is not None and "REGRESSION" in report.data and "## Regressions" in report.data
     rows = history.read()
+    records.close()
     latest = rows[rows["run_id"] != "seeded"].set_index("mode")
     assert not latest.loc["dense", "good"] and latest.loc["bm25", "good"]
 

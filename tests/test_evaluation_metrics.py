@@ -13,7 +13,7 @@ import pytest
 
 from ragline.errors import SourceError
 from ragline.evaluation.datasets import load_dataset
-from ragline.evaluation.history import EvaluationHistory, history_path, record_run
+from ragline.evaluation.history import EvaluationHistory, record_run
 from ragline.evaluation.metrics import (
     MAP,
     MRR,
@@ -218,8 +218,7 @@ def report_with(
     return EvaluationReport(dataset, namespace, 10, results)
 
 
-def test_history_round_trip_trends_and_regression_against_the_last_good_run(tmp_path: Path) -> None:
-    history = EvaluationHistory(history_path(tmp_path))
+def test_history_round_trip_trends_and_regression_against_the_last_good_run(history: EvaluationHistory) -> None:
     assert history.read().empty
 
     def night(n: int, dense: float, bm25: float) -> list:
@@ -252,8 +251,28 @@ def test_history_round_trip_trends_and_regression_against_the_last_good_run(tmp_
     assert {"p50 ms", "Recall@10", MAP, "namespace", "k"} <= set(rows.columns)
 
 
-def test_datasets_are_tracked_separately_and_new_modes_start_a_baseline(tmp_path: Path) -> None:
-    history = EvaluationHistory(tmp_path / "h.parquet")
+def test_the_history_is_exported_as_parquet_and_adopted_into_an_empty_log(
+    history: EvaluationHistory, tmp_path: Path
+) -> None:
+    from ragline.recordstore.sqlite import open_sqlite_record_store
+
+    for n, dense in enumerate((0.8, 0.7)):
+        record_run(history, [report_with({"dense": dense})], run_id=f"r{n}", timestamp=T0 + timedelta(days=n))
+    copy = tmp_path / "home" / "evaluation" / "history.parquet"
+    history.export(copy)
+    other = open_sqlite_record_store(tmp_path / "other.sqlite")  # a record store that never kept a history
+    try:
+        adopted = EvaluationHistory(other.evaluations)
+        assert adopted.adopt(copy) and not adopted.adopt(copy)  # once: the log is no longer empty
+        assert adopted.read().equals(history.read())
+        trends = record_run(adopted, [report_with({"dense": 0.7})], run_id="r2", timestamp=T0 + timedelta(days=2))
+        assert [(t.regressed, t.last_good and t.last_good[NDCG]) for t in trends] == [(True, 0.8)]  # r0, adopted
+    finally:
+        other.close()
+    assert not EvaluationHistory(history.log).adopt(tmp_path / "missing.parquet")
+
+
+def test_datasets_are_tracked_separately_and_new_modes_start_a_baseline(history: EvaluationHistory) -> None:
     record_run(history, [report_with({"dense": 0.9}, "a"), report_with({"dense": 0.5}, "b")], run_id="r0", timestamp=T0)
     trends = record_run(
         history, [report_with({"dense": 0.5, "hybrid": 0.1}, "a")], run_id="r1", timestamp=T0 + timedelta(hours=1)
@@ -264,8 +283,7 @@ def test_datasets_are_tracked_separately_and_new_modes_start_a_baseline(tmp_path
     ]
 
 
-def test_a_golden_set_on_another_namespace_starts_its_own_baseline(tmp_path: Path) -> None:
-    history = EvaluationHistory(tmp_path / "h.parquet")
+def test_a_golden_set_on_another_namespace_starts_its_own_baseline(history: EvaluationHistory) -> None:
     record_run(history, [report_with({"dense": 0.85})], run_id="r0", timestamp=T0)
     subset = record_run(history, [report_with({"dense": 0.45}, namespace="part")], run_id="r1", timestamp=T0)
     assert [(t.regressed, t.last_good) for t in subset] == [(False, None)]  # not judged against "live"
@@ -285,8 +303,7 @@ def test_trend_arrows() -> None:
     )
 
 
-def test_markdown_rows_and_charts(tmp_path: Path) -> None:
-    history = EvaluationHistory(tmp_path / "h.parquet")
+def test_markdown_rows_and_charts(history: EvaluationHistory, tmp_path: Path) -> None:
     record_run(history, [report_with({"dense": 0.8, "bm25": 0.6})], run_id="r0", timestamp=T0)
     bars = write_chart(history.read(), tmp_path / "bars.png")
     assert bars.read_bytes().startswith(PNG_MAGIC)
@@ -313,8 +330,7 @@ def test_markdown_rows_and_charts(tmp_path: Path) -> None:
     assert (p50["value"], p50["vs previous"], p50["check"]) == (10.0, "", "")
 
 
-def test_the_chart_labels_each_run_by_when_it_ran(tmp_path: Path) -> None:
-    history = EvaluationHistory(tmp_path / "history.parquet")
+def test_the_chart_labels_each_run_by_when_it_ran(history: EvaluationHistory, tmp_path: Path) -> None:
     for i, when in enumerate((T0, T0 + timedelta(seconds=40), T0 + timedelta(days=1, minutes=3))):
         record_run(history, [report_with({"dense": 0.6 + i / 100})], run_id=f"r{i}", timestamp=when, tolerance=0.02)
     axes = chart(history.read(), ["sample"]).axes[0]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from ragline.retrieval.bm25_sparse import params_key
 from ragline.retrieval.search import search
 from ragline.service import create_app
 from ragline.sources import DirectorySource
+from ragline.stores.base import VectorRecord
 from ragline.stores.sparse import SparseRecord, SparseValues
 from ragline.testing.pinecone_server import LoopbackPinecone
 from tests.conftest import SAMPLE
@@ -72,9 +73,8 @@ class Hosts:
             pinecone_api_key=API_KEY,
             pinecone_host=self.server.url,
             pinecone_retry_backoff_s=0.01,
-            consistency_wait_s=0,
             service_api_keys={SecretStr(SERVICE_KEY): [NS]},
-            **settings,
+            **{"consistency_wait_s": 0, **settings},
         )
         c = build_components(config, embedder=self.embedder)
         if records_of is not None:  # the shared record store (PostgreSQL in production)
@@ -337,3 +337,65 @@ def test_an_interrupted_re_encode_is_finished_by_the_next_run(hosts: Hosts, serv
     encoding = c.records.keywords.encoding(NS)
     assert encoding == KeywordEncoding(pytest.approx(average), params_key(BM25_PARAMS), settled=True)
     assert_sparse_in_step(c, server)
+
+
+# --- another host's run, open or committing ------------------------------------------------------------------
+
+
+def test_bm25_on_pinecone_looks_deeper_when_uncommitted_writes_take_the_best_places(
+    hosts: Hosts, tmp_path: Path
+) -> None:
+    c = hosts.pinecone("a")
+    ingest(c, DirectorySource(write_docs(tmp_path / "docs", V1), name="docs"))
+    assert c.sparse is not None
+    best = ids(c, "kite lines", "bm25")[0]
+    found = c.sparse.fetch([best], namespace=NS)[best]
+    louder = SparseValues(found.sparse.indices, tuple(10 * v for v in found.sparse.values))
+    written = [SparseRecord(f"docs/pending-{n}.md#0", louder, found.metadata) for n in range(40)]
+    c.sparse.upsert(written, namespace=NS)  # a run's writes, not committed: better matches than anything committed
+    hits = search(c, "kite lines", namespace=NS, mode="bm25", top_k=1).hits
+    assert [h.chunk_id for h in hits] == [best]  # found past the 40 hidden ones
+
+
+def test_a_dry_run_leaves_out_what_an_open_run_wrote_to_the_sparse_index(hosts: Hosts) -> None:
+    from ragline.testing.recordstore_contract import chunks_of, document
+
+    c = hosts.pinecone("a")
+    ingest(c, DirectorySource(SAMPLE, name="sample"))
+    assert c.sparse is not None
+    for namespace in (NS, "first"):  # a namespace with commits, and one whose first run is still open
+        doc = document("open/a.md", "kite lines carry the tension of the wind")
+        chunks = chunks_of(doc, ["kite lines carry", "the tension of the wind"])
+        c.records.journal.begin_run(f"open-{namespace}", namespace, "open")
+        c.records.journal.record_pending(f"open-{namespace}", namespace, [(doc, chunks, "cfg", "hashing")])
+        vectors = c.embedder.embed([k.text for k in chunks])
+        c.store.upsert(
+            [VectorRecord(k.chunk_id, v, {"text": k.text}) for k, v in zip(chunks, vectors)], namespace=namespace
+        )
+        c.sparse.upsert([SparseRecord(k.chunk_id, SparseValues((1,), (1.0,))) for k in chunks], namespace=namespace)
+        with c.locks.hold(namespace):  # the run's process is alive
+            report = reconcile(c, namespace, repair=False)
+        assert report.keywords is not None and report.keywords.orphans == [] and report.orphans == []
+        assert report.refusal is None and report.in_sync, report
+
+
+def test_stale_ids_stay_queued_until_reads_no_longer_show_them(tmp_path: Path, embedder: HashingEmbedder) -> None:
+    with LoopbackPinecone(api_key=API_KEY, write_lag_s=1.0) as lagging:
+        hosts = Hosts(tmp_path, lagging, embedder)
+        c = hosts.pinecone("a", consistency_wait_s=30)
+        folder = write_docs(tmp_path / "docs", V1)
+        ingest(c, DirectorySource(folder, name="docs"))
+        journal = c.records.journal
+        shown: list[str] = []
+        clear = journal.clear_tombstones
+
+        def clear_once_gone(namespace: str, chunk_ids: Sequence[str]) -> None:
+            shown.extend(c.store.fetch(list(chunk_ids), namespace=namespace))  # what other hosts still read
+            clear(namespace, chunk_ids)
+
+        journal.clear_tombstones = clear_once_gone  # type: ignore[method-assign]
+        write_docs(folder, V2)
+        stats = ingest(c, DirectorySource(folder, name="docs"), cleanup="full").stats
+        assert stats.chunks_deleted > 0 and shown == []  # no host saw them unqueued and still indexed: no orphans
+        for part in (c.records, c.cache, c.store, c.sparse):
+            getattr(part, "close", lambda: None)()

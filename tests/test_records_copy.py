@@ -16,7 +16,7 @@ from ragline.embedders.hashing import HashingEmbedder
 from ragline.indexing.pipeline import IngestResult, ingest
 from ragline.records import QuarantineRecord
 from ragline.recordstore.postgres.store import PostgresRecordStore
-from ragline.recordstore.rows import PARTITION_COUNTS
+from ragline.recordstore.rows import PARTITION_COUNTS, EvaluationRow
 from ragline.recordstore.sqlite import SQLiteRecordStore
 from ragline.recordstore.transfer import export_namespace
 from ragline.retrieval import search
@@ -80,6 +80,8 @@ def test_a_namespace_moves_to_postgres_and_runs_there_with_nothing_re_embedded(
     home.records.journal.bind_namespace_model(f"{NS}--v2", embedder.model_id, embedder.dimension)
     home.records.aliases.switch(NS, f"{NS}--v2", expected_target=NS, actor="me", detail="passes")
     home.records.aliases.roll_back(NS, actor="me")
+    evaluated = EvaluationRow("e1", 1.7e9, "sample", NS, "dense", 10, True, {"nDCG@10": 0.5, "p50 ms": 3.0})
+    home.records.evaluations.append([evaluated])
     before = top_ids(home)
     home.close()
 
@@ -91,6 +93,7 @@ def test_a_namespace_moves_to_postgres_and_runs_there_with_nothing_re_embedded(
     rollback, promotion = target.aliases.history(NS)
     assert rollback.detail == f"undoes promotion #{promotion.event_id}" and promotion.undone_at is not None
     assert [q.reason for q in target.quarantine.for_run(first.run_id)] == ["binary file"]
+    assert target.evaluations.rows() == [evaluated]  # the nightly check's baseline moves with it
     target.close()
 
     shared = build_components(pg_config, embedder=embedder)  # same home: the same LanceDB index

@@ -89,6 +89,7 @@ def eval_command(
 def _evaluate_directly(config: RaglineConfig, sets: list[GoldenSet]) -> list[str]:
     """Run the golden sets here, print a table per set (a column per mode); returns the regressions."""
     from ragline.components import build_components
+    from ragline.evaluation.history import history_path
     from ragline.evaluation.metrics import NDCG, latency_names, metric_names
     from ragline.evaluation.report import check_status, trend_arrow
     from ragline.evaluation.suite import run_suite
@@ -112,7 +113,7 @@ def _evaluate_directly(config: RaglineConfig, sets: list[GoldenSet]) -> list[str
         table.add_row("check", *(check_status(t) for t in modes))
         console.print(table)
     _print_answer_reports(run)
-    console.print(f"history {config.home / 'evaluation' / 'history.parquet'}, chart {run.chart}", soft_wrap=True)
+    console.print(f"history copy {history_path(config.home)}, chart {run.chart}", soft_wrap=True)
     return run.failures
 
 

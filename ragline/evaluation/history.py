@@ -1,4 +1,4 @@
-"""Evaluation history in one Parquet file, trends against earlier runs, and the regression check.
+"""Evaluation history in the record store, trends against earlier runs, and the regression check.
 
 One row per (run, dataset, mode): ``run_id``, ``timestamp`` (UTC), ``dataset``, ``namespace``, ``mode``, ``k``,
 ``good`` and one column per metric. Answer evaluations add rows of their own (``mode`` ``answers-<answerer>``,
@@ -6,14 +6,16 @@ answer metric columns; retrieval columns NaN there, and the other way round). A 
 the regression check; the check compares a mode's nDCG@10 with its **last good** run on the same dataset and
 namespace (the golden set run on another namespace, a subset say, is another baseline), so a failed night never
 becomes the baseline. It fails when the drop is strictly more than ``tolerance`` (absolute, default 0.02).
+
+The rows live in the record store's ``EvaluationLog``, so every host that runs the nightly evaluation checks
+against the same baseline; ``<home>/evaluation/history.parquet`` is a copy written after each run, for analysis.
+A home's Parquet history from before the log is adopted into an empty log.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +24,8 @@ from typing import TYPE_CHECKING
 from ragline.evaluation.answers import AnswerReport
 from ragline.evaluation.metrics import NDCG
 from ragline.evaluation.runner import EvaluationReport
+from ragline.recordstore.protocol import EvaluationLog
+from ragline.recordstore.rows import EvaluationRow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,44 +45,79 @@ _EPSILON = 1e-9
 
 
 def history_path(home: Path) -> Path:
-    """Where the history of a state directory lives."""
+    """Where a state directory keeps its Parquet copy of the history."""
     return Path(home) / "evaluation" / "history.parquet"
 
 
 class EvaluationHistory:
-    """Append-only Parquet history; appends are serialised with a lock file and replace the file atomically."""
+    """The evaluation history of a record store, as a DataFrame (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    def __init__(self, log: EvaluationLog) -> None:
+        self.log = log
 
     def read(self) -> pd.DataFrame:
         """Every recorded row in timestamp order (an empty frame with the key columns if none)."""
-        import pandas as pd
-
-        if not self.path.exists():
-            return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in _KEY_DTYPES.items()})
-        return pd.read_parquet(self.path).sort_values("timestamp", kind="stable", ignore_index=True)
+        return _frame(self.log.rows()).sort_values("timestamp", kind="stable", ignore_index=True)
 
     def append(self, rows: pd.DataFrame) -> None:
         """Add ``rows`` (new metric columns are fine: older rows get NaN there)."""
+        self.log.append(_log_rows(rows))
+
+    def adopt(self, path: Path) -> bool:
+        """Take the rows of the Parquet history at ``path`` when the log is empty (once, on the first run after an
+        upgrade); returns whether it did."""
         import pandas as pd
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            past = self.read()
-            combined = pd.concat([past, rows], ignore_index=True) if len(past) else rows
-            tmp = self.path.with_suffix(".parquet.tmp")
-            combined.to_parquet(tmp, index=False)
-            os.replace(tmp, self.path)
+        return path.is_file() and self.log.adopt(_log_rows(pd.read_parquet(path)))
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.path.with_suffix(".lock"), "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def export(self, path: Path) -> None:
+        """Write every row to ``path`` as Parquet, replacing it atomically."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".parquet.tmp")
+        self.read().to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+
+
+def _frame(rows: Sequence[EvaluationRow]) -> pd.DataFrame:
+    """The log's rows as the history frame: key columns, then one column per metric."""
+    import pandas as pd
+
+    if not rows:
+        return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in _KEY_DTYPES.items()})
+    frame = pd.DataFrame(
+        [
+            {
+                "run_id": r.run_id,
+                "timestamp": pd.Timestamp(r.at, unit="s", tz="UTC"),
+                "dataset": r.dataset,
+                "namespace": r.namespace,
+                "mode": r.mode,
+                "k": r.k,
+                "good": r.good,
+                **r.metrics,
+            }
+            for r in rows
+        ]
+    )
+    return frame.astype(_KEY_DTYPES)
+
+
+def _log_rows(frame: pd.DataFrame) -> list[EvaluationRow]:
+    """History frame rows as the log's rows (a metric that is NaN in a row is not recorded for it)."""
+    metrics = [c for c in frame.columns if c not in _KEY_DTYPES]
+    return [
+        EvaluationRow(
+            run_id=str(row["run_id"]),
+            at=_utc(row["timestamp"]).timestamp(),
+            dataset=str(row["dataset"]),
+            namespace=str(row["namespace"]),
+            mode=str(row["mode"]),
+            k=int(row["k"]),
+            good=bool(row["good"]),
+            metrics={m: float(row[m]) for m in metrics if row[m] == row[m]},
+        )
+        for row in frame.to_dict("records")
+    ]
 
 
 @dataclass(frozen=True)

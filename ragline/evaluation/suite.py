@@ -90,13 +90,16 @@ def finish_run(
     timestamp: datetime,
     answers: Sequence[AnswerReport] = (),
 ) -> EvaluationRun:
-    """Check against and append to ``<home>/evaluation/history.parquet`` (answer reports too), then draw
-    ``<home>/evaluation/ndcg.png``."""
+    """Check against and append to the record store's evaluation history (answer reports too), then write its copy
+    ``<home>/evaluation/history.parquet`` and draw ``<home>/evaluation/ndcg.png``."""
     config = c.config
-    history = EvaluationHistory(history_path(config.home))
+    history = EvaluationHistory(c.records.evaluations)
+    copy = history_path(config.home)
+    history.adopt(copy)  # the home's history from before the record store kept it
     trends = record_run(history, reports, run_id=run_id, timestamp=timestamp, tolerance=config.eval_tolerance)
     answer_trends = record_answers(history, answers, run_id=run_id, timestamp=timestamp)
-    chart = write_chart(history.read(), history.path.parent / CHART_FILE, [r.dataset for r in reports])
+    history.export(copy)
+    chart = write_chart(history.read(), copy.parent / CHART_FILE, [r.dataset for r in reports])
     return EvaluationRun(run_id, tuple(reports), tuple(trends), chart, tuple(answers), tuple(answer_trends))
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from ragline.batching import batched
 from ragline.components import Components
 from ragline.embedders.cache import embed_with_cache
+from ragline.errors import ConfigError
 from ragline.indexing.consistency import await_writes, within_window
 from ragline.indexing.health import require_whole_index
 from ragline.indexing.keywords import keep_encoding_current, live_records, sparse_problems
@@ -76,13 +77,19 @@ def open_run(c: Components, namespace: str, source: str, *, check_index: bool = 
     if check_index and seal is None:
         require_whole_index(c.store, c.records.journal, namespace)
     recover(c, namespace)
-    c.records.journal.bind_namespace_model(namespace, c.embedder.model_id, c.embedder.dimension)
     # counted only without a seal (a sealed index holds the vectors its last run counted: an unchanged re-run must
     # not open it); a sealed index does not append either: its checks count vectors, and an unknown id beside a lost
     # one keeps the count
-    appends = (
-        seal is None and isinstance(c.store, AppendingStore) and c.store.describe_namespace(namespace).vector_count == 0
-    )
+    vectors = c.store.describe_namespace(namespace).vector_count if seal is None else None
+    if check_index and vectors and c.records.journal.last_commit(namespace) is None:
+        raise ConfigError(
+            f"namespace {namespace!r} of the index holds {vectors} vectors, but this record store has no committed "
+            "run for it: another record store indexed them, and a run here would overwrite and then delete them. "
+            "Point this host at that one (RAGLINE_DATABASE_URL and RAGLINE_DATABASE_SCHEMA as on the other hosts), "
+            f"or adopt the index with `ragline records rebuild -n {namespace}`; nothing was written"
+        )
+    c.records.journal.bind_namespace_model(namespace, c.embedder.model_id, c.embedder.dimension)
+    appends = isinstance(c.store, AppendingStore) and vectors == 0
     run = RunRef(new_run_id(), namespace, source, seal, appends)
     c.records.journal.begin_run(run.run_id, namespace, source)
     log.info("run %s opened on namespace %s for source %s", run.run_id, namespace, source)
@@ -129,10 +136,13 @@ def rollback_on_failure(c: Components, run: RunRef) -> Iterator[None]:
 
 
 def delete_tombstones(c: Components, namespace: str) -> int:
-    """Delete queued stale ids from the index, then forget them; returns how many."""
+    """Delete queued stale ids from the index, then forget them once reads no longer show them (until then other
+    hosts' checks see them queued, not as orphans); returns how many."""
     ids = c.records.journal.tombstones(namespace)
-    delete_ids(c, namespace, ids)
-    c.records.journal.clear_tombstones(namespace, ids)
+    if ids:
+        delete_ids(c, namespace, ids)
+        await_writes(c, namespace)
+        c.records.journal.clear_tombstones(namespace, ids)
     return len(ids)
 
 

@@ -183,6 +183,17 @@ def keep_encoding_current(c: Components, namespace: str) -> int:
     return rewritten
 
 
+def reencode_all(c: Components, namespace: str) -> int:
+    """Count every live chunk's terms and write every sparse vector again with the live average length: after the
+    record store was rebuilt from the index, which does not say with what encoding its sparse vectors were made.
+    Returns how many were written."""
+    _recount(c, namespace)
+    average = max(c.records.keywords.corpus(namespace).avg_length or 1.0, 1.0)
+    unsettled = KeywordEncoding(average, params_key(PARAMS), settled=False)
+    c.records.keywords.save_encoding(namespace, unsettled, replace=True)
+    return keep_encoding_current(c, namespace)  # an unsettled encoding is finished: every vector written
+
+
 def _recount(c: Components, namespace: str) -> None:
     for ids in batched(c.records.journal.live_chunk_ids(namespace), STORE_BATCH):
         rows = list(c.records.journal.chunk_rows(namespace, ids).values())

@@ -22,6 +22,7 @@ from ragline.batching import batched
 from ragline.components import Components
 from ragline.errors import ConfigError, IndexDamaged, StoreError, ValidationFailed
 from ragline.indexing.journal import STORE_BATCH, new_run_id, record_repair, settled_count, upsert_rows
+from ragline.indexing.keywords import reencode_all
 from ragline.records import Chunk, Document, sha256_hex
 from ragline.recordstore.protocol import PendingDocument
 from ragline.stores.base import VectorRecord
@@ -169,6 +170,8 @@ def rebuild_records(c: Components, namespace: str) -> RecordsRebuild:
         recorded = [a + b for a, b in zip(recorded, _record(c, run_id, namespace, grouping.rest()))]
         journal.commit_run(run_id, namespace, REBUILD_SOURCE, delete_unseen=False)
         journal.save_run_stats(run_id, {"documents_rebuilt": recorded[0], "chunks_rebuilt": recorded[1]})
+        if c.sparse is not None:
+            reencode_all(c, namespace)
     documents, chunks, without_hashes = recorded
     return RecordsRebuild(namespace, run_id, documents, chunks, cached, without_hashes, foreign)
 

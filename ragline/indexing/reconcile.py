@@ -102,7 +102,7 @@ def reconcile(
         different=different,
         unfinished_runs=unfinished,
         runs_rolled_back=rolled_back,
-        keywords=_keyword_drift(c, namespace, expected, list(sample_rows.values())) if c.sparse else None,
+        keywords=_keyword_drift(c, namespace, expected, recovering, list(sample_rows.values())) if c.sparse else None,
         crashed_runs=crashed,
         crashed_pending=sum(len(c.records.journal.pending_chunk_ids(run_id)) for run_id in crashed),
     )
@@ -127,13 +127,16 @@ def reconcile(
     return report
 
 
-def _keyword_drift(c: Components, namespace: str, expected: set[str], sample: list[ChunkRow]) -> KeywordDrift:
-    """The sparse index's missing and orphaned ids, and which sampled chunks have a differing sparse record."""
+def _keyword_drift(
+    c: Components, namespace: str, expected: set[str], recovering: set[str], sample: list[ChunkRow]
+) -> KeywordDrift:
+    """The sparse index's missing and orphaned ids (not those ``recovering`` puts right, as for the dense index),
+    and which sampled chunks have a differing sparse record."""
     sparse = sparse_store(c)
     indexed = set(sparse.list_ids(namespace=namespace))
     present = [r for r in sample if r.chunk_id in indexed]
     different = sparse_problems(c, namespace, present, [index_metadata(r.text, r.metadata) for r in present])
-    return KeywordDrift(sorted(expected - indexed), sorted(indexed - expected), sorted(different))
+    return KeywordDrift(sorted(expected - indexed), sorted(indexed - expected - recovering), sorted(different))
 
 
 def _repair_keywords(c: Components, namespace: str, drift: KeywordDrift) -> None:
@@ -160,7 +163,7 @@ def _recovered_by_repair(c: Components, namespace: str, unfinished: list[str]) -
 def refusal(c: Components, report: ReconcileReport, *, force: bool) -> str | None:
     """Why repairing what ``report`` found would be a guess, or None when it is safe."""
     ns = report.namespace
-    if report.expected == 0 and report.indexed:
+    if report.expected == 0 and report.orphans:  # not the ids of a first run still open: it is no other store's
         return (
             f"refusing to reconcile namespace {ns!r}: the record store has no committed chunks for it while the index "
             f"holds {report.indexed} vectors, so every one would look orphaned; nothing was deleted (is this the "

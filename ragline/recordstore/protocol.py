@@ -12,6 +12,7 @@ It is split by concern; each part owns its tables and is a small protocol a back
 - ``NearDuplicateLog``: MinHash signatures of originals and the documents flagged as near-duplicates.
 - ``KeywordStatistics``: each chunk's BM25 terms, and the corpus statistics a sparse vector index's BM25 needs
   (chunk count, total length, document frequencies), read by every host that queries.
+- ``EvaluationLog``: the evaluation history the nightly regression check compares with, whichever host ran it.
 
 Every backend passes the contract suite in ``ragline.testing.recordstore_contract``.
 """
@@ -28,6 +29,7 @@ from ragline.recordstore.rows import (
     ChunkRow,
     CommitResult,
     DocumentRow,
+    EvaluationRow,
     KeywordCorpus,
     KeywordEncoding,
     KeywordRow,
@@ -310,6 +312,23 @@ class KeywordStatistics(Protocol):
         ...
 
 
+class EvaluationLog(Protocol):
+    """Every evaluation run's scores, in the order they were recorded."""
+
+    def append(self, rows: Sequence[EvaluationRow]) -> None:
+        """Record one run's rows, in one transaction."""
+        ...
+
+    def adopt(self, rows: Sequence[EvaluationRow]) -> bool:
+        """Record ``rows`` only if the log is empty, atomically (a history kept before there was a log); returns
+        whether they were."""
+        ...
+
+    def rows(self) -> list[EvaluationRow]:
+        """Every row, oldest first."""
+        ...
+
+
 class RecordStore(Protocol):
     """Every part of the record store, on one database."""
 
@@ -330,6 +349,9 @@ class RecordStore(Protocol):
 
     @property
     def keywords(self) -> KeywordStatistics: ...
+
+    @property
+    def evaluations(self) -> EvaluationLog: ...
 
     def drop_namespace(self, namespace: str) -> None:
         """Delete the namespace's rows from every part, in one transaction; refuse while an alias points at it."""

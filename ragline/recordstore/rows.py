@@ -1,4 +1,4 @@
-"""What the record store hands back: rows of documents, chunks, aliases and backfill ledgers."""
+"""What the record store hands back: rows of documents, chunks, aliases, backfill ledgers and evaluations."""
 
 from __future__ import annotations
 
@@ -194,3 +194,19 @@ class KeywordEncoding:
     avg_length: float
     params: str
     settled: bool = True
+
+
+@dataclass(frozen=True)
+class EvaluationRow:
+    """One golden set's scores through one mode in one evaluation run."""
+
+    run_id: str
+    at: float
+    """When the run was recorded (seconds since the epoch)."""
+    dataset: str
+    namespace: str
+    mode: str
+    k: int
+    good: bool
+    """The mode passed the regression check (a failed night never becomes the baseline)."""
+    metrics: dict[str, float]

@@ -1,7 +1,8 @@
 """Moving a namespace's records from a home's SQLite files to PostgreSQL (``ragline records copy``).
 
 Every part's rows of the namespace travel (runs, documents, chunks, tombstones, quarantine, near-duplicate state,
-keyword statistics, the backfill ledger, aliases pointing at it or named after it with their history), then the
+keyword statistics, the backfill ledger, its evaluation history, aliases pointing at it or named after it with their
+history), then the
 embedding-cache vectors its chunks need, so the first run on PostgreSQL re-embeds nothing and a rollback can still
 restore any overwritten vector. The copy is idempotent: a namespace the target already holds identically is left
 alone; one it holds differently is refused unless ``replace`` (its rows in the target are deleted first, in the same
@@ -92,6 +93,7 @@ NAMESPACE_TABLES = (
     _Table("keyword_chunks", ("namespace", "chunk_id", "run_id", "length"), order="chunk_id, run_id"),
     _Table("keyword_terms", ("namespace", "chunk_id", "run_id", "term", "tf"), order="chunk_id, run_id, term"),
     _Table("keyword_encodings", ("namespace", "avg_length", "params", "settled"), order="namespace"),
+    _Table("evaluations", ("run_id", "at", "dataset", "namespace", "mode", "k", "good", "metrics")),
     _Table(
         "backfills",
         (

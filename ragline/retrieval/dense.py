@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ragline.components import Components
 from ragline.errors import ConfigError
 from ragline.indexing.health import require_whole_index
@@ -26,14 +28,27 @@ def dense_search(c: Components, query: str, *, namespace: str, top_k: int, filte
     """
     check_namespace_model(c, namespace)
     vector = c.embedder.embed([query])[0]
-    asked, deepest = top_k, max(top_k, DEEPEST)
-    while True:
+
+    def nearest(asked: int) -> list[QueryMatch]:
         matches = c.store.query(vector, namespace=namespace, top_k=asked, filter=filter)
         if not matches:
             require_whole_index(c.store, c.records.journal, namespace)
+        return matches
+
+    return [as_hit(m) for m in committed_top(c, namespace, top_k, max(top_k, DEEPEST), nearest)]
+
+
+def committed_top(
+    c: Components, namespace: str, top_k: int, deepest: int, best: Callable[[int], list[QueryMatch]]
+) -> list[QueryMatch]:
+    """The ``top_k`` first committed matches of ``best(n)`` (a store's ``n`` best), asking ``DEEPER`` times as many,
+    up to ``deepest``, while uncommitted ones hide some and the store has more."""
+    asked = top_k
+    while True:
+        matches = best(asked)
         kept = committed(c, namespace, matches)
         if len(kept) >= top_k or len(matches) < asked or asked >= deepest:
-            return [as_hit(m) for m in kept[:top_k]]
+            return kept[:top_k]
         asked = min(deepest, asked * DEEPER)
 
 

@@ -24,9 +24,9 @@ from ragline.recordstore import RecordStore
 from ragline.recordstore.rows import KeywordCorpus
 from ragline.retrieval.bm25 import BM25Index, BM25Params, current_index, indexed_text, tokenizer
 from ragline.retrieval.bm25_sparse import params_from_key, query_vector
-from ragline.retrieval.dense import as_hit, committed
+from ragline.retrieval.dense import as_hit, committed_top
 from ragline.retrieval.hits import Hit
-from ragline.stores.base import Filter
+from ragline.stores.base import Filter, QueryMatch
 from ragline.stores.sparse import MAX_SPARSE_TOP_K, SparseStore
 
 
@@ -109,10 +109,12 @@ class SparseKeywordIndex:
         vector = query_vector(weights, self._statistics.frequencies(self._c.records, list(weights)), chunks)
         if vector is None:
             return []
-        matches = self._sparse.query(
-            vector, namespace=self._namespace, top_k=min(top_k, MAX_SPARSE_TOP_K), filter=filter
-        )
-        return [as_hit(m) for m in committed(self._c, self._namespace, matches)]
+        top_k = min(top_k, MAX_SPARSE_TOP_K)
+
+        def best(asked: int) -> list[QueryMatch]:
+            return self._sparse.query(vector, namespace=self._namespace, top_k=asked, filter=filter)
+
+        return [as_hit(m) for m in committed_top(self._c, self._namespace, top_k, MAX_SPARSE_TOP_K, best)]
 
 
 # --- statistics, cached per committed run ---------------------------------------------------------------------

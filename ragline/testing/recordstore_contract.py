@@ -20,7 +20,7 @@ from ragline.embedders.cache import EmbeddingCache
 from ragline.errors import ConfigError
 from ragline.records import Chunk, Document, Metadata, NearDuplicate, QuarantineRecord, make_chunk_id, sha256_hex
 from ragline.recordstore import LIVE, PENDING, RecordStore
-from ragline.recordstore.rows import PARTITION_COUNTS, KeywordCorpus, KeywordEncoding, KeywordRow
+from ragline.recordstore.rows import PARTITION_COUNTS, EvaluationRow, KeywordCorpus, KeywordEncoding, KeywordRow
 
 NS = "ns"
 OTHER = "other-ns"
@@ -461,7 +461,28 @@ class DropNamespaceContract(_Fixture):
         assert keywords.encoding("docs--v2") is None and keywords.prune("docs--v2") == 0
 
 
+class EvaluationLogContract(_Fixture):
+    def test_rows_read_back_in_order_with_their_metrics(self, record_store: RecordStore) -> None:
+        log = record_store.evaluations
+        assert log.rows() == []
+        first = [
+            EvaluationRow("r1", 1.7e9 + 0.25, "cranfield", "beir-cranfield", "dense", 10, True, {"nDCG@10": 0.391}),
+            EvaluationRow("r1", 1.7e9 + 0.25, "cranfield", "beir-cranfield", "bm25", 10, False, {"p50 ms": 3.5}),
+        ]
+        later = EvaluationRow("r2", 1.7e9 + 60, "sample", NS, "answers-llm", 5, True, {"faithfulness": 1.0})
+        log.append(first)
+        log.append([later])
+        assert log.rows() == [*first, later]
+        assert not log.adopt([later]) and len(log.rows()) == 3  # only into an empty log
+
+    def test_rows_are_adopted_only_into_an_empty_log(self, record_store: RecordStore) -> None:
+        old = [EvaluationRow("r0", 1.6e9, "sample", NS, "dense", 10, True, {"nDCG@10": 0.5})]
+        assert record_store.evaluations.adopt(old) and record_store.evaluations.rows() == old
+        assert not record_store.evaluations.adopt(old) and record_store.evaluations.rows() == old
+
+
 class RecordStoreContract(
+    EvaluationLogContract,
     RunJournalContract,
     QuarantineLogContract,
     AliasRegistryContract,

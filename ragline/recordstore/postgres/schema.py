@@ -15,6 +15,7 @@ from ragline.recordstore.postgres import (
     aliases,
     backfills,
     embeddings_table,
+    evaluations,
     journal,
     keywords,
     near_duplicates,
@@ -22,7 +23,7 @@ from ragline.recordstore.postgres import (
 )
 from ragline.recordstore.postgres.database import PostgresDatabase, advisory_key
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The version of the tables below; bumped with a new step in ``MIGRATIONS``."""
 MIGRATIONS = (
     Migration(
@@ -47,8 +48,9 @@ MIGRATIONS = (
             "USING (namespace) WHERE runs.run_id = o.run_id",
         ),
     ),
+    Migration(4, "the evaluation history (was a Parquet file on each host)", (evaluations.SCHEMA,)),
 )
-PARTS = (journal, quarantine, aliases, backfills, near_duplicates, keywords, embeddings_table)
+PARTS = (journal, quarantine, aliases, backfills, near_duplicates, keywords, embeddings_table, evaluations)
 
 
 def schema_version(db: PostgresDatabase) -> int | None:

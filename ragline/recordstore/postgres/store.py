@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from ragline.errors import ConfigError
-from ragline.recordstore.postgres import aliases, backfills, journal, keywords, near_duplicates, quarantine
+from ragline.recordstore.postgres import (
+    aliases,
+    backfills,
+    evaluations,
+    journal,
+    keywords,
+    near_duplicates,
+    quarantine,
+)
 from ragline.recordstore.postgres.database import MAX_CONNECTIONS, PostgresDatabase
 from ragline.recordstore.postgres.schema import ensure_schema
 
@@ -24,6 +32,7 @@ class PostgresRecordStore:
         self.backfills = backfills.PostgresBackfillLedger(self.db)
         self.near_duplicates = near_duplicates.PostgresNearDuplicateLog(self.db)
         self.keywords = keywords.PostgresKeywordStatistics(self.db)
+        self.evaluations = evaluations.PostgresEvaluationLog(self.db)
 
     def close(self) -> None:
         self.db.close()

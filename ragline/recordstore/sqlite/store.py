@@ -8,10 +8,10 @@ from pathlib import Path
 
 from ragline.errors import ConfigError, StoreError
 from ragline.recordstore.migrations import Migration
-from ragline.recordstore.sqlite import aliases, backfills, journal, keywords, near_duplicates, quarantine
+from ragline.recordstore.sqlite import aliases, backfills, evaluations, journal, keywords, near_duplicates, quarantine
 from ragline.recordstore.sqlite.database import SQLiteDatabase, statements_of
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The version of the parts' tables (``PRAGMA user_version``); bumped with a new step in ``MIGRATIONS``."""
 MIGRATIONS = (
     Migration(
@@ -40,8 +40,9 @@ MIGRATIONS = (
             "WHERE r.namespace = runs.namespace) + 1 WHERE status = 'committed' AND commit_seq IS NULL",  # one by one
         ),
     ),
+    Migration(5, "the evaluation history (was a Parquet file in the home)", tuple(statements_of(evaluations.SCHEMA))),
 )
-PARTS = (journal, quarantine, aliases, backfills, near_duplicates, keywords)
+PARTS = (journal, quarantine, aliases, backfills, near_duplicates, keywords, evaluations)
 
 IF_DAMAGED = (
     "restore it from a backup (`ragline records restore BACKUP`), or rebuild it from the index "
@@ -62,6 +63,7 @@ class SQLiteRecordStore:
         self.backfills = backfills.SQLiteBackfillLedger(self.db)
         self.near_duplicates = near_duplicates.SQLiteNearDuplicateLog(self.db)
         self.keywords = keywords.SQLiteKeywordStatistics(self.db)
+        self.evaluations = evaluations.SQLiteEvaluationLog(self.db)
 
     def close(self) -> None:
         self.db.close()

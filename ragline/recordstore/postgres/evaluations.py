@@ -1,0 +1,52 @@
+"""The evaluation history on PostgreSQL: one row per golden set and mode of every evaluation run, shared by every
+host, so the nightly regression check has one baseline whichever worker runs it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ragline.recordstore.postgres.database import PostgresDatabase, Row
+from ragline.recordstore.rows import EvaluationRow
+
+if TYPE_CHECKING:
+    import psycopg
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS evaluations (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, run_id TEXT COLLATE "C" NOT NULL,
+    at DOUBLE PRECISION NOT NULL, dataset TEXT NOT NULL, namespace TEXT COLLATE "C" NOT NULL, mode TEXT NOT NULL,
+    k INTEGER NOT NULL, good BOOLEAN NOT NULL, metrics TEXT NOT NULL);
+"""
+_COLUMNS = "run_id, at, dataset, namespace, mode, k, good, metrics"
+
+
+class PostgresEvaluationLog:
+    """``EvaluationLog`` on a shared ``PostgresDatabase``."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    def append(self, rows: Sequence[EvaluationRow]) -> None:
+        with self._db.transaction() as db:
+            _insert(db, rows)
+
+    def adopt(self, rows: Sequence[EvaluationRow]) -> bool:
+        with self._db.transaction() as db:
+            db.execute("LOCK TABLE evaluations IN SHARE ROW EXCLUSIVE MODE")  # two hosts adopting: one goes first
+            if db.execute("SELECT 1 FROM evaluations LIMIT 1").fetchone() is not None:
+                return False
+            _insert(db, rows)
+        return True
+
+    def rows(self) -> list[EvaluationRow]:
+        rows = self._db.rows(f"SELECT {_COLUMNS} FROM evaluations ORDER BY seq")
+        return [EvaluationRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7])) for r in rows]
+
+
+def _insert(db: psycopg.Cursor[Row], rows: Sequence[EvaluationRow]) -> None:
+    db.executemany(
+        f"INSERT INTO evaluations ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        [(r.run_id, r.at, r.dataset, r.namespace, r.mode, r.k, r.good, json.dumps(r.metrics)) for r in rows],
+    )
