@@ -6,11 +6,14 @@ VERSION_SEPARATOR = "--"
 
 
 def check_name(value: str | None) -> str | None:
-    """A namespace or version name: 1-100 ASCII letters, digits, '-', '_' or '.' (None passes)."""
+    """A namespace or version name: 1-100 ASCII letters, digits, '-', '_' or '.', not '.' or '..' (folders are
+    named after it). None passes."""
     if value is not None and (
         not 0 < len(value) <= 100 or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in value)
     ):
         raise ValueError("must be 1-100 ASCII letters, digits, '-', '_' or '.'")
+    if value in (".", ".."):
+        raise ValueError("must not be '.' or '..'")
     return value
 
 

@@ -126,6 +126,8 @@ def test_a_home_that_is_a_file_is_one_line(cli_env: Path, tmp_path: Path, monkey
     taken.write_text("not a folder", encoding="utf-8")
     monkeypatch.setenv("RAGLINE_HOME", str(taken / "home"))
     user_error(runner.invoke(app, ["status"]), "home", f"{taken} is a file, not a directory")
+    monkeypatch.setenv("RAGLINE_HOME", "")  # an unset shell variable: not the working directory
+    user_error(runner.invoke(app, ["status"]), "home", "is empty")
 
 
 @pytest.mark.parametrize(
@@ -186,12 +188,12 @@ def test_a_namespace_or_version_nothing_was_indexed_into_is_one_line_naming_thos
 ) -> None:
     monkeypatch.setenv("RAGLINE_EMBEDDER", "hashing")
     home = ["--home", str(cli_env)]
-    for command in (["query", "flows"], ["ask", "why?"], ["status"]):
+    for command in (["query", "flows"], ["ask", "why?"], ["status"], ["reconcile", "--dry-run"], ["reconcile"]):
         user_error(runner.invoke(app, [*command, *home]), "'default'", "ragline ingest")
     corpus = hostile_corpus(tmp_path / "corpus")
     for name in ("docs", "notes"):
         assert runner.invoke(app, ["ingest", str(corpus), "-n", name, *home]).exit_code == 0
-    for command in (["query", "flows"], ["ask", "why?"], ["status"]):
+    for command in (["query", "flows"], ["ask", "why?"], ["status"], ["reconcile", "--dry-run"]):
         user_error(runner.invoke(app, [*command, "-n", "doc", *home]), "'doc'", "docs, notes")
         assert runner.invoke(app, [*command, "-n", "notes", *home]).exit_code == 0
     user_error(runner.invoke(app, ["versions", "list", "doc", *home]), "'doc' holds no index", "docs, notes")
@@ -260,6 +262,8 @@ def test_serve_on_a_port_in_use_is_one_line_naming_it(cli_env: Path) -> None:
         (["backfill", "{corpus}", "--export-parquet", "{corpus}/out"], ["--export-parquet", "is a file"]),
         (["refresh", "{corpus}", "--ttl", "soon"], ["--ttl", "soon"]),
         (["refresh", "{corpus}", "-n", "../x"], ["--namespace", "../x"]),
+        (["ingest", "{corpus}", "-n", ".."], ["--namespace", "'..'"]),
+        (["ingest", "{corpus}", "--index-version", "."], ["--index-version", "'.'"]),
         (["serve", "--port", "0"], ["--port", "0"]),
         (["versions", "list", "../x"], ["NS", "../x"]),
         (["versions", "promote", "docs", "../v"], ["VERSION", "../v"]),
@@ -303,6 +307,8 @@ def test_a_backup_replaces_an_earlier_backup_but_never_the_live_files(cli_env: P
     assert runner.invoke(app, ["ingest", str(hostile_corpus(tmp_path / "corpus")), "--no-flow", *home]).exit_code == 0
     for live in ("embeddings.sqlite", "records.sqlite"):
         user_error(runner.invoke(app, ["records", "backup", str(cli_env / live), *home]), "not an earlier backup")
+    restored = runner.invoke(app, ["records", "restore", str(cli_env / "records.sqlite"), *home])
+    user_error(restored, "is the record store itself")  # it used to move the file aside and hang copying nothing
     for _ in range(2):
         backed_up = runner.invoke(app, ["records", "backup", str(tmp_path / "backup.sqlite"), *home])
         assert backed_up.exit_code == 0, backed_up.output

@@ -195,6 +195,7 @@ def test_doc_id_qrels_are_encoded_as_ingest_encodes_them(tmp_path: Path) -> None
         ({"queries.jsonl": '{"_id": "a", "text": "t"}\n', "qrels.tsv": "a\td\t0\n"}, "no query has a relevant"),
         ({"queries.jsonl": '{"_id": "a", "text": "t"}\n', "qrels.tsv": "z\td\t1\n"}, "have no text"),
         ({"queries.jsonl": "not json\n", "qrels.tsv": "a\td\t1\n"}, "queries.jsonl line 1"),
+        ({"queries.jsonl": '{"_id": "a", "text": " \\t "}\n', "qrels.tsv": "a\td\t1\n"}, "query 'a' has no text"),
     ],
 )
 def test_bad_datasets_raise_source_errors(tmp_path: Path, files: dict[str, str], message: str) -> None:

@@ -169,13 +169,18 @@ def reconcile_command(
     from ragline.components import build_components
     from ragline.indexing.rebuild import rebuild_index
     from ragline.indexing.reconcile import reconcile
-    from ragline.versions.aliases import write_namespace
+    from ragline.versions.aliases import indexed_model, write_namespace
 
     if dry_run and rebuild:
         raise typer.BadParameter("--dry-run and --rebuild exclude each other")
     config = load_config(namespace=namespace, home=home, index_version=index_version)
     components = build_components(config)
     ns = write_namespace(components.records, config)
+    if (
+        components.records.journal.namespace_model(ns) is None
+        and not components.store.describe_namespace(ns).vector_count
+    ):
+        indexed_model(components.records, ns, ns)  # a mistyped name: one line naming the namespaces there are
     if rebuild:
         with components.locks.hold(ns), showing_progress():
             rebuilt = rebuild_index(components, ns)

@@ -73,9 +73,12 @@ def read_queries(path: Path) -> dict[str, str]:
     for number, line in _lines(path):
         try:
             record = json.loads(line)
-            queries[str(record["_id"])] = str(record["text"])
+            query_id, text = str(record["_id"]), str(record["text"])
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise SourceError(f"{path} line {number}: expected a JSON object with '_id' and 'text'") from exc
+        if not text.strip():
+            raise SourceError(f"{path} line {number}: query {query_id!r} has no text (a query cannot be empty)")
+        queries[query_id] = text
     return queries
 
 

@@ -67,6 +67,8 @@ def restore(backup_path: Path, target: Path) -> Path | None:
     """
     if not backup_path.is_file():
         raise ConfigError(f"backup {backup_path} is not a file")
+    if target.exists() and backup_path.samefile(target):
+        raise ConfigError(f"backup {backup_path} is the record store itself: name a backup file to restore from")
     if problem := check_file(backup_path):
         raise RecordStoreDamaged(f"backup {backup_path} is damaged too ({problem}): choose an older one")
     moved = set_aside(target) if target.exists() else None
