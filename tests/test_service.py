@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -197,6 +198,9 @@ def test_bad_key_configs_are_refused() -> None:
         ApiKeys({SecretStr("short"): ["docs"]})
     with pytest.raises(ConfigError, match="allows no namespace"):
         ApiKeys({SecretStr(DOCS_KEY): []})
+    for never in ("../etc", "a b", ".."):  # a namespace no run can write: a typo to catch at start-up
+        with pytest.raises(ConfigError, match=rf"entry 1: namespace '{re.escape(never)}' must"):
+            ApiKeys({SecretStr(DOCS_KEY): ["docs", never]})
     with pytest.raises(ConfigError, match="repeats"):
         ApiKeys({SecretStr(DOCS_KEY): ["a"], SecretStr(f"sha256:{key_digest(DOCS_KEY).upper()}"): ["b"]})
     with pytest.raises(ConfigError, match="64 hex"):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from ragline.errors import ConfigError
+from ragline.names import check_name
 
 DIGEST_PREFIX = "sha256:"
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -56,6 +57,11 @@ class ApiKeys:
                 raise ConfigError(f"{setting} repeats an earlier key")
             if not namespaces:
                 raise ConfigError(f"{setting} allows no namespace")
+            for namespace in namespaces:
+                try:
+                    check_name(namespace)
+                except ValueError as exc:
+                    raise ConfigError(f"{setting}: namespace {namespace!r} {exc}") from None
             self._entries.append((digest, Principal(digest=digest.hex(), namespaces=frozenset(namespaces))))
         self._operator: bytes | None = None
         if operator_key is not None:
