@@ -126,12 +126,14 @@ def test_copy_is_idempotent_and_refuses_to_overwrite_different_records(
     assert "lacks" not in everything
     assert f"namespace {NS}: already there" in copy(config, postgres, "-n", NS)
     home.records.quarantine.add("r-late", NS, [QuarantineRecord("src", "file:///late", "empty document")])
+    home.records.journal.bind_namespace_model("a-first", embedder.model_id, embedder.dimension)  # copied first
     home.close()
 
     refused = CliRunner().invoke(
         app, ["records", "copy", "--home", str(config.home), "--to", postgres.url, "--schema", postgres.schema]
     )
     assert refused.exit_code == 2 and "--replace" in refused.output and "Traceback" not in refused.output
+    assert "(copied before it: a-first)" in refused.output  # what did land is said
     assert not same_rows(config, postgres)
     assert f"namespace {NS}: replaced" in copy(config, postgres, "--replace")
     assert same_rows(config, postgres)

@@ -314,13 +314,17 @@ def copy_home_to_postgres(
         target_cache = PostgresEmbeddingCache(target_url, config.database_schema)
         stack.callback(target_cache.close)
         source_locks, target_locks = make_locks(home), make_locks(target_config)
-        reports = []
+        reports: list[CopyReport] = []
         for namespace in namespaces or home_namespaces(source):
             with source_locks.hold(namespace), target_locks.hold(namespace):
                 rows = export_namespace(source, namespace)
                 if rows.empty and not rows.aliases:
                     raise ConfigError(f"namespace {namespace!r} has no records in {config.home}")
-                report = import_namespace(target, namespace, rows, replace=replace)
+                try:
+                    report = import_namespace(target, namespace, rows, replace=replace)
+                except ConfigError as exc:
+                    done = ", ".join(r.namespace for r in reports)
+                    raise ConfigError(f"{exc}" + (f" (copied before it: {done})" if done else "")) from None
                 for model_id, hashes in needed_vectors(rows).items():
                     copy_vectors(source_cache, target_cache, model_id, hashes, report)
             reports.append(report)
