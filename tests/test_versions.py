@@ -170,6 +170,10 @@ def test_rollback_refuses_to_point_at_a_dropped_version(c: Components) -> None:
     with pytest.raises(ConfigError, match="holds no index"):
         rollback(c.records, NS, actor="alice")
     assert read_namespace(c.records, NS) == BAD
+    assert promote(c, NS, NS, actor="alice", force=True).passed  # the base, named by the namespace's own name
+    assert read_namespace(c.records, NS) == NS
+    with pytest.raises(ConfigError, match="already live"):
+        promote(c, NS, NS, actor="alice", force=True)
 
 
 def test_a_query_during_promotions_reads_one_physical_namespace(c: Components) -> None:

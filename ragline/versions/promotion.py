@@ -100,9 +100,15 @@ class PromotionDecision:
         return "\n".join(lines) + "\n"
 
 
+def candidate_namespace(alias: str, version: str) -> str:
+    """The physical namespace promoting ``version`` points ``alias`` at: ``<alias>--<version>``, or the base namespace
+    itself when ``version`` is the alias's own name (the way back to the base once the rollback chain is cut)."""
+    return alias if version == alias else version_namespace(alias, version)
+
+
 def promotion_targets(records: RecordStore, alias: str, version: str) -> tuple[str, str]:
     """(candidate, live) physical namespaces; refuses a version that does not exist, is live, or has a run open."""
-    candidate = version_namespace(alias, version)
+    candidate = candidate_namespace(alias, version)
     if records.journal.namespace_model(candidate) is None:
         raise ConfigError(
             f"version {version!r} of {alias!r} does not exist: build it first with "
@@ -149,7 +155,7 @@ def promote(
     c: Components, alias: str, version: str, *, actor: str, dataset_path: Path | None = None, force: bool = False
 ) -> PromotionDecision:
     """Judge ``version`` of ``alias`` against the live target and switch the alias if it passes (or ``force``)."""
-    candidate = version_namespace(alias, version)
+    candidate = candidate_namespace(alias, version)
     with c.locks.hold(candidate):
         candidate, live = promotion_targets(c.records, alias, version)
         scores = None
