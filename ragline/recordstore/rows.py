@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import orjson
 
@@ -210,3 +210,22 @@ class EvaluationRow:
     good: bool
     """The mode passed the regression check (a failed night never becomes the baseline)."""
     metrics: dict[str, float]
+
+    COLUMNS: ClassVar[str] = "run_id, at, dataset, namespace, mode, k, good, metrics"
+    """The table's columns, in the order of ``as_row`` and ``from_row``."""
+
+    def as_row(self) -> tuple[object, ...]:
+        return (
+            self.run_id,
+            self.at,
+            self.dataset,
+            self.namespace,
+            self.mode,
+            self.k,
+            self.good,
+            json.dumps(self.metrics),
+        )
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> EvaluationRow:
+        return cls(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), json.loads(row[7]))

@@ -3,7 +3,6 @@ host, so the nightly regression check has one baseline whichever worker runs it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -19,7 +18,6 @@ CREATE TABLE IF NOT EXISTS evaluations (
     at DOUBLE PRECISION NOT NULL, dataset TEXT NOT NULL, namespace TEXT COLLATE "C" NOT NULL, mode TEXT NOT NULL,
     k INTEGER NOT NULL, good BOOLEAN NOT NULL, metrics TEXT NOT NULL);
 """
-_COLUMNS = "run_id, at, dataset, namespace, mode, k, good, metrics"
 
 
 class PostgresEvaluationLog:
@@ -41,12 +39,14 @@ class PostgresEvaluationLog:
         return True
 
     def rows(self) -> list[EvaluationRow]:
-        rows = self._db.rows(f"SELECT {_COLUMNS} FROM evaluations ORDER BY seq")
-        return [EvaluationRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7])) for r in rows]
+        return [
+            EvaluationRow.from_row(r)
+            for r in self._db.rows(f"SELECT {EvaluationRow.COLUMNS} FROM evaluations ORDER BY seq")
+        ]
 
 
 def _insert(db: psycopg.Cursor[Row], rows: Sequence[EvaluationRow]) -> None:
     db.executemany(
-        f"INSERT INTO evaluations ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        [(r.run_id, r.at, r.dataset, r.namespace, r.mode, r.k, r.good, json.dumps(r.metrics)) for r in rows],
+        f"INSERT INTO evaluations ({EvaluationRow.COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        [r.as_row() for r in rows],
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 
@@ -14,7 +13,6 @@ CREATE TABLE IF NOT EXISTS evaluations (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, at REAL NOT NULL, dataset TEXT NOT NULL,
     namespace TEXT NOT NULL, mode TEXT NOT NULL, k INTEGER NOT NULL, good INTEGER NOT NULL, metrics TEXT NOT NULL);
 """
-_COLUMNS = "run_id, at, dataset, namespace, mode, k, good, metrics"
 
 
 class SQLiteEvaluationLog:
@@ -35,12 +33,13 @@ class SQLiteEvaluationLog:
         return True
 
     def rows(self) -> list[EvaluationRow]:
-        rows = self._db.rows(f"SELECT {_COLUMNS} FROM evaluations ORDER BY seq")
-        return [EvaluationRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), json.loads(r[7])) for r in rows]
+        return [
+            EvaluationRow.from_row(r)
+            for r in self._db.rows(f"SELECT {EvaluationRow.COLUMNS} FROM evaluations ORDER BY seq")
+        ]
 
 
 def _insert(db: sqlite3.Connection, rows: Sequence[EvaluationRow]) -> None:
     db.executemany(
-        f"INSERT INTO evaluations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [(r.run_id, r.at, r.dataset, r.namespace, r.mode, r.k, int(r.good), json.dumps(r.metrics)) for r in rows],
+        f"INSERT INTO evaluations ({EvaluationRow.COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [r.as_row() for r in rows]
     )
