@@ -264,13 +264,15 @@ def test_the_history_is_exported_as_parquet_and_adopted_into_an_empty_log(
     other = open_sqlite_record_store(tmp_path / "other.sqlite")  # a record store that never kept a history
     try:
         adopted = EvaluationHistory(other.evaluations)
-        assert adopted.adopt(copy) and not adopted.adopt(copy)  # once: the log is no longer empty
+        assert (adopted.adopt(copy), adopted.adopt(copy)) == (2, 0)  # once: then the log holds them
         assert adopted.read().equals(history.read())
         trends = record_run(adopted, [report_with({"dense": 0.7})], run_id="r2", timestamp=T0 + timedelta(days=2))
         assert [(t.regressed, t.last_good and t.last_good[NDCG]) for t in trends] == [(True, 0.8)]  # r0, adopted
     finally:
         other.close()
-    assert not EvaluationHistory(history.log).adopt(tmp_path / "missing.parquet")
+    assert EvaluationHistory(history.log).adopt(tmp_path / "missing.parquet") == 0
+    record_run(history, [report_with({"dense": 0.9})], run_id="r9", timestamp=T0 + timedelta(days=9))
+    assert history.adopt(copy) == 0 and len(history.read()) == 3  # the export's own rows are not added again
 
 
 def test_datasets_are_tracked_separately_and_new_modes_start_a_baseline(history: EvaluationHistory) -> None:

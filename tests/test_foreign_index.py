@@ -68,3 +68,22 @@ def test_a_lone_host_adopts_its_index_after_losing_its_record_store(
             assert (again.stats.chunks_written, again.stats.embeddings_computed) == (0, 0)
         finally:
             lost.close()
+
+
+def test_a_namespace_dropped_a_moment_ago_is_no_foreign_index(
+    config: RaglineConfig, embedder: HashingEmbedder, tmp_path: Path
+) -> None:
+    """Pinecone counts a dropped namespace's vectors until the delete shows: a run waits for it (up to the
+    consistency window) before taking them for another record store's."""
+    with LoopbackPinecone(api_key=API_KEY, write_lag_s=LAG_S) as server:
+        c = build_components(pinecone_config(config, server), embedder=embedder)
+        try:
+            written = ingest(c, open_source(SAMPLE)).stats.chunks_written
+            c.records.drop_namespace(config.namespace)  # as another host's `versions drop`: no wait for the delete
+            c.store.delete(namespace=config.namespace, delete_all=True)
+            assert c.sparse is not None
+            c.sparse.delete(namespace=config.namespace, delete_all=True)
+            again = ingest(c, open_source(SAMPLE))
+            assert again.stats.chunks_written == written
+        finally:
+            c.close()

@@ -94,6 +94,13 @@ def test_a_namespace_moves_to_postgres_and_runs_there_with_nothing_re_embedded(
     assert rollback.detail == f"undoes promotion #{promotion.event_id}" and promotion.undone_at is not None
     assert [q.reason for q in target.quarantine.for_run(first.run_id)] == ["binary file"]
     assert target.evaluations.rows() == [evaluated]  # the nightly check's baseline moves with it
+    there = EvaluationRow("e2", 1.8e9, "sample", NS, "dense", 10, True, {"nDCG@10": 0.6})
+    target.evaluations.append([there])  # an evaluation run on PostgreSQL after the copy
+    target.close()
+    assert f"namespace {NS}: already there" in copy(config, postgres, "-n", NS)  # still idempotent
+    assert f"namespace {NS}: already there" in copy(config, postgres, "-n", NS, "--replace")
+    target = PostgresRecordStore(postgres.url, postgres.schema)
+    assert target.evaluations.rows() == [evaluated, there]  # merged, never replaced
     target.close()
 
     shared = build_components(pg_config, embedder=embedder)  # same home: the same LanceDB index

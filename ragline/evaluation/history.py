@@ -9,7 +9,8 @@ becomes the baseline. It fails when the drop is strictly more than ``tolerance``
 
 The rows live in the record store's ``EvaluationLog``, so every host that runs the nightly evaluation checks
 against the same baseline; ``<home>/evaluation/history.parquet`` is a copy written after each run, for analysis.
-A home's Parquet history from before the log is adopted into an empty log.
+Before it is written, the rows of that file the log lacks are adopted: each host's history from before the log joins
+it on the host's first run, and the copy never overwrites rows kept nowhere else.
 """
 
 from __future__ import annotations
@@ -63,12 +64,11 @@ class EvaluationHistory:
         """Add ``rows`` (new metric columns are fine: older rows get NaN there)."""
         self.log.append(_log_rows(rows))
 
-    def adopt(self, path: Path) -> bool:
-        """Take the rows of the Parquet history at ``path`` when the log is empty (once, on the first run after an
-        upgrade); returns whether it did."""
+    def adopt(self, path: Path) -> int:
+        """Take the rows of the Parquet history at ``path`` that the log lacks; returns how many."""
         import pandas as pd
 
-        return path.is_file() and self.log.adopt(_log_rows(pd.read_parquet(path)))
+        return self.log.adopt(_log_rows(pd.read_parquet(path))) if path.is_file() else 0
 
     def export(self, path: Path) -> None:
         """Write every row to ``path`` as Parquet, replacing it atomically."""

@@ -95,7 +95,7 @@ def finish_run(
     config = c.config
     history = EvaluationHistory(c.records.evaluations)
     copy = history_path(config.home)
-    history.adopt(copy)  # the home's history from before the record store kept it
+    history.adopt(copy)  # what only the home's copy holds: its history from before the record store kept it
     trends = record_run(history, reports, run_id=run_id, timestamp=timestamp, tolerance=config.eval_tolerance)
     answer_trends = record_answers(history, answers, run_id=run_id, timestamp=timestamp)
     history.export(copy)

@@ -82,12 +82,16 @@ def open_run(c: Components, namespace: str, source: str, *, check_index: bool = 
     # one keeps the count
     vectors = c.store.describe_namespace(namespace).vector_count if seal is None else None
     if check_index and vectors and c.records.journal.last_commit(namespace) is None:
-        raise ConfigError(
-            f"namespace {namespace!r} of the index holds {vectors} vectors, but this record store has no committed "
-            "run for it: another record store indexed them, and a run here would overwrite and then delete them. "
-            "Point this host at that one (RAGLINE_DATABASE_URL and RAGLINE_DATABASE_SCHEMA as on the other hosts), "
-            f"or adopt the index with `ragline records rebuild -n {namespace}`; nothing was written"
-        )
+        # a namespace just dropped, by any host, counts its vectors until reads show the delete: counted again until
+        # the consistency window ends before they are taken for another record store's
+        vectors = within_window(c, lambda: c.store.describe_namespace(namespace).vector_count, lambda n: n == 0)
+        if vectors:
+            raise ConfigError(
+                f"namespace {namespace!r} of the index holds {vectors} vectors, but this record store has no committed "
+                "run for it: another record store indexed them, and a run here would overwrite and then delete them. "
+                "Point this host at that one (RAGLINE_DATABASE_URL and RAGLINE_DATABASE_SCHEMA as on the other hosts), "
+                f"or adopt the index with `ragline records rebuild -n {namespace}`; nothing was written"
+            )
     c.records.journal.bind_namespace_model(namespace, c.embedder.model_id, c.embedder.dimension)
     appends = isinstance(c.store, AppendingStore) and vectors == 0
     run = RunRef(new_run_id(), namespace, source, seal, appends)

@@ -319,9 +319,9 @@ class EvaluationLog(Protocol):
         """Record one run's rows, in one transaction."""
         ...
 
-    def adopt(self, rows: Sequence[EvaluationRow]) -> bool:
-        """Record ``rows`` only if the log is empty, atomically (a history kept before there was a log); returns
-        whether they were."""
+    def adopt(self, rows: Sequence[EvaluationRow]) -> int:
+        """Record those of ``rows`` the log does not hold yet (same run, dataset, namespace and mode), in one
+        transaction: a history kept before there was a log, or copied from another store. Returns how many."""
         ...
 
     def rows(self) -> list[EvaluationRow]:

@@ -214,6 +214,11 @@ class EvaluationRow:
     COLUMNS: ClassVar[str] = "run_id, at, dataset, namespace, mode, k, good, metrics"
     """The table's columns, in the order of ``as_row`` and ``from_row``."""
 
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """What one row is of: its run, golden set, namespace and mode."""
+        return (self.run_id, self.dataset, self.namespace, self.mode)
+
     def as_row(self) -> tuple[object, ...]:
         return (
             self.run_id,

@@ -1,8 +1,8 @@
 """Moving a namespace's records from a home's SQLite files to PostgreSQL (``ragline records copy``).
 
 Every part's rows of the namespace travel (runs, documents, chunks, tombstones, quarantine, near-duplicate state,
-keyword statistics, the backfill ledger, its evaluation history, aliases pointing at it or named after it with their
-history), then the
+keyword statistics, the backfill ledger, aliases pointing at it or named after it with their history), its
+evaluation history (merged: rows the target lacks are added, the target's own kept), then the
 embedding-cache vectors its chunks need, so the first run on PostgreSQL re-embeds nothing and a rollback can still
 restore any overwritten vector. The copy is idempotent: a namespace the target already holds identically is left
 alone; one it holds differently is refused unless ``replace`` (its rows in the target are deleted first, in the same
@@ -93,7 +93,6 @@ NAMESPACE_TABLES = (
     _Table("keyword_chunks", ("namespace", "chunk_id", "run_id", "length"), order="chunk_id, run_id"),
     _Table("keyword_terms", ("namespace", "chunk_id", "run_id", "term", "tf"), order="chunk_id, run_id, term"),
     _Table("keyword_encodings", ("namespace", "avg_length", "params", "settled"), order="namespace"),
-    _Table("evaluations", ("run_id", "at", "dataset", "namespace", "mode", "k", "good", "metrics")),
     _Table(
         "backfills",
         (
@@ -315,6 +314,7 @@ def copy_home_to_postgres(
         stack.callback(target_cache.close)
         source_locks, target_locks = make_locks(home), make_locks(target_config)
         reports: list[CopyReport] = []
+        evaluations = source.evaluations.rows()
         for namespace in namespaces or home_namespaces(source):
             with source_locks.hold(namespace), target_locks.hold(namespace):
                 rows = export_namespace(source, namespace)
@@ -327,6 +327,9 @@ def copy_home_to_postgres(
                     raise ConfigError(f"{exc}" + (f" (copied before it: {done})" if done else "")) from None
                 for model_id, hashes in needed_vectors(rows).items():
                     copy_vectors(source_cache, target_cache, model_id, hashes, report)
+                evaluated = [r for r in evaluations if r.namespace == namespace]
+                if added := target.evaluations.adopt(evaluated):  # merged: the target's own runs stay
+                    report.rows["evaluations"] = added
             reports.append(report)
         pointed_at = sorted({name for report in reports for name in report.aliases.values()})
         held = {

@@ -473,12 +473,18 @@ class EvaluationLogContract(_Fixture):
         log.append(first)
         log.append([later])
         assert log.rows() == [*first, later]
-        assert not log.adopt([later]) and len(log.rows()) == 3  # only into an empty log
 
-    def test_rows_are_adopted_only_into_an_empty_log(self, record_store: RecordStore) -> None:
-        old = [EvaluationRow("r0", 1.6e9, "sample", NS, "dense", 10, True, {"nDCG@10": 0.5})]
-        assert record_store.evaluations.adopt(old) and record_store.evaluations.rows() == old
-        assert not record_store.evaluations.adopt(old) and record_store.evaluations.rows() == old
+    def test_adopting_adds_only_the_rows_the_log_lacks(self, record_store: RecordStore) -> None:
+        log = record_store.evaluations
+        kept = EvaluationRow("r0", 1.6e9, "sample", NS, "dense", 10, True, {"nDCG@10": 0.5})
+        log.append([kept])
+        other_host = [
+            replace(kept, metrics={"nDCG@10": 0.1}),  # the same run, set, namespace and mode: already held
+            replace(kept, mode="bm25"),
+            replace(kept, run_id="r-old", at=1.5e9),
+        ]
+        assert log.adopt(other_host) == 2 and log.rows() == [kept, *other_host[1:]]
+        assert log.adopt(other_host) == 0 and len(log.rows()) == 3
 
 
 class RecordStoreContract(

@@ -24,6 +24,7 @@ from ragline.errors import ConfigError
 from ragline.evaluation.datasets import EvalDataset, load_dataset
 from ragline.evaluation.metrics import NDCG
 from ragline.evaluation.runner import evaluate_mode
+from ragline.indexing.consistency import await_writes
 from ragline.names import version_namespace
 from ragline.recordstore import RecordStore
 from ragline.recordstore.rows import AliasEvent
@@ -189,6 +190,7 @@ def drop_version(c: Components, alias: str, version: str) -> None:
             c.store.delete(namespace=namespace, delete_all=True)
         if c.sparse is not None and c.sparse.describe_namespace(namespace).vector_count:
             c.sparse.delete(namespace=namespace, delete_all=True)
+        await_writes(c, namespace)  # a version built again at once must not count the dropped vectors
         shutil.rmtree(index_folder(c.config, namespace), ignore_errors=True)
     log.info("dropped %s (%d vectors)", namespace, vectors)
 

@@ -19,6 +19,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
     k INTEGER NOT NULL, good BOOLEAN NOT NULL, metrics TEXT NOT NULL);
 """
 
+_KEY = "run_id, dataset, namespace, mode"
+
 
 class PostgresEvaluationLog:
     """``EvaluationLog`` on a shared ``PostgresDatabase``."""
@@ -30,13 +32,13 @@ class PostgresEvaluationLog:
         with self._db.transaction() as db:
             _insert(db, rows)
 
-    def adopt(self, rows: Sequence[EvaluationRow]) -> bool:
+    def adopt(self, rows: Sequence[EvaluationRow]) -> int:
         with self._db.transaction() as db:
             db.execute("LOCK TABLE evaluations IN SHARE ROW EXCLUSIVE MODE")  # two hosts adopting: one goes first
-            if db.execute("SELECT 1 FROM evaluations LIMIT 1").fetchone() is not None:
-                return False
-            _insert(db, rows)
-        return True
+            held = set(db.execute(f"SELECT {_KEY} FROM evaluations").fetchall())
+            new = [r for r in rows if r.key not in held]
+            _insert(db, new)
+        return len(new)
 
     def rows(self) -> list[EvaluationRow]:
         return [

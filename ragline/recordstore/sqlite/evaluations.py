@@ -14,6 +14,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
     namespace TEXT NOT NULL, mode TEXT NOT NULL, k INTEGER NOT NULL, good INTEGER NOT NULL, metrics TEXT NOT NULL);
 """
 
+_KEY = "run_id, dataset, namespace, mode"
+
 
 class SQLiteEvaluationLog:
     """``EvaluationLog`` on a shared ``SQLiteDatabase``."""
@@ -25,12 +27,12 @@ class SQLiteEvaluationLog:
         with self._db.transaction() as db:
             _insert(db, rows)
 
-    def adopt(self, rows: Sequence[EvaluationRow]) -> bool:
-        with self._db.transaction() as db:  # BEGIN IMMEDIATE: no other writer between the check and the insert
-            if db.execute("SELECT 1 FROM evaluations LIMIT 1").fetchone() is not None:
-                return False
-            _insert(db, rows)
-        return True
+    def adopt(self, rows: Sequence[EvaluationRow]) -> int:
+        with self._db.transaction() as db:  # BEGIN IMMEDIATE: no other writer between the read and the insert
+            held = set(db.execute(f"SELECT {_KEY} FROM evaluations").fetchall())
+            new = [r for r in rows if r.key not in held]
+            _insert(db, new)
+        return len(new)
 
     def rows(self) -> list[EvaluationRow]:
         return [
