@@ -70,12 +70,14 @@ class EvaluationHistory:
 
         return self.log.adopt(_log_rows(pd.read_parquet(path))) if path.is_file() else 0
 
-    def export(self, path: Path) -> None:
-        """Write every row to ``path`` as Parquet, replacing it atomically."""
+    def export(self, path: Path) -> pd.DataFrame:
+        """Write every row to ``path`` as Parquet, replacing it atomically; returns them, as ``read`` does."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".parquet.tmp")
-        self.read().to_parquet(tmp, index=False)
+        rows = self.read()
+        rows.to_parquet(tmp, index=False)
         os.replace(tmp, path)
+        return rows
 
 
 def _frame(rows: Sequence[EvaluationRow]) -> pd.DataFrame:

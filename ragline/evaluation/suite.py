@@ -98,8 +98,7 @@ def finish_run(
     history.adopt(copy)  # what only the home's copy holds: its history from before the record store kept it
     trends = record_run(history, reports, run_id=run_id, timestamp=timestamp, tolerance=config.eval_tolerance)
     answer_trends = record_answers(history, answers, run_id=run_id, timestamp=timestamp)
-    history.export(copy)
-    chart = write_chart(history.read(), copy.parent / CHART_FILE, [r.dataset for r in reports])
+    chart = write_chart(history.export(copy), copy.parent / CHART_FILE, [r.dataset for r in reports])
     return EvaluationRun(run_id, tuple(reports), tuple(trends), chart, tuple(answers), tuple(answer_trends))
 
 

@@ -213,6 +213,8 @@ class EvaluationRow:
 
     COLUMNS: ClassVar[str] = "run_id, at, dataset, namespace, mode, k, good, metrics"
     """The table's columns, in the order of ``as_row`` and ``from_row``."""
+    KEY_COLUMNS: ClassVar[str] = "run_id, dataset, namespace, mode"
+    """The columns of ``key``, in its order."""
 
     @property
     def key(self) -> tuple[str, str, str, str]:
