@@ -30,13 +30,21 @@ def ingest_flow(
     full: bool = False,
     home: str | None = None,
     index_version: str | None = None,
+    force_delete: bool = False,
 ) -> dict[str, object]:
     """Index the documents under ``path`` into ``namespace``; ``full`` also deletes documents gone from it.
 
-    ``index_version`` builds a new version of the namespace beside the live one (e.g. for another model).
+    ``index_version`` builds a new version of the namespace beside the live one (e.g. for another model);
+    ``force_delete`` lets ``full`` delete more than ``cleanup_max_delete_fraction`` of the source's documents.
     """
     config = resolve_secret_blocks(
-        load_config(namespace=namespace, home=home, index_version=index_version, cleanup="full" if full else None)
+        load_config(
+            namespace=namespace,
+            home=home,
+            index_version=index_version,
+            cleanup="full" if full else None,
+            cleanup_max_delete_fraction=1.0 if force_delete else None,
+        )
     )
     source = open_source(Path(path), max_file_bytes=config.max_file_bytes)
     result = ingest(components_for(config), source, steps=TaskSteps(config, INGEST_TASKS))

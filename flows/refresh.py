@@ -28,13 +28,15 @@ def refresh_flow(
     ttl: str | None = None,
     home: str | None = None,
     now: float | None = None,
+    force_delete: bool = False,
 ) -> dict[str, object]:
     """Refresh ``paths`` (default: the configured refresh sources), reconciling each namespace before and after.
 
     ``namespace`` and ``ttl`` (seconds or "6h", "1d") override every source's; ``now`` (epoch seconds) replaces
-    the clock, e.g. to re-verify as of a later time.
+    the clock, e.g. to re-verify as of a later time; ``force_delete`` deletes vanished documents even past
+    ``cleanup_max_delete_fraction`` of a source.
     """
-    config = resolve_secret_blocks(load_config(home=home))
+    config = resolve_secret_blocks(load_config(home=home, cleanup_max_delete_fraction=1.0 if force_delete else None))
     c = components_for(config)
     targets = refresh_targets(config, c.records, paths, namespace=namespace, ttl=ttl)
     clock = time.time if now is None else (lambda: now)

@@ -131,6 +131,13 @@ class RaglineConfig(BaseSettings):
         "writes go to namespace '<namespace>--<index_version>'.",
     )
     cleanup: CleanupMode = "incremental"
+    cleanup_max_delete_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="A full cleanup (ingest --full, refresh) that would delete more than this share of a source's "
+        "documents refuses and rolls back (an unmounted folder?); --force-delete allows it once.",
+    )
 
     # chunking
     chunk_size: int = Field(default=200, ge=16, description="Target chunk size in embedder tokens.")

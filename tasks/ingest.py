@@ -68,10 +68,10 @@ def reverify(config: RaglineConfig, run: RunRef, plan: Plan, freshness: Freshnes
     return stages.reverify(throttled(components_for(config)), run, plan, freshness)
 
 
-@task(name="guard-source", cache_policy=NO_CACHE)
-def guard_source(config: RaglineConfig, run: RunRef, documents_seen: int) -> None:
-    """Refuse to commit a refresh of a source that suddenly yields no documents."""
-    stages.guard_source(components_for(config), run, documents_seen)
+@task(name="guard-deletions", cache_policy=NO_CACHE)
+def guard_deletions(config: RaglineConfig, run: RunRef, max_fraction: float) -> None:
+    """Refuse to commit a full cleanup that would delete more than ``max_fraction`` of the source's documents."""
+    stages.guard_deletions(components_for(config), run, max_fraction)
 
 
 @task(name="verify", cache_policy=NO_CACHE)
@@ -101,7 +101,7 @@ INGEST_TASKS: TaskRegistry = {
     stages.validate: validate,
     stages.upsert: upsert,
     stages.reverify: reverify,
-    stages.guard_source: guard_source,
+    stages.guard_deletions: guard_deletions,
     stages.verify: verify,
     stages.commit: commit,
     pipeline.refresh_keywords: refresh_keywords,

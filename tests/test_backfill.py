@@ -164,6 +164,10 @@ def test_cli_backfills_prints_each_partition_and_shows_the_ledger(
     assert "0 embeddings computed" in again.output
     status = runner.invoke(app, ["backfill", "--status", "--home", home, "-n", NS])
     assert status.exit_code == 0 and "2/2" in status.output and status.output.count("done") >= 2
+    mistyped = runner.invoke(app, ["backfill", "--status", "--home", home, "-n", NS + "x"])
+    assert mistyped.exit_code == 2 and f"namespace '{NS}x' holds no index (namespaces: {NS})" in mistyped.output
+    other = runner.invoke(app, ["backfill", str(tmp_path), "--status", "--home", home, "-n", NS])
+    assert other.exit_code == 2 and f"no backfill of namespace {NS} reads {tmp_path.resolve()}" in other.output
     missing = runner.invoke(app, ["backfill", str(tmp_path / "nowhere"), "--home", home, "--no-flow"])
     assert missing.exit_code == 2 and "does not exist" in missing.output
 

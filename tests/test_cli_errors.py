@@ -25,6 +25,7 @@ from ragline.config import RaglineConfig
 from ragline.errors import ConfigError, RaglineError
 from ragline.indexing.locks import FileLocks
 from ragline.service.server import check_listenable
+from tests.conftest import SAMPLE
 
 REPO = Path(__file__).resolve().parents[1]
 MARKUP = "[red]x[/blue]"
@@ -128,6 +129,13 @@ def test_a_home_that_is_a_file_is_one_line(cli_env: Path, tmp_path: Path, monkey
     user_error(runner.invoke(app, ["status"]), "home", f"{taken} is a file, not a directory")
     monkeypatch.setenv("RAGLINE_HOME", "")  # an unset shell variable: not the working directory
     user_error(runner.invoke(app, ["status"]), "home", "is empty")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no folder can be made")
+def test_a_home_that_cannot_be_created_is_one_line(cli_env: Path) -> None:
+    home = "/proc/ragline-home/x"  # mkdir fails there even for root, whom permissions do not stop
+    user_error(runner.invoke(app, ["status", "--home", home]), f"cannot create folder {home}")
+    user_error(runner.invoke(app, ["ingest", str(SAMPLE), "--home", home, "--no-flow"]), "cannot create folder")
 
 
 @pytest.mark.parametrize(
@@ -313,6 +321,24 @@ def test_a_backup_replaces_an_earlier_backup_but_never_the_live_files(cli_env: P
         backed_up = runner.invoke(app, ["records", "backup", str(tmp_path / "backup.sqlite"), *home])
         assert backed_up.exit_code == 0, backed_up.output
     assert runner.invoke(app, ["status", *home]).exit_code == 0  # both live files as they were
+
+
+def test_a_full_ingest_of_another_folder_of_the_same_name_deletes_nothing_unless_forced(
+    cli_env: Path, tmp_path: Path
+) -> None:
+    first, other = tmp_path / "p1" / "docs", tmp_path / "p2" / "docs"
+    for root, names in ((first, ("a", "b", "c")), (other, ("d",))):
+        root.mkdir(parents=True)
+        for name in names:
+            (root / f"{name}.md").write_text(f"# {name}\n\nThe text of document {name}.\n", encoding="utf-8")
+    home = ["--home", str(cli_env), "--no-flow"]
+    assert runner.invoke(app, ["ingest", str(first), *home]).exit_code == 0
+    refused = user_error(runner.invoke(app, ["ingest", str(other), "--full", *home]), "--force-delete")
+    assert "no longer holds 3 of the 3 documents" in refused and "another folder named 'docs'" in refused
+    status = runner.invoke(app, ["status", "--home", str(cli_env)])
+    assert "3 documents" in status.stdout and "rolled_back" in status.stdout
+    forced = runner.invoke(app, ["ingest", str(other), "--full", "--force-delete", *home])
+    assert forced.exit_code == 0 and "1 documents" in runner.invoke(app, ["status", "--home", str(cli_env)]).stdout
 
 
 def test_no_arguments_shows_the_help(cli_env: Path) -> None:

@@ -12,6 +12,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -187,10 +188,31 @@ def test_an_emptied_source_folder_fails_and_deletes_nothing(components: Componen
     clean = snapshot(components)
     for path in [p for p in root.rglob("*") if p.is_file()]:
         path.unlink()
-    with pytest.raises(SourceError, match="yielded no documents while 5 of its documents are indexed"):
+    with pytest.raises(SourceError, match="no longer holds 5 of the 5 documents indexed from it"):
         refresh_at(components, root, T0 + TTL + 1)
     assert snapshot(components) == clean and components.records.journal.live_document_count(NS) == 5
     assert components.records.journal.unfinished_runs(NS) == []
+
+
+def test_a_source_that_lost_most_of_its_documents_changes_nothing_unless_forced(
+    components: Components, tmp_path: Path
+) -> None:
+    root = corpus(tmp_path)
+    refresh_at(components, root, T0)
+    clean = snapshot(components)
+    for name in ("intro.md", "notes/a.txt", "notes/b.txt"):  # a half-copied folder: 3 of 5 gone, 1 changed
+        (root / name).unlink()
+    write(root, {"long.md": "# Long\n\nChanged while the others went missing."})
+    with pytest.raises(SourceError, match=r"holds 3 of the 5 .* more than cleanup_max_delete_fraction \(0.5\)"):
+        refresh_at(components, root, T0 + 1)
+    assert snapshot(components) == clean and components.records.journal.unfinished_runs(NS) == []
+
+    forced = replace(components, config=components.config.model_copy(update={"cleanup_max_delete_fraction": 1.0}))
+    run = refresh_at(forced, root, T0 + 2)
+    assert (run.stats.documents_removed, run.stats.documents_changed) == (3, 1)
+    assert sorted(components.records.journal.live_documents(NS, DOCS)) == ["docs/long.md", "docs/page.html"]
+    (root / "page.html").unlink()  # 1 of 2: within the share, deleted without forcing
+    assert refresh_at(components, root, T0 + 3).stats.documents_removed == 1
 
 
 @pytest.mark.parametrize("now", [math.inf, -math.inf, math.nan, 1e300])

@@ -240,6 +240,8 @@ def test_oversized_bodies_get_413_and_long_queries_422(home: Components) -> None
             "/query", content=iter(pieces), headers={"X-API-Key": DOCS_KEY, "Content-Type": "application/json"}
         )
         assert streamed.status_code == 413  # no Content-Length: counted as it arrives
+        counted = client.get("/metrics", headers={"X-API-Key": OPERATOR_KEY}).text
+        assert 'ragline_requests_total{endpoint="/query",namespace="-",status="413"} 2.0' in counted
         answer = query(client, DOCS_KEY, query="y" * 51, namespace="docs")
         assert answer["status"] == 422 and "51 characters; at most 50" in answer["detail"]
         assert query(client, DOCS_KEY, query="y" * 50, namespace="docs", mode="bm25")["status"] == 200

@@ -203,7 +203,7 @@ def test_a_body_sent_a_byte_at_a_time_gets_408_and_the_connection_closed(
     assert closed and received.startswith(b"HTTP/1.1 408 ")
     assert b"not received within 1 s" in received
     line = log.wait_for_line(event="timeout", phase="body")
-    assert line["status"] == 408 and line["endpoint"] == "unmatched"
+    assert line["status"] == 408 and line["endpoint"] == "/query"
     text = metrics(server)
     assert 'ragline_client_timeouts_total{phase="body"} 1.0' in text and 'status="500"' not in text
 

@@ -25,6 +25,16 @@ from ragline.cli.shared import (
     tracked,
 )
 from ragline.config import RaglineConfig, load_config
+from ragline.errors import ConfigError
+
+ForceDeleteOption = Annotated[
+    bool,
+    typer.Option(
+        "--force-delete",
+        help="Delete the documents gone from the source even when they are more than "
+        "cleanup_max_delete_fraction (default half) of it.",
+    ),
+]
 
 if TYPE_CHECKING:
     from ragline.indexing.rebuild import IndexRebuild
@@ -35,6 +45,7 @@ def ingest_command(
     path: SourcePath,
     namespace: NamespaceOption = None,
     full: Annotated[bool, typer.Option("--full", help="Also delete documents that are gone from PATH.")] = False,
+    force_delete: ForceDeleteOption = False,
     home: HomeOption = None,
     index_version: VersionOption = None,
     use_flow: FlowOption = None,
@@ -42,13 +53,24 @@ def ingest_command(
     """Index PATH: unchanged documents are skipped, changed ones re-indexed, and with --full vanished ones deleted."""
     from ragline.sources import open_source
 
-    config = load_config(namespace=namespace, home=home, index_version=index_version, cleanup="full" if full else None)
+    config = load_config(
+        namespace=namespace,
+        home=home,
+        index_version=index_version,
+        cleanup="full" if full else None,
+        cleanup_max_delete_fraction=1.0 if force_delete else None,
+    )
     source = open_source(path, max_file_bytes=config.max_file_bytes)  # a source it cannot read fails before a flow
     if tracked(use_flow):
         from ragline.flows.ingest import ingest_flow
 
         stats = ingest_flow(
-            str(path), namespace=namespace, full=full, home=str(home) if home else None, index_version=index_version
+            str(path),
+            namespace=namespace,
+            full=full,
+            home=str(home) if home else None,
+            index_version=index_version,
+            force_delete=force_delete,
         )
         console.print_json(json.dumps(stats))
         return
@@ -342,12 +364,13 @@ def _show_backfills(config: RaglineConfig, path: Path | None) -> None:
 
     from ragline.components import make_record_store
     from ragline.indexing.backfill import LEDGER_COLUMNS, ledger_rows
-    from ragline.versions.aliases import write_namespace
+    from ragline.versions.aliases import indexed_model, write_namespace
 
     records = make_record_store(config)
     ns = write_namespace(records, config)
     backfills = records.backfills.of_namespace(ns)
     if not backfills:
+        indexed_model(records, ns, config.namespace)  # a mistyped namespace is an error, not "no backfills"
         console.print(f"namespace {ns} has no backfills")
         return
     table = Table(title=f"backfills of namespace {ns}")
@@ -368,7 +391,9 @@ def _show_backfills(config: RaglineConfig, path: Path | None) -> None:
         )
     console.print(table)
     wanted = str(path.resolve()) if path else None
-    chosen = next((b for b in backfills if b.path == wanted), backfills[0])
+    chosen = next((b for b in backfills if b.path == wanted or wanted is None), None)
+    if chosen is None:
+        raise ConfigError(f"no backfill of namespace {ns} reads {wanted} (the table above lists those there are)")
     ledger = Table(title=f"ledger of {chosen.backfill_id}")
     for column in LEDGER_COLUMNS:
         ledger.add_column(column)
@@ -386,11 +411,12 @@ def refresh_command(
     ] = None,
     namespace: NamespaceOption = None,
     ttl: TtlOption = None,
+    force_delete: ForceDeleteOption = False,
     home: HomeOption = None,
     use_flow: FlowOption = None,
 ) -> None:
     """Re-index changed documents, re-verify expired ones (no re-embedding), delete vanished ones, then reconcile."""
-    config = load_config(home=home)
+    config = load_config(home=home, cleanup_max_delete_fraction=1.0 if force_delete else None)
     if tracked(use_flow):
         from ragline.flows.refresh import refresh_flow
 
@@ -399,6 +425,7 @@ def refresh_command(
             namespace=namespace,
             ttl=ttl,
             home=str(home) if home else None,
+            force_delete=force_delete,
         )
         console.print_json(json.dumps(result))
         return

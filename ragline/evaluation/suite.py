@@ -142,7 +142,8 @@ def run_suite(
         namespace = read_namespace(c.records, golden.namespace)
         if golden.ingest:
             source = open_source(golden.path, max_file_bytes=c.config.max_file_bytes)
-            ingest(c, source, namespace=namespace, cleanup="full", steps=steps)  # the namespace mirrors the folder
+            # the namespace mirrors the folder, whatever it deletes
+            ingest(c, source, namespace=namespace, cleanup="full", max_delete_fraction=1.0, steps=steps)
         steps.run(check_coverage, f"coverage-{dataset.name}", dataset, namespace)
         results = [steps.run(score_mode, f"{dataset.name}-{mode}", dataset, namespace, mode) for mode in modes]
         reports.append(EvaluationReport(dataset.name, namespace, c.config.eval_k, tuple(results)))

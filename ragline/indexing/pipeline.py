@@ -73,14 +73,16 @@ def run_stages(
     *,
     batch_size: int,
     cleanup: CleanupMode,
+    max_delete_fraction: float = 1.0,
     freshness: stages.Freshness | None = None,
     write: stages.RecordWriter | None = None,
     on_progress: Progress | None = None,
 ) -> StagesOutcome:
     """Every batch's stages (``write_batches``), then verify and commit.
 
-    ``freshness`` re-verifies due unchanged documents (a refresh) and refuses to commit an emptied source;
-    ``write`` sends records to a bulk-import file instead of the index (no verification against the index).
+    A full ``cleanup`` refuses to delete more than ``max_delete_fraction`` of the source's documents
+    (``stages.guard_deletions``); ``freshness`` re-verifies due unchanged documents (a refresh); ``write`` sends
+    records to a bulk-import file instead of the index (no verification against the index).
     """
     outcome = write_batches(
         steps,
@@ -92,8 +94,8 @@ def run_stages(
         on_progress=on_progress,
     )
     stats = outcome.stats
-    if freshness is not None:
-        steps.run(stages.guard_source, "guard-source", run, stats.documents_seen)
+    if cleanup == "full":
+        steps.run(stages.guard_deletions, "guard-deletions", run, max_delete_fraction)
     if write is None:
         stats.add(steps.run(stages.verify, "verify", run))
     stats.add(steps.run(stages.commit, "commit", run, cleanup, write is not None))
@@ -169,11 +171,15 @@ def ingest(
     *,
     namespace: str | None = None,
     cleanup: CleanupMode | None = None,
+    max_delete_fraction: float | None = None,
     steps: Steps | None = None,
     on_progress: Progress | None = None,
     refresh_keyword_index: bool = True,
 ) -> IngestResult:
     """Index ``source`` into ``namespace`` (default: where runs write, alias resolved) as one committed run.
+
+    ``cleanup`` and ``max_delete_fraction`` default to the config's ``cleanup`` and
+    ``cleanup_max_delete_fraction``.
 
     ``steps`` runs the stages (default: here, directly). ``refresh_keyword_index=False`` leaves the BM25 rebuild to
     the caller (a backfill rebuilds it once, not after every partition).
@@ -185,7 +191,15 @@ def ingest(
         run = steps.run(stages.open_run, "open", namespace, source.name)
         with rollback_on_failure(c, run):
             outcome = run_stages(
-                steps, run, source.items(), batch_size=c.config.batch_size, cleanup=cleanup, on_progress=on_progress
+                steps,
+                run,
+                source.items(),
+                batch_size=c.config.batch_size,
+                cleanup=cleanup,
+                max_delete_fraction=c.config.cleanup_max_delete_fraction
+                if max_delete_fraction is None
+                else max_delete_fraction,
+                on_progress=on_progress,
             )
         stats = outcome.stats
         if refresh_keyword_index and (stats.chunks_written or stats.chunks_deleted):

@@ -176,6 +176,7 @@ def refresh_source(c: Components, steps: Steps, target: RefreshTarget, now: floa
             source.items(),
             batch_size=c.config.batch_size,
             cleanup="full",
+            max_delete_fraction=c.config.cleanup_max_delete_fraction,
             freshness=stages.Freshness(target.ttl_s, now),
         )
     stats = outcome.stats

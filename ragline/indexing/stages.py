@@ -59,7 +59,7 @@ __all__ = [
     "commit",
     "dedupe",
     "embed",
-    "guard_source",
+    "guard_deletions",
     "load",
     "open_run",
     "reverify",
@@ -517,13 +517,17 @@ def _check_fetch_back(c: Components, namespace: str, rows: dict[str, ChunkRow]) 
     return failures
 
 
-def guard_source(c: Components, run: RunRef, documents_seen: int) -> None:
-    """Raise before commit when a source that has indexed documents yielded none: an unmounted or emptied folder
-    must not delete a whole source every hour. ``ragline ingest PATH --full`` deletes them when that is meant."""
-    indexed = c.records.journal.live_document_count(run.namespace, run.source)
-    if documents_seen == 0 and indexed:
+def guard_deletions(c: Components, run: RunRef, max_fraction: float) -> None:
+    """Raise before commit when a full cleanup would delete more than ``max_fraction`` of the documents indexed
+    from the source: an unmounted, emptied or half-copied folder, or another folder of the same name, must not wipe
+    a source. The run then rolls back and nothing changes; ``--force-delete`` (``max_fraction`` 1) is for when the
+    deletions are meant."""
+    unseen = c.records.journal.unseen_document_count(run.run_id, run.namespace, run.source)
+    indexed = c.records.journal.live_document_count(run.namespace, run.source) if unseen else 0
+    if unseen > max_fraction * indexed:
         raise SourceError(
-            f"source {run.source!r} yielded no documents while {indexed} of its documents are indexed in "
-            f"{run.namespace!r}; refusing to delete them all (an unmounted or emptied folder?). If that is meant, "
-            f"run `ragline ingest PATH --full` on it."
+            f"source {run.source!r} no longer holds {unseen} of the {indexed} documents indexed from it in namespace "
+            f"{run.namespace!r}, more than cleanup_max_delete_fraction ({max_fraction:g}): refusing to delete them "
+            f"(an unmounted or half-copied folder, or another folder named {run.source!r}?), nothing was changed; "
+            "if the deletions are meant, run again with --force-delete"
         )

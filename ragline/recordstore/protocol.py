@@ -123,6 +123,10 @@ class RunJournal(Protocol):
         namespace never holds it all."""
         ...
 
+    def unseen_document_count(self, run_id: str, namespace: str, source: str) -> int:
+        """How many of the source's live documents a commit with ``delete_unseen`` would remove now."""
+        ...
+
     def commit_run(self, run_id: str, namespace: str, source: str, delete_unseen: bool) -> CommitResult:
         """Make the run's pending rows live in one transaction; queue the ids they make stale as tombstones.
 

@@ -96,7 +96,7 @@ def create_app(config: RaglineConfig, components: Components | None = None) -> F
     app.router.route_class = StrictJsonRoute
     app.state.metrics = metrics
     app.add_middleware(ReadBody, max_bytes=config.service_max_body_bytes, timeout_s=config.service_read_timeout_s)
-    app.add_middleware(ObserveRequests, metrics=metrics)
+    app.add_middleware(ObserveRequests, metrics=metrics, routes=app.router.routes)
 
     api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="Your API key.")
     bearer = HTTPBearer(auto_error=False, description="The operator key, for scrapers that send only this header.")

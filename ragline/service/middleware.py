@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ragline.service.metrics import NO_NAMESPACE, ServiceMetrics
@@ -131,10 +132,11 @@ async def _refuse(send: Send, status: int, reason: str) -> None:
 class ObserveRequests:
     """Count and time every request by route, status and namespace, and log it as one JSON line (no key, no
     query text: the caller appears as its key id, a digest prefix). A client that left is a disconnect, counted
-    and logged as such, not as a status."""
+    and logged as such, not as a status. A request refused before routing (413, 408) is labelled with the route
+    its method and path match, looked up in ``routes`` (the app's, filled in as they are declared)."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, routes: list[BaseRoute]) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -156,7 +158,8 @@ class ObserveRequests:
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         state: dict[str, Any] = scope.get("state", {})
-        endpoint = getattr(scope.get("route"), "path", "unmatched")
+        route = scope.get("route") or next((r for r in self.routes if r.matches(scope)[0] is Match.FULL), None)
+        endpoint = getattr(route, "path", "unmatched")
         namespace = state.get("namespace", NO_NAMESPACE)
         fields: dict[str, Any] = {
             "method": scope["method"],

@@ -178,6 +178,7 @@ class RunJournalContract(_Fixture):
         write_run(record_store, "r1", [(document("d1"), ["a"]), (document("d2"), ["b", "c"])])
         journal.begin_run("r2", NS, "src")
         journal.mark_seen("r2", ["d1"])
+        assert journal.unseen_document_count("r2", NS, "src") == 1 and journal.unseen_document_count("r2", NS, "x") == 0
         result = journal.commit_run("r2", NS, "src", delete_unseen=True)
         assert result.documents_removed == 1 and sorted(result.stale_chunk_ids) == ["d2#0", "d2#1"]
         assert journal.live_chunk_ids(NS) == ["d1#0"]
@@ -188,8 +189,19 @@ class RunJournalContract(_Fixture):
         journal.begin_run("r2", NS, "src")
         journal.mark_seen("r2", ["d1"])
         record_store.quarantine.add("r2", NS, [QuarantineRecord("src", "file:///d2", "binary file", doc_id="d2")])
+        assert journal.unseen_document_count("r2", NS, "src") == 1
         result = journal.commit_run("r2", NS, "src", delete_unseen=True)
         assert result.stale_chunk_ids == ["d3#0"] and journal.live_chunk_ids(NS) == ["d1#0", "d2#0"]
+
+    def test_full_cleanup_removes_nothing_after_an_input_it_could_not_name(self, record_store: RecordStore) -> None:
+        journal = record_store.journal
+        write_run(record_store, "r1", [(document("d1"), ["a"]), (document("d2"), ["b"])])
+        journal.begin_run("r2", NS, "src")
+        journal.mark_seen("r2", ["d1"])
+        record_store.quarantine.add("r2", NS, [QuarantineRecord("src", "file:///x.jsonl:3", "not JSON")])
+        assert journal.unseen_document_count("r2", NS, "src") == 0
+        result = journal.commit_run("r2", NS, "src", delete_unseen=True)
+        assert result.documents_removed == 0 and journal.live_chunk_ids(NS) == ["d1#0", "d2#0"]
 
     def test_discard_pending_keeps_live_rows(self, record_store: RecordStore) -> None:
         journal = record_store.journal

@@ -77,6 +77,15 @@ TABLES = ("runs", "namespaces", "documents", "chunks", "tombstones")
 """The journal's tables with a ``namespace`` column (``run_seen`` rows go with their run)."""
 
 _CHUNK_COLUMNS = "chunk_id, doc_id, position, text_hash, token_count, text, metadata_json"
+_UNSEEN = (
+    "namespace = %s AND state = 'live' AND source = %s "
+    "AND NOT EXISTS (SELECT 1 FROM run_seen s WHERE s.run_id = %s AND s.doc_id = d.doc_id) "
+    "AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.run_id = %s AND q.doc_id = d.doc_id) "
+    "AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.run_id = %s AND q.doc_id IS NULL)"
+)
+"""A source's live documents ``d`` that a full cleanup removes (params: namespace, source, run id three times):
+neither seen by the run nor named by an input it quarantined, and none if it quarantined an input it could not
+name."""
 CHUNK_TABLE_COLUMNS = (
     "namespace",
     "chunk_id",
@@ -302,6 +311,11 @@ class PostgresRunJournal:
         )
         return keyword_rows(rows)
 
+    def unseen_document_count(self, run_id: str, namespace: str, source: str) -> int:
+        return self._db.count(
+            f"SELECT COUNT(*) FROM documents d WHERE {_UNSEEN}", (namespace, source, run_id, run_id, run_id)
+        )
+
     def commit_run(self, run_id: str, namespace: str, source: str, delete_unseen: bool) -> CommitResult:
         with self._db.transaction() as db:
             removed: list[str] = []
@@ -309,11 +323,7 @@ class PostgresRunJournal:
                 removed = [
                     r[0]
                     for r in db.execute(
-                        "SELECT doc_id FROM documents d WHERE namespace = %s AND state = 'live' AND source = %s "
-                        "AND NOT EXISTS (SELECT 1 FROM run_seen s WHERE s.run_id = %s AND s.doc_id = d.doc_id) "
-                        "AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.run_id = %s AND q.doc_id = d.doc_id) "
-                        "AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.run_id = %s AND q.doc_id IS NULL)",
-                        (namespace, source, run_id, run_id, run_id),
+                        f"SELECT doc_id FROM documents d WHERE {_UNSEEN}", (namespace, source, run_id, run_id, run_id)
                     )
                 ]
             changed = [

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ragline.batching import batched
-from ragline.errors import RecordStoreDamaged
+from ragline.errors import ConfigError, RecordStoreDamaged
 from ragline.recordstore.migrations import Migration, steps_to_apply
 
 IDS_PER_QUERY = 500
@@ -70,7 +70,11 @@ class SQLiteDatabase:
         if_damaged: str = "restore it from a backup",
         full_check_max_bytes: int = FULL_CHECK_MAX_BYTES,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # the home folder is the user's choice: a bad one is their mistake (exit 2)
+            problem = f"cannot create folder {path.parent} ({exc.strerror})"
+            raise ConfigError(f"{problem}: name one you can write to") from exc
         self.path = path
         self._damaged = f"{role} {path} is damaged ({{problem}}): {if_damaged}"
         self.conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)

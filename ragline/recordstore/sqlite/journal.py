@@ -61,6 +61,14 @@ TABLES = ("runs", "namespaces", "documents", "chunks", "tombstones")
 """The journal's tables with a ``namespace`` column (``run_seen`` rows go with their run)."""
 
 _SEEN_BEFORE = "SELECT doc_id FROM run_seen WHERE run_id = ? AND doc_id IN ({ids})"
+_UNSEEN = (
+    "namespace = ? AND state = 'live' AND source = ? "
+    "AND doc_id NOT IN (SELECT doc_id FROM run_seen WHERE run_id = ?) "
+    "AND doc_id NOT IN (SELECT doc_id FROM quarantine WHERE run_id = ? AND doc_id IS NOT NULL) "
+    "AND NOT EXISTS (SELECT 1 FROM quarantine WHERE run_id = ? AND doc_id IS NULL)"
+)
+"""A source's live documents that a full cleanup removes (params: namespace, source, run id three times): neither
+seen by the run nor named by an input it quarantined, and none if it quarantined an input it could not name."""
 
 
 def _json_ids(doc_ids: Sequence[str]) -> str | None:
@@ -294,6 +302,11 @@ class SQLiteRunJournal:
         )
         return keyword_rows(rows)
 
+    def unseen_document_count(self, run_id: str, namespace: str, source: str) -> int:
+        return self._db.count(
+            f"SELECT COUNT(*) FROM documents WHERE {_UNSEEN}", (namespace, source, run_id, run_id, run_id)
+        )
+
     def commit_run(self, run_id: str, namespace: str, source: str, delete_unseen: bool) -> CommitResult:
         """A fixed handful of statements whatever the run's size: the documents it replaces (changed, and with
         ``delete_unseen`` the unseen ones) are gathered in a temporary table, not read into memory."""
@@ -303,11 +316,7 @@ class SQLiteRunJournal:
             removed = 0
             if delete_unseen:
                 removed = db.execute(
-                    "INSERT OR IGNORE INTO temp.replaced SELECT doc_id FROM documents WHERE namespace = ? "
-                    "AND state = 'live' AND source = ? "
-                    "AND doc_id NOT IN (SELECT doc_id FROM run_seen WHERE run_id = ?) "
-                    "AND doc_id NOT IN (SELECT doc_id FROM quarantine WHERE run_id = ? AND doc_id IS NOT NULL) "
-                    "AND NOT EXISTS (SELECT 1 FROM quarantine WHERE run_id = ? AND doc_id IS NULL)",
+                    f"INSERT OR IGNORE INTO temp.replaced SELECT doc_id FROM documents WHERE {_UNSEEN}",
                     (namespace, source, run_id, run_id, run_id),
                 ).rowcount
             db.execute(
