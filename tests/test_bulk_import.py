@@ -82,6 +82,50 @@ def test_rerun_after_export_keeps_every_file(exporting: Components, tmp_path: Pa
     assert {p.name: p.read_bytes() for p in (out / NS).iterdir()} == before
 
 
+def assert_export_matches_the_record_store(c: Components, out: Path) -> None:
+    """The export's files hold every live chunk once, each with its recorded vector: an import gives the index the
+    record store expects."""
+    table = pa.concat_tables([pq.read_table(p) for p in sorted((out / NS).glob("*.parquet"))])
+    ids = table.column("id").to_pylist()
+    assert len(ids) == len(set(ids)) and sorted(ids) == c.records.journal.live_chunk_ids(NS)
+    rows = c.records.journal.chunk_rows(NS, ids)
+    expected = vectors_for(c, [rows[i] for i in ids])
+    assert np.allclose(np.array(table.column("values").to_pylist(), dtype=np.float32), expected, atol=1e-6)
+    assert sorted(p.name for p in (out / NS).iterdir()) == sorted(p.name for p in (out / NS).glob("part-*.parquet"))
+
+
+def test_a_partition_exported_again_after_its_documents_changed_holds_all_of_them(
+    exporting: Components, tmp_path: Path
+) -> None:
+    c = exporting
+    out = tmp_path / "import"
+    path = cranfield_jsonl(tmp_path, 12)
+    export(c, path, out)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    edited = json.loads(lines[1]) | {"text": "An edited abstract about supersonic flutter of thin wings."}
+    new = json.dumps({"_id": "new0", "text": "A brand new document about boundary layer suction."}) + "\n"
+    path.write_text(new + lines[0] + json.dumps(edited) + "\n" + "".join(lines[2:]), encoding="utf-8")
+    again = export(c, path, out)
+    assert not again.outcomes[0].skipped and again.stats.embeddings_computed == 2  # the others from the cache
+    assert pq.read_metadata(out / NS / "part-000000.parquet").num_rows > 2  # not only the new and the edited one
+    assert_export_matches_the_record_store(c, out)
+
+
+def test_a_part_that_could_not_be_moved_into_place_is_written_whole_by_the_next_run(
+    exporting: Components, tmp_path: Path
+) -> None:
+    c = exporting
+    out = tmp_path / "import"
+    path = cranfield_jsonl(tmp_path, 12)
+    (out / NS / "part-000001.parquet").mkdir(parents=True)  # the rename of partition 1's file fails
+    with pytest.raises(OSError):
+        export(c, path, out)
+    assert sorted(p.name for p in (out / NS).iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
+    (out / NS / "part-000001.parquet").rmdir()
+    export(c, path, out)
+    assert_export_matches_the_record_store(c, out)
+
+
 def _records(n: int, start: int = 0) -> list[VectorRecord]:
     vectors = np.eye(n + start, 4, dtype=np.float32)[start:]
     return [VectorRecord(f"doc/{i}#0", v, {"text": f"t{i}", "n": i}) for i, v in enumerate(vectors, start)]

@@ -69,17 +69,21 @@ class ParquetPart:
     def commit(self) -> None:
         """Close and move the file into place, after checking its row count.
 
-        A part that received no records writes nothing: a partition whose documents were all exported (and
-        recorded) before a crash keeps its earlier file.
+        A part that received no records (a partition with no document to export) writes nothing. A part that
+        cannot be moved into place is dropped.
         """
         if self._writer is None:
             return
         self._writer.close()
         self._writer = None
-        written = pq.read_metadata(self._tmp).num_rows
-        if written != self.rows:
-            raise ValidationFailed(f"export file {self.path}", [f"holds {written} rows, {self.rows} were written"])
-        os.replace(self._tmp, self.path)
+        try:
+            written = pq.read_metadata(self._tmp).num_rows
+            if written != self.rows:
+                raise ValidationFailed(f"export file {self.path}", [f"holds {written} rows, {self.rows} were written"])
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
 
     def abort(self) -> None:
         """Drop the temporary file; an earlier committed file stays."""

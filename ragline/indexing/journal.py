@@ -164,18 +164,24 @@ def vectors_for(c: Components, rows: Sequence[ChunkRow]) -> np.ndarray:
     return vectors
 
 
+def recorded_records(c: Components, rows: Sequence[ChunkRow]) -> tuple[list[VectorRecord], int]:
+    """The index records of recorded chunks, vectors from the embedding cache; and how many texts had to be
+    embedded (the cache lacked them)."""
+    vectors, computed, _ = embed_with_cache(c.embedder, c.cache, [r.text for r in rows])
+    records = [VectorRecord(r.chunk_id, v, index_metadata(r.text, r.metadata)) for r, v in zip(rows, vectors)]
+    return records, computed
+
+
 def upsert_rows(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> int:
     """Write recorded chunks to the index and its sparse keyword index again, in store-sized batches; returns how
     many texts had to be embedded (the embedding cache lacked them)."""
     embedded = 0
     for part in batched(rows, STORE_BATCH):
-        vectors, computed, _ = embed_with_cache(c.embedder, c.cache, [r.text for r in part])
+        records, computed = recorded_records(c, part)
         embedded += computed
-        metadata = [index_metadata(r.text, r.metadata) for r in part]
-        records = [VectorRecord(r.chunk_id, v, m) for r, v, m in zip(part, vectors, metadata)]
         c.store.upsert(records, namespace=namespace)
         if c.sparse is not None:
-            c.sparse.upsert(live_records(c, namespace, part, metadata), namespace=namespace)
+            c.sparse.upsert(live_records(c, namespace, part, [r.metadata for r in records]), namespace=namespace)
     return embedded
 
 

@@ -142,6 +142,8 @@ def write_batches(
                 reverified = steps.run(stages.reverify, f"reverify-{group}", run, plan, freshness)
                 stats.add(reverified.stats)
                 counts.add(reverified.counts)
+            if write is not None and plan.unchanged:
+                stats.add(steps.run(stages.export_unchanged, f"export-unchanged-{group}", run, plan, write))
             while plan.started_ahead and len(embedding) >= max(steps.window, 1):  # the workers chunk and sign it
                 write_oldest()
             if plan.documents:

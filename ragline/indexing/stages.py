@@ -18,6 +18,7 @@ from itertools import islice
 
 import numpy as np
 
+from ragline.batching import batched
 from ragline.components import Components
 from ragline.config import CleanupMode
 from ragline.costs import usage_now
@@ -27,10 +28,12 @@ from ragline.errors import SourceError, ValidationFailed
 from ragline.indexing.chunking import chunks_or_reasons, oversized
 from ragline.indexing.consistency import within_window
 from ragline.indexing.journal import (
+    STORE_BATCH,
     RunRef,
     delete_tombstones,
     fetch_back_problems,
     open_run,
+    recorded_records,
     settled_count,
     upsert_rows,
     vectors_for,
@@ -59,6 +62,7 @@ __all__ = [
     "commit",
     "dedupe",
     "embed",
+    "export_unchanged",
     "guard_deletions",
     "load",
     "open_run",
@@ -347,6 +351,24 @@ def upsert(c: Components, run: RunRef, batch: EmbeddedBatch, write: RecordWriter
             stats.chunks_written = _write(c, run.namespace, records, appended)
         if c.sparse is not None and write is None:
             c.sparse.upsert(sparse, namespace=run.namespace)
+    stats.add_usage(c, before)
+    return stats
+
+
+def export_unchanged(c: Components, run: RunRef, plan: Plan, write: RecordWriter) -> IngestStats:
+    """Hand ``write`` (a bulk-import part) the recorded chunks of the plan's unchanged documents too, vectors from
+    the embedding cache: a part written again after its partition changed holds every document of the partition,
+    not only what changed since it was first written (the import replaces nothing else)."""
+    stats = IngestStats()
+    if not plan.unchanged:
+        return stats
+    before = usage_now(c.embedder, c.store, c.sparse)
+    with stats.timed("upsert"):
+        rows = c.records.journal.live_chunks_of_documents(run.namespace, [doc.doc_id for doc, _ in plan.unchanged])
+        for part in batched(rows, STORE_BATCH):
+            records, computed = recorded_records(c, part)
+            stats.embeddings_computed += computed
+            stats.chunks_written += write(records)
     stats.add_usage(c, before)
     return stats
 
