@@ -26,6 +26,7 @@ from ragline.indexing.backfill import (
     partitions,
     run_backfill,
 )
+from ragline.recordstore.sqlite import open_sqlite_record_store
 from ragline.sources import JsonlSource
 from ragline.stores.base import VectorRecord
 from tests.conftest import CRANFIELD
@@ -60,8 +61,9 @@ def test_partitions_follow_the_source_order_and_fingerprint_their_items(tmp_path
     parts = list(partitions(source, 5))
     assert [len(p.items) for p in parts] == [5, 5, 2]
     assert [i.doc_id for p in parts for i in p.items] == [i.doc_id for i in source.items()]
-    assert [p.fingerprint for p in parts] == [p.fingerprint for p in partitions(source, 5)]
-    assert len({p.fingerprint for p in parts}) == 3
+    assert [p.fingerprint("s") for p in parts] == [p.fingerprint("s") for p in partitions(source, 5)]
+    assert len({p.fingerprint("s") for p in parts}) == 3
+    assert parts[0].fingerprint("s") != parts[0].fingerprint("another chunker")
 
 
 def test_each_partition_is_a_committed_run_and_a_rerun_skips_them_all(partitioned: Components, tmp_path: Path) -> None:
@@ -108,6 +110,20 @@ def test_changed_partition_is_redone_alone(partitioned: Components, tmp_path: Pa
     assert 0 < stats.embeddings_computed <= stats.chunks_written
     chunk_ids = c.records.journal.live_chunk_ids(NS, prefix=f"cran/{record['_id']}#")
     assert any("an added sentence" in row.text for row in c.records.journal.chunk_rows(NS, chunk_ids).values())
+
+
+def test_a_backfill_resumed_with_another_chunker_redoes_every_partition(
+    partitioned: Components, tmp_path: Path, embedder
+) -> None:
+    path = cranfield_jsonl(tmp_path, 12)
+    backfill(partitioned, path)
+    before = partitioned.records.journal.live_chunk_count(NS)
+    finer = build_components(partitioned.config.model_copy(update={"chunk_size": 32, "chunk_overlap": 4}), embedder)
+    result = backfill(finer, path)
+    assert [o.skipped for o in result.outcomes] == [False, False, False]
+    assert result.stats.documents_changed == 12 and finer.records.journal.live_chunk_count(NS) > before
+    assert [o.skipped for o in backfill(finer, path).outcomes] == [True, True, True]
+    finer.close()
 
 
 def test_failed_partition_is_rolled_back_marked_and_redone_on_resume(partitioned: Components, tmp_path: Path) -> None:
@@ -168,6 +184,11 @@ def test_cli_backfills_prints_each_partition_and_shows_the_ledger(
     assert mistyped.exit_code == 2 and f"namespace '{NS}x' holds no index (namespaces: {NS})" in mistyped.output
     other = runner.invoke(app, ["backfill", str(tmp_path), "--status", "--home", home, "-n", NS])
     assert other.exit_code == 2 and f"no backfill of namespace {NS} reads {tmp_path.resolve()}" in other.output
+    records = open_sqlite_record_store(Path(home) / "records.sqlite")
+    records.backfills.fail_partition(records.backfills.of_namespace(NS)[0].backfill_id, 1, "KeyboardInterrupt: ")
+    records.close()
+    failed = runner.invoke(app, ["backfill", "--status", "--home", home, "-n", NS])
+    assert failed.exit_code == 0 and "partition 1: KeyboardInterrupt" in failed.output
     missing = runner.invoke(app, ["backfill", str(tmp_path / "nowhere"), "--home", home, "--no-flow"])
     assert missing.exit_code == 2 and "does not exist" in missing.output
 

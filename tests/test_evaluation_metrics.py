@@ -196,6 +196,16 @@ def test_doc_id_qrels_are_encoded_as_ingest_encodes_them(tmp_path: Path) -> None
         ({"queries.jsonl": '{"_id": "a", "text": "t"}\n', "qrels.tsv": "z\td\t1\n"}, "have no text"),
         ({"queries.jsonl": "not json\n", "qrels.tsv": "a\td\t1\n"}, "queries.jsonl line 1"),
         ({"queries.jsonl": '{"_id": "a", "text": " \\t "}\n', "qrels.tsv": "a\td\t1\n"}, "query 'a' has no text"),
+        ({"queries.jsonl": "\n", "qrels.tsv": "a\td\t1\n"}, "queries.jsonl holds no queries"),
+        (
+            {"queries.jsonl": '{"_id": "a", "text": "t"}\n{"_id": "a", "text": "u"}\n', "qrels.tsv": "a\td\t1\n"},
+            "line 2: query id 'a' again \\(first on line 1\\)",
+        ),
+        ({"queries.jsonl": '{"_id": "a", "text": "t"}\n', "qrels.tsv": "a\td\t1.0\n"}, "line 1: score '1.0' is not"),
+        (
+            {"queries.jsonl": '{"_id": "a", "text": "t"}\n', "qrels.tsv": "a\td\t1\na\td\t2\n"},
+            "line 2: query 'a' judges",
+        ),
     ],
 )
 def test_bad_datasets_raise_source_errors(tmp_path: Path, files: dict[str, str], message: str) -> None:
@@ -273,6 +283,26 @@ def test_the_history_is_exported_as_parquet_and_adopted_into_an_empty_log(
     assert EvaluationHistory(history.log).adopt(tmp_path / "missing.parquet") == 0
     record_run(history, [report_with({"dense": 0.9})], run_id="r9", timestamp=T0 + timedelta(days=9))
     assert history.adopt(copy) == 0 and len(history.read()) == 3  # the export's own rows are not added again
+
+
+def test_a_copy_that_is_no_history_is_not_adopted_and_a_note_column_is_no_metric(
+    history: EvaluationHistory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import pandas as pd
+
+    record_run(history, [report_with({"dense": 0.8})], run_id="r0", timestamp=T0)
+    copy = tmp_path / "history.parquet"
+    for damage in (b"garbage", b""):
+        copy.write_bytes(damage)
+        assert history.adopt(copy) == 0 and "is no evaluation history" in caplog.text
+    frame = history.export(copy).assign(note="looked fine", run_id="elsewhere")
+    frame.to_parquet(copy, index=False)
+    assert history.adopt(copy) == 1  # the other host's row, without the note
+    assert "note" not in history.read().columns and len(history.read()) == 2
+    frame.drop(columns=["mode"]).to_parquet(copy, index=False)
+    assert history.adopt(copy) == 0 and "KeyError" in caplog.text
+    history.export(copy)
+    assert len(pd.read_parquet(copy)) == 2  # the copy is whole again
 
 
 def test_datasets_are_tracked_separately_and_new_modes_start_a_baseline(history: EvaluationHistory) -> None:

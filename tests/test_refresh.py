@@ -215,6 +215,18 @@ def test_a_source_that_lost_most_of_its_documents_changes_nothing_unless_forced(
     assert refresh_at(components, root, T0 + 3).stats.documents_removed == 1
 
 
+def test_two_folders_of_one_name_in_one_namespace_are_refused_before_any_run(
+    components: Components, tmp_path: Path
+) -> None:
+    first, other = corpus(tmp_path / "p1"), corpus(tmp_path / "p2")
+    targets = [RefreshTarget(first, NS, TTL), RefreshTarget(other, NS, TTL)]
+    with pytest.raises(ConfigError, match=f"refresh sources {first} and {other} are both source 'docs' of namespace"):
+        refresh(components, targets, clock=lambda: T0)
+    assert components.records.journal.last_runs(NS, 10) == []
+    report = refresh(components, [targets[0], RefreshTarget(other, NS + "-2", TTL)], clock=lambda: T0)
+    assert [s.stats.documents_new for s in report.sources] == [5, 5]
+
+
 @pytest.mark.parametrize("now", [math.inf, -math.inf, math.nan, 1e300])
 def test_a_now_that_is_not_a_time_is_refused_before_any_run(components: Components, tmp_path: Path, now: float) -> None:
     root = corpus(tmp_path)

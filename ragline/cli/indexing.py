@@ -397,9 +397,12 @@ def _show_backfills(config: RaglineConfig, path: Path | None) -> None:
     ledger = Table(title=f"ledger of {chosen.backfill_id}")
     for column in LEDGER_COLUMNS:
         ledger.add_column(column)
-    for row in ledger_rows(records.backfills.ledger(chosen.backfill_id)):
+    rows = records.backfills.ledger(chosen.backfill_id)
+    for row in ledger_rows(rows):
         ledger.add_row(*(str(v) for v in row.values()))
     console.print(ledger)
+    for failed in (r for r in rows if r.error):
+        console.print(styled("red", f"partition {failed.partition_index}", f": {failed.error}"), soft_wrap=True)
 
 
 def refresh_command(

@@ -68,9 +68,14 @@ def load_dataset(path: Path, *, split: str = "test", name: str | None = None) ->
 
 
 def read_queries(path: Path) -> dict[str, str]:
-    """Query id → text from a JSON Lines file of ``{"_id", "text"}`` objects."""
+    """Query id → text from a JSON Lines file of ``{"_id", "text"}`` objects; an id given twice is an error (which
+    text its judgments meant is unknown)."""
     queries: dict[str, str] = {}
-    for number, line in _lines(path):
+    lines = _lines(path)
+    if not lines:
+        raise SourceError(f"{path} holds no queries")
+    first_line: dict[str, int] = {}
+    for number, line in lines:
         try:
             record = json.loads(line)
             query_id, text = str(record["_id"]), str(record["text"])
@@ -78,12 +83,18 @@ def read_queries(path: Path) -> dict[str, str]:
             raise SourceError(f"{path} line {number}: expected a JSON object with '_id' and 'text'") from exc
         if not text.strip():
             raise SourceError(f"{path} line {number}: query {query_id!r} has no text (a query cannot be empty)")
+        if query_id in first_line:
+            raise SourceError(
+                f"{path} line {number}: query id {query_id!r} again (first on line {first_line[query_id]})"
+            )
+        first_line[query_id] = number
         queries[query_id] = text
     return queries
 
 
 def read_qrels(path: Path) -> Qrels:
-    """Judgments from a ``query-id<TAB>corpus-id<TAB>score`` file (the first line may be a header)."""
+    """Judgments from a ``query-id<TAB>corpus-id<TAB>score`` file. The first line is a header when its score is no
+    number; a pair judged twice with different grades is an error."""
     qrels: Qrels = {}
     for number, line in _lines(path):
         fields = line.split("\t")
@@ -93,11 +104,24 @@ def read_qrels(path: Path) -> Qrels:
         try:
             grade = int(score)
         except ValueError as exc:
-            if number == 1:
+            if number == 1 and not _is_number(score):
                 continue  # header
             raise SourceError(f"{path} line {number}: score {score!r} is not an integer") from exc
-        qrels.setdefault(query_id, {})[corpus_id] = grade
+        judged = qrels.setdefault(query_id, {})
+        if judged.setdefault(corpus_id, grade) != grade:
+            raise SourceError(
+                f"{path} line {number}: query {query_id!r} judges {corpus_id!r} {grade}, "
+                f"an earlier line {judged[corpus_id]}"
+            )
     return qrels
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _doc_id(name: str, corpus_id: str, is_beir: bool) -> str:

@@ -15,6 +15,7 @@ it on the host's first run, and the copy never overwrites rows kept nowhere else
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from ragline.recordstore.rows import EvaluationRow
 
 if TYPE_CHECKING:
     import pandas as pd
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE = 0.02
 _KEY_DTYPES = {
@@ -65,10 +68,19 @@ class EvaluationHistory:
         self.log.append(_log_rows(rows))
 
     def adopt(self, path: Path) -> int:
-        """Take the rows of the Parquet history at ``path`` that the log lacks; returns how many."""
+        """Take the rows of the Parquet history at ``path`` that the log lacks; returns how many. A copy that cannot
+        be read as a history (damaged, or a key column gone) is left out with a warning: it is only a copy, and the
+        next export replaces it."""
         import pandas as pd
 
-        return self.log.adopt(_log_rows(pd.read_parquet(path))) if path.is_file() else 0
+        if not path.is_file():
+            return 0
+        try:
+            rows = _log_rows(pd.read_parquet(path))
+        except Exception as exc:  # pyarrow's errors, a missing column, a value of the wrong type
+            log.warning("%s is no evaluation history (%s: %s): not adopted, replaced", path, type(exc).__name__, exc)
+            return 0
+        return self.log.adopt(rows)
 
     def export(self, path: Path) -> pd.DataFrame:
         """Write every row to ``path`` as Parquet, replacing it atomically; returns them, as ``read`` does."""
@@ -105,8 +117,11 @@ def _frame(rows: Sequence[EvaluationRow]) -> pd.DataFrame:
 
 
 def _log_rows(frame: pd.DataFrame) -> list[EvaluationRow]:
-    """History frame rows as the log's rows (a metric that is NaN in a row is not recorded for it)."""
-    metrics = [c for c in frame.columns if c not in _KEY_DTYPES]
+    """History frame rows as the log's rows (a metric that is NaN in a row is not recorded for it; a column that is
+    not numeric, a note added for analysis say, is no metric)."""
+    import pandas as pd
+
+    metrics = [c for c in frame.columns if c not in _KEY_DTYPES and pd.api.types.is_numeric_dtype(frame[c])]
     return [
         EvaluationRow(
             run_id=str(row["run_id"]),

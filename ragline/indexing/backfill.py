@@ -2,10 +2,11 @@
 
 Partitions follow the source's stable order: partition k holds items k·N … k·N+N−1. The ledger in the record store
 (``backfill_partitions``) marks each partition running, done (with its run and counts) or failed. Running the same
-backfill again skips every done partition whose items are unchanged (same fingerprint) without opening a run, so
-nothing of it is chunked or embedded again; a partition a crash interrupted is redone after ``ingest.recover`` has
-rolled its open run back. Cleanup is always incremental, so partitions never delete each other's documents.
-With an export folder, partitions are written as Pinecone bulk-import Parquet files instead of being upserted.
+backfill again skips every done partition whose items and indexing setup (chunker config, model) are unchanged
+(same fingerprint) without opening a run, so nothing of it is chunked or embedded again; a partition a crash
+interrupted is redone after ``ingest.recover`` has rolled its open run back. Cleanup is always incremental, so
+partitions never delete each other's documents. With an export folder, partitions are written as Pinecone
+bulk-import Parquet files instead of being upserted.
 """
 
 from __future__ import annotations
@@ -65,10 +66,10 @@ class Partition:
     index: int
     items: tuple[SourceItem, ...]
 
-    @property
-    def fingerprint(self) -> str:
-        """SHA-256 over the items' ids and content hashes (quarantined ones: uri and reason)."""
-        digest = hashlib.sha256()
+    def fingerprint(self, setup: str) -> str:
+        """SHA-256 over ``setup`` (how documents are indexed: ``indexing_setup``) and the items' ids and content
+        hashes (quarantined ones: uri and reason)."""
+        digest = hashlib.sha256(f"{setup}\n".encode())
         for item in self.items:
             key = (item.doc_id, item.content_hash) if isinstance(item, Document) else (item.uri, item.reason)
             digest.update(f"{key[0]}\x00{key[1]}\n".encode())
@@ -84,6 +85,11 @@ class PartitionSource:
 
     def items(self) -> Iterator[SourceItem]:
         return iter(self.partition.items)
+
+
+def indexing_setup(c: Components) -> str:
+    """The chunker's config and the embedding model: a partition done with others is done again."""
+    return f"{c.chunker.config_hash}\x00{c.embedder.model_id}"
 
 
 def partitions(source: Source, size: int) -> Iterator[Partition]:
@@ -192,9 +198,10 @@ def run_backfill(
             backfill_id, spec.namespace, spec.source_name, spec.path, spec.partition_size, spec.export_dir, total
         )
         done = {row.partition_index: row.fingerprint for row in ledger if row.status == "done"}
+        setup = indexing_setup(c)
         result = BackfillResult(backfill_id, spec.namespace, spec.source_name, total)
         for partition in partitions(source, spec.partition_size):
-            if done.get(partition.index) == partition.fingerprint:
+            if done.get(partition.index) == partition.fingerprint(setup):
                 result.outcomes.append(PartitionOutcome(partition.index, True, None, IngestStats()))
             else:
                 result.outcomes.append(_run_partition(c, run, spec, partition))
@@ -211,7 +218,8 @@ def run_backfill(
 def _run_partition(c: Components, run: PartitionRunner, spec: BackfillSpec, partition: Partition) -> PartitionOutcome:
     """Run one partition between its ledger marks; a failure is recorded on the ledger and re-raised."""
     backfill_id = spec.backfill_id
-    c.records.backfills.start_partition(backfill_id, partition.index, partition.fingerprint, len(partition.items))
+    fingerprint = partition.fingerprint(indexing_setup(c))
+    c.records.backfills.start_partition(backfill_id, partition.index, fingerprint, len(partition.items))
     try:
         run_id, stats = run(spec, partition)
     except BaseException as exc:

@@ -145,6 +145,7 @@ def refresh(
     """
     steps = steps or DirectSteps(c)
     now = _checked_now(clock())
+    _check_one_path_per_source(targets)
     namespaces: list[NamespaceRefresh] = []
     for namespace, group in by_namespace(targets):
         with c.locks.hold(namespace):
@@ -153,6 +154,23 @@ def refresh(
             after = steps.run(reconcile, "reconcile-after", namespace)
             namespaces.append(NamespaceRefresh(namespace, before, sources, after))
     return RefreshReport(now, namespaces)
+
+
+def _check_one_path_per_source(targets: Sequence[RefreshTarget]) -> None:
+    """``ConfigError`` before any run when two paths are one source of a namespace (folders of one name): each
+    run's cleanup would delete the other's documents. A path that does not exist is left to its own run."""
+    seen: dict[tuple[str, str], Path] = {}
+    for target in targets:
+        if not target.path.exists():
+            continue
+        key = (target.namespace, open_source(target.path).name)
+        first = seen.setdefault(key, target.path)
+        if first.resolve() != target.path.resolve():
+            raise ConfigError(
+                f"refresh sources {first} and {target.path} are both source {key[1]!r} of namespace {key[0]!r} "
+                "(folders of one name): each run would delete the other's documents; refresh them into different "
+                "namespaces, or rename one"
+            )
 
 
 def _checked_now(now: float) -> float:
