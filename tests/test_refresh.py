@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -100,6 +101,19 @@ def test_ttl_expiry_reverifies_unchanged_documents_without_embedding_or_writing(
 
     again = refresh_at(components, root, T0 + TTL + 2)
     assert (again.freshness.documents_fresh, again.freshness.documents_expired) == (5, 0)
+
+
+def test_reverify_counts_what_it_embedded_when_the_cache_lost_it(components: Components, tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    write(root, {f"n{i:02}.txt": f"Note {i} names the number {i * 7919}." for i in range(80)})
+    refresh_at(components, root, T0)
+    with sqlite3.connect(components.config.embedding_cache_path) as cache:  # the cache lost every vector
+        cache.execute("DELETE FROM embeddings")
+    relearned = refresh_at(components, root, T0 + TTL + 1)
+    assert relearned.freshness.chunks_reverified == len(components.cache) == 80
+    # the reconciliation before the run fetched back (and so embedded) a sample of 64; the re-verify the rest
+    assert relearned.stats.embeddings_computed == 80 - 64
+    assert (relearned.freshness.chunks_restored, relearned.stats.chunks_written) == (0, 0)
 
 
 def test_reverify_restores_missing_and_differing_chunks_from_the_cache(

@@ -186,17 +186,22 @@ def upsert_rows(c: Components, namespace: str, rows: Sequence[ChunkRow]) -> int:
 
 
 def fetch_back_problems(
-    c: Components, namespace: str, rows: Sequence[ChunkRow], *, patient: bool = False
+    c: Components,
+    namespace: str,
+    rows: Sequence[ChunkRow],
+    *,
+    patient: bool = False,
+    vectors: np.ndarray | None = None,
 ) -> dict[str, str]:
     """Recorded chunks whose index copy (or sparse keyword copy) is missing or differs (vector or metadata), with
     what is wrong.
 
     Content, not counts: an overwrite leaves the count unchanged. Judged once this process's writes are visible
     (``await_writes``); ``patient`` re-reads the differing ones until they match or ``consistency_wait`` has passed,
-    so only a difference that outlasts the window is reported.
+    so only a difference that outlasts the window is reported. ``vectors``: the rows' own, if the caller has them.
     """
     await_writes(c, namespace)
-    expected = dict(zip((r.chunk_id for r in rows), vectors_for(c, rows)))
+    expected = dict(zip((r.chunk_id for r in rows), vectors_for(c, rows) if vectors is None else vectors))
     differing = _differences(c, namespace, rows, expected)
     if patient and differing:
         differing = within_window(

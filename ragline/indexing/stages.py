@@ -23,7 +23,7 @@ from ragline.components import Components
 from ragline.config import CleanupMode
 from ragline.costs import usage_now
 from ragline.embedders.base import DEFAULT_TEXTS_PER_CALL
-from ragline.embedders.cache import CacheLookup, complete, look_up
+from ragline.embedders.cache import CacheLookup, complete, embed_with_cache, look_up
 from ragline.errors import SourceError, ValidationFailed
 from ragline.indexing.chunking import chunks_or_reasons, oversized
 from ragline.indexing.consistency import within_window
@@ -392,7 +392,8 @@ def reverify(c: Components, run: RunRef, plan: Plan, freshness: Freshness) -> Re
     before = usage_now(c.embedder, c.store, c.sparse)
     with stats.timed("reverify"):
         rows = c.records.journal.live_chunks_of_documents(run.namespace, [d.doc_id for d in due])
-        problems = fetch_back_problems(c, run.namespace, rows)
+        vectors, stats.embeddings_computed, _ = embed_with_cache(c.embedder, c.cache, [r.text for r in rows])
+        problems = fetch_back_problems(c, run.namespace, rows, vectors=vectors)
         if problems:
             log.warning(
                 "re-verify in %s: %d of %d chunks missing or different; restoring them",
