@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from ragline.components import components_for
 from ragline.config import load_config
 from ragline.indexing.pipeline import ingest
-from ragline.indexing.report import stage_rows, summary_markdown
+from ragline.indexing.report import result_dict, stage_rows, summary_markdown
 from ragline.sources import open_source
 from ragline.tasks.ingest import INGEST_TASKS
 from ragline.tasks.secrets import resolve_secret_blocks
@@ -50,7 +50,7 @@ def ingest_flow(
     result = ingest(components_for(config), source, steps=TaskSteps(config, INGEST_TASKS))
     create_markdown_artifact(key="ingest-summary", markdown=summary_markdown(result), description="Ingest run")
     create_table_artifact(key="ingest-stages", table=stage_rows(result), description="Seconds per stage")
-    return result.stats.as_dict()
+    return result_dict(result)
 
 
 if __name__ == "__main__":

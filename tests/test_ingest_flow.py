@@ -47,7 +47,9 @@ def test_flow_and_direct_paths_build_the_same_index_with_the_same_counts(
     direct = build_components(flow_env.model_copy(update={"home": flow_env.home.parent / "direct", "batch_size": 8}))
     direct_stats = ingest(direct, open_source(SAMPLE)).stats
     flowed = build_components(flow_env, embedder=embedder)
-    assert {k: v for k, v in flow_stats.items() if k != "seconds"} == direct_stats.counts()
+    assert flow_stats["namespace"] == NS and flow_stats["quarantined"] == []
+    counts = {k: v for k, v in flow_stats.items() if k not in ("seconds", "run_id", "namespace", "quarantined")}
+    assert counts == direct_stats.counts()
     assert direct_stats.documents_new == 39 and direct_stats.chunks_written > 39
     assert index_records(flowed, NS) == index_records(direct, NS)
     rows = flowed.records.journal.chunk_rows(NS, flowed.records.journal.live_chunk_ids(NS))
@@ -115,6 +117,9 @@ def test_flow_ingests_publishes_artifacts_and_reruns_incrementally(
     (root / "intro.md").unlink()
     third = ingest_flow(str(root), full=True)
     assert third["documents_removed"] == 1
+    (root / "blob.txt").write_bytes(b"\x00\x01 not text")
+    fourth = ingest_flow(str(root))
+    assert fourth["quarantined"] == [{"uri": (root / "blob.txt").as_uri(), "reason": "binary file"}]
     c = build_components(flow_env, embedder=embedder)
     assert not any(i.startswith("docs/intro.md#") for i in snapshot(c))
 

@@ -66,6 +66,17 @@ def summary_rows(result: IngestResult) -> list[Row]:
     ]
 
 
+def result_dict(result: IngestResult, max_quarantined: int = 20) -> dict[str, object]:
+    """The run as JSON-ready values (a flow's result, what ``ragline ingest --flow`` prints): its id and namespace,
+    every count and timing, and the first inputs it quarantined with why."""
+    return {
+        "run_id": result.run_id,
+        "namespace": result.namespace,
+        **result.stats.as_dict(),
+        "quarantined": [{"uri": q.uri, "reason": q.reason} for q in result.quarantined[:max_quarantined]],
+    }
+
+
 def summary_markdown(result: IngestResult, max_quarantined: int = 20) -> str:
     """A Markdown report of the run: its counts and what was quarantined, with the reasons (timings are the
     ``stage_rows`` table)."""
