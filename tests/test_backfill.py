@@ -29,7 +29,9 @@ from ragline.indexing.backfill import (
 from ragline.recordstore.sqlite import open_sqlite_record_store
 from ragline.sources import JsonlSource
 from ragline.stores.base import VectorRecord
+from ragline.testing.pinecone_server import LoopbackPinecone
 from tests.conftest import CRANFIELD
+from tests.support.backends import API_KEY, INDEX
 from tests.support.crash import ragline_command, read_state, state_differences
 
 NS = "test"
@@ -192,12 +194,34 @@ def test_cli_backfills_prints_each_partition_and_shows_the_ledger(
     missing = runner.invoke(app, ["backfill", str(tmp_path / "nowhere"), "--home", home, "--no-flow"])
     assert missing.exit_code == 2 and "does not exist" in missing.output
 
-    out = tmp_path / "import"
-    exported = runner.invoke(app, [*args[:5], "exported", *args[6:], "--export-parquet", str(out)])
-    assert exported.exit_code == 0, exported.output
-    assert sorted(p.name for p in (out / "exported").iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
-    refused = runner.invoke(app, [*args, "--export-parquet", str(tmp_path / "again")])
-    assert refused.exit_code == 2 and "needs a new namespace" in refused.output
+    on_lancedb = runner.invoke(app, [*args[:5], "exported", *args[6:], "--export-parquet", str(tmp_path / "out")])
+    assert on_lancedb.exit_code == 2 and "but the store is LanceDB" in on_lancedb.output
+
+
+def test_cli_exports_bulk_import_files_on_pinecone(
+    monkeypatch: pytest.MonkeyPatch, models_dir: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from ragline.cli import app
+
+    monkeypatch.setenv("RAGLINE_MODEL_CACHE_DIR", str(models_dir))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    runner, home, path = CliRunner(), str(tmp_path / "home"), str(cranfield_jsonl(tmp_path, 7))
+    args = ["backfill", path, "--home", home, "--partition-size", "5", "--no-flow"]
+    with LoopbackPinecone(api_key=API_KEY) as server:
+        server.create_index(INDEX, dimension=384)
+        monkeypatch.setenv("RAGLINE_STORE", "pinecone")
+        monkeypatch.setenv("PINECONE_API_KEY", API_KEY)
+        monkeypatch.setenv("RAGLINE_PINECONE_HOST", server.url)
+        monkeypatch.setenv("RAGLINE_PINECONE_INDEX", INDEX)
+        out = tmp_path / "import"
+        exported = runner.invoke(app, [*args, "-n", "exported", "--export-parquet", str(out)])
+        assert exported.exit_code == 0, exported.output
+        assert sorted(p.name for p in (out / "exported").iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
+        assert runner.invoke(app, [*args, "-n", NS]).exit_code == 0
+        refused = runner.invoke(app, [*args, "-n", NS, "--export-parquet", str(tmp_path / "again")])
+        assert refused.exit_code == 2 and "needs a new namespace" in refused.output
 
 
 def _ledger(home: Path) -> tuple[dict[int, tuple[str, str | None]], int]:

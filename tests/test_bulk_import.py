@@ -20,7 +20,25 @@ from ragline.indexing.journal import index_metadata, vectors_for
 from ragline.indexing.pipeline import ingest
 from ragline.sources import JsonlSource
 from ragline.stores.base import VectorRecord
+from ragline.testing.pinecone_server import LoopbackPinecone
+from tests.support.backends import API_KEY, pinecone_config
 from tests.test_backfill import NS, cranfield_jsonl
+
+
+@pytest.fixture
+def config(config: RaglineConfig) -> Iterator[RaglineConfig]:
+    """Exports are for Pinecone: the real SDK against a loopback server."""
+    with LoopbackPinecone(api_key=API_KEY) as server:
+        yield pinecone_config(config, server)
+
+
+def test_export_is_refused_on_lancedb(tmp_path: Path, models_dir: Path, embedder) -> None:
+    local = RaglineConfig(home=tmp_path / "home", model_cache_dir=models_dir, namespace=NS, embedder="hashing")
+    c = build_components(local, embedder=embedder)
+    with pytest.raises(ConfigError, match="--export-parquet writes Pinecone bulk-import files, but the store is"):
+        export(c, cranfield_jsonl(tmp_path, 3), tmp_path / "import")
+    assert not (tmp_path / "import").exists() and c.records.backfills.of_namespace(NS) == []
+    c.close()
 
 
 @pytest.fixture

@@ -192,6 +192,12 @@ def run_backfill(
     with c.locks.hold(f"backfill-{backfill_id}"):
         total = sum(1 for _ in partitions(source, spec.partition_size))
         ledger = c.records.backfills.ledger(backfill_id)
+        if spec.export_dir and c.config.store_kind != "pinecone":
+            raise ConfigError(
+                "--export-parquet writes Pinecone bulk-import files, but the store is LanceDB: nothing would import "
+                "them, and the record store would list chunks its index lacks (set PINECONE_API_KEY, or drop "
+                "--export-parquet)"
+            )
         if spec.export_dir and not ledger:
             _check_new_namespace(c, spec.namespace)
         c.records.backfills.open(
