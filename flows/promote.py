@@ -46,7 +46,7 @@ def promote_flow(
             switch_alias(config, decision, actor or f"flow run {flow_run.name}")
     create_markdown_artifact(key="promotion", markdown=decision.markdown(), description="Index version promotion")
     if not decision.passed:
-        raise ValidationFailed("promotion refused", [decision.summary()])
+        raise ValidationFailed("promotion", [decision.summary()])
     return {
         "promoted": decision.candidate,
         "previous": decision.live,

@@ -45,7 +45,7 @@ def test_flow_refuses_a_worse_version_then_promotes_an_equal_one_with_an_artifac
     from ragline.flows.promote import promote_flow
 
     records = open_sqlite_record_store(home / "records.sqlite")
-    with pytest.raises(ValidationFailed, match="promotion refused") as refused:
+    with pytest.raises(ValidationFailed, match="^promotion: refused: candidate") as refused:
         promote_flow(NS, "bad", home=str(home), dataset=str(SAMPLE))
     assert "candidate docs--bad nDCG@10" in str(refused.value) and "vs live docs " in str(refused.value)
     assert records.aliases.target(NS) is None and records.aliases.history(NS) == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from ragline.config import RaglineConfig
 from ragline.embedders.local import LocalEmbedder
 from ragline.errors import ConfigError
 from ragline.evaluation.suite import golden_sets, run_suite
+from ragline.indexing.chunking import Chunker
 from ragline.indexing.pipeline import ingest
 from ragline.retrieval import search
 from ragline.retrieval.bm25 import index_folder
@@ -107,7 +109,12 @@ def test_reads_and_writes_resolve_through_the_alias(c: Components, tmp_path: Pat
     new = tmp_path / "new" / "sample"
     new.mkdir(parents=True)
     (new / "tides.md").write_text("# Tides\n\nThe moon's gravity raises two tidal bulges on the oceans each day.\n")
-    result = ingest(c, open_source(new))  # no --index-version: the live version stays fresh
+    runs = c.records.journal.last_runs(V2, 10)
+    with pytest.raises(ConfigError, match=f"served by version {V2!r}, chunked with other settings .*chunk_size 200"):
+        ingest(c, open_source(new))  # the default chunker would mix its chunks into the promoted v2's
+    assert c.records.journal.last_runs(V2, 10) == runs  # refused before a run opened
+    as_built = Chunker(c.embedder.count_tokens, c.embedder.model_id, 128, c.config.chunk_overlap)
+    result = ingest(replace(c, chunker=as_built), open_source(new))  # no --index-version: the live version stays fresh
     assert result.namespace == V2
     assert "sample/tides.md#0" in live_ids(c, V2) and "sample/tides.md#0" not in live_ids(c, NS)
     hits = search(c, "moon gravity tidal bulges", namespace=read_namespace(c.records, NS), mode="bm25", top_k=1).hits

@@ -28,6 +28,7 @@ from ragline.indexing.consistency import await_writes, within_window
 from ragline.indexing.health import require_whole_index
 from ragline.indexing.keywords import keep_encoding_current, live_records, sparse_problems
 from ragline.indexing.seal import Seal, current_seal
+from ragline.names import VERSION_SEPARATOR
 from ragline.records import index_metadata
 from ragline.recordstore import LIVE, ChunkRow
 from ragline.stores.base import AppendingStore, VectorRecord, VectorStore
@@ -93,11 +94,31 @@ def open_run(c: Components, namespace: str, source: str, *, check_index: bool = 
                 f"or adopt the index with `ragline records rebuild -n {namespace}`; nothing was written"
             )
     c.records.journal.bind_namespace_model(namespace, c.embedder.model_id, c.embedder.dimension)
+    _refuse_rechunking_a_promoted_version(c, namespace)
     appends = isinstance(c.store, AppendingStore) and vectors == 0
     run = RunRef(new_run_id(), namespace, source, seal, appends)
     c.records.journal.begin_run(run.run_id, namespace, source)
     log.info("run %s opened on namespace %s for source %s", run.run_id, namespace, source)
     return run
+
+
+def _refuse_rechunking_a_promoted_version(c: Components, namespace: str) -> None:
+    """``ConfigError`` when a run reaches ``namespace`` through its alias (a promoted index version, no
+    ``index_version`` named) with chunker settings other than the version's: it would re-chunk, unevaluated, the
+    index the promotion gate passed. Naming the version (``--index-version``) re-chunks it on purpose."""
+    name = c.config.namespace
+    if c.config.index_version or namespace == name or c.records.aliases.target(name) != namespace:
+        return
+    first = c.records.journal.keyword_rows_after(namespace, "", 1, False)
+    row = c.records.journal.chunk_rows(namespace, [first[0].chunk_id]).get(first[0].chunk_id) if first else None
+    if row is not None and row.metadata.get("config_hash") != c.chunker.config_hash:
+        version = namespace.removeprefix(name + VERSION_SEPARATOR)
+        raise ConfigError(
+            f"namespace {name!r} is served by version {namespace!r}, chunked with other settings than this run's "
+            f"(chunk_size {c.chunker.chunk_size}, chunk_overlap {c.chunker.chunk_overlap}): the run would re-chunk "
+            "the promoted index unevaluated. Run with the settings the version was built with, build and promote a "
+            f"new version, or name it (--index-version {version}) to re-chunk it"
+        )
 
 
 def recover(c: Components, namespace: str) -> list[str]:
