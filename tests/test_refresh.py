@@ -333,8 +333,10 @@ def test_targets_come_from_the_config_with_ttls_namespaces_and_overrides(
 
     with pytest.raises(ConfigError, match="nothing to refresh"):
         refresh_targets(RaglineConfig(refresh_sources=[]), records)
-    with pytest.raises(ConfigError, match="not a duration"):
+    with pytest.raises(ConfigError, match="not a duration") as bad_ttl:
         refresh_targets(config, records, ["p"], ttl="soon")
+    assert str(bad_ttl.value).startswith("invalid refresh source: ttl = 'soon': 'soon' is not a duration")
+    assert "\n" not in str(bad_ttl.value) and "pydantic" not in str(bad_ttl.value)
     with pytest.raises(ConfigError, match="ASCII"):
         refresh_targets(config, records, ["p"], namespace="no spaces")
     records.close()

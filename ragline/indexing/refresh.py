@@ -117,7 +117,11 @@ def refresh_targets(
     try:
         sources = [RefreshSource.model_validate({**entry, **overrides}) for entry in entries]
     except ValidationError as exc:
-        raise ConfigError(f"invalid refresh source: {exc}") from exc
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))} = {e['input']!r}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid refresh source: {problems}") from exc
     default_ttl = config.refresh_default_ttl
     return [
         RefreshTarget(s.path, refresh_namespace(config, records, s.namespace), default_ttl if s.ttl is None else s.ttl)
