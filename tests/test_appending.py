@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -16,6 +17,7 @@ from ragline.embedders.hashing import HashingEmbedder
 from ragline.errors import ValidationFailed
 from ragline.indexing import stages
 from ragline.indexing.pipeline import ingest
+from ragline.indexing.steps import DirectSteps
 from ragline.records import Document
 from ragline.sources import open_source
 from ragline.sources.base import SourceItem
@@ -23,6 +25,7 @@ from ragline.stores.base import VectorRecord
 from ragline.stores.lancedb_store import LanceDBStore
 
 NS = "appends"
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -125,3 +128,33 @@ def test_an_id_appended_twice_is_refused_before_the_commit(
     with pytest.raises(ValidationFailed, match="holds 2 vectors; the record store expects 1"):
         ingest(components, open_source(write(tmp_path / "b.jsonl", [("a", "two")]), name="s"), namespace=NS)
     assert components.records.journal.chunk_rows(NS, ["s/a#0"])["s/a#0"].text == "one"  # the run did not commit
+
+
+class RetryingSteps(DirectSteps):
+    """Runs a stage again when it fails, as a Prefect task with retries does."""
+
+    def run(self, stage: Callable[..., T], label: str, *args: Any) -> T:
+        try:
+            return super().run(stage, label, *args)
+        except ConnectionError:
+            return super().run(stage, label, *args)
+
+
+def test_an_upsert_retried_after_its_append_landed_writes_each_chunk_once(
+    components: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    insert, failures = LanceDBStore.insert, [1]
+
+    def lost_acknowledgement(store: LanceDBStore, records: list[VectorRecord], *, namespace: str) -> int:
+        written = insert(store, records, namespace=namespace)
+        if failures:
+            failures.pop()
+            raise ConnectionError("the write landed, its answer did not")
+        return written
+
+    monkeypatch.setattr(LanceDBStore, "insert", lost_acknowledgement)
+    source = open_source(write(tmp_path / "a.jsonl", [("a", paragraphs("alpha", 2)), ("b", "two")]), name="s")
+    ingest(components, source, namespace=NS, steps=RetryingSteps(components))
+    assert failures == []  # the first append did fail once
+    vectors, live, texts = index_state(components)
+    assert vectors == live == len(texts) == 3

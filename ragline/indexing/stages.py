@@ -340,6 +340,8 @@ def upsert(c: Components, run: RunRef, batch: EmbeddedBatch, write: RecordWriter
     metadata = [index_metadata(ch.text, ch.metadata) for ch in chunks]
     with stats.timed("record"):
         appended = _appendable(run, batch) if write is None else set()
+        if appended and c.records.journal.chunk_rows(run.namespace, [chunks[0].chunk_id], PENDING):
+            appended = set()  # recorded by an earlier try of this stage (a task retried): its append may have landed
         pending = [(p.document, p.chunks, c.chunker.config_hash, c.embedder.model_id) for p in batch.documents]
         c.records.journal.record_pending(run.run_id, run.namespace, pending)
         sparse = pending_records(c, run.namespace, chunks, metadata) if c.sparse is not None else []
