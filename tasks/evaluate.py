@@ -21,9 +21,9 @@ from ragline.tasks.steps import TaskRegistry
 
 
 @task(name="coverage", cache_policy=NO_CACHE)
-def check_coverage(config: RaglineConfig, dataset: EvalDataset, namespace: str) -> None:
+def check_coverage(config: RaglineConfig, dataset: EvalDataset, namespace: str, ingested: bool = False) -> None:
     """Fail early when ``namespace`` holds none of the documents the golden set judges."""
-    runner.check_coverage(components_for(config), dataset, namespace)
+    runner.check_coverage(components_for(config), dataset, namespace, ingested)
 
 
 @task(name="score", cache_policy=NO_CACHE)

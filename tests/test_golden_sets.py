@@ -56,6 +56,12 @@ def test_a_folder_name_that_makes_no_namespace_is_a_user_error(home: Path, tmp_p
     user_error(result, "'beir-My Set!'", "rename the folder")
 
 
+def test_qrels_that_name_no_corpus_id_say_so(home: Path, tmp_path: Path) -> None:
+    folder = beir(tmp_path / "off", BREAD, "wild yeast sourdough", "99")
+    result = runner.invoke(app, ["eval", "-d", str(folder), "-m", "bm25", "--home", str(home)])
+    user_error(result, "'beir-off'", "its qrels name corpus ids its corpus.jsonl does not hold")
+
+
 def test_a_golden_set_namespace_holds_only_its_folders_documents(tmp_path: Path) -> None:
     first = beir(tmp_path / "a" / "good", BREAD, "wild yeast sourdough", "1")
     second = beir(tmp_path / "b" / "good", BRIDGES, "suspension bridge cables", "7")

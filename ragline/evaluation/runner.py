@@ -95,14 +95,18 @@ def check_modes(modes: Sequence[str]) -> list[Mode]:
     return [cast(Mode, m) for m in dict.fromkeys(modes)]
 
 
-def check_coverage(c: Components, dataset: EvalDataset, namespace: str) -> int:
-    """How many judged documents are live in ``namespace``; ``ConfigError`` if none (corpus not ingested there)."""
+def check_coverage(c: Components, dataset: EvalDataset, namespace: str, ingested: bool = False) -> int:
+    """How many judged documents are live in ``namespace``; ``ConfigError`` if none: the corpus is not ingested
+    there, or (``ingested``: the set's own corpus was just ingested) the qrels name ids the corpus does not hold."""
     judged = sorted(dataset.judged_doc_ids())
     live = len(c.records.journal.live_documents(namespace, judged))
     if not live:
+        why = (
+            "its qrels name corpus ids its corpus.jsonl does not hold" if ingested else "ingest its corpus there first"
+        )
         raise ConfigError(
             f"namespace {namespace!r} holds none of the {len(judged)} documents {dataset.name!r} judges relevant "
-            f"(e.g. {judged[0]!r}): ingest its corpus there first"
+            f"(e.g. {judged[0]!r}): {why}"
         )
     if live < len(judged):
         log.warning(

@@ -144,7 +144,7 @@ def run_suite(
             source = open_source(golden.path, max_file_bytes=c.config.max_file_bytes)
             # the namespace mirrors the folder, whatever it deletes
             ingest(c, source, namespace=namespace, cleanup="full", max_delete_fraction=1.0, steps=steps)
-        steps.run(check_coverage, f"coverage-{dataset.name}", dataset, namespace)
+        steps.run(check_coverage, f"coverage-{dataset.name}", dataset, namespace, golden.ingest)
         results = [steps.run(score_mode, f"{dataset.name}-{mode}", dataset, namespace, mode) for mode in modes]
         reports.append(EvaluationReport(dataset.name, namespace, c.config.eval_k, tuple(results)))
         qa = qa_set(c.config, golden)
