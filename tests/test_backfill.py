@@ -191,6 +191,9 @@ def test_cli_backfills_prints_each_partition_and_shows_the_ledger(
     records.close()
     failed = runner.invoke(app, ["backfill", "--status", "--home", home, "-n", NS])
     assert failed.exit_code == 0 and "partition 1: KeyboardInterrupt" in failed.output
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(app, ["backfill", str(tmp_path / "empty"), "--home", home, "-n", NS, "--no-flow"])
+    assert empty.exit_code == 0 and f"warning: {tmp_path / 'empty'} holds no documents" in empty.output
     missing = runner.invoke(app, ["backfill", str(tmp_path / "nowhere"), "--home", home, "--no-flow"])
     assert missing.exit_code == 2 and "does not exist" in missing.output
 

@@ -352,6 +352,9 @@ def _backfill_directly(path: Path, source: Source, config: RaglineConfig, export
         "computed",
         soft_wrap=True,
     )
+    if not result.total_partitions:
+        empty = styled("yellow", "warning", f": {path} holds no documents (an unmounted folder?)")
+        console.print(empty, soft_wrap=True)
     if export_dir:
         console.print(
             f"upload {export_dir} and start a Pinecone import of its folder (see docs/operations.md: Backfills)"
