@@ -49,6 +49,11 @@ class StoreError(RaglineError):
     """A vector store or record store operation failed."""
 
 
+class KeyRefused(ConfigError):
+    """A service refused the configured API key (HTTP 401 or 403): a setting to fix, not a failure to retry. Raised
+    as a ``StoreError`` or ``EmbeddingError`` too, so what handles those handles it."""
+
+
 class UpsertError(StoreError):
     """Some records could not be written; ``failed_ids`` says which."""
 

@@ -325,6 +325,7 @@ def test_a_refused_key_fails_at_once_without_echoing_it(
         embedder.embed(TEXTS[:1])
 
     assert len(server.requests) == 1 and server.requests[0].status == 401  # not retried
+    assert isinstance(raised.value, ConfigError)  # the user's setting: the CLI exits 2
     assert wrong_key[-4:] not in str(raised.value)  # not even the part OpenAI echoes
     _assert_key_nowhere(wrong_key, raised.value, caplog.text, *capsys.readouterr())
 

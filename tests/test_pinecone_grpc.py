@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ragline.config import RaglineConfig
-from ragline.errors import StoreError, UpsertError
+from ragline.errors import ConfigError, StoreError, UpsertError
 from ragline.stores import VectorRecord
 from ragline.stores.pinecone_protobuf import upsert_overhead, vector_field_size
 from ragline.stores.pinecone_store import MAX_UPSERT_BYTES, PineconeStore
@@ -229,8 +229,9 @@ def test_a_wrong_api_key_is_a_clear_error(server: LoopbackPinecone, plane: Loopb
     store = PineconeStore(
         api_key="wrong-key", index_name=INDEX, dimension=DIM, host=server.url, grpc_host=plane.host, max_retries=0
     )
-    with pytest.raises(StoreError, match="check the Pinecone API key"):
+    with pytest.raises(StoreError, match="check the Pinecone API key") as refused:
         store.ensure_index()
+    assert isinstance(refused.value, ConfigError)  # the user's setting: the CLI exits 2
     store.close()
 
 

@@ -36,12 +36,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ragline.errors import ConfigError, EmbeddingError
+from ragline.errors import ConfigError, EmbeddingError, KeyRefused
 
 if TYPE_CHECKING:
     from bpe_openai._bindings import PyTokenizer
     from openai import APIStatusError, OpenAI, OpenAIError
     from openai._legacy_response import LegacyAPIResponse
+
+
+class _KeyRefused(EmbeddingError, KeyRefused):
+    """The embeddings API refused the API key."""
+
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +198,9 @@ class OpenAIEmbedder:
         except openai.OpenAIError as exc:
             retries = _retries_taken(exc)
             self._add_usage(retries=retries)
-            raise EmbeddingError(self._failure_message(exc, len(texts), tokens, retries)) from exc
+            refused = isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403)
+            failed = _KeyRefused if refused else EmbeddingError
+            raise failed(self._failure_message(exc, len(texts), tokens, retries)) from exc
         self._add_usage(retries=response.retries_taken)
         logger.debug("%s: %d inputs, %d tokens, %d retries", self.model_id, len(texts), tokens, response.retries_taken)
         return response

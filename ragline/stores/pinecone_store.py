@@ -73,7 +73,7 @@ import numpy as np
 import orjson
 from pydantic import SecretStr
 
-from ragline.errors import ConfigError, StoreError, UpsertError
+from ragline.errors import ConfigError, KeyRefused, StoreError, UpsertError
 from ragline.limits import MAX_ID_LENGTH, MAX_METADATA_BYTES
 from ragline.records import Metadata
 from ragline.stores.base import (
@@ -129,6 +129,10 @@ class _RequestFailed(StoreError):
     def refused(self) -> bool:
         """Pinecone refused the request's content: re-sending cannot help, splitting it can."""
         return self.status in _REFUSED_STATUSES
+
+
+class _KeyRefused(_RequestFailed, KeyRefused):
+    """Pinecone refused the API key."""
 
 
 class _GrpcUnusable(StoreError):
@@ -733,7 +737,8 @@ class PineconeStore:
         status = _status(exc)
         hint = " (check the Pinecone API key)" if status in (401, 403) else ""
         after = f" after {retries} retries" if retries else ""
-        return _RequestFailed(
+        failed = _KeyRefused if status in (401, 403) else _RequestFailed
+        return failed(
             f"Pinecone {action} failed{after}: {detail}{hint}", status=status, transient=transient, detail=detail
         )
 
