@@ -341,6 +341,22 @@ def test_a_full_ingest_of_another_folder_of_the_same_name_deletes_nothing_unless
     assert forced.exit_code == 0 and "1 documents" in runner.invoke(app, ["status", "--home", str(cli_env)]).stdout
 
 
+def test_a_refused_api_key_is_a_user_error_and_leaves_the_namespace_free_for_another_model(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragline.testing.openai_server import LoopbackOpenAI
+
+    home = ["--home", str(cli_env), "--no-flow"]
+    with LoopbackOpenAI() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-0123456789abcdef")
+        monkeypatch.setenv("RAGLINE_EMBEDDER", "openai")
+        user_error(runner.invoke(app, ["ingest", str(SAMPLE), *home]), "the API key was refused")
+    monkeypatch.setenv("RAGLINE_EMBEDDER", "hashing")  # the failed run bound nothing for good
+    assert runner.invoke(app, ["ingest", str(SAMPLE), *home]).exit_code == 0
+    assert "model hashing" in runner.invoke(app, ["status", "--home", str(cli_env)]).stdout
+
+
 def test_no_arguments_shows_the_help(cli_env: Path) -> None:
     result = runner.invoke(app, [])
     assert "Usage" in result.output and "ingest" in result.output

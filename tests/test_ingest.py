@@ -212,7 +212,10 @@ def test_crashed_run_is_rolled_back_by_the_next_run(config: RaglineConfig, embed
 
 
 def test_namespace_keeps_its_embedding_model(components: Components, tmp_path: Path) -> None:
-    components.records.journal.bind_namespace_model(NS, "openai/text-embedding-3-small", 1536)
+    journal = components.records.journal
+    journal.bind_namespace_model(NS, "openai/text-embedding-3-small", 1536)
+    journal.begin_run("r0", NS, "elsewhere")  # a run committed with that model: it holds the namespace
+    journal.commit_run("r0", NS, "elsewhere", delete_unseen=False)
     with pytest.raises(ConfigError, match="refusing"):
         run(components, corpus(tmp_path))
     assert components.store.describe_namespace(NS).vector_count == 0

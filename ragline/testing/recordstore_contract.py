@@ -84,14 +84,21 @@ class _Fixture:
 class RunJournalContract(_Fixture):
     """Namespaces, runs, pending and live rows, tombstones."""
 
-    def test_namespace_is_bound_to_its_first_model(self, record_store: RecordStore) -> None:
+    def test_namespace_is_bound_to_the_model_of_its_first_committed_run(self, record_store: RecordStore) -> None:
         journal = record_store.journal
         assert journal.namespace_model(NS) is None
         journal.bind_namespace_model(NS, "model-a", 4)
         journal.bind_namespace_model(NS, "model-a", 4)
         assert journal.namespace_model(NS) == ("model-a", 4)
-        with pytest.raises(ConfigError, match="model-a"):
-            journal.bind_namespace_model(NS, "model-b", 8)
+        journal.begin_run("r1", NS, "src")
+        journal.discard_pending("r1")  # a first run that failed: another model may take the namespace
+        journal.bind_namespace_model(NS, "model-b", 8)
+        assert journal.namespace_model(NS) == ("model-b", 8)
+        journal.begin_run("r2", NS, "src")
+        journal.commit_run("r2", NS, "src", delete_unseen=False)
+        with pytest.raises(ConfigError, match="model-b"):
+            journal.bind_namespace_model(NS, "model-a", 4)
+        assert journal.namespace_model(NS) == ("model-b", 8)
 
     def test_namespaces_lists_a_name_and_its_prefix(self, record_store: RecordStore) -> None:
         for name in ("docs", "docs--v2", "docsx", "other"):

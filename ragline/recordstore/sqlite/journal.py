@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Sequence
 
@@ -96,6 +97,12 @@ def _chunk_row(row: Row) -> ChunkRow:
     return ChunkRow(chunk_id, doc_id, position, text_hash, token_count, text, json.loads(metadata_json))
 
 
+def _committed(db: sqlite3.Connection, namespace: str) -> bool:
+    """Whether a run ever committed in ``namespace``."""
+    found = db.execute("SELECT 1 FROM runs WHERE namespace = ? AND status = 'committed' LIMIT 1", (namespace,))
+    return found.fetchone() is not None
+
+
 class SQLiteRunJournal:
     """``RunJournal`` on a shared ``SQLiteDatabase``."""
 
@@ -109,6 +116,11 @@ class SQLiteRunJournal:
             row = db.execute("SELECT model_id, dimension FROM namespaces WHERE namespace = ?", (namespace,)).fetchone()
             if row is None:
                 db.execute("INSERT INTO namespaces VALUES (?, ?, ?, ?)", (namespace, model_id, dimension, time.time()))
+            elif (row[0], row[1]) != (model_id, dimension) and not _committed(db, namespace):
+                db.execute(  # only failed runs wrote here: the namespace holds nothing of that model
+                    "UPDATE namespaces SET model_id = ?, dimension = ? WHERE namespace = ?",
+                    (model_id, dimension, namespace),
+                )
             elif (row[0], row[1]) != (model_id, dimension):
                 raise ConfigError(
                     f"namespace {namespace!r} holds vectors of {row[0]} (dimension {row[1]}); refusing to write "
