@@ -136,7 +136,8 @@ class RaglineConfig(BaseSettings):
         ge=0,
         le=1,
         description="A full cleanup (ingest --full, refresh) that would delete more than this share of a source's "
-        "documents refuses and rolls back (an unmounted folder?); --force-delete allows it once.",
+        "documents while the source shrank refuses and rolls back (an unmounted folder?); --force-delete allows it "
+        "once.",
     )
 
     # chunking

@@ -69,9 +69,9 @@ def reverify(config: RaglineConfig, run: RunRef, plan: Plan, freshness: Freshnes
 
 
 @task(name="guard-deletions", cache_policy=NO_CACHE)
-def guard_deletions(config: RaglineConfig, run: RunRef, max_fraction: float) -> None:
-    """Refuse to commit a full cleanup that would delete more than ``max_fraction`` of the source's documents."""
-    stages.guard_deletions(components_for(config), run, max_fraction)
+def guard_deletions(config: RaglineConfig, run: RunRef, max_fraction: float, documents_seen: int) -> None:
+    """Refuse to commit a full cleanup that would delete more than ``max_fraction`` of a source that shrank."""
+    stages.guard_deletions(components_for(config), run, max_fraction, documents_seen)
 
 
 @task(name="verify", cache_policy=NO_CACHE)

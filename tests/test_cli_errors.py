@@ -337,6 +337,7 @@ def test_a_full_ingest_of_another_folder_of_the_same_name_deletes_nothing_unless
     assert "no longer holds 3 of the 3 documents" in refused and "another folder named 'docs'" in refused
     status = runner.invoke(app, ["status", "--home", str(cli_env)])
     assert "3 documents" in status.stdout and "rolled_back" in status.stdout
+    user_error(runner.invoke(app, ["ingest", str(other), "--force-delete", *home]), "--force-delete", "--full")
     forced = runner.invoke(app, ["ingest", str(other), "--full", "--force-delete", *home])
     assert forced.exit_code == 0 and "1 documents" in runner.invoke(app, ["status", "--home", str(cli_env)]).stdout
 

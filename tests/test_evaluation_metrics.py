@@ -295,10 +295,11 @@ def test_a_copy_that_is_no_history_is_not_adopted_and_a_note_column_is_no_metric
     for damage in (b"garbage", b""):
         copy.write_bytes(damage)
         assert history.adopt(copy) == 0 and "is no evaluation history" in caplog.text
-    frame = history.export(copy).assign(note="looked fine", run_id="elsewhere")
+        assert not copy.exists() and (tmp_path / "history.parquet.unreadable").read_bytes() == damage  # kept aside
+    frame = history.export(copy).assign(note="looked fine", reviewed=True, run_id="elsewhere")
     frame.to_parquet(copy, index=False)
     assert history.adopt(copy) == 1  # the other host's row, without the note
-    assert "note" not in history.read().columns and len(history.read()) == 2
+    assert {"note", "reviewed"}.isdisjoint(history.read().columns) and len(history.read()) == 2
     frame.drop(columns=["mode"]).to_parquet(copy, index=False)
     assert history.adopt(copy) == 0 and "KeyError" in caplog.text
     history.export(copy)

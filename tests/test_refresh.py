@@ -229,6 +229,21 @@ def test_a_source_that_lost_most_of_its_documents_changes_nothing_unless_forced(
     assert refresh_at(components, root, T0 + 3).stats.documents_removed == 1
 
 
+def test_documents_moved_inside_their_source_are_not_taken_for_lost_ones(
+    components: Components, tmp_path: Path
+) -> None:
+    root = corpus(tmp_path)
+    refresh_at(components, root, T0)
+    (root / "archive").mkdir()
+    for entry in [p for p in root.iterdir() if p.name != "archive"]:
+        entry.rename(root / "archive" / entry.name)  # every document gone under its old id, back under a new one
+    moved = refresh_at(components, root, T0 + 1)
+    assert (moved.stats.documents_removed, moved.stats.documents_new, moved.stats.embeddings_computed) == (5, 5, 0)
+    assert sorted(components.records.journal.live_documents(NS, [f"docs/archive/{d[5:]}" for d in DOCS])) == sorted(
+        f"docs/archive/{d[5:]}" for d in DOCS
+    )
+
+
 def test_two_folders_of_one_name_in_one_namespace_are_refused_before_any_run(
     components: Components, tmp_path: Path
 ) -> None:

@@ -21,6 +21,7 @@ from ragline.errors import ConfigError
 from ragline.evaluation.suite import golden_sets, run_suite
 from ragline.indexing.chunking import Chunker
 from ragline.indexing.pipeline import ingest
+from ragline.indexing.refresh import refresh, refresh_targets
 from ragline.retrieval import search
 from ragline.retrieval.bm25 import index_folder
 from ragline.sources import open_source
@@ -113,6 +114,10 @@ def test_reads_and_writes_resolve_through_the_alias(c: Components, tmp_path: Pat
     with pytest.raises(ConfigError, match=f"served by version {V2!r}, chunked with other settings .*chunk_size 200"):
         ingest(c, open_source(new))  # the default chunker would mix its chunks into the promoted v2's
     assert c.records.journal.last_runs(V2, 10) == runs  # refused before a run opened
+    elsewhere = replace(c, config=c.config.model_copy(update={"namespace": "default"}))  # `refresh --namespace docs`
+    with pytest.raises(ConfigError, match=f"served by version {V2!r}"):
+        refresh(elsewhere, refresh_targets(elsewhere.config, c.records, [new], namespace=NS))
+    assert c.records.journal.last_runs(V2, 10) == runs
     as_built = Chunker(c.embedder.count_tokens, c.embedder.model_id, 128, c.config.chunk_overlap)
     result = ingest(replace(c, chunker=as_built), open_source(new))  # no --index-version: the live version stays fresh
     assert result.namespace == V2

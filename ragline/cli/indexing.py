@@ -53,6 +53,9 @@ def ingest_command(
     """Index PATH: unchanged documents are skipped, changed ones re-indexed, and with --full vanished ones deleted."""
     from ragline.sources import open_source
 
+    if force_delete and not full:
+        raise typer.BadParameter("only a --full ingest deletes anything", param_hint=["--force-delete"])
+
     config = load_config(
         namespace=namespace,
         home=home,

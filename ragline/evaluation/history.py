@@ -10,7 +10,8 @@ becomes the baseline. It fails when the drop is strictly more than ``tolerance``
 The rows live in the record store's ``EvaluationLog``, so every host that runs the nightly evaluation checks
 against the same baseline; ``<home>/evaluation/history.parquet`` is a copy written after each run, for analysis.
 Before it is written, the rows of that file the log lacks are adopted: each host's history from before the log joins
-it on the host's first run, and the copy never overwrites rows kept nowhere else.
+it on the host's first run, and the copy never overwrites rows kept nowhere else (a file that cannot be read as a
+history is moved aside to ``history.parquet.unreadable``, not replaced).
 """
 
 from __future__ import annotations
@@ -68,9 +69,9 @@ class EvaluationHistory:
         self.log.append(_log_rows(rows))
 
     def adopt(self, path: Path) -> int:
-        """Take the rows of the Parquet history at ``path`` that the log lacks; returns how many. A copy that cannot
-        be read as a history (damaged, or a key column gone) is left out with a warning: it is only a copy, and the
-        next export replaces it."""
+        """Take the rows of the Parquet history at ``path`` that the log lacks; returns how many. A file that
+        cannot be read as a history (damaged, or a key column gone) is moved aside, with a warning, for the export
+        to write a whole copy in its place."""
         import pandas as pd
 
         if not path.is_file():
@@ -78,7 +79,9 @@ class EvaluationHistory:
         try:
             rows = _log_rows(pd.read_parquet(path))
         except Exception as exc:  # pyarrow's errors, a missing column, a value of the wrong type
-            log.warning("%s is no evaluation history (%s: %s): not adopted, replaced", path, type(exc).__name__, exc)
+            aside = path.with_name(f"{path.name}.unreadable")
+            os.replace(path, aside)
+            log.warning("%s is no evaluation history (%s: %s): moved to %s", path, type(exc).__name__, exc, aside)
             return 0
         return self.log.adopt(rows)
 
@@ -121,7 +124,11 @@ def _log_rows(frame: pd.DataFrame) -> list[EvaluationRow]:
     not numeric, a note added for analysis say, is no metric)."""
     import pandas as pd
 
-    metrics = [c for c in frame.columns if c not in _KEY_DTYPES and pd.api.types.is_numeric_dtype(frame[c])]
+    metrics = [
+        c
+        for c in frame.columns
+        if c not in _KEY_DTYPES and pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+    ]
     return [
         EvaluationRow(
             run_id=str(row["run_id"]),

@@ -103,22 +103,32 @@ def open_run(c: Components, namespace: str, source: str, *, check_index: bool = 
 
 
 def _refuse_rechunking_a_promoted_version(c: Components, namespace: str) -> None:
-    """``ConfigError`` when a run reaches ``namespace`` through its alias (a promoted index version, no
-    ``index_version`` named) with chunker settings other than the version's: it would re-chunk, unevaluated, the
-    index the promotion gate passed. Naming the version (``--index-version``) re-chunks it on purpose."""
-    name = c.config.namespace
-    if c.config.index_version or namespace == name or c.records.aliases.target(name) != namespace:
+    """``ConfigError`` when a run reaches ``namespace`` through an alias (a promoted index version, no
+    ``index_version`` named) with another chunker than the version's documents were chunked with: it would re-chunk,
+    unevaluated, the index the promotion gate passed. Naming the version (``--index-version``) re-chunks it on
+    purpose."""
+    if c.config.index_version:
         return
-    first = c.records.journal.keyword_rows_after(namespace, "", 1, False)
+    name = _alias_serving(c, namespace)
+    first = c.records.journal.keyword_rows_after(namespace, "", 1, False) if name else []
     row = c.records.journal.chunk_rows(namespace, [first[0].chunk_id]).get(first[0].chunk_id) if first else None
-    if row is not None and row.metadata.get("config_hash") != c.chunker.config_hash:
-        version = namespace.removeprefix(name + VERSION_SEPARATOR)
+    document = c.records.journal.live_documents(namespace, [row.doc_id]).get(row.doc_id) if row else None
+    if name and document is not None and document.config_hash != c.chunker.config_hash:
         raise ConfigError(
             f"namespace {name!r} is served by version {namespace!r}, chunked with other settings than this run's "
-            f"(chunk_size {c.chunker.chunk_size}, chunk_overlap {c.chunker.chunk_overlap}): the run would re-chunk "
-            "the promoted index unevaluated. Run with the settings the version was built with, build and promote a "
-            f"new version, or name it (--index-version {version}) to re-chunk it"
+            f"(chunk_size {c.chunker.chunk_size}, chunk_overlap {c.chunker.chunk_overlap}) or by an older chunker: "
+            "the run would re-chunk the promoted index unevaluated. Run with the settings the version was built "
+            "with, build and promote a new version, or name it "
+            f"(--index-version {namespace.removeprefix(name + VERSION_SEPARATOR)}) to re-chunk it"
         )
+
+
+def _alias_serving(c: Components, namespace: str) -> str | None:
+    """The alias whose target is ``namespace``, a version ``<name>--<version>`` of it; None if none is."""
+    for at in (i for i in range(len(namespace)) if namespace.startswith(VERSION_SEPARATOR, i)):
+        if c.records.aliases.target(namespace[:at]) == namespace:
+            return namespace[:at]
+    return None
 
 
 def recover(c: Components, namespace: str) -> list[str]:

@@ -95,7 +95,7 @@ def run_stages(
     )
     stats = outcome.stats
     if cleanup == "full":
-        steps.run(stages.guard_deletions, "guard-deletions", run, max_delete_fraction)
+        steps.run(stages.guard_deletions, "guard-deletions", run, max_delete_fraction, stats.documents_seen)
     if write is None:
         stats.add(steps.run(stages.verify, "verify", run))
     stats.add(steps.run(stages.commit, "commit", run, cleanup, write is not None))

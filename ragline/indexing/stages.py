@@ -542,17 +542,18 @@ def _check_fetch_back(c: Components, namespace: str, rows: dict[str, ChunkRow]) 
     return failures
 
 
-def guard_deletions(c: Components, run: RunRef, max_fraction: float) -> None:
+def guard_deletions(c: Components, run: RunRef, max_fraction: float, documents_seen: int) -> None:
     """Raise before commit when a full cleanup would delete more than ``max_fraction`` of the documents indexed
-    from the source: an unmounted, emptied or half-copied folder, or another folder of the same name, must not wipe
-    a source. The run then rolls back and nothing changes; ``--force-delete`` (``max_fraction`` 1) is for when the
-    deletions are meant."""
+    from the source while the source shrank (it yielded fewer than ``1 - max_fraction`` of them): an unmounted,
+    emptied or half-copied folder, or another folder of the same name, must not wipe a source, while a folder
+    renamed inside it (its documents gone under old ids, back under new ones) may. The run then rolls back and
+    nothing changes; ``--force-delete`` (``max_fraction`` 1) is for when the deletions are meant."""
     unseen = c.records.journal.unseen_document_count(run.run_id, run.namespace, run.source)
     indexed = c.records.journal.live_document_count(run.namespace, run.source) if unseen else 0
-    if unseen > max_fraction * indexed:
+    if unseen > max_fraction * indexed and documents_seen < (1 - max_fraction) * indexed:
         raise SourceError(
             f"source {run.source!r} no longer holds {unseen} of the {indexed} documents indexed from it in namespace "
-            f"{run.namespace!r}, more than cleanup_max_delete_fraction ({max_fraction:g}): refusing to delete them "
-            f"(an unmounted or half-copied folder, or another folder named {run.source!r}?), nothing was changed; "
-            "if the deletions are meant, run again with --force-delete"
+            f"{run.namespace!r} (it yielded {documents_seen}), more than cleanup_max_delete_fraction "
+            f"({max_fraction:g}): refusing to delete them (an unmounted or half-copied folder, or another folder named "
+            f"{run.source!r}?), nothing was changed; if the deletions are meant, run again with --force-delete"
         )
