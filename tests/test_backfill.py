@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from ragline.cli import app
 from ragline.components import Components, build_components
 from ragline.config import RaglineConfig
 from ragline.errors import ValidationFailed
@@ -163,16 +165,16 @@ def test_partition_runs_through_ingest_with_incremental_cleanup(partitioned: Com
     assert c.records.journal.live_document_count(NS) == 10
 
 
-def test_cli_backfills_prints_each_partition_and_shows_the_ledger(
-    monkeypatch: pytest.MonkeyPatch, models_dir: Path, tmp_path: Path
-) -> None:
-    from typer.testing import CliRunner
-
-    from ragline.cli import app
-
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> CliRunner:
+    """The CLI with the session's model folder and no Prefect server."""
     monkeypatch.setenv("RAGLINE_MODEL_CACHE_DIR", str(models_dir))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    runner, home, path = CliRunner(), str(tmp_path / "home"), str(cranfield_jsonl(tmp_path, 7))
+    return CliRunner()
+
+
+def test_cli_backfills_prints_each_partition_and_shows_the_ledger(runner: CliRunner, tmp_path: Path) -> None:
+    home, path = str(tmp_path / "home"), str(cranfield_jsonl(tmp_path, 7))
     args = ["backfill", path, "--home", home, "-n", NS, "--partition-size", "5", "--no-flow"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
@@ -202,15 +204,9 @@ def test_cli_backfills_prints_each_partition_and_shows_the_ledger(
 
 
 def test_cli_exports_bulk_import_files_on_pinecone(
-    monkeypatch: pytest.MonkeyPatch, models_dir: Path, tmp_path: Path
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from typer.testing import CliRunner
-
-    from ragline.cli import app
-
-    monkeypatch.setenv("RAGLINE_MODEL_CACHE_DIR", str(models_dir))
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    runner, home, path = CliRunner(), str(tmp_path / "home"), str(cranfield_jsonl(tmp_path, 7))
+    home, path = str(tmp_path / "home"), str(cranfield_jsonl(tmp_path, 7))
     args = ["backfill", path, "--home", home, "--partition-size", "5", "--no-flow"]
     with LoopbackPinecone(api_key=API_KEY) as server:
         server.create_index(INDEX, dimension=384)
