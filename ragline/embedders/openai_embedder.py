@@ -32,7 +32,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
@@ -46,6 +46,13 @@ if TYPE_CHECKING:
 
 class _KeyRefused(EmbeddingError, KeyRefused):
     """The embeddings API refused the API key."""
+
+
+def _key_refused(exc: OpenAIError) -> TypeGuard[APIStatusError]:
+    """Whether the API refused the key (HTTP 401 or 403)."""
+    import openai
+
+    return isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403)
 
 
 logger = logging.getLogger(__name__)
@@ -198,8 +205,7 @@ class OpenAIEmbedder:
         except openai.OpenAIError as exc:
             retries = _retries_taken(exc)
             self._add_usage(retries=retries)
-            refused = isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403)
-            failed = _KeyRefused if refused else EmbeddingError
+            failed = _KeyRefused if _key_refused(exc) else EmbeddingError
             raise failed(self._failure_message(exc, len(texts), tokens, retries)) from exc
         self._add_usage(retries=response.retries_taken)
         logger.debug("%s: %d inputs, %d tokens, %d retries", self.model_id, len(texts), tokens, response.retries_taken)
@@ -239,7 +245,7 @@ class OpenAIEmbedder:
         """What failed and why, with the API key masked."""
         import openai
 
-        if isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403):
+        if _key_refused(exc):
             reason = f"HTTP {exc.status_code}: the API key was refused ({exc.code or exc.type or 'no code'})"
         elif isinstance(exc, openai.APIStatusError):
             reason = f"HTTP {exc.status_code}: {_server_message(exc)}"

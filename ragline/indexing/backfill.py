@@ -207,10 +207,11 @@ def run_backfill(
         setup = indexing_setup(c)
         result = BackfillResult(backfill_id, spec.namespace, spec.source_name, total)
         for partition in partitions(source, spec.partition_size):
-            if done.get(partition.index) == partition.fingerprint(setup):
+            fingerprint = partition.fingerprint(setup)
+            if done.get(partition.index) == fingerprint:
                 result.outcomes.append(PartitionOutcome(partition.index, True, None, IngestStats()))
             else:
-                result.outcomes.append(_run_partition(c, run, spec, partition))
+                result.outcomes.append(_run_partition(c, run, spec, partition, fingerprint))
                 result.stats.add(result.outcomes[-1].stats)
             if on_progress:
                 on_progress(result)
@@ -221,10 +222,12 @@ def run_backfill(
     return result
 
 
-def _run_partition(c: Components, run: PartitionRunner, spec: BackfillSpec, partition: Partition) -> PartitionOutcome:
-    """Run one partition between its ledger marks; a failure is recorded on the ledger and re-raised."""
+def _run_partition(
+    c: Components, run: PartitionRunner, spec: BackfillSpec, partition: Partition, fingerprint: str
+) -> PartitionOutcome:
+    """Run one partition between its ledger marks (``fingerprint``: the partition's, with the indexing setup); a
+    failure is recorded on the ledger and re-raised."""
     backfill_id = spec.backfill_id
-    fingerprint = partition.fingerprint(indexing_setup(c))
     c.records.backfills.start_partition(backfill_id, partition.index, fingerprint, len(partition.items))
     try:
         run_id, stats = run(spec, partition)

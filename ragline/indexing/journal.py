@@ -107,13 +107,13 @@ def _refuse_rechunking_a_promoted_version(c: Components, namespace: str) -> None
     ``index_version`` named) with another chunker than the version's documents were chunked with: it would re-chunk,
     unevaluated, the index the promotion gate passed. Naming the version (``--index-version``) re-chunks it on
     purpose."""
-    if c.config.index_version:
-        return
-    name = _alias_serving(c, namespace)
+    name = None if c.config.index_version else _alias_serving(c, namespace)
     first = c.records.journal.keyword_rows_after(namespace, "", 1, False) if name else []
-    row = c.records.journal.chunk_rows(namespace, [first[0].chunk_id]).get(first[0].chunk_id) if first else None
-    document = c.records.journal.live_documents(namespace, [row.doc_id]).get(row.doc_id) if row else None
-    if name and document is not None and document.config_hash != c.chunker.config_hash:
+    if not name or not first:
+        return
+    (row,) = c.records.journal.chunk_rows(namespace, [first[0].chunk_id]).values()
+    document = c.records.journal.live_documents(namespace, [row.doc_id]).get(row.doc_id)
+    if document is not None and document.config_hash != c.chunker.config_hash:
         raise ConfigError(
             f"namespace {name!r} is served by version {namespace!r}, chunked with other settings than this run's "
             f"(chunk_size {c.chunker.chunk_size}, chunk_overlap {c.chunker.chunk_overlap}) or by an older chunker: "

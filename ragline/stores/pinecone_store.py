@@ -735,11 +735,12 @@ class PineconeStore:
     def _failure(self, action: str, exc: Exception, retries: int, transient: bool) -> _RequestFailed:
         detail = self._scrub(str(exc)) or type(exc).__name__
         status = _status(exc)
-        hint = " (check the Pinecone API key)" if status in (401, 403) else ""
         after = f" after {retries} retries" if retries else ""
-        failed = _KeyRefused if status in (401, 403) else _RequestFailed
-        return failed(
-            f"Pinecone {action} failed{after}: {detail}{hint}", status=status, transient=transient, detail=detail
+        if status in (401, 403):
+            message = f"Pinecone {action} failed{after}: {detail} (check the Pinecone API key)"
+            return _KeyRefused(message, status=status, transient=transient, detail=detail)
+        return _RequestFailed(
+            f"Pinecone {action} failed{after}: {detail}", status=status, transient=transient, detail=detail
         )
 
     def _backoff(self, attempt: int, exc: Exception) -> float:

@@ -123,16 +123,17 @@ class PostgresRunJournal:
             row = db.execute(
                 "SELECT model_id, dimension FROM namespaces WHERE namespace = %s FOR UPDATE", (namespace,)
             ).fetchone()
+            if row is None or (row[0], row[1]) == (model_id, dimension):
+                return
             committed = db.execute(
                 "SELECT 1 FROM runs WHERE namespace = %s AND status = 'committed' LIMIT 1", (namespace,)
             ).fetchone()
-            if row is not None and (row[0], row[1]) != (model_id, dimension) and committed is None:
+            if committed is None:
                 db.execute(  # only failed runs wrote here: the namespace holds nothing of that model
                     "UPDATE namespaces SET model_id = %s, dimension = %s WHERE namespace = %s",
                     (model_id, dimension, namespace),
                 )
                 return
-        if row is not None and (row[0], row[1]) != (model_id, dimension):
             raise ConfigError(
                 f"namespace {namespace!r} holds vectors of {row[0]} (dimension {row[1]}); refusing to write "
                 f"{model_id} (dimension {dimension}) into it. Build a new index version beside it instead "
